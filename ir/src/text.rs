@@ -1,0 +1,1 @@
+//! The `.tir` text form: printer and parser (to be written).
