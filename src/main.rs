@@ -1,1 +1,20 @@
-fn main(){}
+//! The `kiln` binary: see `kiln --help`.
+
+use clap::Parser;
+use std::io::Write;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = kiln::cli::Cli::parse();
+    match kiln::cli::run(cli) {
+        Ok(out) => {
+            // A closed pipe (`kiln emit f.tir | head`) is not an error worth a panic.
+            let _ = std::io::stdout().write_all(out.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
