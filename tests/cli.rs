@@ -1,0 +1,100 @@
+//! The `kiln` and `autotune` binaries as a user runs them: help text, `emit` on good and bad
+//! input, exit statuses.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).output().expect("the kiln binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let o = kiln(&["--help"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("emit"), "{}", stdout(&o));
+    let o = kiln(&["emit", "--help"]);
+    assert!(o.status.success());
+    let help = stdout(&o);
+    assert!(help.contains("verify") && help.contains("line"), "{help}");
+}
+
+#[test]
+fn emit_prints_the_example_kernel() {
+    let path = format!("{}/examples/int4_gemv.tir", env!("CARGO_MANIFEST_DIR"));
+    let o = kiln(&["emit", &path]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let expected = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(stdout(&o), expected);
+}
+
+#[test]
+fn emit_reads_standard_input() {
+    let path = format!("{}/examples/online_softmax.tir", env!("CARGO_MANIFEST_DIR"));
+    let src = std::fs::read_to_string(&path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["emit", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(src.as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(stdout(&o), src);
+}
+
+#[test]
+fn emit_reports_parse_errors_with_line_and_column() {
+    let path = temp_file("bad_syntax.tir", "kernel k(@x: ptr<f32>) {\n  %0: i32 = program_id 0\n  %1: i32 = add %0 %0\n}\n");
+    let o = kiln(&["emit", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("bad_syntax.tir:3:"), "{err}");
+    assert!(err.contains("expected"), "{err}");
+}
+
+#[test]
+fn emit_reports_every_verifier_error_located() {
+    let src = "kernel k(@x: ptr<f32>) {\n  %0: i32 = program_id 5\n  %1: f32 = const 1.0\n  %2: f32 = add %0, %1\n}\n";
+    let path = temp_file("ill_typed.tir", src);
+    let o = kiln(&["emit", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("ill_typed.tir:2:"), "{err}");
+    assert!(err.contains("ill_typed.tir:4:"), "{err}");
+}
+
+#[test]
+fn emit_reports_a_missing_file() {
+    let o = kiln(&["emit", "/nonexistent/kernel.tir"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot read /nonexistent/kernel.tir"), "{}", stderr(&o));
+}
+
+#[test]
+fn autotune_explains_itself_and_refuses_to_run() {
+    let bin = env!("CARGO_BIN_EXE_autotune");
+    let o = Command::new(bin).arg("--help").output().unwrap();
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("tuning database"));
+    let o = Command::new(bin).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot tune"));
+}
