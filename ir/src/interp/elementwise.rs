@@ -104,7 +104,7 @@ pub(crate) fn binary(op: BinaryOp, lhs: &Data, rhs: &Data) -> Result<Data, Fault
 fn int_binary(op: BinaryOp, t: Int, x: i64, y: i64) -> Result<i64, Fault> {
     let width = u64::from(t.width());
     // The shift amount is the rhs's bit pattern read as unsigned.
-    let amount = || u64::from(t.to_bits(y));
+    let amount = || u64::from(t.encode(y));
     Ok(match op {
         BinaryOp::Add => x.wrapping_add(y),
         BinaryOp::Sub => x.wrapping_sub(y),
@@ -229,17 +229,15 @@ pub(crate) fn cast(arg: &Data, to: Kind) -> Data {
 /// Reinterpretation of each element's bits as `to`, which has the same width.
 pub(crate) fn bitcast(arg: &Data, to: Kind) -> Result<Data, Fault> {
     let (width, bits): (u32, Vec<u32>) = match arg {
-        Data::F(f, v) => (f.width(), v.iter().map(|&x| f.to_bits(x)).collect()),
-        Data::I(t, v) => (t.width(), v.iter().map(|&x| t.to_bits(x)).collect()),
+        Data::F(f, v) => (f.width(), v.iter().map(|&x| f.encode(x)).collect()),
+        Data::I(t, v) => (t.width(), v.iter().map(|&x| t.encode(x)).collect()),
         Data::B(_) => return Err(Fault::Internal("bitcast of bool".into())),
     };
     match to {
         Kind::Float(g) if g.width() == width => {
-            Ok(Data::F(g, bits.into_iter().map(|b| g.from_bits(b)).collect()))
+            Ok(Data::F(g, bits.into_iter().map(|b| g.decode(b)).collect()))
         }
-        Kind::Int(t) if t.width() == width => {
-            Ok(Data::I(t, bits.into_iter().map(|b| t.from_bits(b)).collect()))
-        }
+        Kind::Int(t) if t.width() == width => Ok(Data::I(t, bits.into_iter().map(|b| t.decode(b)).collect())),
         Kind::Float(_) | Kind::Int(_) | Kind::Bool => {
             Err(Fault::Internal(format!("bitcast of {width}-bit values to {to:?}")))
         }

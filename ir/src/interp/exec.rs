@@ -10,6 +10,9 @@ use crate::entities::{Block, Inst, Param, Value};
 use crate::kernel::{Kernel, ParamKind};
 use crate::op::Op;
 
+/// `memory::store` or `memory::atomic_add`.
+type WriteFn = fn(&mut HostBuffer, &[Option<usize>], &Data) -> Result<(), Fault>;
+
 pub(crate) struct Machine<'k, 'a> {
     kernel: &'k Kernel,
     grid: [u32; 3],
@@ -164,7 +167,7 @@ impl<'k, 'a> Machine<'k, 'a> {
         offsets: Value,
         value: Value,
         mask: Option<Value>,
-        apply: fn(&mut HostBuffer, &[Option<usize>], &Data) -> Result<(), Fault>,
+        apply: WriteFn,
     ) -> Result<(), InterpError> {
         let len = self.buffer(inst, buffer)?.len();
         let mask = mask.map(|m| self.get(m)).transpose()?;

@@ -101,7 +101,7 @@ impl HostBuffer {
     /// for floats, truncated toward zero and saturated (NaN to 0) for integers, `x != 0` for
     /// `bool`.
     pub fn from_f64(dtype: DType, xs: &[f64]) -> HostBuffer {
-        HostBuffer::from_data(&Kind::of(dtype).from_f64s(xs))
+        HostBuffer::from_data(&Kind::of(dtype).convert_f64s(xs))
     }
 
     /// The elements as `f64` (exact; `bool` as 0 or 1).
@@ -118,13 +118,13 @@ impl HostBuffer {
         match self {
             // Through the bits, so that NaN payloads (signaling ones included) survive.
             HostBuffer::F32(v) => {
-                Data::F(Float::F32, v.iter().map(|x| Float::F32.from_bits(x.to_bits())).collect())
+                Data::F(Float::F32, v.iter().map(|x| Float::F32.decode(x.to_bits())).collect())
             }
             HostBuffer::F16(v) => {
-                Data::F(Float::F16, v.iter().map(|x| Float::F16.from_bits(x.to_bits().into())).collect())
+                Data::F(Float::F16, v.iter().map(|x| Float::F16.decode(x.to_bits().into())).collect())
             }
             HostBuffer::BF16(v) => {
-                Data::F(Float::BF16, v.iter().map(|x| Float::BF16.from_bits(x.to_bits().into())).collect())
+                Data::F(Float::BF16, v.iter().map(|x| Float::BF16.decode(x.to_bits().into())).collect())
             }
             HostBuffer::I32(v) => Data::I(Int::I32, v.iter().map(|&x| x.into()).collect()),
             HostBuffer::U32(v) => Data::I(Int::U32, v.iter().map(|&x| x.into()).collect()),
@@ -138,7 +138,7 @@ impl HostBuffer {
     pub(crate) fn from_data(data: &Data) -> HostBuffer {
         match data {
             Data::F(f, v) => {
-                let bits = v.iter().map(|&x| f.to_bits(x));
+                let bits = v.iter().map(|&x| f.encode(x));
                 match f {
                     Float::F32 => HostBuffer::F32(bits.map(f32::from_bits).collect()),
                     Float::F16 => HostBuffer::F16(bits.map(|b| f16::from_bits(b as u16)).collect()),
@@ -172,7 +172,7 @@ impl Scalar {
 
     /// `x` converted to `dtype` as [`HostBuffer::from_f64`] converts.
     pub fn from_f64(dtype: DType, x: f64) -> Scalar {
-        let float = |f: Float| f.to_bits(f.round(x));
+        let float = |f: Float| f.encode(f.round(x));
         match dtype {
             DType::F32 => Scalar::F32(f32::from_bits(float(Float::F32))),
             DType::F16 => Scalar::F16(f16::from_bits(float(Float::F16) as u16)),
@@ -202,9 +202,9 @@ impl Scalar {
     /// The value as the interpreter holds it, a one-element [`Data`].
     pub(crate) fn to_data(self) -> Data {
         match self {
-            Scalar::F32(x) => Data::F(Float::F32, vec![Float::F32.from_bits(x.to_bits())]),
-            Scalar::F16(x) => Data::F(Float::F16, vec![Float::F16.from_bits(x.to_bits().into())]),
-            Scalar::BF16(x) => Data::F(Float::BF16, vec![Float::BF16.from_bits(x.to_bits().into())]),
+            Scalar::F32(x) => Data::F(Float::F32, vec![Float::F32.decode(x.to_bits())]),
+            Scalar::F16(x) => Data::F(Float::F16, vec![Float::F16.decode(x.to_bits().into())]),
+            Scalar::BF16(x) => Data::F(Float::BF16, vec![Float::BF16.decode(x.to_bits().into())]),
             Scalar::I32(x) => Data::I(Int::I32, vec![x.into()]),
             Scalar::U32(x) => Data::I(Int::U32, vec![x.into()]),
             Scalar::I8(x) => Data::I(Int::I8, vec![x.into()]),

@@ -48,12 +48,12 @@ pub(crate) fn load(buf: &HostBuffer, lanes: &[Option<usize>], other: Option<&Dat
         }
     };
     match (buf, &mut out) {
-        (HostBuffer::F32(v), Data::F(_, out)) => fill(out, lanes, |i| Float::F32.from_bits(v[i].to_bits())),
+        (HostBuffer::F32(v), Data::F(_, out)) => fill(out, lanes, |i| Float::F32.decode(v[i].to_bits())),
         (HostBuffer::F16(v), Data::F(_, out)) => {
-            fill(out, lanes, |i| Float::F16.from_bits(v[i].to_bits().into()))
+            fill(out, lanes, |i| Float::F16.decode(v[i].to_bits().into()))
         }
         (HostBuffer::BF16(v), Data::F(_, out)) => {
-            fill(out, lanes, |i| Float::BF16.from_bits(v[i].to_bits().into()))
+            fill(out, lanes, |i| Float::BF16.decode(v[i].to_bits().into()))
         }
         (HostBuffer::I32(v), Data::I(_, out)) => fill(out, lanes, |i| v[i].into()),
         (HostBuffer::U32(v), Data::I(_, out)) => fill(out, lanes, |i| v[i].into()),
@@ -85,14 +85,12 @@ pub(crate) fn store(buf: &mut HostBuffer, lanes: &[Option<usize>], value: &Data)
         return Err(Fault::Internal(format!("store of {} values to {} lanes", value.len(), lanes.len())));
     }
     match (buf, value) {
-        (HostBuffer::F32(v), Data::F(_, x)) => {
-            scatter(v, lanes, x, |x| f32::from_bits(Float::F32.to_bits(x)))
-        }
+        (HostBuffer::F32(v), Data::F(_, x)) => scatter(v, lanes, x, |x| f32::from_bits(Float::F32.encode(x))),
         (HostBuffer::F16(v), Data::F(_, x)) => {
-            scatter(v, lanes, x, |x| f16::from_bits(Float::F16.to_bits(x) as u16))
+            scatter(v, lanes, x, |x| f16::from_bits(Float::F16.encode(x) as u16))
         }
         (HostBuffer::BF16(v), Data::F(_, x)) => {
-            scatter(v, lanes, x, |x| bf16::from_bits(Float::BF16.to_bits(x) as u16))
+            scatter(v, lanes, x, |x| bf16::from_bits(Float::BF16.encode(x) as u16))
         }
         (HostBuffer::I32(v), Data::I(_, x)) => scatter(v, lanes, x, |x| x as i32),
         (HostBuffer::U32(v), Data::I(_, x)) => scatter(v, lanes, x, |x| x as u32),
@@ -130,7 +128,7 @@ pub(crate) fn atomic_add(buf: &mut HostBuffer, lanes: &[Option<usize>], value: &
     match (buf, value) {
         (HostBuffer::F32(v), Data::F(_, x)) => accumulate(v, lanes, x, |old, x| {
             let f = Float::F32;
-            f32::from_bits(f.to_bits(f.round(f.from_bits(old.to_bits()) + x)))
+            f32::from_bits(f.encode(f.round(f.decode(old.to_bits()) + x)))
         }),
         (HostBuffer::I32(v), Data::I(_, x)) => accumulate(v, lanes, x, |old, x| old.wrapping_add(x as i32)),
         (HostBuffer::U32(v), Data::I(_, x)) => accumulate(v, lanes, x, |old, x| old.wrapping_add(x as u32)),

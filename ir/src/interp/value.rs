@@ -58,7 +58,7 @@ impl Kind {
 
     /// The elements `x` stands for, converted to this kind as `cast` converts (an exact real
     /// number rounded, truncated and saturated, or compared with zero).
-    pub(crate) fn from_f64s(self, xs: &[f64]) -> Data {
+    pub(crate) fn convert_f64s(self, xs: &[f64]) -> Data {
         match self {
             Kind::Float(f) => Data::F(f, xs.iter().map(|&x| f.round(x)).collect()),
             Kind::Int(t) => Data::I(t, xs.iter().map(|&x| t.saturate(x)).collect()),
@@ -127,8 +127,8 @@ impl Float {
     }
 
     /// The value of a bit pattern, exactly. A NaN keeps its sign and payload, placed in the top
-    /// mantissa bits of the `f64` so that [`Float::to_bits`] gives the same pattern back.
-    pub(crate) fn from_bits(self, bits: u32) -> f64 {
+    /// mantissa bits of the `f64` so that [`Float::encode`] gives the same pattern back.
+    pub(crate) fn decode(self, bits: u32) -> f64 {
         let (p, e) = (self.mantissa_bits(), self.exponent_bits());
         let exp = (bits >> p) & ((1 << e) - 1);
         let man = bits & ((1 << p) - 1);
@@ -143,8 +143,8 @@ impl Float {
         }
     }
 
-    /// The bit pattern of a value held for this dtype (exact; the inverse of `from_bits`).
-    pub(crate) fn to_bits(self, x: f64) -> u32 {
+    /// The bit pattern of a value held for this dtype (exact; the inverse of `decode`).
+    pub(crate) fn encode(self, x: f64) -> u32 {
         let (p, e) = (self.mantissa_bits(), self.exponent_bits());
         if x.is_nan() {
             let b = x.to_bits();
@@ -170,7 +170,7 @@ impl Float {
     pub(crate) fn round(self, x: f64) -> f64 {
         if x.is_nan() {
             let quiet = 1 << (self.mantissa_bits() - 1);
-            return self.from_bits(self.to_bits(x) | quiet);
+            return self.decode(self.encode(x) | quiet);
         }
         match self {
             // Rust's `as` rounds to nearest even, which is what IEEE conversion does.
@@ -243,7 +243,7 @@ impl Int {
     }
 
     /// The bit pattern, in the low `width` bits.
-    pub(crate) fn to_bits(self, x: i64) -> u32 {
+    pub(crate) fn encode(self, x: i64) -> u32 {
         let bits = x as u32;
         match self {
             Int::I32 | Int::U32 => bits,
@@ -251,7 +251,7 @@ impl Int {
         }
     }
 
-    pub(crate) fn from_bits(self, bits: u32) -> i64 {
+    pub(crate) fn decode(self, bits: u32) -> i64 {
         self.wrap(i64::from(bits))
     }
 }
