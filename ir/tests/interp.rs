@@ -564,3 +564,77 @@ fn programs_see_earlier_programs_writes() {
         .collect();
     assert_same(&out(&args, 1), &want);
 }
+
+#[test]
+fn tiled_matmul_with_ragged_edges_matches_a_blockwise_reference() {
+    // C[M, N] = A[M, K] · B[K, N], 16×16 tiles per program, K in blocks of 16, masked edges.
+    const T: i32 = 16;
+    let (m, n, kk) = (45usize, 30usize, 77usize);
+    let b = KernelBuilder::new("matmul");
+    let (a, bb, c) = (b.buffer("a", F16), b.buffer("b", F16), b.buffer("c", F32));
+    let (sm, sn, sk) = (b.scalar("m", I32), b.scalar("n", I32), b.scalar("k", I32));
+    let rows = b.program_id(0) * T + b.arange(0, T);
+    let cols = b.program_id(1) * T + b.arange(0, T);
+    let acc = b.zeros(&[T as u32, T as u32], F32);
+    let [acc] = b.for_range(0, sk, T, [acc], |k0, [acc]| {
+        let ks = k0 + b.arange(0, T);
+        let a_offs = rows.col() * sk + ks.row();
+        let a_mask = rows.col().lt(sm) & ks.row().lt(sk);
+        let b_offs = ks.col() * sn + cols.row();
+        let b_mask = ks.col().lt(sk) & cols.row().lt(sn);
+        let x = b.load_masked(a, a_offs, a_mask, 0.0);
+        let y = b.load_masked(bb, b_offs, b_mask, 0.0);
+        [b.dot(x, y, acc)]
+    });
+    let c_offs = rows.col() * sn + cols.row();
+    b.store_masked(c, c_offs, acc, rows.col().lt(sm) & cols.row().lt(sn));
+    let kernel = b.finish().unwrap();
+
+    let mut rng = Rng::new(80);
+    // Any f16 values will do as inputs (no need for the brute-force rounding here).
+    let to_f16 = |x: f64| half::f16::from_f64(x).to_f64();
+    let xs: Vec<f64> = rng.vec(m * kk, -1.0, 1.0).into_iter().map(to_f16).collect();
+    let ys: Vec<f64> = rng.vec(kk * n, -1.0, 1.0).into_iter().map(to_f16).collect();
+    let mut args = [
+        buf(F16, &xs),
+        buf(F16, &ys),
+        poison(F32, m * n),
+        scalar(I32, m as f64),
+        scalar(I32, n as f64),
+        scalar(I32, kk as f64),
+    ];
+    let grid = [m.div_ceil(T as usize) as u32, n.div_ceil(T as usize) as u32, 1];
+    run_ok(&kernel, grid, &mut args);
+    // Each k block adds its products in f64 to the f32 accumulator and rounds once.
+    let mut want = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0f32;
+            for k0 in (0..kk).step_by(T as usize) {
+                let mut s = f64::from(acc);
+                for k in k0..(k0 + T as usize).min(kk) {
+                    s += xs[i * kk + k] * ys[k * n + j];
+                }
+                acc = s as f32;
+            }
+            want[i * n + j] = f64::from(acc);
+        }
+    }
+    assert_same(&out(&args, 2), &want);
+}
+
+#[test]
+fn host_buffer_helpers_convert_like_cast() {
+    use kiln_ir::interp::{HostBuffer, Scalar};
+    let b = HostBuffer::from_f64(I8, &[300.0, -3.9, f64::NAN, -1000.0]);
+    assert_eq!(b, HostBuffer::I8(vec![127, -3, 0, -128]));
+    assert_eq!((b.dtype(), b.len(), b.is_empty()), (I8, 4, false));
+    assert_eq!(b.to_f64(), vec![127.0, -3.0, 0.0, -128.0]);
+    let h = HostBuffer::from_f64(F16, &[1.0 + 2f64.powi(-11), 0.1]);
+    assert_eq!(h.to_f64(), vec![1.0, 0.0999755859375]);
+    assert_eq!(HostBuffer::zeros(BOOL, 2), HostBuffer::Bool(vec![false, false]));
+    assert_eq!(HostBuffer::filled(U32, 1, -5.0), HostBuffer::U32(vec![0]));
+    assert_eq!(Scalar::from_f64(BF16, 0.1).to_f64(), 0.10009765625);
+    assert_eq!(Scalar::from_f64(U8, 256.0), Scalar::U8(255));
+    assert_eq!(Scalar::I32(-4).dtype(), I32);
+}
