@@ -134,10 +134,43 @@ fn every_op_kind_is_covered() {
     let k = every_op();
     let names: std::collections::HashSet<&str> = k.insts.iter().map(|i| i.op.name()).collect();
     for want in [
-        "program_id", "num_programs", "arange", "const", "neg", "not", "abs", "exp2", "log2", "sqrt", "rsqrt",
-        "recip", "add", "sub", "mul", "div", "rem", "min", "max", "and", "or", "xor", "shl", "shr", "cmp",
-        "select", "cast", "bitcast", "broadcast", "reshape", "expand_dims", "reduce_sum", "reduce_max", "dot",
-        "load", "store", "atomic_add",
+        "program_id",
+        "num_programs",
+        "arange",
+        "const",
+        "neg",
+        "not",
+        "abs",
+        "exp2",
+        "log2",
+        "sqrt",
+        "rsqrt",
+        "recip",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "rem",
+        "min",
+        "max",
+        "and",
+        "or",
+        "xor",
+        "shl",
+        "shr",
+        "cmp",
+        "select",
+        "cast",
+        "bitcast",
+        "broadcast",
+        "reshape",
+        "expand_dims",
+        "reduce_sum",
+        "reduce_max",
+        "dot",
+        "load",
+        "store",
+        "atomic_add",
     ] {
         assert!(names.contains(want), "every_op lacks {want}");
     }
@@ -202,7 +235,11 @@ fn hand_built_kernels_round_trip() {
         vec![Type::scalar(DType::F32)],
     );
     let other = k.insts[other.index()].results[0];
-    k.push_inst(entry, Op::Load { buffer: x, offsets: offs, mask: None, other: Some(other) }, vec![Type::tile(DType::F32, vec![4])]);
+    k.push_inst(
+        entry,
+        Op::Load { buffer: x, offsets: offs, mask: None, other: Some(other) },
+        vec![Type::tile(DType::F32, vec![4])],
+    );
     verify(&k).unwrap();
     assert_round_trip(&k);
     assert!(print(&k).contains("load @x[%0], other %1"));
@@ -252,7 +289,9 @@ fn float_literals_parse_bit_exactly() {
         let src = format!("kernel k() {{\n  %c: f32 = const {text}\n}}");
         let k = parse(&src).unwrap_or_else(|e| panic!("{text}: {e}"));
         match k.insts[0].op {
-            Op::Constant { value: Literal::Float(f), .. } => assert_eq!(f.to_bits(), want.to_bits(), "{text}"),
+            Op::Constant { value: Literal::Float(f), .. } => {
+                assert_eq!(f.to_bits(), want.to_bits(), "{text}")
+            }
             ref other => panic!("{text}: {other:?}"),
         }
     }
@@ -302,6 +341,19 @@ fn parse_errors_name_the_position_and_the_tokens() {
     for (src, want) in cases {
         assert_eq!(parse_err(src).to_string(), *want, "input:\n{src}");
     }
+}
+
+#[test]
+fn huge_tokens_are_reported_shortly() {
+    let digits = "9".repeat(100_000);
+    let e = parse_err(&format!("kernel k() {{\n  %a: i32 = const {digits}\n}}"));
+    assert_eq!(e.found, format!("`{}... (100000 characters)`", &digits[..40]));
+    // An overlong float just rounds (to infinity here), as Rust's float parsing does.
+    let k = parse(&format!("kernel k() {{\n  %a: f32 = const {digits}.5\n}}")).unwrap();
+    assert_eq!(
+        k.insts[0].op,
+        Op::Constant { value: Literal::Float(f64::INFINITY), ty: Type::scalar(DType::F32) }
+    );
 }
 
 #[test]

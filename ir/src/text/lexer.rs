@@ -34,9 +34,9 @@ impl Token {
     /// How the token reads in an error message: "`%x`", "end of input".
     pub fn describe(&self) -> String {
         match &self.kind {
-            TokenKind::Ident(s) | TokenKind::Number(s) => format!("`{s}`"),
-            TokenKind::Value(s) => format!("`%{s}`"),
-            TokenKind::Buffer(s) => format!("`@{s}`"),
+            TokenKind::Ident(s) | TokenKind::Number(s) => format!("`{}`", shorten(s)),
+            TokenKind::Value(s) => format!("`%{}`", shorten(s)),
+            TokenKind::Buffer(s) => format!("`@{}`", shorten(s)),
             TokenKind::Punct(c) => format!("`{c}`"),
             TokenKind::Invalid(c) => {
                 if c.is_control() || c.is_whitespace() {
@@ -47,6 +47,17 @@ impl Token {
             }
             TokenKind::Eof => "end of input".to_string(),
         }
+    }
+}
+
+/// Token text for a message, cut short so a megabyte-long number does not flood it.
+fn shorten(s: &str) -> String {
+    const KEEP: usize = 40;
+    if s.chars().count() <= KEEP + 8 {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(KEEP).collect();
+        format!("{head}... ({} characters)", s.chars().count())
     }
 }
 

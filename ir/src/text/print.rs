@@ -96,7 +96,9 @@ impl Printer<'_> {
             Op::Select { cond, on_true, on_false } => {
                 format!("{name} {}, {}, {}", v(cond), v(on_true), v(on_false))
             }
-            Op::ExpandDims { arg, axis } | Op::Reduce { arg, axis, .. } => format!("{name} {}, {axis}", v(arg)),
+            Op::ExpandDims { arg, axis } | Op::Reduce { arg, axis, .. } => {
+                format!("{name} {}, {axis}", v(arg))
+            }
             Op::Dot { lhs, rhs, acc } => format!("{name} {}, {}, {}", v(lhs), v(rhs), v(acc)),
             Op::Load { buffer, offsets, mask, other } => {
                 let mut s = format!("{name} {}[{}]", self.buffer(*buffer), v(offsets));
@@ -126,7 +128,10 @@ impl Printer<'_> {
                         .iter()
                         .enumerate()
                         .map(|(n, i)| {
-                            let arg = args.get(n + 1).map(|a| self.value(*a)).unwrap_or_else(|| "%<missing>".into());
+                            let arg = args
+                                .get(n + 1)
+                                .map(|a| self.value(*a))
+                                .unwrap_or_else(|| "%<missing>".into());
                             format!("{arg} = {}", v(i))
                         })
                         .collect();
