@@ -1,1 +1,0 @@
-//! The `.tir` text form: printer and parser (to be written).
