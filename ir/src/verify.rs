@@ -9,7 +9,8 @@
 //! Signature
 //! 1. The kernel name and every parameter name are identifiers (`[A-Za-z_][A-Za-z0-9_.]*`), and
 //!    parameter names are unique.
-//! 2. A scalar parameter's value is defined by that parameter and has a scalar type.
+//! 2. A scalar parameter's value is defined by that parameter, has a scalar type, and carries the
+//!    parameter's name (the text form writes both as one `%name`).
 //!
 //! Structure
 //! 3. Every value, instruction, block and parameter id that is referenced exists.
@@ -197,7 +198,10 @@ impl Verifier<'_> {
                             self.err(loc.clone(), format!("value {value} is not defined by this parameter"));
                         }
                         if !d.ty.is_scalar() {
-                            self.err(loc, format!("scalar parameter has tile type {}", d.ty));
+                            self.err(loc.clone(), format!("scalar parameter has tile type {}", d.ty));
+                        }
+                        if d.name.as_deref() != Some(p.name.as_str()) {
+                            self.err(loc, format!("the parameter's value is named {:?}, not `{}`", d.name, p.name));
                         }
                     }
                 }

@@ -337,3 +337,13 @@ fn every_error_is_collected() {
     assert_eq!(text.lines().count(), errs.errors.len() + 1);
     let _ = red_store;
 }
+
+#[test]
+fn scalar_parameter_values_carry_the_parameter_name() {
+    let b = KernelBuilder::new("renamed");
+    let y = b.buffer("y", DType::I32);
+    let n = b.scalar("n", DType::I32).named("len");
+    b.store(y, b.arange(0, 1), n.broadcast_to(&Shape::new(vec![1])));
+    let err = b.finish().unwrap_err();
+    assert!(err.to_string().contains("the parameter's value is named Some(\"len\"), not `n`"), "{err}");
+}
