@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command of the README: sets up what the tests need on a fresh machine, then runs every
-# test of the workspace (unit, integration, file tests, property tests, examples, doc tests).
+# test of the workspace (unit, integration, file tests, property tests, examples, doc tests) and
+# ends with one summary line over all test binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,4 +11,15 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # Kernels run in tests through the interpreter, so the test profile is optimised (see Cargo.toml).
-cargo test --workspace --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+
+# cargo prints one `test result:` line per test binary; add them up so the run ends with a total.
+passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s += $1} END {print s + 0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
+ignored=$(grep -Eo '[0-9]+ ignored' "$log" | awk '{s += $1} END {print s + 0}')
+echo
+echo "tests: ${passed} passed, ${failed} failed, ${ignored} skipped"
+exit "$status"
