@@ -471,8 +471,10 @@ proptest! {
         let Arg::Buffer(HostBuffer::F32(out)) = &args[2] else { panic!("output buffer changed kind") };
         for i in 0..m {
             for j in 0..n {
-                let dot: f64 = (0..kd).map(|p| av[(i * kd + p) as usize].to_f64() * bv[(p * n + j) as usize].to_f64()).sum();
-                let want = (cv[(i * n + j) as usize] as f64 + dot) as f32;
+                // The definition: start from acc, add the exact products in k order, round once.
+                let want = (0..kd)
+                    .map(|p| av[(i * kd + p) as usize].to_f64() * bv[(p * n + j) as usize].to_f64())
+                    .fold(cv[(i * n + j) as usize] as f64, |s, x| s + x) as f32;
                 prop_assert!(same_f32(out[(i * n + j) as usize], want));
             }
         }
