@@ -1,0 +1,1 @@
+//! `attention_prefill`: causal flash attention (not written yet).

@@ -1,0 +1,1 @@
+//! Paged KV-cache kernels: append, gather and paged decode attention (not written yet).

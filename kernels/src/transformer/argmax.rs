@@ -1,0 +1,1 @@
+//! `argmax` (not written yet).

@@ -1,0 +1,1 @@
+//! `rmsnorm` (not written yet).

@@ -1,0 +1,152 @@
+//! `silu_mul`: the SwiGLU gate, `out[t, i] = silu(gate[t, i]) · up[t, i]` with
+//! `silu(x) = x / (1 + e^-x)`, computed in f32 whatever the activation dtype.
+//!
+//! One program per (`block` columns, token); columns past `dim` are masked.
+
+use crate::args::{Args, ArgsKind, Reader};
+use crate::kernel::{Config, Knob, Problem, SpaceLimits, TileKernel};
+use crate::plan::{buf, i32_arg, BufferSpec, Buffers, Launch, Plan, Reference, Role};
+use crate::random;
+use crate::registry::KernelId;
+use crate::{ensure, KernelError};
+use kiln_ir::{DType, KernelBuilder};
+
+const NAME: &str = "silu_mul";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SiluMulProblem {
+    pub tokens: u32,
+    pub dim: u32,
+    /// Activation dtype of `gate`, `up` and `out`: f32, f16 or bf16.
+    pub dtype: DType,
+}
+
+impl Problem for SiluMulProblem {
+    fn from_args(args: &Args) -> Result<Self, KernelError> {
+        let mut r = Reader::new(NAME, ArgsKind::Shape, args);
+        let p = SiluMulProblem {
+            tokens: r.get("tokens")?,
+            dim: r.get("dim")?,
+            dtype: parse_float_dtype(NAME, r.get_or("dtype", "f32".to_string())?)?,
+        };
+        r.finish()?;
+        ensure(NAME, p.tokens >= 1 && p.dim >= 1, || "tokens and dim must be at least 1".into())?;
+        ensure(NAME, p.tokens <= 65_535, || format!("tokens = {} exceeds the grid limit 65535", p.tokens))?;
+        Ok(p)
+    }
+
+    fn to_args(&self) -> Args {
+        Args::new().with("tokens", self.tokens).with("dim", self.dim).with("dtype", self.dtype)
+    }
+}
+
+/// Parses an activation dtype key: one of f32, f16, bf16.
+pub fn parse_float_dtype(kernel: &'static str, name: String) -> Result<DType, KernelError> {
+    match DType::from_name(&name) {
+        Some(d) if d.is_float() => Ok(d),
+        _ => Err(KernelError::Constraint { kernel, constraint: format!("dtype `{name}` is not one of f32, f16, bf16") }),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SiluMulConfig {
+    /// Columns per program.
+    pub block: u32,
+}
+
+impl Config for SiluMulConfig {
+    fn from_args(args: &Args) -> Result<Self, KernelError> {
+        let mut r = Reader::new(NAME, ArgsKind::Config, args);
+        let c = SiluMulConfig { block: r.get("block")? };
+        r.finish()?;
+        ensure(NAME, BLOCKS.contains(&c.block), || format!("block = {} is not one of {BLOCKS:?}", c.block))?;
+        Ok(c)
+    }
+
+    fn to_args(&self) -> Args {
+        Args::new().with("block", self.block)
+    }
+}
+
+const BLOCKS: [u32; 5] = [64, 128, 256, 512, 1024];
+
+pub struct SiluMul;
+
+impl TileKernel for SiluMul {
+    type Problem = SiluMulProblem;
+    type Config = SiluMulConfig;
+
+    fn id(&self) -> KernelId {
+        KernelId::SiluMul
+    }
+
+    fn example_problem(&self) -> Args {
+        Args::new().with("tokens", 3).with("dim", 1536).with("dtype", "f32")
+    }
+
+    fn knobs(&self) -> Vec<Knob> {
+        vec![Knob { name: "block", values: BLOCKS.map(i64::from).to_vec(), help: "columns per program" }]
+    }
+
+    fn default_config(&self, p: &SiluMulProblem) -> SiluMulConfig {
+        // The smallest block covering the row, capped at 512.
+        let block = BLOCKS.into_iter().find(|&b| b >= p.dim.min(512)).unwrap_or(512);
+        SiluMulConfig { block }
+    }
+
+    fn space(&self, p: &SiluMulProblem, limits: &SpaceLimits) -> Vec<SiluMulConfig> {
+        // Blocks much wider than the row only mask work away; keep one that covers it.
+        let cover = BLOCKS.into_iter().find(|&b| b >= p.dim).unwrap_or(1024);
+        let mut space: Vec<SiluMulConfig> = BLOCKS
+            .into_iter()
+            .filter(|&b| b <= cover && b as u64 <= limits.max_tile_elements)
+            .map(|block| SiluMulConfig { block })
+            .collect();
+        let default = self.default_config(p);
+        if !space.contains(&default) {
+            space.push(default);
+        }
+        space
+    }
+
+    fn plan(&self, p: &SiluMulProblem, c: &SiluMulConfig) -> Result<Plan, KernelError> {
+        let b = KernelBuilder::new(NAME);
+        let (gate, up, out) = (b.buffer("gate", p.dtype), b.buffer("up", p.dtype), b.buffer("out", p.dtype));
+        let dim = b.scalar("dim", DType::I32);
+        let cols = b.program_id(0) * c.block as i32 + b.arange(0, c.block as i32);
+        let mask = cols.lt(dim);
+        let offs = b.program_id(1) * dim + cols;
+        let g = b.load_masked(gate, offs, mask, 0.0).cast(DType::F32);
+        let u = b.load_masked(up, offs, mask, 0.0).cast(DType::F32);
+        let silu = g / ((-g).exp() + 1.0);
+        b.store_masked(out, offs, (silu * u).cast(p.dtype), mask);
+        let kernel = b.finish().map_err(|source| KernelError::Build { kernel: NAME, source })?;
+
+        let len = p.tokens as usize * p.dim as usize;
+        let spec = |name: &str, role| BufferSpec { name: name.into(), dtype: p.dtype, len, role };
+        Ok(Plan {
+            buffers: vec![spec("gate", Role::Input), spec("up", Role::Input), spec("out", Role::Output)],
+            launches: vec![Launch {
+                kernel,
+                grid: [p.dim.div_ceil(c.block), p.tokens, 1],
+                args: vec![buf("gate"), buf("up"), buf("out"), i32_arg(p.dim as i64)],
+            }],
+        })
+    }
+
+    fn inputs(&self, p: &SiluMulProblem, seed: u64) -> Buffers {
+        let mut rng = random::rng(seed);
+        let len = p.tokens as usize * p.dim as usize;
+        Buffers::from([
+            ("gate".to_string(), random::uniform(&mut rng, p.dtype, len, -6.0, 6.0)),
+            ("up".to_string(), random::uniform(&mut rng, p.dtype, len, -2.0, 2.0)),
+        ])
+    }
+
+    fn reference(&self, _p: &SiluMulProblem, inputs: &Buffers) -> Reference {
+        let gate = inputs["gate"].to_f64();
+        let up = inputs["up"].to_f64();
+        let out = gate.iter().zip(&up).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect();
+        Reference::from([("out".to_string(), out)])
+    }
+}
