@@ -5,6 +5,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kiln_ir::text;
+use kiln_kernels::{Args, KernelId};
 use std::path::{Path, PathBuf};
 
 /// kiln: a tile-IR kernel compiler and autotuner for LLM inference.
@@ -20,18 +21,35 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Parse, verify and print a kernel written in the `.tir` text form.
+    /// Print a kernel: a `.tir` file (parsed and verified) or a library kernel (`--kernel`).
     ///
-    /// The kernel is printed in canonical form (types on every value, one instruction a line).
-    /// A malformed file reports `FILE:LINE:COL:` with what was expected; an ill-typed kernel
-    /// reports every verifier error, each at its line and column. Exit status 1 on any error.
+    /// A `.tir` file is printed in canonical form (types on every value, one instruction a
+    /// line). A malformed file reports `FILE:LINE:COL:` with what was expected; an ill-typed
+    /// kernel reports every verifier error, each at its line and column.
+    ///
+    /// `--kernel NAME` builds a kernel of the library for a shape and a config and prints each
+    /// of its launches with its grid; `kiln kernels` lists the names, shape keys and knobs.
+    /// Exit status 1 on any error.
     Emit(EmitArgs),
+    /// List the kernels of the library with their shape keys, example shapes and tunable knobs.
+    Kernels,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct EmitArgs {
     /// The `.tir` file to read (`-` reads standard input).
-    pub file: PathBuf,
+    #[arg(required_unless_present = "kernel", conflicts_with = "kernel")]
+    pub file: Option<PathBuf>,
+    /// A kernel of the library by name (see `kiln kernels`).
+    #[arg(long)]
+    pub kernel: Option<String>,
+    /// Problem shape as `key=value,...` (keys are the kernel's problem fields); missing keys
+    /// take the kernel's example values.
+    #[arg(long, requires = "kernel", default_value = "")]
+    pub shape: String,
+    /// Tile config as `key=value,...`; missing knobs take the default config's values.
+    #[arg(long, requires = "kernel", default_value = "")]
+    pub config: String,
     /// What to print. Only the tile IR exists so far; the C and PTX backends add their formats.
     #[arg(long, value_enum, default_value_t = EmitFormat::Ir)]
     pub format: EmitFormat,
@@ -52,26 +70,84 @@ pub enum CliError {
     Parse { path: String, source: text::ParseError },
     #[error("{rendered}")]
     Verify { rendered: String },
+    #[error(transparent)]
+    Kernel(#[from] kiln_kernels::KernelError),
 }
 
 /// Runs a parsed command line and returns what to print on success.
 pub fn run(cli: Cli) -> Result<String, CliError> {
     match cli.command {
-        Command::Emit(args) => emit(&args),
+        Command::Emit(args) => match (&args.kernel, &args.file) {
+            (Some(name), _) => emit_library_kernel(name, &args.shape, &args.config, args.format),
+            (None, Some(file)) => emit_file(file, args.format),
+            // clap requires one of the two.
+            (None, None) => Ok(String::new()),
+        },
+        Command::Kernels => Ok(list_kernels()),
     }
 }
 
-fn emit(args: &EmitArgs) -> Result<String, CliError> {
-    let path = args.file.display().to_string();
-    let src = read_source(&args.file).map_err(|source| CliError::Read { path: path.clone(), source })?;
+fn emit_file(file: &Path, format: EmitFormat) -> Result<String, CliError> {
+    let path = file.display().to_string();
+    let src = read_source(file).map_err(|source| CliError::Read { path: path.clone(), source })?;
     let (kernel, map) =
         text::parse_with_source_map(&src).map_err(|source| CliError::Parse { path: path.clone(), source })?;
     if let Err(errs) = kiln_ir::verify(&kernel) {
         return Err(CliError::Verify { rendered: text::render_verify_errors(&errs, &map, &path) });
     }
-    match args.format {
+    match format {
         EmitFormat::Ir => Ok(text::print(&kernel)),
     }
+}
+
+/// Plans a library kernel and prints every launch, each headed by comment lines saying what it
+/// is (the text after them is a valid `.tir` kernel).
+fn emit_library_kernel(name: &str, shape: &str, config: &str, format: EmitFormat) -> Result<String, CliError> {
+    let kernel = kiln_kernels::lookup(name)?;
+    let shape = kernel.example_problem().overlaid(&Args::parse(shape)?);
+    let shape = kernel.problem(&shape)?;
+    let config = kernel.default_config(&shape)?.overlaid(&Args::parse(config)?);
+    let plan = kernel.plan(&shape, &config)?;
+    let mut out = String::new();
+    let n = plan.launches.len();
+    for (i, launch) in plan.launches.iter().enumerate() {
+        let [x, y, z] = launch.grid;
+        out += &format!("// {name} shape: {shape}\n// {name} config: {config}\n");
+        out += &format!("// launch {} of {n}: grid [{x}, {y}, {z}]\n", i + 1);
+        match format {
+            EmitFormat::Ir => out += &text::print(&launch.kernel),
+        }
+        if i + 1 < n {
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// The table of `kiln kernels`.
+fn list_kernels() -> String {
+    let mut rows = vec![["kernel".to_string(), "example shape".to_string(), "knobs".to_string()]];
+    for k in kiln_kernels::registry::implemented() {
+        let knobs: Vec<String> =
+            k.knobs().iter().map(|kn| format!("{} ∈ {{{}}}", kn.name, join(&kn.values))).collect();
+        rows.push([k.id().name().to_string(), k.example_problem().to_string(), knobs.join("; ")]);
+    }
+    let mut table = tabled::builder::Builder::default();
+    for row in rows {
+        table.push_record(row);
+    }
+    let mut out = table.build().with(tabled::settings::Style::rounded()).to_string();
+    out.push('\n');
+    let missing: Vec<&str> =
+        KernelId::ALL.into_iter().filter(|id| id.kernel().is_none()).map(KernelId::name).collect();
+    if !missing.is_empty() {
+        out += &format!("not implemented yet: {}\n", missing.join(", "));
+    }
+    out
+}
+
+fn join(values: &[i64]) -> String {
+    values.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
 }
 
 fn read_source(path: &Path) -> std::io::Result<String> {

@@ -98,3 +98,51 @@ fn autotune_explains_itself_and_refuses_to_run() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("cannot tune"));
 }
+
+#[test]
+fn emit_builds_a_library_kernel_for_a_shape_and_config() {
+    let o = kiln(&["emit", "--kernel", "silu_mul", "--shape", "tokens=2,dim=100", "--config", "block=64", "--format", "ir"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("// launch 1 of 1: grid [2, 2, 1]"), "{out}");
+    // What follows the comment lines is a valid kernel.
+    let kernel = kiln::ir::text::parse(&out).unwrap();
+    kiln::ir::verify(&kernel).unwrap();
+}
+
+#[test]
+fn emit_emits_every_implemented_library_kernel() {
+    for k in kiln::kernels::registry::implemented() {
+        let name = k.id().name();
+        let o = kiln(&["emit", "--kernel", name, "--format", "ir"]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        assert!(stdout(&o).contains("kernel "), "{name}");
+    }
+}
+
+#[test]
+fn emit_rejects_bad_kernel_requests() {
+    for (args, needle) in [
+        (vec!["--kernel", "no_such_kernel"], "unknown kernel `no_such_kernel`"),
+        (vec!["--kernel", "silu_mul", "--shape", "dim"], "is not key=value"),
+        (vec!["--kernel", "silu_mul", "--shape", "tokens=0"], "at least 1"),
+        (vec!["--kernel", "silu_mul", "--config", "blk=3"], "unknown config key `blk`"),
+        (vec!["--kernel", "silu_mul", "--config", "block=7"], "block = 7"),
+    ] {
+        let mut full = vec!["emit"];
+        full.extend(args);
+        let o = kiln(&full);
+        assert_eq!(o.status.code(), Some(1), "{full:?}");
+        assert!(stderr(&o).contains(needle), "{full:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn kernels_lists_the_library() {
+    let o = kiln(&["kernels"]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    for k in kiln::kernels::registry::implemented() {
+        assert!(out.contains(k.id().name()), "{out}");
+    }
+}
