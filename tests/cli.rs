@@ -32,7 +32,7 @@ fn help_explains_the_commands() {
     let o = kiln(&["emit", "--help"]);
     assert!(o.status.success());
     let help = stdout(&o);
-    assert!(help.contains("verify") && help.contains("line"), "{help}");
+    assert!(help.contains("verifier") && help.contains("line") && help.contains("--kernel"), "{help}");
 }
 
 #[test]
