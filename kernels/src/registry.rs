@@ -70,7 +70,7 @@ impl KernelId {
             KernelId::PagedKvAppend => None,
             KernelId::PagedKvGather => None,
             KernelId::AttentionDecodePaged => None,
-            KernelId::AttentionPrefill => None,
+            KernelId::AttentionPrefill => Some(&crate::attention_prefill::AttentionPrefill),
             KernelId::Rmsnorm => None,
             KernelId::Rope => None,
             KernelId::SiluMul => Some(&crate::transformer::silu_mul::SiluMul),
