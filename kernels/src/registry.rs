@@ -64,7 +64,7 @@ impl KernelId {
     /// The kernel's implementation; `None` while a kernel of the list is not written yet.
     pub fn kernel(self) -> Option<&'static dyn DynKernel> {
         match self {
-            KernelId::DequantGemmW4 => None,
+            KernelId::DequantGemmW4 => Some(&crate::dequant_gemm_w4::DequantGemmW4),
             KernelId::Q8Gemv => None,
             KernelId::Embedding => None,
             KernelId::PagedKvAppend => None,

@@ -1,1 +1,477 @@
-//! `dequant_gemm_w4`: int4 dequant-GEMM (not written yet).
+//! `dequant_gemm_w4`: `y[m, n] = x[m, k] · dequant(W)ᵀ` with int4 weights `W [n, k]` quantized in
+//! groups of `group` (32, 64 or 128) along k, for decode and speculative-verify shapes (m = 1..64)
+//! and prefill (m up to thousands) alike.
+//!
+//! # Shapes and dtypes
+//!
+//! Shape keys `m`, `n`, `k`, `group`, plus `act` (`f16` default, or `f32`: the dtype of `x` and of
+//! `y`) and `quant` (`asym` default, or `sym`). Constraints: `m, n, k ≥ 1`, `m ≤ 65535` (one grid
+//! row per token when `block_m = 1`), `group ∈ {32, 64, 128}`, `k % group == 0`, and every
+//! buffer offset fits an `i32`.
+//!
+//! # kiln's int4 layout (buffers, all row-major)
+//!
+//! - `x`: `[m, k]` of `act`.
+//! - `w`: `[n, k / 2]` `u8`: row `r` is output `r`; byte `j` of a row holds the code of column
+//!   `2j` in its low nibble (bits 0..4) and of column `2j + 1` in its high nibble. So a row is
+//!   `k / 2` contiguous bytes in k order (16-byte aligned row starts whenever `k % 32 == 0`,
+//!   which every legal `k` is), loadable as bytes or u32 words (little-endian word `i` of a row
+//!   holds columns `8i..8i+8`, nibble `c` = column `8i + c`) on GPU and CPU alike.
+//! - `scales`: `[n, k / group]` `f16`, the scale of group `g` of row `r` at `r · k/group + g`.
+//! - `mins` (only for `quant=asym`): `[n, k / group]` `f16`, same indexing.
+//! - `y`: `[m, n]` of `act` (f32 accumulation, rounded once to `act` at the end).
+//! - `partials` (scratch, only for `split_k > 1`): `[split_k, m, n]` `f32`.
+//!
+//! Weights: `sym` is `w = (q − 8) · scale` (GGUF Q4_0), `asym` is `w = q · scale + min` (GGUF
+//! Q4_1; GPTQ / AWQ zero points become `min = −scale · zero`). [`layout`] holds the converters from
+//! GGUF Q4_0 / Q4_1, GPTQ and AWQ, and the f64 dequantizer the reference uses.
+//!
+//! Packing details confirmed against public sources (not guessed): ggml's
+//! `dequantize_row_q4_0/q4_1` (`y[j] = qs[j] & 0xF`, `y[j + 16] = qs[j] >> 4`, `d` then `m`
+//! first in the block); AutoGPTQ (`qweight` packed 8 rows per int32 along k at bits `4i`,
+//! `qzeros` along n, and legacy checkpoints storing `zero − 1`, undone by `zeros + 1` in its
+//! dequantizers); AutoAWQ (`pack` with `order_map = [0, 2, 4, 6, 1, 3, 5, 7]`, unpacked with
+//! `AWQ_REVERSE_ORDER = [0, 4, 1, 5, 2, 6, 3, 7]`, for both `qweight` and `qzeros`).
+//!
+//! # Programs
+//!
+//! Launch 1 has grid `[⌈n / block_n⌉, ⌈m / block_m⌉, split_k]`: program `(i, j, s)` computes
+//! the `block_m × block_n` tile of outputs at rows `j·block_m..`, columns `i·block_n..` over its
+//! share of k, `block_k` columns at a time. Each k tile of the weights is unpacked with shifts and
+//! masks and dequantized in f32; then
+//! - `block_m > 1`: it is rounded to the activation dtype and multiplied with `b.dot` (f16 · f16
+//!   or f32 · f32 with an f32 accumulator), the tensor-core-shaped path;
+//! - `block_m = 1` (GEMV): `Σ_k x[k] · w[k, :]` as an f32 elementwise product and reduction, with
+//!   the weights never rounded to f16.
+//!
+//! `block_k` must divide `k`. When `block_k ≤ group` (both powers of two, so `block_k` divides
+//! `group`) a k tile never straddles groups and one row of scales (and mins) serves the tile;
+//! otherwise the scales are gathered per column of the tile.
+//!
+//! With `split_k = 1` launch 1 writes `y` directly. With `split_k > 1`, split `s` covers the k
+//! tiles `s·t..(s+1)·t` (`t = ⌈(k / block_k) / split_k⌉`; the last split may be short or empty and
+//! then writes zeros) and writes its f32 partial to `partials[s]`; launch 2 sums the partials in
+//! split order (deterministic, no atomics) and rounds to `act`.
+
+pub mod layout;
+
+use crate::args::{Args, ArgsKind, Reader};
+use crate::kernel::{default_tolerance, Config, Knob, Problem, SpaceLimits, TileKernel};
+use crate::plan::{buf, i32_arg, BufferSpec, Buffers, Launch, Plan, Reference, Role};
+use crate::random;
+use crate::registry::KernelId;
+use crate::{ensure, KernelError};
+use kiln_ir::{Buf, DType, Kernel, KernelBuilder, Tile};
+use layout::{Quant, GROUPS};
+
+const NAME: &str = "dequant_gemm_w4";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DequantGemmW4Problem {
+    /// Rows of `x` and `y` (tokens).
+    pub m: u32,
+    /// Outputs: rows of `W`, columns of `y`.
+    pub n: u32,
+    /// Inputs: columns of `x` and `W`.
+    pub k: u32,
+    /// Weights per scale along k: 32, 64 or 128.
+    pub group: u32,
+    /// Dtype of `x` and `y`: f16 or f32.
+    pub act: DType,
+    pub quant: Quant,
+}
+
+impl DequantGemmW4Problem {
+    fn groups(&self) -> usize {
+        (self.k / self.group) as usize
+    }
+}
+
+impl Problem for DequantGemmW4Problem {
+    fn from_args(args: &Args) -> Result<Self, KernelError> {
+        let mut r = Reader::new(NAME, ArgsKind::Shape, args);
+        let (m, n, k, group) = (r.get("m")?, r.get("n")?, r.get("k")?, r.get("group")?);
+        let act_name: String = r.get_or("act", "f16".to_string())?;
+        let quant_name: String = r.get_or("quant", "asym".to_string())?;
+        r.finish()?;
+        let act = match act_name.as_str() {
+            "f16" => DType::F16,
+            "f32" => DType::F32,
+            other => return Err(constraint(format!("act `{other}` is not one of f16, f32"))),
+        };
+        let quant = match quant_name.as_str() {
+            "sym" => Quant::Sym,
+            "asym" => Quant::Asym,
+            other => return Err(constraint(format!("quant `{other}` is not one of sym, asym"))),
+        };
+        let p = DequantGemmW4Problem { m, n, k, group, act, quant };
+        ensure(NAME, m >= 1 && n >= 1 && k >= 1, || format!("m = {m}, n = {n}, k = {k} must be at least 1"))?;
+        ensure(NAME, m <= 65_535, || format!("m = {m} exceeds 65535 (the grid limit with block_m = 1)"))?;
+        ensure(NAME, GROUPS.contains(&(group as usize)), || format!("group = {group} is not one of {GROUPS:?}"))?;
+        ensure(NAME, k % group == 0, || format!("k = {k} is not a multiple of group = {group}"))?;
+        let fits = |elements: u64| elements <= i32::MAX as u64;
+        ensure(NAME, fits(m as u64 * k as u64) && fits(n as u64 * k as u64) && fits(m as u64 * n as u64), || {
+            format!("m·k, n·k and m·n must fit i32 offsets (m = {m}, n = {n}, k = {k})")
+        })?;
+        Ok(p)
+    }
+
+    fn to_args(&self) -> Args {
+        Args::new()
+            .with("m", self.m)
+            .with("n", self.n)
+            .with("k", self.k)
+            .with("group", self.group)
+            .with("act", self.act)
+            .with("quant", self.quant)
+    }
+}
+
+fn constraint(constraint: String) -> KernelError {
+    KernelError::Constraint { kernel: NAME, constraint }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DequantGemmW4Config {
+    /// Rows of `y` per program; 1 selects the GEMV path (no `dot`).
+    pub block_m: u32,
+    /// Columns of `y` per program.
+    pub block_n: u32,
+    /// k columns per loop step; divides `k`.
+    pub block_k: u32,
+    /// Programs sharing one output tile's k range; > 1 adds a reduce launch.
+    pub split_k: u32,
+}
+
+const BLOCK_MS: [u32; 5] = [1, 16, 32, 64, 128];
+const BLOCK_NS: [u32; 4] = [16, 32, 64, 128];
+const BLOCK_KS: [u32; 4] = [16, 32, 64, 128];
+const SPLITS: [u32; 5] = [1, 2, 4, 8, 16];
+/// Elements per program of the split-K reduce launch.
+const REDUCE_BLOCK: u32 = 256;
+
+impl Config for DequantGemmW4Config {
+    fn from_args(args: &Args) -> Result<Self, KernelError> {
+        let mut r = Reader::new(NAME, ArgsKind::Config, args);
+        let c = DequantGemmW4Config {
+            block_m: r.get("block_m")?,
+            block_n: r.get("block_n")?,
+            block_k: r.get("block_k")?,
+            split_k: r.get("split_k")?,
+        };
+        r.finish()?;
+        let one_of = |key: &str, v: u32, set: &[u32]| {
+            ensure(NAME, set.contains(&v), || format!("{key} = {v} is not one of {set:?}"))
+        };
+        one_of("block_m", c.block_m, &BLOCK_MS)?;
+        one_of("block_n", c.block_n, &BLOCK_NS)?;
+        one_of("block_k", c.block_k, &BLOCK_KS)?;
+        one_of("split_k", c.split_k, &SPLITS)?;
+        Ok(c)
+    }
+
+    fn to_args(&self) -> Args {
+        Args::new()
+            .with("block_m", self.block_m)
+            .with("block_n", self.block_n)
+            .with("block_k", self.block_k)
+            .with("split_k", self.split_k)
+    }
+}
+
+/// Whether `c` fits `p`; the constraints `plan` reports and `space` filters by.
+fn check_config(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<(), KernelError> {
+    ensure(NAME, p.k.is_multiple_of(c.block_k), || format!("block_k = {} does not divide k = {}", c.block_k, p.k))?;
+    let k_tiles = p.k / c.block_k;
+    ensure(NAME, c.split_k <= k_tiles, || {
+        format!("split_k = {} exceeds the {k_tiles} k tiles of block_k = {}", c.split_k, c.block_k)
+    })?;
+    let partials = c.split_k as u64 * p.m as u64 * p.n as u64;
+    ensure(NAME, partials <= i32::MAX as u64, || format!("split_k·m·n = {partials} does not fit i32 offsets"))?;
+    Ok(())
+}
+
+pub struct DequantGemmW4;
+
+impl TileKernel for DequantGemmW4 {
+    type Problem = DequantGemmW4Problem;
+    type Config = DequantGemmW4Config;
+
+    fn id(&self) -> KernelId {
+        KernelId::DequantGemmW4
+    }
+
+    fn example_problem(&self) -> Args {
+        Args::new().with("m", 4).with("n", 96).with("k", 256).with("group", 64).with("act", "f16").with("quant", "asym")
+    }
+
+    fn knobs(&self) -> Vec<Knob> {
+        let values = |set: &[u32]| set.iter().map(|&v| i64::from(v)).collect();
+        vec![
+            Knob { name: "block_m", values: values(&BLOCK_MS), help: "rows of y per program; 1 is the GEMV path" },
+            Knob { name: "block_n", values: values(&BLOCK_NS), help: "columns of y per program" },
+            Knob { name: "block_k", values: values(&BLOCK_KS), help: "k columns per loop step (divides k)" },
+            Knob {
+                name: "split_k",
+                values: values(&SPLITS),
+                help: "k splits; > 1 reduces f32 partials in a 2nd launch",
+            },
+        ]
+    }
+
+    fn default_config(&self, p: &DequantGemmW4Problem) -> DequantGemmW4Config {
+        // Decode (m = 1) takes the GEMV path; a few tokens one 16-row dot tile; prefill 64 rows.
+        let block_m = match p.m {
+            1 => 1,
+            2..=16 => 16,
+            17..=32 => 32,
+            _ => 64,
+        };
+        let block_n = p.n.next_power_of_two().clamp(16, 64);
+        // Every legal k is a multiple of 32 (the smallest group).
+        let block_k = if p.k.is_multiple_of(64) { 64 } else { 32 };
+        DequantGemmW4Config { block_m, block_n, block_k, split_k: 1 }
+    }
+
+    fn space(&self, p: &DequantGemmW4Problem, limits: &SpaceLimits) -> Vec<DequantGemmW4Config> {
+        // Tiles much larger than the problem only mask work away: cap block_m and block_n at the
+        // problem rounded up to a power of two (16 at least, the smallest dot tile).
+        let max_m = p.m.next_power_of_two().max(16);
+        let max_n = p.n.next_power_of_two().max(16);
+        let fits = |a: u32, b: u32| u64::from(a) * u64::from(b) <= limits.max_tile_elements;
+        let mut space = Vec::new();
+        for block_m in BLOCK_MS.into_iter().filter(|&v| v <= max_m) {
+            for block_n in BLOCK_NS.into_iter().filter(|&v| v <= max_n) {
+                for block_k in BLOCK_KS {
+                    for split_k in SPLITS {
+                        let c = DequantGemmW4Config { block_m, block_n, block_k, split_k };
+                        let tiles_fit = fits(block_m, block_k) && fits(block_k, block_n) && fits(block_m, block_n);
+                        if tiles_fit && check_config(p, &c).is_ok() {
+                            space.push(c);
+                        }
+                    }
+                }
+            }
+        }
+        let default = self.default_config(p);
+        if !space.contains(&default) {
+            space.push(default);
+        }
+        space
+    }
+
+    fn plan(&self, p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Plan, KernelError> {
+        check_config(p, c)?;
+        let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+        let groups = p.groups();
+        let k_tiles = p.k / c.block_k;
+        let k_per_split = k_tiles.div_ceil(c.split_k) * c.block_k;
+        let split = c.split_k > 1;
+
+        let spec = |name: &str, dtype, len, role| BufferSpec { name: name.into(), dtype, len, role };
+        let mut buffers = vec![
+            spec("x", p.act, m * k, Role::Input),
+            spec("w", DType::U8, n * k / 2, Role::Input),
+            spec("scales", DType::F16, n * groups, Role::Input),
+        ];
+        let mut args = vec![buf("x"), buf("w"), buf("scales")];
+        if p.quant == Quant::Asym {
+            buffers.push(spec("mins", DType::F16, n * groups, Role::Input));
+            args.push(buf("mins"));
+        }
+        buffers.push(spec("y", p.act, m * n, Role::Output));
+        args.push(buf(if split { "partials" } else { "y" }));
+        args.extend([i32_arg(m as i64), i32_arg(n as i64), i32_arg(k as i64), i32_arg(k_per_split as i64)]);
+        let mut launches = vec![Launch {
+            kernel: build_gemm(p, c)?,
+            grid: [p.n.div_ceil(c.block_n), p.m.div_ceil(c.block_m), c.split_k],
+            args,
+        }];
+        if split {
+            buffers.push(spec("partials", DType::F32, c.split_k as usize * m * n, Role::Scratch));
+            launches.push(Launch {
+                kernel: build_reduce(p.act, c.split_k)?,
+                grid: [(m * n).div_ceil(REDUCE_BLOCK as usize) as u32, 1, 1],
+                args: vec![buf("partials"), buf("y"), i32_arg((m * n) as i64)],
+            });
+        }
+        Ok(Plan { buffers, launches })
+    }
+
+    fn inputs(&self, p: &DequantGemmW4Problem, seed: u64) -> Buffers {
+        let mut rng = random::rng(seed);
+        let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+        let groups = p.groups();
+        let mut inputs = Buffers::from([
+            ("x".to_string(), random::uniform(&mut rng, p.act, m * k, -1.0, 1.0)),
+            ("w".to_string(), random::bytes(&mut rng, n * k / 2)),
+            // Positive scales of the size real checkpoints have, so weights stay O(0.1).
+            ("scales".to_string(), random::uniform(&mut rng, DType::F16, n * groups, 0.005, 0.03)),
+        ]);
+        if p.quant == Quant::Asym {
+            // Around −8·scale, as an asymmetric quantizer of a zero-mean row gives.
+            inputs.insert("mins".to_string(), random::uniform(&mut rng, DType::F16, n * groups, -0.3, 0.05));
+        }
+        inputs
+    }
+
+    fn reference(&self, p: &DequantGemmW4Problem, inputs: &Buffers) -> Reference {
+        let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+        let x = inputs["x"].to_f64();
+        let packed: Vec<u8> = inputs["w"].to_f64().iter().map(|&v| v as u8).collect();
+        let scales = inputs["scales"].to_f64();
+        let mins = inputs.get("mins").map(|b| b.to_f64());
+        let mins = match p.quant {
+            Quant::Sym => None,
+            Quant::Asym => mins.as_deref(),
+        };
+        let w = layout::dequantize(n, k, p.group as usize, &packed, &scales, mins);
+        Reference::from([("y".to_string(), matmul_nt(&x, &w, m, n, k))])
+    }
+
+    fn tolerance(&self, _p: &DequantGemmW4Problem, dtype: DType) -> f64 {
+        // f32: the dequantized weights are exact in f32 up to one rounding of `q·s + min`, and f32
+        // accumulation of O(k) terms stays far inside 1e-5. f16: weights rounded to f16 for the
+        // dot (2⁻¹² relative) plus the output rounding (2⁻¹²) stay well inside 2e-3.
+        default_tolerance(dtype)
+    }
+}
+
+/// `y[i, j] = Σ_t x[i, t] · w[j, t]` in f64 (`x [m, k]`, `w [n, k]`).
+pub fn matmul_nt(x: &[f64], w: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
+    let mut y = Vec::with_capacity(m * n);
+    for i in 0..m {
+        for j in 0..n {
+            y.push((0..k).map(|t| x[i * k + t] * w[j * k + t]).sum());
+        }
+    }
+    y
+}
+
+/// `t` in `dtype`, without a no-op cast.
+fn to_dtype(t: Tile<'_>, dtype: DType) -> Tile<'_> {
+    if t.dtype() == dtype {
+        t
+    } else {
+        t.cast(dtype)
+    }
+}
+
+/// Launch 1: the tile GEMM (or GEMV for `block_m = 1`) over one k split.
+fn build_gemm(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kernel, KernelError> {
+    use DType::{F32, I32, U8};
+    let (bm, bn, bk, group) = (c.block_m as i32, c.block_n as i32, c.block_k as i32, p.group as i32);
+    let split = c.split_k > 1;
+    let b = KernelBuilder::new(if split { "dequant_gemm_w4_partial" } else { NAME });
+    let x = b.buffer("x", p.act);
+    let w = b.buffer("w", U8);
+    let scales = b.buffer("scales", DType::F16);
+    let mins = match p.quant {
+        Quant::Sym => None,
+        Quant::Asym => Some(b.buffer("mins", DType::F16)),
+    };
+    let out = if split { b.buffer("partials", F32) } else { b.buffer("y", p.act) };
+    let (m, n, k) = (b.scalar("m", I32), b.scalar("n", I32), b.scalar("k", I32));
+    let k_per_split = b.scalar("k_per_split", I32);
+
+    let cols = (b.program_id(0) * bn + b.arange(0, bn)).named("cols");
+    let col_ok = cols.lt(n);
+    let k_lo = (b.program_id(2) * k_per_split).named("k_lo");
+    let k_hi = (k_lo + k_per_split).minimum(k).named("k_hi");
+    let half_k = k / 2;
+    let groups = k / group;
+    // Split s writes its partial at partials[s]; without split-K the base is 0.
+    let out_base = if split { b.program_id(2) * m * n } else { b.constant(0, I32) };
+
+    let weights = WeightTiles { b: &b, w, scales, mins, cols, col_ok, half_k, groups, group, block_k: bk };
+
+    if bm == 1 {
+        // GEMV: one token per program row of the grid, no masks on m.
+        let row = b.program_id(1);
+        let [acc] = b.for_range(k_lo, k_hi, bk, [b.zeros(&[bn as u32], F32).named("acc0")], |k0, [acc]| {
+            let ks = k0 + b.arange(0, bk);
+            let xk = to_dtype(b.load(x, row * k + ks), F32).col();
+            [acc + (xk * weights.dequant(k0, ks)).sum(0)]
+        });
+        b.store_masked(out, out_base + row * n + cols, to_dtype(acc, out_dtype(p, c)), col_ok);
+    } else {
+        let rows = (b.program_id(1) * bm + b.arange(0, bm)).named("rows");
+        let row_ok = rows.lt(m);
+        let acc0 = b.zeros(&[bm as u32, bn as u32], F32).named("acc0");
+        let [acc] = b.for_range(k_lo, k_hi, bk, [acc0], |k0, [acc]| {
+            let ks = k0 + b.arange(0, bk);
+            let xt = b.load_masked(x, rows.col() * k + ks.row(), row_ok.col(), 0.0);
+            [b.dot(xt, to_dtype(weights.dequant(k0, ks), p.act), acc)]
+        });
+        let offs = out_base + rows.col() * n + cols.row();
+        b.store_masked(out, offs, to_dtype(acc, out_dtype(p, c)), row_ok.col() & col_ok.row());
+    }
+    b.finish().map_err(|source| KernelError::Build { kernel: NAME, source })
+}
+
+/// The weight side of launch 1: what a program needs to dequantize its `[block_k, block_n]` tiles.
+struct WeightTiles<'b> {
+    b: &'b KernelBuilder,
+    w: Buf,
+    scales: Buf,
+    mins: Option<Buf>,
+    /// This program's output columns (`[block_n]`) and which of them exist.
+    cols: Tile<'b>,
+    col_ok: Tile<'b>,
+    /// Bytes per row of `w` and groups per row of `scales`.
+    half_k: Tile<'b>,
+    groups: Tile<'b>,
+    group: i32,
+    block_k: i32,
+}
+
+impl<'b> WeightTiles<'b> {
+    /// The dequantized weights `W[cols, ks]ᵀ` as a `[block_k, block_n]` f32 tile (zeros past n),
+    /// for the k columns `ks = k0 + 0..block_k`.
+    fn dequant(&self, k0: Tile<'b>, ks: Tile<'b>) -> Tile<'b> {
+        let (b, cols) = (self.b, self.cols);
+        let bytes = b.load_masked(self.w, cols.row() * self.half_k + (ks / 2).col(), self.col_ok.row(), 0u8);
+        let q = ((bytes >> ((ks % 2) * 4).cast(DType::U8).col()) & 0xFu8).cast(DType::F32);
+        let scale = self.group_values(self.scales, k0, ks);
+        match self.mins {
+            None => (q - 8.0) * scale,
+            Some(mins) => q * scale + self.group_values(mins, k0, ks),
+        }
+    }
+
+    /// One group parameter (scale or min) per weight of the tile, as f32: a single `[1, block_n]`
+    /// row when the tile lies within one group (`block_k ≤ group`), else gathered per k column.
+    fn group_values(&self, buffer: Buf, k0: Tile<'b>, ks: Tile<'b>) -> Tile<'b> {
+        let (b, cols, col_ok, group) = (self.b, self.cols, self.col_ok, self.group);
+        if self.block_k <= group {
+            b.load_masked(buffer, cols * self.groups + k0 / group, col_ok, 0.0).cast(DType::F32).row()
+        } else {
+            let offs = cols.row() * self.groups + (ks / group).col();
+            b.load_masked(buffer, offs, col_ok.row(), 0.0).cast(DType::F32)
+        }
+    }
+}
+
+/// Launch 1 writes `y` in the activation dtype, or f32 partials under split-K.
+fn out_dtype(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> DType {
+    if c.split_k > 1 {
+        DType::F32
+    } else {
+        p.act
+    }
+}
+
+/// Launch 2 of split-K: `y[i] = Σ_s partials[s, i]` in split order, rounded to `act`.
+fn build_reduce(act: DType, split_k: u32) -> Result<Kernel, KernelError> {
+    let b = KernelBuilder::new("dequant_gemm_w4_split_reduce");
+    let (partials, y) = (b.buffer("partials", DType::F32), b.buffer("y", act));
+    let total = b.scalar("total", DType::I32);
+    let offs = b.program_id(0) * REDUCE_BLOCK as i32 + b.arange(0, REDUCE_BLOCK as i32);
+    let mask = offs.lt(total);
+    let acc0 = b.zeros(&[REDUCE_BLOCK], DType::F32);
+    let [acc] = b.for_range(0, split_k as i32, 1, [acc0], |s, [acc]| {
+        [acc + b.load_masked(partials, s * total + offs, mask, 0.0)]
+    });
+    b.store_masked(y, offs, to_dtype(acc, act), mask);
+    b.finish().map_err(|source| KernelError::Build { kernel: NAME, source })
+}
