@@ -128,8 +128,7 @@ fn emit_library_kernel(name: &str, shape: &str, config: &str, format: EmitFormat
 fn list_kernels() -> String {
     let mut rows = vec![["kernel".to_string(), "example shape".to_string(), "knobs".to_string()]];
     for k in kiln_kernels::registry::implemented() {
-        let knobs: Vec<String> =
-            k.knobs().iter().map(|kn| format!("{} ∈ {{{}}}", kn.name, join(&kn.values))).collect();
+        let knobs: Vec<String> = k.knobs().iter().map(|kn| format!("{} ∈ {{{}}}", kn.name, join(&kn.values))).collect();
         rows.push([k.id().name().to_string(), k.example_problem().to_string(), knobs.join("; ")]);
     }
     let mut table = tabled::builder::Builder::default();
@@ -138,8 +137,7 @@ fn list_kernels() -> String {
     }
     let mut out = table.build().with(tabled::settings::Style::rounded()).to_string();
     out.push('\n');
-    let missing: Vec<&str> =
-        KernelId::ALL.into_iter().filter(|id| id.kernel().is_none()).map(KernelId::name).collect();
+    let missing: Vec<&str> = KernelId::ALL.into_iter().filter(|id| id.kernel().is_none()).map(KernelId::name).collect();
     if !missing.is_empty() {
         out += &format!("not implemented yet: {}\n", missing.join(", "));
     }

@@ -62,7 +62,8 @@ fn emit_reads_standard_input() {
 
 #[test]
 fn emit_reports_parse_errors_with_line_and_column() {
-    let path = temp_file("bad_syntax.tir", "kernel k(@x: ptr<f32>) {\n  %0: i32 = program_id 0\n  %1: i32 = add %0 %0\n}\n");
+    let path =
+        temp_file("bad_syntax.tir", "kernel k(@x: ptr<f32>) {\n  %0: i32 = program_id 0\n  %1: i32 = add %0 %0\n}\n");
     let o = kiln(&["emit", path.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
@@ -101,7 +102,17 @@ fn autotune_explains_itself_and_refuses_to_run() {
 
 #[test]
 fn emit_builds_a_library_kernel_for_a_shape_and_config() {
-    let o = kiln(&["emit", "--kernel", "silu_mul", "--shape", "tokens=2,dim=100", "--config", "block=64", "--format", "ir"]);
+    let o = kiln(&[
+        "emit",
+        "--kernel",
+        "silu_mul",
+        "--shape",
+        "tokens=2,dim=100",
+        "--config",
+        "block=64",
+        "--format",
+        "ir",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("// launch 1 of 1: grid [2, 2, 1]"), "{out}");

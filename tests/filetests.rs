@@ -129,21 +129,18 @@ fn parse_header(src: &str) -> Result<Spec, String> {
                 _ => return Err(format!("unknown test directive `{comment}`")),
             });
         } else if let Some(rest) = comment.strip_prefix("arg ") {
-            let (name, value) =
-                rest.split_once('=').ok_or_else(|| format!("`arg` needs `=`: `{comment}`"))?;
+            let (name, value) = rest.split_once('=').ok_or_else(|| format!("`arg` needs `=`: `{comment}`"))?;
             let value = value.trim();
             let (dtype, list) = match value.split_once(|c: char| c.is_whitespace()) {
                 Some((d, list)) => (d, list.trim()),
                 None => return Err(format!("`arg` needs a dtype and a value: `{comment}`")),
             };
-            let dtype =
-                DType::from_name(dtype).ok_or_else(|| format!("unknown dtype `{dtype}` in `{comment}`"))?;
+            let dtype = DType::from_name(dtype).ok_or_else(|| format!("unknown dtype `{dtype}` in `{comment}`"))?;
             spec.args.push((name.trim().to_string(), Some(dtype), parse_values(list)?));
         } else if comment == "expect error" {
             spec.expect_error = true;
         } else if let Some(rest) = comment.strip_prefix("expect ") {
-            let (name, value) =
-                rest.split_once('=').ok_or_else(|| format!("`expect` needs `=`: `{comment}`"))?;
+            let (name, value) = rest.split_once('=').ok_or_else(|| format!("`expect` needs `=`: `{comment}`"))?;
             spec.expects.push((name.trim().to_string(), parse_values(value.trim())?));
         }
     }
@@ -239,11 +236,7 @@ fn run_kernel(kernel: &Kernel, grid: [u32; 3], spec: &Spec) -> Result<String, St
         });
     }
     if let Err(e) = run(kernel, grid, &mut args) {
-        return if spec.expect_error {
-            Ok(format!("error: {e}\n"))
-        } else {
-            Err(format!("the run failed: {e}"))
-        };
+        return if spec.expect_error { Ok(format!("error: {e}\n")) } else { Err(format!("the run failed: {e}")) };
     }
     if spec.expect_error {
         return Err("expected the run to fail, but it succeeded".to_string());
@@ -262,8 +255,7 @@ fn run_kernel(kernel: &Kernel, grid: [u32; 3], spec: &Spec) -> Result<String, St
         }
     }
     for (name, _) in &spec.expects {
-        if !kernel.params.iter().any(|p| sigil_name(p) == *name && matches!(p.kind, ParamKind::Buffer { .. }))
-        {
+        if !kernel.params.iter().any(|p| sigil_name(p) == *name && matches!(p.kind, ParamKind::Buffer { .. })) {
             failures.push(format!("`expect {name}` names no buffer parameter"));
         }
     }
@@ -383,8 +375,7 @@ fn check_golden(path: &Path, actual: &str) -> Result<(), String> {
     golden.push(".golden");
     let golden = PathBuf::from(golden);
     if std::env::var_os("BLESS").is_some_and(|v| v == "1") {
-        return std::fs::write(&golden, actual)
-            .map_err(|e| format!("cannot write {}: {e}", golden.display()));
+        return std::fs::write(&golden, actual).map_err(|e| format!("cannot write {}: {e}", golden.display()));
     }
     let expected = match std::fs::read_to_string(&golden) {
         Ok(s) => s,

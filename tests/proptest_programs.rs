@@ -48,10 +48,7 @@ enum FBinary {
 const N_INPUTS: usize = 3;
 
 fn f_expr() -> impl Strategy<Value = FExpr> {
-    let leaf = prop_oneof![
-        (0..N_INPUTS).prop_map(FExpr::Input),
-        (-8.0f32..8.0).prop_map(FExpr::Const),
-    ];
+    let leaf = prop_oneof![(0..N_INPUTS).prop_map(FExpr::Input), (-8.0f32..8.0).prop_map(FExpr::Const),];
     leaf.prop_recursive(4, 24, 4, |inner| {
         prop_oneof![
             (
@@ -535,6 +532,10 @@ impl Lcg {
     fn i32(&mut self) -> i32 {
         let v = self.next() as i32;
         // Mix in small values so comparisons and shifts see interesting cases.
-        if v % 3 == 0 { v % 16 } else { v }
+        if v % 3 == 0 {
+            v % 16
+        } else {
+            v
+        }
     }
 }

@@ -450,7 +450,10 @@ impl<'b> Tile<'b> {
         if &ty.shape == shape {
             return self;
         }
-        self.b.push1(Op::Broadcast { arg: self.value, shape: shape.clone() }, Type { dtype: ty.dtype, shape: shape.clone() })
+        self.b.push1(
+            Op::Broadcast { arg: self.value, shape: shape.clone() },
+            Type { dtype: ty.dtype, shape: shape.clone() },
+        )
     }
     pub fn reshape(self, dims: &[u32]) -> Tile<'b> {
         let shape = Shape::new(dims.to_vec());

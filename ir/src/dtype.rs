@@ -20,16 +20,8 @@ pub enum DType {
 
 impl DType {
     /// Every dtype, in a fixed order (useful for tests and generators).
-    pub const ALL: [DType; 8] = [
-        DType::F32,
-        DType::F16,
-        DType::BF16,
-        DType::I32,
-        DType::U32,
-        DType::I8,
-        DType::U8,
-        DType::Bool,
-    ];
+    pub const ALL: [DType; 8] =
+        [DType::F32, DType::F16, DType::BF16, DType::I32, DType::U32, DType::I8, DType::U8, DType::Bool];
 
     /// The name used in the text form.
     pub fn name(self) -> &'static str {

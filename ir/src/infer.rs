@@ -42,9 +42,7 @@ pub fn result_types(kernel: &Kernel, op: &Op) -> Result<Vec<Type>, String> {
             let ok = match op {
                 UnaryOp::Neg | UnaryOp::Abs => !t.dtype.is_bool(),
                 UnaryOp::Not => t.dtype.is_int() || t.dtype.is_bool(),
-                UnaryOp::Exp2 | UnaryOp::Log2 | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Recip => {
-                    t.dtype.is_float()
-                }
+                UnaryOp::Exp2 | UnaryOp::Log2 | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Recip => t.dtype.is_float(),
             };
             if !ok {
                 return Err(format!("{} is not defined on {}", op.name(), t.dtype));
@@ -183,10 +181,7 @@ pub fn result_types(kernel: &Kernel, op: &Op) -> Result<Vec<Type>, String> {
             if let Some(other) = other {
                 let t = ty(*other);
                 if t.dtype != dtype || !(t.shape.is_scalar() || t.shape == o.shape) {
-                    return Err(format!(
-                        "load `other` must be {dtype} scalar or {}, got {t}",
-                        o.with_dtype(dtype)
-                    ));
+                    return Err(format!("load `other` must be {dtype} scalar or {}, got {t}", o.with_dtype(dtype)));
                 }
             }
             one(o.with_dtype(dtype))

@@ -22,7 +22,7 @@ pub mod text;
 pub mod types;
 pub mod verify;
 
-pub use builder::{BuildError, Buf, KernelBuilder, Tile};
+pub use builder::{Buf, BuildError, KernelBuilder, Tile};
 pub use dtype::DType;
 pub use entities::{Block, Inst, Param, Value};
 pub use kernel::{BlockData, InstData, Kernel, ParamData, ParamKind, ValueData, ValueDef};

@@ -143,8 +143,7 @@ impl BinaryOp {
 }
 
 impl CmpPred {
-    pub const ALL: [CmpPred; 6] =
-        [CmpPred::Eq, CmpPred::Ne, CmpPred::Lt, CmpPred::Le, CmpPred::Gt, CmpPred::Ge];
+    pub const ALL: [CmpPred; 6] = [CmpPred::Eq, CmpPred::Ne, CmpPred::Lt, CmpPred::Le, CmpPred::Gt, CmpPred::Ge];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -177,59 +176,130 @@ impl ReduceOp {
 pub enum Op {
     // --- program indexing: scalars that tell an instance where it is in the grid ---
     /// Index of this program instance along grid `axis` (0, 1 or 2); an `i32` scalar.
-    ProgramId { axis: u8 },
+    ProgramId {
+        axis: u8,
+    },
     /// Grid size along `axis`; an `i32` scalar.
-    NumPrograms { axis: u8 },
+    NumPrograms {
+        axis: u8,
+    },
 
     // --- value creation ---
     /// The `i32` tile `[start, start + 1, ..., end - 1]`.
-    Arange { start: i32, end: i32 },
+    Arange {
+        start: i32,
+        end: i32,
+    },
     /// A literal splatted over `ty` (scalar or tile).
-    Constant { value: Literal, ty: Type },
+    Constant {
+        value: Literal,
+        ty: Type,
+    },
 
     // --- elementwise math: operands and result share one shape ---
-    Unary { op: UnaryOp, arg: Value },
-    Binary { op: BinaryOp, lhs: Value, rhs: Value },
-    Compare { pred: CmpPred, lhs: Value, rhs: Value },
+    Unary {
+        op: UnaryOp,
+        arg: Value,
+    },
+    Binary {
+        op: BinaryOp,
+        lhs: Value,
+        rhs: Value,
+    },
+    Compare {
+        pred: CmpPred,
+        lhs: Value,
+        rhs: Value,
+    },
     /// `cond ? on_true : on_false`, elementwise; `cond` is `bool` of the same shape.
-    Select { cond: Value, on_true: Value, on_false: Value },
+    Select {
+        cond: Value,
+        on_true: Value,
+        on_false: Value,
+    },
     /// Numeric conversion (rounding to nearest for floats, truncation toward zero and
     /// saturation for float→int, wrapping for int→int, `!= 0` for →bool).
-    Cast { arg: Value, to: DType },
+    Cast {
+        arg: Value,
+        to: DType,
+    },
     /// Reinterpretation of the bits as another dtype of the same width.
-    Bitcast { arg: Value, to: DType },
+    Bitcast {
+        arg: Value,
+        to: DType,
+    },
 
     // --- shape changes ---
     /// Numpy-style broadcast to `shape` (dims right-aligned; each source dim is 1 or equal).
-    Broadcast { arg: Value, shape: Shape },
+    Broadcast {
+        arg: Value,
+        shape: Shape,
+    },
     /// Same elements in row-major order, another shape with the same element count.
-    Reshape { arg: Value, shape: Shape },
+    Reshape {
+        arg: Value,
+        shape: Shape,
+    },
     /// Inserts a dim of size 1 before position `axis` (`axis == rank` appends).
-    ExpandDims { arg: Value, axis: u32 },
+    ExpandDims {
+        arg: Value,
+        axis: u32,
+    },
 
     // --- reductions and dot ---
     /// Reduces `axis` away.
-    Reduce { op: ReduceOp, arg: Value, axis: u32 },
+    Reduce {
+        op: ReduceOp,
+        arg: Value,
+        axis: u32,
+    },
     /// `acc + lhs · rhs` for `lhs: [M, K]`, `rhs: [K, N]`, `acc: [M, N]`. Floats accumulate into
     /// `f32`, `i8`/`u8` into `i32`.
-    Dot { lhs: Value, rhs: Value, acc: Value },
+    Dot {
+        lhs: Value,
+        rhs: Value,
+        acc: Value,
+    },
 
     // --- memory: offsets are integer element offsets into a buffer parameter ---
     /// Reads `buffer[offsets]`; where `mask` is false the result is `other` (or zero if absent)
     /// and memory is not touched.
-    Load { buffer: Param, offsets: Value, mask: Option<Value>, other: Option<Value> },
+    Load {
+        buffer: Param,
+        offsets: Value,
+        mask: Option<Value>,
+        other: Option<Value>,
+    },
     /// Writes `value` to `buffer[offsets]` where `mask` is true.
-    Store { buffer: Param, offsets: Value, value: Value, mask: Option<Value> },
+    Store {
+        buffer: Param,
+        offsets: Value,
+        value: Value,
+        mask: Option<Value>,
+    },
     /// `buffer[offsets] += value` atomically where `mask` is true.
-    AtomicAdd { buffer: Param, offsets: Value, value: Value, mask: Option<Value> },
+    AtomicAdd {
+        buffer: Param,
+        offsets: Value,
+        value: Value,
+        mask: Option<Value>,
+    },
 
     // --- control flow ---
     /// `for i in (start..end).step_by(step)` with loop-carried values. `body` has the induction
     /// variable and one argument per carried value; it ends in `Yield`. The results are the
     /// carried values after the last iteration (`init` if the loop runs zero times).
-    For { start: Value, end: Value, step: Value, init: Vec<Value>, body: Block },
+    For {
+        start: Value,
+        end: Value,
+        step: Value,
+        init: Vec<Value>,
+        body: Block,
+    },
     /// Ends a loop body, passing the next iteration's carried values.
-    Yield { values: Vec<Value> },
+    Yield {
+        values: Vec<Value>,
+    },
 }
 
 impl Op {
@@ -265,9 +335,7 @@ impl Op {
     /// The value operands, in order (not including values defined inside a loop body).
     pub fn operands(&self) -> Vec<Value> {
         match self {
-            Op::ProgramId { .. } | Op::NumPrograms { .. } | Op::Arange { .. } | Op::Constant { .. } => {
-                Vec::new()
-            }
+            Op::ProgramId { .. } | Op::NumPrograms { .. } | Op::Arange { .. } | Op::Constant { .. } => Vec::new(),
             Op::Unary { arg, .. }
             | Op::Cast { arg, .. }
             | Op::Bitcast { arg, .. }
@@ -301,9 +369,7 @@ impl Op {
     /// The buffer parameter the op accesses, if it is a memory op.
     pub fn buffer(&self) -> Option<Param> {
         match self {
-            Op::Load { buffer, .. } | Op::Store { buffer, .. } | Op::AtomicAdd { buffer, .. } => {
-                Some(*buffer)
-            }
+            Op::Load { buffer, .. } | Op::Store { buffer, .. } | Op::AtomicAdd { buffer, .. } => Some(*buffer),
             Op::ProgramId { .. }
             | Op::NumPrograms { .. }
             | Op::Arange { .. }

@@ -226,9 +226,7 @@ impl Verifier<'_> {
             for &i in &data.insts {
                 match inst_home.get_mut(i.index()) {
                     None => self.err(Location::Block(b), format!("{i} does not exist")),
-                    Some(Some(other)) => {
-                        self.err(Location::Block(b), format!("{i} is also listed in {other}"))
-                    }
+                    Some(Some(other)) => self.err(Location::Block(b), format!("{i} is also listed in {other}")),
                     Some(slot) => *slot = Some(b),
                 }
             }
@@ -259,7 +257,9 @@ impl Verifier<'_> {
                 match block_owner.get_mut(body.index()) {
                     None => self.err(Location::Inst(i), format!("body {body} does not exist")),
                     Some(_) if body == k.entry => self.err(Location::Inst(i), "the entry block cannot be a loop body"),
-                    Some(Some(other)) => self.err(Location::Inst(i), format!("body {body} is also the body of {other}")),
+                    Some(Some(other)) => {
+                        self.err(Location::Inst(i), format!("body {body} is also the body of {other}"))
+                    }
                     Some(slot) => *slot = Some(i),
                 }
             }
@@ -347,7 +347,10 @@ impl Verifier<'_> {
                     Some(types) => {
                         let got: Vec<Type> = values.iter().map(|v| k.ty(*v).clone()).collect();
                         if got != types {
-                            self.err(loc.clone(), format!("yield types ({}) differ from carried types ({})", list(&got), list(types)));
+                            self.err(
+                                loc.clone(),
+                                format!("yield types ({}) differ from carried types ({})", list(&got), list(types)),
+                            );
                         }
                     }
                 },
@@ -355,14 +358,24 @@ impl Verifier<'_> {
                     let init_types: Vec<Type> = init.iter().map(|v| k.ty(*v).clone()).collect();
                     let args = &k.blocks[body.index()].args;
                     if args.len() != init.len() + 1 {
-                        self.err(loc.clone(), format!("loop body takes {} arguments, expected the induction variable and {} carried", args.len(), init.len()));
+                        self.err(
+                            loc.clone(),
+                            format!(
+                                "loop body takes {} arguments, expected the induction variable and {} carried",
+                                args.len(),
+                                init.len()
+                            ),
+                        );
                     } else {
                         if k.ty(args[0]) != &Type::scalar(DType::I32) {
                             self.err(loc.clone(), format!("induction variable must be i32, got {}", k.ty(args[0])));
                         }
                         for (n, (a, t)) in args[1..].iter().zip(&init_types).enumerate() {
                             if k.ty(*a) != t {
-                                self.err(loc.clone(), format!("carried argument {n} is {}, its initial value is {t}", k.ty(*a)));
+                                self.err(
+                                    loc.clone(),
+                                    format!("carried argument {n} is {}, its initial value is {t}", k.ty(*a)),
+                                );
                             }
                         }
                     }
@@ -400,7 +413,14 @@ impl Verifier<'_> {
                 Ok(types) => {
                     let declared: Vec<Type> = d.results.iter().map(|r| k.ty(*r).clone()).collect();
                     if declared != types {
-                        self.err(loc, format!("declared result types ({}) differ from inferred ({})", list(&declared), list(&types)));
+                        self.err(
+                            loc,
+                            format!(
+                                "declared result types ({}) differ from inferred ({})",
+                                list(&declared),
+                                list(&types)
+                            ),
+                        );
                     }
                 }
             }

@@ -139,8 +139,8 @@ fn reshape_and_expand_dims_keep_row_major_order() {
     b.store(sums, b.arange(0, 3), v.reshape(&[3, 4]).sum(1));
     // expand_dims(1) makes a column and expand_dims(0) a row: their product is the outer product.
     let a = b.load(x, b.arange(0, 3));
-    let prod = a.expand_dims(1).broadcast_to(&Shape::new(vec![3, 3]))
-        * a.expand_dims(0).broadcast_to(&Shape::new(vec![3, 3]));
+    let prod =
+        a.expand_dims(1).broadcast_to(&Shape::new(vec![3, 3])) * a.expand_dims(0).broadcast_to(&Shape::new(vec![3, 3]));
     b.store(outer, offsets_2d(&b, 3, 3), prod);
     let k = b.finish().unwrap();
     let xs: Vec<f64> = Rng::new(21).ints(12, -50, 50);
@@ -202,8 +202,7 @@ fn reduce_sum_and_max_along_each_axis() {
         let (sum, max) = reduce3(F32, dims, axis, &xs);
         let ls = lines(dims, axis as usize, &xs);
         let want_sum: Vec<f64> = ls.iter().map(|l| l.iter().sum::<f64>() as f32 as f64).collect();
-        let want_max: Vec<f64> =
-            ls.iter().map(|l| l.iter().cloned().fold(f64::NEG_INFINITY, f64::max)).collect();
+        let want_max: Vec<f64> = ls.iter().map(|l| l.iter().cloned().fold(f64::NEG_INFINITY, f64::max)).collect();
         assert_same(&sum, &want_sum);
         assert_same(&max, &want_max);
     }
@@ -237,8 +236,7 @@ fn reduce_sum_rounds_once_to_the_dtype() {
 #[test]
 fn reduce_max_ignores_nan_unless_all_nan() {
     let nan = f64::NAN;
-    let (_, max) =
-        reduce3(F32, [3, 1, 4], 2, &[nan, 1.0, 3.0, nan, nan, nan, nan, nan, -0.0, 0.0, -1.0, nan]);
+    let (_, max) = reduce3(F32, [3, 1, 4], 2, &[nan, 1.0, 3.0, nan, nan, nan, nan, nan, -0.0, 0.0, -1.0, nan]);
     assert_same(&max, &[3.0, nan, 0.0]);
     let (_, max) = reduce3(F16, [1, 1, 3], 2, &[-5.0, nan, -2.0]);
     assert_same(&max, &[-2.0]);
@@ -247,14 +245,7 @@ fn reduce_max_ignores_nan_unless_all_nan() {
 // ---------------------------------------------------------------- dot
 
 /// Runs `acc + lhs · rhs` with `lhs: [m, k]` and `rhs: [k, n]` of `dtype`.
-fn run_dot(
-    dtype: DType,
-    acc_dtype: DType,
-    [m, k, n]: [u32; 3],
-    a: &[f64],
-    bm: &[f64],
-    c: &[f64],
-) -> Vec<f64> {
+fn run_dot(dtype: DType, acc_dtype: DType, [m, k, n]: [u32; 3], a: &[f64], bm: &[f64], c: &[f64]) -> Vec<f64> {
     let b = KernelBuilder::new("dot");
     let (x, y, z, o) =
         (b.buffer("a", dtype), b.buffer("b", dtype), b.buffer("c", acc_dtype), b.buffer("out", acc_dtype));
@@ -296,8 +287,7 @@ fn dot_of_floats_accumulates_in_f64_and_rounds_once_to_f32() {
     let a16: Vec<f64> = a.iter().map(|&x| nearest_f16(x)).collect();
     let b16: Vec<f64> = bm.iter().map(|&x| nearest_f16(x)).collect();
     let got = run_dot(F16, F32, [m as u32, k as u32, n as u32], &a16, &b16, &c);
-    let want: Vec<f64> =
-        reference_dot([m, k, n], &a16, &b16, &c).into_iter().map(|x| x as f32 as f64).collect();
+    let want: Vec<f64> = reference_dot([m, k, n], &a16, &b16, &c).into_iter().map(|x| x as f32 as f64).collect();
     assert_same(&got, &want);
     // One rounding: 1 + 2^-24 + 2^-24 is 1 + 2^-23 in f32, where per-step rounding would give 1.
     let e = 2f64.powi(-12);
@@ -357,18 +347,11 @@ fn load_without_other(dtype: DType) -> Kernel {
     };
     let offs = one(&mut k, Op::Arange { start: 0, end: 8 }, Type::tile(I32, vec![8]));
     let offs = one(&mut k, Op::Cast { arg: offs, to: U32 }, Type::tile(U32, vec![8]));
-    let five = one(
-        &mut k,
-        Op::Constant { value: Literal::Int(5), ty: Type::tile(U32, vec![8]) },
-        Type::tile(U32, vec![8]),
-    );
-    let mask =
-        one(&mut k, Op::Compare { pred: CmpPred::Lt, lhs: offs, rhs: five }, Type::tile(BOOL, vec![8]));
-    let v = one(
-        &mut k,
-        Op::Load { buffer: x, offsets: offs, mask: Some(mask), other: None },
-        Type::tile(dtype, vec![8]),
-    );
+    let five =
+        one(&mut k, Op::Constant { value: Literal::Int(5), ty: Type::tile(U32, vec![8]) }, Type::tile(U32, vec![8]));
+    let mask = one(&mut k, Op::Compare { pred: CmpPred::Lt, lhs: offs, rhs: five }, Type::tile(BOOL, vec![8]));
+    let v =
+        one(&mut k, Op::Load { buffer: x, offsets: offs, mask: Some(mask), other: None }, Type::tile(dtype, vec![8]));
     k.push_inst(e, Op::Store { buffer: o, offsets: offs, value: v, mask: None }, vec![]);
     kiln_ir::verify(&k).unwrap();
     k
@@ -532,8 +515,7 @@ fn for_loop_steps_and_zero_iteration_loops_return_init() {
     });
     b.store(results, b.constant(2, I32), outer);
     // Near i32::MAX the next i would overflow i32; the loop still ends after one iteration.
-    let [high] =
-        b.for_range(i32::MAX - 2, i32::MAX, 5, [b.constant(0, I32)], |i, [c]| [c + (i - (i32::MAX - 3))]);
+    let [high] = b.for_range(i32::MAX - 2, i32::MAX, 5, [b.constant(0, I32)], |i, [c]| [c + (i - (i32::MAX - 3))]);
     b.store(results, b.constant(3, I32), high);
     let k = b.finish().unwrap();
     let mut args = [poison(I32, 5), poison(I32, 4), scalar(I32, -4.0), scalar(I32, 9.0)];

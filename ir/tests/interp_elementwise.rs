@@ -254,10 +254,7 @@ int_arith_test!(u8_arithmetic_wraps, u8, U8, 13);
 fn signed_division_truncates_toward_zero() {
     let xs = [7.0, -7.0, 7.0, -7.0, i32::MIN as f64, i32::MIN as f64];
     let ys = [2.0, 2.0, -2.0, -2.0, -1.0, 1.0];
-    assert_same(
-        &apply2(I32, I32, &xs, &ys, |a, b| a / b),
-        &[3.0, -3.0, -3.0, 3.0, i32::MIN as f64, i32::MIN as f64],
-    );
+    assert_same(&apply2(I32, I32, &xs, &ys, |a, b| a / b), &[3.0, -3.0, -3.0, 3.0, i32::MIN as f64, i32::MIN as f64]);
     assert_same(&apply2(I32, I32, &xs, &ys, |a, b| a % b), &[1.0, -1.0, 1.0, -1.0, 0.0, 0.0]);
 }
 
@@ -442,8 +439,7 @@ fn bitcast_raw(input: HostBuffer, to: DType) -> HostBuffer {
 
 #[test]
 fn bitcast_reinterprets_bits_including_nan_payloads() {
-    let patterns =
-        [0x3f80_0000u32, 0x8000_0000, 0x7f80_0001, 0xff81_2345, 0x7fc0_0000, 0x0000_0001, 0xdead_beef];
+    let patterns = [0x3f80_0000u32, 0x8000_0000, 0x7f80_0001, 0xff81_2345, 0x7fc0_0000, 0x0000_0001, 0xdead_beef];
     let floats: Vec<f32> = patterns.iter().map(|&p| f32::from_bits(p)).collect();
     let HostBuffer::I32(ints) = bitcast_raw(HostBuffer::F32(floats.clone()), I32) else { panic!("dtype") };
     assert_eq!(ints, patterns.iter().map(|&p| p as i32).collect::<Vec<_>>());

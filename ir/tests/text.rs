@@ -314,29 +314,71 @@ fn parse_errors_name_the_position_and_the_tokens() {
         ("kernel k(%x: i32 %y: i32) {}", "1:18: expected `,` or `)`, found `%y`"),
         ("kernel k(@x: ptr<f64>) {}", "1:18: expected a dtype (f32, f16, bf16, i32, u32, i8, u8, bool), found `f64`"),
         ("kernel k(@x: f32) {}", "1:14: expected `ptr`, found `f32`"),
-        ("kernel k(%n: i32, %n: i32) {}", "1:19: expected a value name not defined before, found `%n`, already defined at 1:10"),
-        ("kernel k(@b: ptr<u8>, @b: ptr<u8>) {}", "1:23: expected a buffer name not defined before, found `@b`, already defined at 1:10"),
+        (
+            "kernel k(%n: i32, %n: i32) {}",
+            "1:19: expected a value name not defined before, found `%n`, already defined at 1:10",
+        ),
+        (
+            "kernel k(@b: ptr<u8>, @b: ptr<u8>) {}",
+            "1:23: expected a buffer name not defined before, found `@b`, already defined at 1:10",
+        ),
         ("kernel k() {\n  %a: f32 = neg %b\n}", "2:17: expected a value defined earlier, found `%b`"),
-        ("kernel k() {\n  %a: f32 = const 1.0\n  %a: f32 = neg %a\n}", "3:3: expected a value name not defined before, found `%a`, already defined at 2:3"),
+        (
+            "kernel k() {\n  %a: f32 = const 1.0\n  %a: f32 = neg %a\n}",
+            "3:3: expected a value name not defined before, found `%a`, already defined at 2:3",
+        ),
         ("kernel k() {\n  %a: f32 = const 1.0\n  %b: f32 = add %a %a\n}", "3:20: expected `,`, found `%a`"),
         ("kernel k() {\n  %a: f32 = frobnicate\n}", "2:13: expected an op name, found `frobnicate`"),
-        ("kernel k() {\n  %a: f32[4294967296] = const 1.0\n}", "2:11: expected a dimension (an integer in 0..=4294967295), found `4294967296`"),
-        ("kernel k() {\n  %a: i32 = const 99999999999999999999\n}", "2:19: expected an integer literal that fits i64, found `99999999999999999999`"),
-        ("kernel k() {\n  %a: i32[4] = arange 0, 2147483648\n}", "2:26: expected an end (an i32 integer), found `2147483648`"),
-        ("kernel k() {\n  %a: i32 = program_id 256\n}", "2:24: expected a grid axis (an integer in 0..=255), found `256`"),
+        (
+            "kernel k() {\n  %a: f32[4294967296] = const 1.0\n}",
+            "2:11: expected a dimension (an integer in 0..=4294967295), found `4294967296`",
+        ),
+        (
+            "kernel k() {\n  %a: i32 = const 99999999999999999999\n}",
+            "2:19: expected an integer literal that fits i64, found `99999999999999999999`",
+        ),
+        (
+            "kernel k() {\n  %a: i32[4] = arange 0, 2147483648\n}",
+            "2:26: expected an end (an i32 integer), found `2147483648`",
+        ),
+        (
+            "kernel k() {\n  %a: i32 = program_id 256\n}",
+            "2:24: expected a grid axis (an integer in 0..=255), found `256`",
+        ),
         ("kernel k() {\n  %a: i32 = const 1 $\n}", "2:21: expected a token, found character `$`"),
         ("kernel k() {\n  %a: f32 = const é\n}", "2:19: expected a token, found character `é`"),
         ("kernel k() {\n  %a: i32 = const 1\n", "3:1: expected an instruction or `}`, found end of input"),
-        ("kernel k() {\n  %a: f32 = const 1.0\n  cast %a\n}", "3:3: expected one declared result before `cast` (its type gives the target dtype), found 0 results"),
-        ("kernel k() {\n  %a: bool = cmp lq %a, %a\n}", "2:18: expected a predicate (eq, ne, lt, le, gt, ge), found `lq`"),
+        (
+            "kernel k() {\n  %a: f32 = const 1.0\n  cast %a\n}",
+            "3:3: expected one declared result before `cast` (its type gives the target dtype), found 0 results",
+        ),
+        (
+            "kernel k() {\n  %a: bool = cmp lq %a, %a\n}",
+            "2:18: expected a predicate (eq, ne, lt, le, gt, ge), found `lq`",
+        ),
         ("kernel k() {\n  %a: f32 = load @x[%a]\n}", "2:18: expected a buffer parameter of this kernel, found `@x`"),
-        ("kernel k(@x: ptr<f32>) {\n  %i: i32 = const 0\n  %a: f32 = load @x[%i], maks %i\n}", "3:26: expected `mask` or `other`, found `maks`"),
-        ("kernel k() {\n  %c: f32 = const nan(0x1)\n}", "2:23: expected the bits of a NaN as `0x` and 16 hex digits, found `0`"),
+        (
+            "kernel k(@x: ptr<f32>) {\n  %i: i32 = const 0\n  %a: f32 = load @x[%i], maks %i\n}",
+            "3:26: expected `mask` or `other`, found `maks`",
+        ),
+        (
+            "kernel k() {\n  %c: f32 = const nan(0x1)\n}",
+            "2:23: expected the bits of a NaN as `0x` and 16 hex digits, found `0`",
+        ),
         ("kernel k() {\n  %c: f32 = const -nan\n}", "2:20: expected `inf` after `-`, found `nan`"),
-        ("kernel k() {\n  %1a: f32 = const 1.0\n}", "2:3: expected a value name (`%` and an identifier or a number), found `%1a`"),
+        (
+            "kernel k() {\n  %1a: f32 = const 1.0\n}",
+            "2:3: expected a value name (`%` and an identifier or a number), found `%1a`",
+        ),
         ("kernel k() {\n}\n}", "3:1: expected end of input after the kernel, found `}`"),
-        ("kernel k() {\n  %i: i32 = const 0\n  for %j = %i to %i step %i iter(%a = %i {\n  }\n}", "3:42: expected `,` or `)`, found `{`"),
-        ("kernel k() {\n  %i: i32 = const 0\n  for %i = %i to %i step %i {\n  }\n}", "3:7: expected a value name not defined before, found `%i`, already defined at 2:3"),
+        (
+            "kernel k() {\n  %i: i32 = const 0\n  for %j = %i to %i step %i iter(%a = %i {\n  }\n}",
+            "3:42: expected `,` or `)`, found `{`",
+        ),
+        (
+            "kernel k() {\n  %i: i32 = const 0\n  for %i = %i to %i step %i {\n  }\n}",
+            "3:7: expected a value name not defined before, found `%i`, already defined at 2:3",
+        ),
     ];
     for (src, want) in cases {
         assert_eq!(parse_err(src).to_string(), *want, "input:\n{src}");
@@ -350,10 +392,7 @@ fn huge_tokens_are_reported_shortly() {
     assert_eq!(e.found, format!("`{}... (100000 characters)`", &digits[..40]));
     // An overlong float just rounds (to infinity here), as Rust's float parsing does.
     let k = parse(&format!("kernel k() {{\n  %a: f32 = const {digits}.5\n}}")).unwrap();
-    assert_eq!(
-        k.insts[0].op,
-        Op::Constant { value: Literal::Float(f64::INFINITY), ty: Type::scalar(DType::F32) }
-    );
+    assert_eq!(k.insts[0].op, Op::Constant { value: Literal::Float(f64::INFINITY), ty: Type::scalar(DType::F32) });
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! error is reported, located, and that every error of a kernel is collected.
 
 use kiln_ir::{
-    verify, BinaryOp, Block, DType, Inst, KernelBuilder, Kernel, Literal, Location, Op, Param, Shape, Type,
-    Value, ValueDef,
+    verify, BinaryOp, Block, DType, Inst, Kernel, KernelBuilder, Literal, Location, Op, Param, Shape, Type, Value,
+    ValueDef,
 };
 
 /// A valid kernel to break: a masked vector scale with a loop carrying a sum.
@@ -271,7 +271,11 @@ fn transcendental_ops_need_floats() {
     let mut k = base();
     let arange = find(&k, |op| matches!(op, Op::Arange { .. }));
     let ints = k.insts[arange.index()].results[0];
-    let exp = k.push_inst(Block(0), Op::Unary { op: kiln_ir::UnaryOp::Exp2, arg: ints }, vec![Type::tile(DType::I32, vec![64])]);
+    let exp = k.push_inst(
+        Block(0),
+        Op::Unary { op: kiln_ir::UnaryOp::Exp2, arg: ints },
+        vec![Type::tile(DType::I32, vec![64])],
+    );
     expect_error(&k, Location::Inst(exp), "exp2 is not defined on i32");
 }
 
@@ -280,7 +284,11 @@ fn reshape_must_keep_the_element_count() {
     let mut k = base();
     let arange = find(&k, |op| matches!(op, Op::Arange { .. }));
     let a = k.insts[arange.index()].results[0];
-    let r = k.push_inst(Block(0), Op::Reshape { arg: a, shape: Shape::new(vec![8, 9]) }, vec![Type::tile(DType::I32, vec![8, 9])]);
+    let r = k.push_inst(
+        Block(0),
+        Op::Reshape { arg: a, shape: Shape::new(vec![8, 9]) },
+        vec![Type::tile(DType::I32, vec![8, 9])],
+    );
     expect_error(&k, Location::Inst(r), "reshape from [64] (64 elements) to [8, 9] (72 elements)");
 }
 

@@ -24,7 +24,10 @@ impl Args {
             };
             let (k, v) = (k.trim(), v.trim());
             if k.is_empty() || v.is_empty() {
-                return Err(KernelError::BadArgs { text: text.to_string(), why: format!("`{item}` has an empty side") });
+                return Err(KernelError::BadArgs {
+                    text: text.to_string(),
+                    why: format!("`{item}` has an empty side"),
+                });
             }
             if args.0.insert(k.to_string(), v.to_string()).is_some() {
                 return Err(KernelError::BadArgs { text: text.to_string(), why: format!("`{k}` is given twice") });

@@ -92,7 +92,12 @@ pub fn prepare_buffers(kernel: &'static str, plan: &Plan, inputs: &Buffers) -> R
 }
 
 /// Runs every launch of `plan` in order.
-pub fn run_plan(kernel: &'static str, plan: &Plan, exec: &mut dyn Executor, buffers: &mut Buffers) -> Result<(), KernelError> {
+pub fn run_plan(
+    kernel: &'static str,
+    plan: &Plan,
+    exec: &mut dyn Executor,
+    buffers: &mut Buffers,
+) -> Result<(), KernelError> {
     for (i, launch) in plan.launches.iter().enumerate() {
         exec.launch(launch, buffers).map_err(|message| KernelError::Launch {
             kernel,
@@ -178,7 +183,11 @@ impl std::fmt::Display for CheckReport {
         write!(f, "{} on {} [{}] [{}]:", self.kernel, self.executor, self.shape, self.config)?;
         for c in &self.comparisons {
             let verdict = if c.passed() { "ok" } else { "MISMATCH" };
-            write!(f, "\n  {} ({}): rel error {:.3e} (tolerance {:.1e}), {} non-finite: {verdict}", c.buffer, c.dtype, c.rel_error, c.tolerance, c.non_finite)?;
+            write!(
+                f,
+                "\n  {} ({}): rel error {:.3e} (tolerance {:.1e}), {} non-finite: {verdict}",
+                c.buffer, c.dtype, c.rel_error, c.tolerance, c.non_finite
+            )?;
             if let (false, Some((i, g, w))) = (c.passed(), c.worst) {
                 write!(f, "; worst at [{i}]: got {g}, expected {w}")?;
             }
@@ -189,7 +198,13 @@ impl std::fmt::Display for CheckReport {
 
 /// Plans `kernel` for `shape` and `config`, runs it on `exec` with fresh inputs from `seed` and
 /// poisoned outputs, and compares every output and in-out buffer with the naive reference.
-pub fn check(kernel: &dyn DynKernel, shape: &Args, config: &Args, exec: &mut dyn Executor, seed: u64) -> Result<CheckReport, KernelError> {
+pub fn check(
+    kernel: &dyn DynKernel,
+    shape: &Args,
+    config: &Args,
+    exec: &mut dyn Executor,
+    seed: u64,
+) -> Result<CheckReport, KernelError> {
     let name = kernel.id().name();
     let plan = kernel.plan(shape, config)?;
     let inputs = kernel.inputs(shape, seed)?;
@@ -199,13 +214,22 @@ pub fn check(kernel: &dyn DynKernel, shape: &Args, config: &Args, exec: &mut dyn
     let mut comparisons = Vec::new();
     for spec in plan.buffers.iter().filter(|b| matches!(b.role, Role::Output | Role::InOut)) {
         let Some(want) = reference.get(&spec.name) else {
-            return Err(KernelError::MissingBuffer { kernel: name, buffer: format!("{} (in the reference)", spec.name) });
+            return Err(KernelError::MissingBuffer {
+                kernel: name,
+                buffer: format!("{} (in the reference)", spec.name),
+            });
         };
         let got = &buffers[&spec.name];
         comparisons.push(compare(&spec.name, got, want, kernel.tolerance(shape, spec.dtype)?));
     }
     let full_config = kernel.default_config(shape)?.overlaid(config);
-    Ok(CheckReport { kernel: name, shape: kernel.problem(shape)?, config: full_config, executor: exec.name(), comparisons })
+    Ok(CheckReport {
+        kernel: name,
+        shape: kernel.problem(shape)?,
+        config: full_config,
+        executor: exec.name(),
+        comparisons,
+    })
 }
 
 /// Checks `kernel` on `shape` with its default config and up to `max_configs - 1` more configs

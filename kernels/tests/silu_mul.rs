@@ -7,9 +7,10 @@ use common::{assert_conformance, assert_constraint};
 #[test]
 fn silu_mul_matches_reference() {
     // Ragged dims (not multiples of any block) and every activation dtype.
-    for (i, shape) in ["tokens=1,dim=64", "tokens=3,dim=100,dtype=f16", "tokens=2,dim=1000,dtype=bf16", "tokens=4,dim=513"]
-        .iter()
-        .enumerate()
+    for (i, shape) in
+        ["tokens=1,dim=64", "tokens=3,dim=100,dtype=f16", "tokens=2,dim=1000,dtype=bf16", "tokens=4,dim=513"]
+            .iter()
+            .enumerate()
     {
         assert_conformance("silu_mul", shape, 3, 100 + i as u64);
     }

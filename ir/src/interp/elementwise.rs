@@ -234,9 +234,7 @@ pub(crate) fn bitcast(arg: &Data, to: Kind) -> Result<Data, Fault> {
         Data::B(_) => return Err(Fault::Internal("bitcast of bool".into())),
     };
     match to {
-        Kind::Float(g) if g.width() == width => {
-            Ok(Data::F(g, bits.into_iter().map(|b| g.decode(b)).collect()))
-        }
+        Kind::Float(g) if g.width() == width => Ok(Data::F(g, bits.into_iter().map(|b| g.decode(b)).collect())),
         Kind::Int(t) if t.width() == width => Ok(Data::I(t, bits.into_iter().map(|b| t.decode(b)).collect())),
         Kind::Float(_) | Kind::Int(_) | Kind::Bool => {
             Err(Fault::Internal(format!("bitcast of {width}-bit values to {to:?}")))

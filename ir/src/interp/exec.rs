@@ -61,8 +61,8 @@ impl<'k, 'a> Machine<'k, 'a> {
                 vec![Data::I(Int::I32, (i64::from(*start)..i64::from(*end)).collect())]
             }
             Op::Constant { value, ty } => {
-                let n = usize::try_from(ty.shape.numel())
-                    .map_err(|_| fault(Fault::Internal("huge constant".into())))?;
+                let n =
+                    usize::try_from(ty.shape.numel()).map_err(|_| fault(Fault::Internal("huge constant".into())))?;
                 vec![Kind::of(ty.dtype).splat_literal(*value, n)]
             }
             Op::Unary { op, arg } => vec![elementwise::unary(*op, self.get(*arg)?).map_err(fault)?],
@@ -95,15 +95,14 @@ impl<'k, 'a> Machine<'k, 'a> {
                 let (Some(&m), Some(&k), Some(&n)) = (l.first(), l.get(1), r.get(1)) else {
                     return Err(fault(Fault::Internal("dot of operands that are not rank 2".into())));
                 };
-                vec![shape::dot(self.get(*lhs)?, self.get(*rhs)?, self.get(*acc)?, [m, k, n])
-                    .map_err(fault)?]
+                vec![shape::dot(self.get(*lhs)?, self.get(*rhs)?, self.get(*acc)?, [m, k, n]).map_err(fault)?]
             }
             Op::Load { buffer, offsets, mask, other } => {
                 let buf = self.buffer(inst, *buffer)?;
                 let mask = mask.map(|m| self.get(m)).transpose()?;
                 let other = other.map(|o| self.get(o)).transpose()?;
-                let lanes = memory::lanes(self.get(*offsets)?, mask, buf.len())
-                    .map_err(|f| self.fault_at(inst, *buffer, f))?;
+                let lanes =
+                    memory::lanes(self.get(*offsets)?, mask, buf.len()).map_err(|f| self.fault_at(inst, *buffer, f))?;
                 vec![memory::load(buf, &lanes, other).map_err(fault)?]
             }
             Op::Store { buffer, offsets, value, mask } => {
@@ -118,18 +117,13 @@ impl<'k, 'a> Machine<'k, 'a> {
                 let (start, end) = (self.get_i64(*start)?, self.get_i64(*end)?);
                 let step = self.get_i64(*step)?;
                 if step <= 0 {
-                    return Err(InterpError::BadStep {
-                        inst: self.describe(inst),
-                        step,
-                        program: self.program,
-                    });
+                    return Err(InterpError::BadStep { inst: self.describe(inst), step, program: self.program });
                 }
                 let args = &kernel.block(*body).args;
                 let Some((&induction, carried_args)) = args.split_first() else {
                     return Err(fault(Fault::Internal("loop body without an induction variable".into())));
                 };
-                let mut carried: Vec<Data> =
-                    init.iter().map(|v| self.get(*v).cloned()).collect::<Result<_, _>>()?;
+                let mut carried: Vec<Data> = init.iter().map(|v| self.get(*v).cloned()).collect::<Result<_, _>>()?;
                 // i64 so that `i += step` cannot overflow near i32::MAX.
                 let mut i = start;
                 while i < end {
@@ -148,10 +142,8 @@ impl<'k, 'a> Machine<'k, 'a> {
             }
         };
         if results.len() != data.results.len() {
-            return Err(self.fault(
-                inst,
-                Fault::Internal(format!("{} results for {} values", results.len(), data.results.len())),
-            ));
+            return Err(self
+                .fault(inst, Fault::Internal(format!("{} results for {} values", results.len(), data.results.len()))));
         }
         for (v, d) in data.results.iter().zip(results) {
             self.env[v.index()] = Some(d);
@@ -171,8 +163,7 @@ impl<'k, 'a> Machine<'k, 'a> {
     ) -> Result<(), InterpError> {
         let len = self.buffer(inst, buffer)?.len();
         let mask = mask.map(|m| self.get(m)).transpose()?;
-        let lanes =
-            memory::lanes(self.get(offsets)?, mask, len).map_err(|f| self.fault_at(inst, buffer, f))?;
+        let lanes = memory::lanes(self.get(offsets)?, mask, len).map_err(|f| self.fault_at(inst, buffer, f))?;
         // Borrow the environment and the arguments apart: the value is read while the buffer is
         // written.
         let value = lookup(&self.env, self.kernel, value)?;
@@ -194,11 +185,7 @@ impl<'k, 'a> Machine<'k, 'a> {
             Data::I(_, x) if x.len() == 1 => Ok(x[0]),
             other => Err(InterpError::Internal {
                 inst: format!("%{}", self.kernel.value_name(v)),
-                message: format!(
-                    "expected an integer scalar, found {} {} elements",
-                    other.len(),
-                    other.kind_name()
-                ),
+                message: format!("expected an integer scalar, found {} {} elements", other.len(), other.kind_name()),
             }),
         }
     }
@@ -218,8 +205,7 @@ impl<'k, 'a> Machine<'k, 'a> {
     /// `%5 = load (inst3)`, as the verifier renders instructions.
     fn describe(&self, inst: Inst) -> String {
         let data = self.kernel.inst(inst);
-        let results: Vec<String> =
-            data.results.iter().map(|r| format!("%{}", self.kernel.value_name(*r))).collect();
+        let results: Vec<String> = data.results.iter().map(|r| format!("%{}", self.kernel.value_name(*r))).collect();
         if results.is_empty() {
             format!("{} ({inst})", data.op.name())
         } else {
@@ -231,13 +217,9 @@ impl<'k, 'a> Machine<'k, 'a> {
         let inst_name = self.describe(inst);
         match fault {
             Fault::DivisionByZero => InterpError::DivisionByZero { inst: inst_name, program: self.program },
-            Fault::OutOfBounds { index, len } => InterpError::OutOfBounds {
-                inst: inst_name,
-                buffer: String::new(),
-                index,
-                len,
-                program: self.program,
-            },
+            Fault::OutOfBounds { index, len } => {
+                InterpError::OutOfBounds { inst: inst_name, buffer: String::new(), index, len, program: self.program }
+            }
             Fault::Internal(message) => InterpError::Internal { inst: inst_name, message },
         }
     }
@@ -246,11 +228,8 @@ impl<'k, 'a> Machine<'k, 'a> {
     fn fault_at(&self, inst: Inst, buffer: Param, fault: Fault) -> InterpError {
         match self.fault(inst, fault) {
             InterpError::OutOfBounds { inst, index, len, program, .. } => {
-                let buffer = self
-                    .kernel
-                    .params
-                    .get(buffer.index())
-                    .map_or_else(|| buffer.to_string(), |p| p.name.clone());
+                let buffer =
+                    self.kernel.params.get(buffer.index()).map_or_else(|| buffer.to_string(), |p| p.name.clone());
                 InterpError::OutOfBounds { inst, buffer, index, len, program }
             }
             other => other,

@@ -117,9 +117,7 @@ impl HostBuffer {
     pub(crate) fn to_data(&self) -> Data {
         match self {
             // Through the bits, so that NaN payloads (signaling ones included) survive.
-            HostBuffer::F32(v) => {
-                Data::F(Float::F32, v.iter().map(|x| Float::F32.decode(x.to_bits())).collect())
-            }
+            HostBuffer::F32(v) => Data::F(Float::F32, v.iter().map(|x| Float::F32.decode(x.to_bits())).collect()),
             HostBuffer::F16(v) => {
                 Data::F(Float::F16, v.iter().map(|x| Float::F16.decode(x.to_bits().into())).collect())
             }

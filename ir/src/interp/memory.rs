@@ -43,29 +43,19 @@ pub(crate) fn load(buf: &HostBuffer, lanes: &[Option<usize>], other: Option<&Dat
         None => Kind::of(buf.dtype()).zeros(n),
         Some(o) if o.len() == 1 => o.gather(&vec![0; n]),
         Some(o) if o.len() == n => o.clone(),
-        Some(o) => {
-            return Err(Fault::Internal(format!("load `other` of {} elements for {n} lanes", o.len())))
-        }
+        Some(o) => return Err(Fault::Internal(format!("load `other` of {} elements for {n} lanes", o.len()))),
     };
     match (buf, &mut out) {
         (HostBuffer::F32(v), Data::F(_, out)) => fill(out, lanes, |i| Float::F32.decode(v[i].to_bits())),
-        (HostBuffer::F16(v), Data::F(_, out)) => {
-            fill(out, lanes, |i| Float::F16.decode(v[i].to_bits().into()))
-        }
-        (HostBuffer::BF16(v), Data::F(_, out)) => {
-            fill(out, lanes, |i| Float::BF16.decode(v[i].to_bits().into()))
-        }
+        (HostBuffer::F16(v), Data::F(_, out)) => fill(out, lanes, |i| Float::F16.decode(v[i].to_bits().into())),
+        (HostBuffer::BF16(v), Data::F(_, out)) => fill(out, lanes, |i| Float::BF16.decode(v[i].to_bits().into())),
         (HostBuffer::I32(v), Data::I(_, out)) => fill(out, lanes, |i| v[i].into()),
         (HostBuffer::U32(v), Data::I(_, out)) => fill(out, lanes, |i| v[i].into()),
         (HostBuffer::I8(v), Data::I(_, out)) => fill(out, lanes, |i| v[i].into()),
         (HostBuffer::U8(v), Data::I(_, out)) => fill(out, lanes, |i| v[i].into()),
         (HostBuffer::Bool(v), Data::B(out)) => fill(out, lanes, |i| v[i]),
         (buf, out) => {
-            return Err(Fault::Internal(format!(
-                "load from a {} buffer into {} values",
-                buf.dtype(),
-                out.kind_name()
-            )))
+            return Err(Fault::Internal(format!("load from a {} buffer into {} values", buf.dtype(), out.kind_name())))
         }
     }
     Ok(out)
@@ -86,23 +76,15 @@ pub(crate) fn store(buf: &mut HostBuffer, lanes: &[Option<usize>], value: &Data)
     }
     match (buf, value) {
         (HostBuffer::F32(v), Data::F(_, x)) => scatter(v, lanes, x, |x| f32::from_bits(Float::F32.encode(x))),
-        (HostBuffer::F16(v), Data::F(_, x)) => {
-            scatter(v, lanes, x, |x| f16::from_bits(Float::F16.encode(x) as u16))
-        }
-        (HostBuffer::BF16(v), Data::F(_, x)) => {
-            scatter(v, lanes, x, |x| bf16::from_bits(Float::BF16.encode(x) as u16))
-        }
+        (HostBuffer::F16(v), Data::F(_, x)) => scatter(v, lanes, x, |x| f16::from_bits(Float::F16.encode(x) as u16)),
+        (HostBuffer::BF16(v), Data::F(_, x)) => scatter(v, lanes, x, |x| bf16::from_bits(Float::BF16.encode(x) as u16)),
         (HostBuffer::I32(v), Data::I(_, x)) => scatter(v, lanes, x, |x| x as i32),
         (HostBuffer::U32(v), Data::I(_, x)) => scatter(v, lanes, x, |x| x as u32),
         (HostBuffer::I8(v), Data::I(_, x)) => scatter(v, lanes, x, |x| x as i8),
         (HostBuffer::U8(v), Data::I(_, x)) => scatter(v, lanes, x, |x| x as u8),
         (HostBuffer::Bool(v), Data::B(x)) => scatter(v, lanes, x, |x| x),
         (buf, value) => {
-            return Err(Fault::Internal(format!(
-                "store of {} values into a {} buffer",
-                value.kind_name(),
-                buf.dtype()
-            )))
+            return Err(Fault::Internal(format!("store of {} values into a {} buffer", value.kind_name(), buf.dtype())))
         }
     }
     Ok(())
@@ -119,11 +101,7 @@ fn scatter<T, S: Copy>(dst: &mut [T], lanes: &[Option<usize>], src: &[S], conver
 /// Adds active lanes in row-major lane order: `f32` rounds after each add, integers wrap.
 pub(crate) fn atomic_add(buf: &mut HostBuffer, lanes: &[Option<usize>], value: &Data) -> Result<(), Fault> {
     if value.len() != lanes.len() {
-        return Err(Fault::Internal(format!(
-            "atomic_add of {} values to {} lanes",
-            value.len(),
-            lanes.len()
-        )));
+        return Err(Fault::Internal(format!("atomic_add of {} values to {} lanes", value.len(), lanes.len())));
     }
     match (buf, value) {
         (HostBuffer::F32(v), Data::F(_, x)) => accumulate(v, lanes, x, |old, x| {

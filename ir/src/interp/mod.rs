@@ -98,9 +98,7 @@ pub enum InterpError {
     ArgDType { param: String, form: ArgForm, expected: DType, got: DType },
     #[error("grid {grid:?}: every dimension must be in 1..=2147483647")]
     BadGrid { grid: [u32; 3] },
-    #[error(
-        "{inst} in program {program:?}: index {index} out of bounds for buffer `{buffer}` of {len} elements"
-    )]
+    #[error("{inst} in program {program:?}: index {index} out of bounds for buffer `{buffer}` of {len} elements")]
     OutOfBounds { inst: String, buffer: String, index: i64, len: usize, program: [u32; 3] },
     #[error("{inst} in program {program:?}: integer division by zero")]
     DivisionByZero { inst: String, program: [u32; 3] },
@@ -158,12 +156,7 @@ fn check_args(kernel: &Kernel, args: &[Arg]) -> Result<(), InterpError> {
             return Err(InterpError::ArgKind { param: param.name.clone(), expected: form, got: arg.form() });
         }
         if arg.dtype() != dtype {
-            return Err(InterpError::ArgDType {
-                param: param.name.clone(),
-                form,
-                expected: dtype,
-                got: arg.dtype(),
-            });
+            return Err(InterpError::ArgDType { param: param.name.clone(), form, expected: dtype, got: arg.dtype() });
         }
     }
     Ok(())

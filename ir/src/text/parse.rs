@@ -351,13 +351,7 @@ impl Parser {
         let op_pos = self.pos();
         let name = match &self.peek().kind {
             TokenKind::Ident(s) => s.clone(),
-            _ => {
-                return Err(self.error(if declared.is_empty() {
-                    "an instruction or `}`"
-                } else {
-                    "an op name"
-                }))
-            }
+            _ => return Err(self.error(if declared.is_empty() { "an instruction or `}`" } else { "an op name" })),
         };
         if name == "for" {
             return self.for_loop(block, start, declared);
@@ -689,9 +683,7 @@ fn is_value_name(s: &str) -> bool {
 
 fn error_at(t: &Token, expected: String, found: String) -> ParseError {
     match &t.kind {
-        TokenKind::Invalid(_) => {
-            ParseError { line: t.line, column: t.column, expected: "a token".to_string(), found }
-        }
+        TokenKind::Invalid(_) => ParseError { line: t.line, column: t.column, expected: "a token".to_string(), found },
         TokenKind::Ident(_)
         | TokenKind::Value(_)
         | TokenKind::Buffer(_)

@@ -128,10 +128,7 @@ impl Printer<'_> {
                         .iter()
                         .enumerate()
                         .map(|(n, i)| {
-                            let arg = args
-                                .get(n + 1)
-                                .map(|a| self.value(*a))
-                                .unwrap_or_else(|| "%<missing>".into());
+                            let arg = args.get(n + 1).map(|a| self.value(*a)).unwrap_or_else(|| "%<missing>".into());
                             format!("{arg} = {}", v(i))
                         })
                         .collect();

@@ -126,12 +126,7 @@ pub fn nearest_bf16(x: f64) -> f64 {
 }
 
 /// A kernel `out[i] = f(x[i], y[i])` over `n` elements.
-pub fn binary_kernel(
-    din: DType,
-    dout: DType,
-    n: usize,
-    f: impl for<'b> Fn(Tile<'b>, Tile<'b>) -> Tile<'b>,
-) -> Kernel {
+pub fn binary_kernel(din: DType, dout: DType, n: usize, f: impl for<'b> Fn(Tile<'b>, Tile<'b>) -> Tile<'b>) -> Kernel {
     let b = KernelBuilder::new("binary");
     let (x, y, o) = (b.buffer("x", din), b.buffer("y", din), b.buffer("out", dout));
     let offs = b.arange(0, n as i32);

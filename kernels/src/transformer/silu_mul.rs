@@ -44,7 +44,9 @@ impl Problem for SiluMulProblem {
 pub fn parse_float_dtype(kernel: &'static str, name: String) -> Result<DType, KernelError> {
     match DType::from_name(&name) {
         Some(d) if d.is_float() => Ok(d),
-        _ => Err(KernelError::Constraint { kernel, constraint: format!("dtype `{name}` is not one of f32, f16, bf16") }),
+        _ => {
+            Err(KernelError::Constraint { kernel, constraint: format!("dtype `{name}` is not one of f32, f16, bf16") })
+        }
     }
 }
 
