@@ -67,7 +67,7 @@ impl KernelId {
             KernelId::DequantGemmW4 => None,
             KernelId::Q8Gemv => None,
             KernelId::Embedding => None,
-            KernelId::PagedKvAppend => None,
+            KernelId::PagedKvAppend => Some(&crate::paged::append::PagedKvAppend),
             KernelId::PagedKvGather => None,
             KernelId::AttentionDecodePaged => None,
             KernelId::AttentionPrefill => None,
