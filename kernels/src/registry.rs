@@ -68,7 +68,7 @@ impl KernelId {
             KernelId::Q8Gemv => None,
             KernelId::Embedding => None,
             KernelId::PagedKvAppend => Some(&crate::paged::append::PagedKvAppend),
-            KernelId::PagedKvGather => None,
+            KernelId::PagedKvGather => Some(&crate::paged::gather::PagedKvGather),
             KernelId::AttentionDecodePaged => None,
             KernelId::AttentionPrefill => None,
             KernelId::Rmsnorm => None,
