@@ -69,7 +69,7 @@ impl KernelId {
             KernelId::Embedding => None,
             KernelId::PagedKvAppend => Some(&crate::paged::append::PagedKvAppend),
             KernelId::PagedKvGather => Some(&crate::paged::gather::PagedKvGather),
-            KernelId::AttentionDecodePaged => None,
+            KernelId::AttentionDecodePaged => Some(&crate::paged::decode_attention::AttentionDecodePaged),
             KernelId::AttentionPrefill => None,
             KernelId::Rmsnorm => None,
             KernelId::Rope => None,

@@ -22,6 +22,7 @@
 //! sequence's length inside its last block hold random data, which must not reach any result.
 
 pub mod append;
+pub mod decode_attention;
 pub mod gather;
 
 use crate::{ensure, KernelError};
