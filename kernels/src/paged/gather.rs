@@ -81,7 +81,11 @@ impl Problem for PagedKvGatherProblem {
         })?;
         ensure(NAME, p.batch <= 65_535, || format!("batch = {} exceeds the grid limit 65535", p.batch))?;
         // The pool size is computed in u32; keep it (and every index) well inside i32.
-        ensure_i32_indexable(NAME, "the block pool", p.batch as u64 * p.max_blocks() as u64 + super::SPARE_BLOCKS as u64)?;
+        ensure_i32_indexable(
+            NAME,
+            "the block pool",
+            p.batch as u64 * p.max_blocks() as u64 + super::SPARE_BLOCKS as u64,
+        )?;
         ensure_i32_indexable(NAME, "the cache", p.cache_len())?;
         ensure_i32_indexable(NAME, "k_out", p.out_len())?;
         Ok(p)
