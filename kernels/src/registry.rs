@@ -71,7 +71,7 @@ impl KernelId {
             KernelId::PagedKvGather => None,
             KernelId::AttentionDecodePaged => None,
             KernelId::AttentionPrefill => None,
-            KernelId::Rmsnorm => None,
+            KernelId::Rmsnorm => Some(&crate::transformer::rmsnorm::Rmsnorm),
             KernelId::Rope => None,
             KernelId::SiluMul => Some(&crate::transformer::silu_mul::SiluMul),
             KernelId::Argmax => None,
