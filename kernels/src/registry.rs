@@ -75,7 +75,7 @@ impl KernelId {
             KernelId::Rope => None,
             KernelId::SiluMul => Some(&crate::transformer::silu_mul::SiluMul),
             KernelId::Argmax => None,
-            KernelId::Softmax => None,
+            KernelId::Softmax => Some(&crate::transformer::softmax::Softmax),
         }
     }
 }
