@@ -74,7 +74,7 @@ impl KernelId {
             KernelId::Rmsnorm => Some(&crate::transformer::rmsnorm::Rmsnorm),
             KernelId::Rope => None,
             KernelId::SiluMul => Some(&crate::transformer::silu_mul::SiluMul),
-            KernelId::Argmax => None,
+            KernelId::Argmax => Some(&crate::transformer::argmax::Argmax),
             KernelId::Softmax => Some(&crate::transformer::softmax::Softmax),
         }
     }
