@@ -72,7 +72,7 @@ impl KernelId {
             KernelId::AttentionDecodePaged => None,
             KernelId::AttentionPrefill => None,
             KernelId::Rmsnorm => Some(&crate::transformer::rmsnorm::Rmsnorm),
-            KernelId::Rope => None,
+            KernelId::Rope => Some(&crate::transformer::rope::Rope),
             KernelId::SiluMul => Some(&crate::transformer::silu_mul::SiluMul),
             KernelId::Argmax => Some(&crate::transformer::argmax::Argmax),
             KernelId::Softmax => Some(&crate::transformer::softmax::Softmax),
