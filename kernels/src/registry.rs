@@ -65,7 +65,7 @@ impl KernelId {
     pub fn kernel(self) -> Option<&'static dyn DynKernel> {
         match self {
             KernelId::DequantGemmW4 => None,
-            KernelId::Q8Gemv => None,
+            KernelId::Q8Gemv => Some(&crate::q8::gemv::Q8Gemv),
             KernelId::Embedding => None,
             KernelId::PagedKvAppend => None,
             KernelId::PagedKvGather => None,
