@@ -66,7 +66,7 @@ impl KernelId {
         match self {
             KernelId::DequantGemmW4 => None,
             KernelId::Q8Gemv => Some(&crate::q8::gemv::Q8Gemv),
-            KernelId::Embedding => None,
+            KernelId::Embedding => Some(&crate::q8::embedding::Embedding),
             KernelId::PagedKvAppend => None,
             KernelId::PagedKvGather => None,
             KernelId::AttentionDecodePaged => None,
