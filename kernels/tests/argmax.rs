@@ -4,10 +4,10 @@
 mod common;
 
 use common::{assert_conformance, assert_constraint};
-use kiln_kernels::check::{prepare_buffers, run_plan, Interpreter};
-use kiln_kernels::{lookup, Args, Buffers};
 use kiln_ir::interp::HostBuffer;
 use kiln_ir::DType;
+use kiln_kernels::check::{prepare_buffers, run_plan, Interpreter};
+use kiln_kernels::{lookup, Args, Buffers};
 use proptest::prelude::*;
 
 #[test]
@@ -80,5 +80,19 @@ proptest! {
     fn argmax_random_shapes(rows in 1u32..6, vocab in 1u32..2000, f16 in any::<bool>(), seed in 0u64..1000) {
         let dtype = if f16 { "f16" } else { "f32" };
         assert_conformance("argmax", &format!("rows={rows},vocab={vocab},dtype={dtype}"), 3, seed);
+    }
+}
+
+#[test]
+fn argmax_example_problem_and_whole_space_plan() {
+    // The example problem (what a caller gets with no shape) passes, and every config of its
+    // legal space, which contains the default, plans.
+    let k = lookup("argmax").unwrap();
+    let shape = k.example_problem();
+    assert_conformance("argmax", &shape.to_string(), 1, 1);
+    let space = k.space(&shape, &kiln_kernels::SpaceLimits::default()).unwrap();
+    assert!(space.contains(&k.default_config(&shape).unwrap()));
+    for config in &space {
+        k.plan(&shape, config).unwrap_or_else(|e| panic!("[{config}]: {e}"));
     }
 }

@@ -4,9 +4,9 @@
 mod common;
 
 use common::{assert_conformance, assert_constraint};
+use kiln_ir::interp::HostBuffer;
 use kiln_kernels::check::{prepare_buffers, run_plan, Interpreter};
 use kiln_kernels::{lookup, Args, KernelError};
-use kiln_ir::interp::HostBuffer;
 use proptest::prelude::*;
 
 #[test]
@@ -36,7 +36,10 @@ fn embedding_out_of_range_id_is_an_error() {
             inputs.insert("ids".into(), HostBuffer::I32(vec![2, bad, 0]));
             let mut buffers = prepare_buffers("embedding", &plan, &inputs).unwrap();
             let err = run_plan("embedding", &plan, &mut Interpreter, &mut buffers).expect_err("a bad id must fail");
-            assert!(matches!(&err, KernelError::Launch { message, .. } if message.contains("out of bounds")), "id {bad}: {err}");
+            assert!(
+                matches!(&err, KernelError::Launch { message, .. } if message.contains("out of bounds")),
+                "id {bad}: {err}"
+            );
         }
     }
 }
@@ -59,5 +62,19 @@ proptest! {
     fn embedding_random_shapes(tokens in 1u32..8, vocab in 1u32..100, dim_blocks in 1u32..24, f16 in any::<bool>(), seed in 0u64..1000) {
         let dtype = if f16 { "f16" } else { "f32" };
         assert_conformance("embedding", &format!("tokens={tokens},vocab={vocab},dim={},dtype={dtype}", 32 * dim_blocks), 2, seed);
+    }
+}
+
+#[test]
+fn embedding_example_problem_and_whole_space_plan() {
+    // The example problem (what a caller gets with no shape) passes, and every config of its
+    // legal space, which contains the default, plans.
+    let k = lookup("embedding").unwrap();
+    let shape = k.example_problem();
+    assert_conformance("embedding", &shape.to_string(), 1, 1);
+    let space = k.space(&shape, &kiln_kernels::SpaceLimits::default()).unwrap();
+    assert!(space.contains(&k.default_config(&shape).unwrap()));
+    for config in &space {
+        k.plan(&shape, config).unwrap_or_else(|e| panic!("[{config}]: {e}"));
     }
 }

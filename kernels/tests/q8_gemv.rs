@@ -6,11 +6,11 @@ mod common;
 
 use common::{assert_conformance, assert_constraint};
 use half::f16;
+use kiln_ir::interp::HostBuffer;
+use kiln_ir::DType;
 use kiln_kernels::check::{compare, prepare_buffers, run_plan, Interpreter};
 use kiln_kernels::q8::{Q8FormatError, Q8Matrix};
 use kiln_kernels::{lookup, Args, Buffers};
-use kiln_ir::interp::HostBuffer;
-use kiln_ir::DType;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 
@@ -63,8 +63,7 @@ fn q8_gemv_on_converted_gguf_matches_dequantize_then_matmul() {
         let w = dequantize_gguf(&bytes, n, k);
         let x: Vec<f64> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
         let x = HostBuffer::from_f64(DType::F32, &x).to_f64();
-        let want: Vec<f64> =
-            (0..m * n).map(|i| (0..k).map(|j| x[i / n * k + j] * w[i % n * k + j]).sum()).collect();
+        let want: Vec<f64> = (0..m * n).map(|i| (0..k).map(|j| x[i / n * k + j] * w[i % n * k + j]).sum()).collect();
 
         let matrix = Q8Matrix::from_gguf(&bytes, n, k).unwrap();
         let (qs, scales) = matrix.host_buffers();
@@ -95,7 +94,10 @@ fn q8_gemv_gguf_converter_rejects_bad_sizes() {
         Q8Matrix::from_gguf(&bytes, 1, 32),
         Err(Q8FormatError::Size { rows: 1, cols: 32, expected: 34, got: 68 })
     );
-    assert_eq!(Q8Matrix::from_gguf(&bytes, usize::MAX, 64), Err(Q8FormatError::TooLarge { rows: usize::MAX, cols: 64 }));
+    assert_eq!(
+        Q8Matrix::from_gguf(&bytes, usize::MAX, 64),
+        Err(Q8FormatError::TooLarge { rows: usize::MAX, cols: 64 })
+    );
     let m = Q8Matrix::from_gguf(&bytes, 2, 32).unwrap();
     assert_eq!((m.qs.len(), m.scales.len()), (64, 2));
 }
@@ -121,4 +123,31 @@ proptest! {
         let act = if f16_act { "f16" } else { "f32" };
         assert_conformance("q8_gemv", &format!("m={m},n={n},k={},act={act}", 32 * k_blocks), 2, seed);
     }
+}
+
+#[test]
+fn q8_gemv_example_problem_and_whole_space_plan() {
+    // The example problem (what a caller gets with no shape) passes, and every config of its
+    // legal space, which contains the default, plans.
+    let k = lookup("q8_gemv").unwrap();
+    let shape = k.example_problem();
+    assert_conformance("q8_gemv", &shape.to_string(), 1, 1);
+    let space = k.space(&shape, &kiln_kernels::SpaceLimits::default()).unwrap();
+    assert!(space.contains(&k.default_config(&shape).unwrap()));
+    for config in &space {
+        k.plan(&shape, config).unwrap_or_else(|e| panic!("[{config}]: {e}"));
+    }
+}
+
+#[test]
+fn q8_gemv_plans_smollm2_output_head() {
+    // SmolLM2's tied head, [49152, 576] Q8_0: planned (not run: 28M weights is slow in the
+    // interpreter), with every offset inside i32 and one program per block_n vocabulary rows.
+    let k = lookup("q8_gemv").unwrap();
+    let shape = Args::parse("m=1,n=49152,k=576").unwrap();
+    let plan = k.plan(&shape, &Args::new()).unwrap();
+    assert_eq!(plan.buffer("qs").unwrap().len, 49152 * 576);
+    assert_eq!(plan.buffer("scales").unwrap().len, 49152 * 18);
+    assert_eq!(plan.launches[0].grid, [49152 / 64, 1, 1]);
+    assert_eq!(k.default_config(&shape).unwrap().to_string(), "block_k=64,block_n=64");
 }

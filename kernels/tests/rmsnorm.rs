@@ -49,7 +49,8 @@ fn rmsnorm_reference_catches_a_missing_weight() {
     no_weight.insert("w".into(), kiln_ir::interp::HostBuffer::filled(kiln_ir::DType::F32, 96, 1.0));
     let bad = k.reference(&shape, &no_weight).unwrap();
     let got = kiln_ir::interp::HostBuffer::from_f64(kiln_ir::DType::F32, &bad["out"]);
-    let cmp = kiln_kernels::check::compare("out", &got, &good["out"], k.tolerance(&shape, kiln_ir::DType::F32).unwrap());
+    let cmp =
+        kiln_kernels::check::compare("out", &got, &good["out"], k.tolerance(&shape, kiln_ir::DType::F32).unwrap());
     assert!(!cmp.passed(), "{cmp:?}");
 }
 
@@ -72,5 +73,19 @@ proptest! {
     fn rmsnorm_random_shapes(tokens in 1u32..4, dim in 1u32..300, dtype in 0usize..3, fused in 0u32..2, seed in 0u64..1000) {
         let dtype = ["f32", "f16", "bf16"][dtype];
         assert_conformance("rmsnorm", &format!("tokens={tokens},dim={dim},dtype={dtype},fused={fused}"), 2, seed);
+    }
+}
+
+#[test]
+fn rmsnorm_example_problem_and_whole_space_plan() {
+    // The example problem (what a caller gets with no shape) passes, and every config of its
+    // legal space, which contains the default, plans.
+    let k = lookup("rmsnorm").unwrap();
+    let shape = k.example_problem();
+    assert_conformance("rmsnorm", &shape.to_string(), 1, 1);
+    let space = k.space(&shape, &kiln_kernels::SpaceLimits::default()).unwrap();
+    assert!(space.contains(&k.default_config(&shape).unwrap()));
+    for config in &space {
+        k.plan(&shape, config).unwrap_or_else(|e| panic!("[{config}]: {e}"));
     }
 }

@@ -4,11 +4,11 @@
 mod common;
 
 use common::{assert_conformance, assert_constraint};
+use kiln_ir::interp::HostBuffer;
+use kiln_ir::DType;
 use kiln_kernels::check::{compare, prepare_buffers, run_plan, Interpreter};
 use kiln_kernels::transformer::rope::rope_cache;
 use kiln_kernels::{lookup, Args, KernelError};
-use kiln_ir::interp::HostBuffer;
-use kiln_ir::DType;
 use proptest::prelude::*;
 
 #[test]
@@ -61,7 +61,8 @@ fn rope_position_past_the_cache_is_an_error() {
         let mut inputs = k.inputs(&shape, 1).unwrap();
         inputs.insert("positions".into(), HostBuffer::I32(vec![3, bad]));
         let mut buffers = prepare_buffers("rope", &plan, &inputs).unwrap();
-        let err = run_plan("rope", &plan, &mut Interpreter, &mut buffers).expect_err("a position past the cache must fail");
+        let err =
+            run_plan("rope", &plan, &mut Interpreter, &mut buffers).expect_err("a position past the cache must fail");
         assert!(matches!(&err, KernelError::Launch { message, .. } if message.contains("out of bounds")), "{err}");
     }
 }
@@ -98,5 +99,19 @@ proptest! {
             2 * half_dim
         );
         assert_conformance("rope", &shape, 2, seed);
+    }
+}
+
+#[test]
+fn rope_example_problem_and_whole_space_plan() {
+    // The example problem (what a caller gets with no shape) passes, and every config of its
+    // legal space, which contains the default, plans.
+    let k = lookup("rope").unwrap();
+    let shape = k.example_problem();
+    assert_conformance("rope", &shape.to_string(), 1, 1);
+    let space = k.space(&shape, &kiln_kernels::SpaceLimits::default()).unwrap();
+    assert!(space.contains(&k.default_config(&shape).unwrap()));
+    for config in &space {
+        k.plan(&shape, config).unwrap_or_else(|e| panic!("[{config}]: {e}"));
     }
 }

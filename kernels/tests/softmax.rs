@@ -3,11 +3,11 @@
 mod common;
 
 use common::{assert_conformance, assert_constraint};
+use kiln_ir::interp::HostBuffer;
+use kiln_ir::DType;
 use kiln_kernels::check::compare;
 use kiln_kernels::lookup;
 use kiln_kernels::Args;
-use kiln_ir::interp::HostBuffer;
-use kiln_ir::DType;
 use proptest::prelude::*;
 
 #[test]
@@ -61,5 +61,19 @@ proptest! {
     fn softmax_random_shapes(rows in 1u32..4, vocab in 1u32..2000, f16 in any::<bool>(), t in 0.1f64..4.0, seed in 0u64..1000) {
         let dtype = if f16 { "f16" } else { "f32" };
         assert_conformance("softmax", &format!("rows={rows},vocab={vocab},dtype={dtype},temperature={t}"), 2, seed);
+    }
+}
+
+#[test]
+fn softmax_example_problem_and_whole_space_plan() {
+    // The example problem (what a caller gets with no shape) passes, and every config of its
+    // legal space, which contains the default, plans.
+    let k = lookup("softmax").unwrap();
+    let shape = k.example_problem();
+    assert_conformance("softmax", &shape.to_string(), 1, 1);
+    let space = k.space(&shape, &kiln_kernels::SpaceLimits::default()).unwrap();
+    assert!(space.contains(&k.default_config(&shape).unwrap()));
+    for config in &space {
+        k.plan(&shape, config).unwrap_or_else(|e| panic!("[{config}]: {e}"));
     }
 }

@@ -43,15 +43,25 @@ impl Problem for EmbeddingProblem {
         r.finish()?;
         let dtype = parse_dtype_in(NAME, "dtype", &dtype, &[DType::F32, DType::F16])?;
         let p = EmbeddingProblem { tokens, vocab, dim, dtype };
-        ensure(NAME, p.tokens >= 1 && p.vocab >= 1 && p.dim >= 1, || "tokens, vocab and dim must be at least 1".into())?;
-        ensure(NAME, p.dim % Q8_BLOCK as u32 == 0, || format!("dim = {} is not a multiple of the Q8_0 block 32", p.dim))?;
+        ensure(NAME, p.tokens >= 1 && p.vocab >= 1 && p.dim >= 1, || {
+            "tokens, vocab and dim must be at least 1".into()
+        })?;
+        ensure(NAME, p.dim.is_multiple_of(Q8_BLOCK as u32), || {
+            format!("dim = {} is not a multiple of the Q8_0 block 32", p.dim)
+        })?;
         let biggest = u64::from(p.vocab.max(p.tokens)) * u64::from(p.dim);
-        ensure(NAME, biggest <= i32::MAX as u64, || format!("a buffer of {biggest} elements exceeds the i32 offset range"))?;
+        ensure(NAME, biggest <= i32::MAX as u64, || {
+            format!("a buffer of {biggest} elements exceeds the i32 offset range")
+        })?;
         Ok(p)
     }
 
     fn to_args(&self) -> Args {
-        Args::new().with("tokens", self.tokens).with("vocab", self.vocab).with("dim", self.dim).with("dtype", self.dtype)
+        Args::new()
+            .with("tokens", self.tokens)
+            .with("vocab", self.vocab)
+            .with("dim", self.dim)
+            .with("dtype", self.dtype)
     }
 }
 
@@ -130,7 +140,14 @@ impl TileKernel for Embedding {
             launches: vec![Launch {
                 kernel,
                 grid: [p.tokens, grid_y, 1],
-                args: vec![buf("ids"), buf("qs"), buf("scales"), buf("out"), i32_arg(p.vocab.into()), i32_arg(p.dim.into())],
+                args: vec![
+                    buf("ids"),
+                    buf("qs"),
+                    buf("scales"),
+                    buf("out"),
+                    i32_arg(p.vocab.into()),
+                    i32_arg(p.dim.into()),
+                ],
             }],
         })
     }
@@ -162,7 +179,8 @@ impl TileKernel for Embedding {
 fn build(p: &EmbeddingProblem, c: &EmbeddingConfig) -> Result<kiln_ir::Kernel, kiln_ir::BuildError> {
     use DType::{F16, F32, I32, I8};
     let b = KernelBuilder::new(NAME);
-    let (ids, qs, scales, out) = (b.buffer("ids", I32), b.buffer("qs", I8), b.buffer("scales", F16), b.buffer("out", p.dtype));
+    let (ids, qs, scales, out) =
+        (b.buffer("ids", I32), b.buffer("qs", I8), b.buffer("scales", F16), b.buffer("out", p.dtype));
     let (vocab, dim) = (b.scalar("vocab", I32), b.scalar("dim", I32));
     let (t, block) = (b.program_id(0), c.block as i32);
     let q8 = Q8_BLOCK as i32;

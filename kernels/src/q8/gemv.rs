@@ -62,9 +62,13 @@ impl Problem for Q8GemvProblem {
         let p = Q8GemvProblem { m, n, k, act, out };
         ensure(NAME, (1..=MAX_M).contains(&p.m), || format!("m = {} is not in 1..={MAX_M}", p.m))?;
         ensure(NAME, p.n >= 1 && p.k >= 1, || "n and k must be at least 1".into())?;
-        ensure(NAME, p.k % Q8_BLOCK as u32 == 0, || format!("k = {} is not a multiple of the Q8_0 block 32", p.k))?;
+        ensure(NAME, p.k.is_multiple_of(Q8_BLOCK as u32), || {
+            format!("k = {} is not a multiple of the Q8_0 block 32", p.k)
+        })?;
         let biggest = (u64::from(p.n) * u64::from(p.k)).max(u64::from(p.m) * u64::from(p.n.max(p.k)));
-        ensure(NAME, biggest <= i32::MAX as u64, || format!("a buffer of {biggest} elements exceeds the i32 offset range"))?;
+        ensure(NAME, biggest <= i32::MAX as u64, || {
+            format!("a buffer of {biggest} elements exceeds the i32 offset range")
+        })?;
         Ok(p)
     }
 
@@ -97,8 +101,12 @@ impl Config for Q8GemvConfig {
 
 impl Q8GemvConfig {
     fn validate(&self) -> Result<(), KernelError> {
-        ensure(NAME, BLOCK_N.contains(&self.block_n), || format!("block_n = {} is not one of {BLOCK_N:?}", self.block_n))?;
-        ensure(NAME, BLOCK_K.contains(&self.block_k), || format!("block_k = {} is not one of {BLOCK_K:?}", self.block_k))
+        ensure(NAME, BLOCK_N.contains(&self.block_n), || {
+            format!("block_n = {} is not one of {BLOCK_N:?}", self.block_n)
+        })?;
+        ensure(NAME, BLOCK_K.contains(&self.block_k), || {
+            format!("block_k = {} is not one of {BLOCK_K:?}", self.block_k)
+        })
     }
 
     /// The largest tile a program holds for `p`.
@@ -128,14 +136,18 @@ impl TileKernel for Q8Gemv {
 
     fn knobs(&self) -> Vec<Knob> {
         vec![
-            Knob { name: "block_n", values: BLOCK_N.map(i64::from).to_vec(), help: "outputs (weight rows) per program" },
+            Knob {
+                name: "block_n",
+                values: BLOCK_N.map(i64::from).to_vec(),
+                help: "outputs (weight rows) per program",
+            },
             Knob { name: "block_k", values: BLOCK_K.map(i64::from).to_vec(), help: "step along k, whole Q8_0 blocks" },
         ]
     }
 
     fn default_config(&self, p: &Q8GemvProblem) -> Q8GemvConfig {
         // The widest step up to 256 that divides k, so no step is masked (576 = 9 · 64).
-        let block_k = BLOCK_K.into_iter().rev().find(|&b| b <= 256 && p.k % b == 0).unwrap_or(32);
+        let block_k = BLOCK_K.into_iter().rev().find(|&b| b <= 256 && p.k.is_multiple_of(b)).unwrap_or(32);
         Q8GemvConfig { block_n: covering(&BLOCK_N, p.n.min(64)), block_k }
     }
 
@@ -226,7 +238,8 @@ fn build(p: &Q8GemvProblem, c: &Q8GemvConfig) -> Result<kiln_ir::Kernel, kiln_ir
         let ks = k0 + b.arange(0, block_k);
         let q = b.load_masked(qs, cols.row() * k + ks.col(), ks.lt(k).col() & col_ok.row(), 0i8).cast(F32);
         let blocks = k0 / q8 + b.arange(0, block_k / q8);
-        let d = b.load_masked(scales, cols.row() * (k / q8) + blocks.col(), blocks.lt(k / q8).col() & col_ok.row(), 0.0);
+        let d =
+            b.load_masked(scales, cols.row() * (k / q8) + blocks.col(), blocks.lt(k / q8).col() & col_ok.row(), 0.0);
         let q = q.reshape(&[c.block_k / 32, 32, c.block_n]);
         (q * d.cast(F32).expand_dims(1)).reshape(&[c.block_k, c.block_n])
     });

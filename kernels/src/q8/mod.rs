@@ -50,7 +50,7 @@ impl Q8Matrix {
     /// Converts the GGUF data of a Q8_0 tensor of `rows` rows of `cols` values (GGUF's `ne[1]`
     /// and `ne[0]`). The size must match exactly.
     pub fn from_gguf(bytes: &[u8], rows: usize, cols: usize) -> Result<Q8Matrix, Q8FormatError> {
-        if cols % Q8_BLOCK != 0 {
+        if !cols.is_multiple_of(Q8_BLOCK) {
             return Err(Q8FormatError::RaggedRow { cols });
         }
         let expected = rows

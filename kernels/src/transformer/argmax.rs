@@ -99,8 +99,10 @@ impl TileKernel for Argmax {
     }
 
     fn space(&self, p: &ArgmaxProblem, limits: &SpaceLimits) -> Vec<ArgmaxConfig> {
-        let mut space: Vec<ArgmaxConfig> =
-            blocks_for(&BLOCKS, p.vocab, limits.max_tile_elements).into_iter().map(|block| ArgmaxConfig { block }).collect();
+        let mut space: Vec<ArgmaxConfig> = blocks_for(&BLOCKS, p.vocab, limits.max_tile_elements)
+            .into_iter()
+            .map(|block| ArgmaxConfig { block })
+            .collect();
         let default = self.default_config(p);
         if !space.contains(&default) {
             space.push(default);
@@ -113,10 +115,19 @@ impl TileKernel for Argmax {
         let kernel = build(p, c).map_err(|source| KernelError::Build { kernel: NAME, source })?;
         Ok(Plan {
             buffers: vec![
-                BufferSpec { name: "logits".into(), dtype: p.dtype, len: p.rows as usize * p.vocab as usize, role: Role::Input },
+                BufferSpec {
+                    name: "logits".into(),
+                    dtype: p.dtype,
+                    len: p.rows as usize * p.vocab as usize,
+                    role: Role::Input,
+                },
                 BufferSpec { name: "out".into(), dtype: DType::I32, len: p.rows as usize, role: Role::Output },
             ],
-            launches: vec![Launch { kernel, grid: [p.rows, 1, 1], args: vec![buf("logits"), buf("out"), i32_arg(p.vocab.into())] }],
+            launches: vec![Launch {
+                kernel,
+                grid: [p.rows, 1, 1],
+                args: vec![buf("logits"), buf("out"), i32_arg(p.vocab.into())],
+            }],
         })
     }
 

@@ -16,14 +16,15 @@ pub fn parse_dtype_in(kernel: &'static str, key: &str, name: &str, allowed: &[DT
         Some(d) if allowed.contains(&d) => Ok(d),
         _ => {
             let names: Vec<&str> = allowed.iter().map(|d| d.name()).collect();
-            Err(KernelError::Constraint { kernel, constraint: format!("{key} `{name}` is not one of {}", names.join(", ")) })
+            let constraint = format!("{key} `{name}` is not one of {}", names.join(", "));
+            Err(KernelError::Constraint { kernel, constraint })
         }
     }
 }
 
 /// The smallest of `choices` (ascending) that is at least `len`, or the largest one.
 pub fn covering(choices: &[u32], len: u32) -> u32 {
-    choices.iter().copied().find(|&c| c >= len).unwrap_or(choices[choices.len() - 1])
+    choices.iter().copied().find(|&c| c >= len).or(choices.last().copied()).unwrap_or(len)
 }
 
 /// The blocks of `choices` (ascending) worth trying on a row of `len` elements: every block up

@@ -111,8 +111,10 @@ impl TileKernel for Rmsnorm {
     }
 
     fn space(&self, p: &RmsnormProblem, limits: &SpaceLimits) -> Vec<RmsnormConfig> {
-        let mut space: Vec<RmsnormConfig> =
-            blocks_for(&BLOCKS, p.dim, limits.max_tile_elements).into_iter().map(|block| RmsnormConfig { block }).collect();
+        let mut space: Vec<RmsnormConfig> = blocks_for(&BLOCKS, p.dim, limits.max_tile_elements)
+            .into_iter()
+            .map(|block| RmsnormConfig { block })
+            .collect();
         let default = self.default_config(p);
         if !space.contains(&default) {
             space.push(default);
@@ -125,7 +127,8 @@ impl TileKernel for Rmsnorm {
         let kernel = build(p, c).map_err(|source| KernelError::Build { kernel: NAME, source })?;
         let len = p.tokens as usize * p.dim as usize;
         let spec = |name: &str, len, role| BufferSpec { name: name.into(), dtype: p.dtype, len, role };
-        let mut buffers = vec![spec("x", len, Role::Input), spec("w", p.dim as usize, Role::Input), spec("out", len, Role::Output)];
+        let mut buffers =
+            vec![spec("x", len, Role::Input), spec("w", p.dim as usize, Role::Input), spec("out", len, Role::Output)];
         let mut args = vec![buf("x"), buf("w"), buf("out")];
         if p.fused {
             buffers.push(spec("residual", len, Role::InOut));
@@ -157,9 +160,8 @@ impl TileKernel for Rmsnorm {
         let mut h_all = Vec::with_capacity(x.len());
         let mut out = Vec::with_capacity(x.len());
         for t in 0..p.tokens as usize {
-            let h: Vec<f64> = (0..dim)
-                .map(|i| x[t * dim + i] + residual.as_ref().map_or(0.0, |r| r[t * dim + i]))
-                .collect();
+            let h: Vec<f64> =
+                (0..dim).map(|i| x[t * dim + i] + residual.as_ref().map_or(0.0, |r| r[t * dim + i])).collect();
             let mean_sq = h.iter().map(|v| v * v).sum::<f64>() / dim as f64;
             let scale = 1.0 / (mean_sq + p.eps).sqrt();
             out.extend(h.iter().zip(&w).map(|(v, w)| v * scale * w));
@@ -228,4 +230,3 @@ fn build(p: &RmsnormProblem, c: &RmsnormConfig) -> Result<kiln_ir::Kernel, kiln_
     }
     b.finish()
 }
-

@@ -140,7 +140,9 @@ impl Problem for RopeProblem {
         ensure(NAME, p.tokens >= 1 && p.heads >= 1 && p.kv_heads >= 1 && p.max_pos >= 1, || {
             "tokens, heads, kv_heads and max_pos must be at least 1".into()
         })?;
-        ensure(NAME, p.head_dim >= 2 && p.head_dim % 2 == 0, || format!("head_dim = {} must be even and at least 2", p.head_dim))?;
+        ensure(NAME, p.head_dim >= 2 && p.head_dim.is_multiple_of(2), || {
+            format!("head_dim = {} must be even and at least 2", p.head_dim)
+        })?;
         ensure(NAME, p.base.is_finite() && p.base > 1.0, || format!("base = {} must be finite and > 1", p.base))?;
         let q_len = u64::from(p.tokens) * u64::from(p.max_heads()) * u64::from(p.head_dim);
         let cache_len = u64::from(p.max_pos) * u64::from(p.half());

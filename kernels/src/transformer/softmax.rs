@@ -107,8 +107,10 @@ impl TileKernel for Softmax {
     }
 
     fn space(&self, p: &SoftmaxProblem, limits: &SpaceLimits) -> Vec<SoftmaxConfig> {
-        let mut space: Vec<SoftmaxConfig> =
-            blocks_for(&BLOCKS, p.vocab, limits.max_tile_elements).into_iter().map(|block| SoftmaxConfig { block }).collect();
+        let mut space: Vec<SoftmaxConfig> = blocks_for(&BLOCKS, p.vocab, limits.max_tile_elements)
+            .into_iter()
+            .map(|block| SoftmaxConfig { block })
+            .collect();
         let default = self.default_config(p);
         if !space.contains(&default) {
             space.push(default);
@@ -164,7 +166,8 @@ fn build(p: &SoftmaxProblem, c: &SoftmaxConfig) -> Result<kiln_ir::Kernel, kiln_
     let row = b.program_id(0) * vocab;
     let block = c.block as i32;
     // Masked lanes read -inf, which scales to -inf and adds exp(-inf) = 0 to the sum.
-    let scaled = tile_fn(|cols| b.load_masked(x, row + cols, cols.lt(vocab), f32::NEG_INFINITY).cast(F32) / temperature);
+    let scaled =
+        tile_fn(|cols| b.load_masked(x, row + cols, cols.lt(vocab), f32::NEG_INFINITY).cast(F32) / temperature);
 
     let init = [b.constant(f32::NEG_INFINITY, F32).named("m0"), b.constant(0.0, F32).named("l0")];
     let [m, l] = b.for_range(0, vocab, block, init, |j, [m, l]| {
