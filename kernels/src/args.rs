@@ -2,6 +2,7 @@
 //! (later) in the tuning database.
 
 use crate::KernelError;
+use kiln_ir::DType;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
@@ -147,5 +148,17 @@ impl<'a> Reader<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// Parses the dtype key `key` = `name`, which must be one of `allowed`.
+pub fn parse_dtype(kernel: &'static str, key: &str, name: &str, allowed: &[DType]) -> Result<DType, KernelError> {
+    match DType::from_name(name) {
+        Some(d) if allowed.contains(&d) => Ok(d),
+        _ => {
+            let names: Vec<&str> = allowed.iter().map(|d| d.name()).collect();
+            let constraint = format!("{key} `{name}` is not one of {}", names.join(", "));
+            Err(KernelError::Constraint { kernel, constraint })
+        }
     }
 }

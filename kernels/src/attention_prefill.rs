@@ -47,12 +47,12 @@
 //! probabilities `p` are rounded to V's dtype for the `p·V` dot (f16 for an f16 problem; for f32
 //! they stay f32), while `l` sums the unrounded f32 `p`. The output is rounded once to `dtype`.
 
+use crate::args::parse_dtype;
 use crate::args::{Args, ArgsKind, Reader};
 use crate::kernel::{default_tolerance, Config, Knob, Problem, SpaceLimits, TileKernel};
 use crate::plan::{buf, BufferSpec, Buffers, Launch, Plan, Reference, Role};
 use crate::random;
 use crate::registry::KernelId;
-use crate::transformer::silu_mul::parse_float_dtype;
 use crate::{ensure, KernelError};
 use kiln_ir::interp::HostBuffer;
 use kiln_ir::{DType, KernelBuilder};
@@ -119,7 +119,7 @@ impl Problem for AttentionPrefillProblem {
             heads: r.get("heads")?,
             kv_heads: r.get("kv_heads")?,
             head_dim: r.get("head_dim")?,
-            dtype: parse_float_dtype(NAME, r.get_or("dtype", "f16".to_string())?)?,
+            dtype: parse_dtype(NAME, "dtype", &r.get_or("dtype", "f16".to_string())?, &[DType::F16, DType::F32])?,
         };
         r.finish()?;
         ensure(NAME, matches!(p.dtype, DType::F16 | DType::F32), || {

@@ -22,6 +22,7 @@ pub mod plan;
 pub mod q8;
 pub mod random;
 pub mod registry;
+pub mod tiles;
 pub mod transformer;
 
 pub use args::{Args, ArgsKind, Reader};

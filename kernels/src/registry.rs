@@ -61,21 +61,21 @@ impl KernelId {
         })
     }
 
-    /// The kernel's implementation; `None` while a kernel of the list is not written yet.
-    pub fn kernel(self) -> Option<&'static dyn DynKernel> {
+    /// The kernel's implementation.
+    pub fn kernel(self) -> &'static dyn DynKernel {
         match self {
-            KernelId::DequantGemmW4 => Some(&crate::dequant_gemm_w4::DequantGemmW4),
-            KernelId::Q8Gemv => None,
-            KernelId::Embedding => None,
-            KernelId::PagedKvAppend => Some(&crate::paged::append::PagedKvAppend),
-            KernelId::PagedKvGather => Some(&crate::paged::gather::PagedKvGather),
-            KernelId::AttentionDecodePaged => Some(&crate::paged::decode_attention::AttentionDecodePaged),
-            KernelId::AttentionPrefill => Some(&crate::attention_prefill::AttentionPrefill),
-            KernelId::Rmsnorm => None,
-            KernelId::Rope => None,
-            KernelId::SiluMul => Some(&crate::transformer::silu_mul::SiluMul),
-            KernelId::Argmax => None,
-            KernelId::Softmax => None,
+            KernelId::DequantGemmW4 => &crate::dequant_gemm_w4::DequantGemmW4,
+            KernelId::Q8Gemv => &crate::q8::gemv::Q8Gemv,
+            KernelId::Embedding => &crate::q8::embedding::Embedding,
+            KernelId::PagedKvAppend => &crate::paged::append::PagedKvAppend,
+            KernelId::PagedKvGather => &crate::paged::gather::PagedKvGather,
+            KernelId::AttentionDecodePaged => &crate::paged::decode_attention::AttentionDecodePaged,
+            KernelId::AttentionPrefill => &crate::attention_prefill::AttentionPrefill,
+            KernelId::Rmsnorm => &crate::transformer::rmsnorm::Rmsnorm,
+            KernelId::Rope => &crate::transformer::rope::Rope,
+            KernelId::SiluMul => &crate::transformer::silu_mul::SiluMul,
+            KernelId::Argmax => &crate::transformer::argmax::Argmax,
+            KernelId::Softmax => &crate::transformer::softmax::Softmax,
         }
     }
 }
@@ -86,16 +86,12 @@ impl fmt::Display for KernelId {
     }
 }
 
-/// Looks a kernel up by name; a name of the list that is not implemented yet is an error too.
+/// Looks a kernel up by name.
 pub fn lookup(name: &str) -> Result<&'static dyn DynKernel, KernelError> {
-    let id = KernelId::from_name(name)?;
-    id.kernel().ok_or_else(|| KernelError::UnknownKernel {
-        name: format!("{name} (listed but not implemented yet)"),
-        known: implemented().map(|k| k.id().name()).collect::<Vec<_>>().join(", "),
-    })
+    Ok(KernelId::from_name(name)?.kernel())
 }
 
-/// Every implemented kernel.
-pub fn implemented() -> impl Iterator<Item = &'static dyn DynKernel> {
-    KernelId::ALL.into_iter().filter_map(KernelId::kernel)
+/// Every kernel of the library, in `KernelId::ALL` order.
+pub fn all() -> impl Iterator<Item = &'static dyn DynKernel> {
+    KernelId::ALL.into_iter().map(KernelId::kernel)
 }

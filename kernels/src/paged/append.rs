@@ -15,7 +15,8 @@
 //! padding tokens, tokens past the end and columns past the row. It is a pure copy, so the result
 //! must match the reference exactly (tolerance 0).
 
-use super::{ensure_i32_indexable, i32_buffer, parse_dtype};
+use super::{ensure_i32_indexable, i32_buffer};
+use crate::args::parse_dtype;
 use crate::args::{Args, ArgsKind, Reader};
 use crate::kernel::{Config, Knob, Problem, SpaceLimits, TileKernel};
 use crate::plan::{buf, i32_arg, BufferSpec, Buffers, Launch, Plan, Reference, Role};
@@ -62,7 +63,7 @@ impl Problem for PagedKvAppendProblem {
             head_dim: r.get("head_dim")?,
             block: r.get("block")?,
             n_blocks: r.get("n_blocks")?,
-            dtype: parse_dtype(NAME, "dtype", &r.get_or("dtype", "f16".to_string())?)?,
+            dtype: parse_dtype(NAME, "dtype", &r.get_or("dtype", "f16".to_string())?, &[DType::F16, DType::F32])?,
         };
         r.finish()?;
         ensure(NAME, p.tokens >= 1 && p.kv_heads >= 1 && p.head_dim >= 1 && p.block >= 1 && p.n_blocks >= 1, || {

@@ -58,9 +58,9 @@
 //! attending one key too few already exceeds them on the test shapes.
 
 use super::{
-    ensure_i32_indexable, i32_buffer, max_blocks, parse_dtype, pool_blocks, random_block_tables, random_context_lens,
-    slot_of,
+    ensure_i32_indexable, i32_buffer, max_blocks, pool_blocks, random_block_tables, random_context_lens, slot_of,
 };
+use crate::args::parse_dtype;
 use crate::args::{Args, ArgsKind, Reader};
 use crate::kernel::{Config, Knob, Problem, SpaceLimits, TileKernel};
 use crate::plan::{buf, f32_arg, i32_arg, Binding, BufferSpec, Buffers, Launch, Plan, Reference, Role};
@@ -153,10 +153,10 @@ impl Problem for AttentionDecodePagedProblem {
         let kv_heads = r.get("kv_heads")?;
         let head_dim = r.get("head_dim")?;
         let block = r.get("block")?;
-        let dtype = parse_dtype(NAME, "dtype", &r.get_or("dtype", "f16".to_string())?)?;
+        let dtype = parse_dtype(NAME, "dtype", &r.get_or("dtype", "f16".to_string())?, &[DType::F16, DType::F32])?;
         let q_dtype = match r.get_or("q_dtype", String::new())? {
             name if name.is_empty() => dtype,
-            name => parse_dtype(NAME, "q_dtype", &name)?,
+            name => parse_dtype(NAME, "q_dtype", &name, &[DType::F16, DType::F32])?,
         };
         let scale: Option<f64> = match r.get_or("scale", String::new())? {
             s if s.is_empty() => None,

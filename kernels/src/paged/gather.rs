@@ -16,9 +16,9 @@
 //! where the position is past the length. A pure copy: the tolerance is 0.
 
 use super::{
-    ensure_i32_indexable, i32_buffer, max_blocks, parse_dtype, pool_blocks, random_block_tables, random_context_lens,
-    slot_of,
+    ensure_i32_indexable, i32_buffer, max_blocks, pool_blocks, random_block_tables, random_context_lens, slot_of,
 };
+use crate::args::parse_dtype;
 use crate::args::{Args, ArgsKind, Reader};
 use crate::kernel::{Config, Knob, Problem, SpaceLimits, TileKernel};
 use crate::plan::{buf, i32_arg, BufferSpec, Buffers, Launch, Plan, Reference, Role};
@@ -73,7 +73,7 @@ impl Problem for PagedKvGatherProblem {
             kv_heads: r.get("kv_heads")?,
             head_dim: r.get("head_dim")?,
             block: r.get("block")?,
-            dtype: parse_dtype(NAME, "dtype", &r.get_or("dtype", "f16".to_string())?)?,
+            dtype: parse_dtype(NAME, "dtype", &r.get_or("dtype", "f16".to_string())?, &[DType::F16, DType::F32])?,
         };
         r.finish()?;
         ensure(NAME, p.batch >= 1 && p.ctx >= 1 && p.kv_heads >= 1 && p.head_dim >= 1 && p.block >= 1, || {

@@ -27,21 +27,12 @@ pub mod gather;
 
 use crate::{ensure, KernelError};
 use kiln_ir::interp::HostBuffer;
-use kiln_ir::DType;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
 /// Blocks of the pool beyond what the batch could use, so that some blocks are never referenced.
 pub const SPARE_BLOCKS: u32 = 3;
-
-/// Parses a cache or activation dtype key: f16 or f32 (the dtypes the paged kernels support).
-pub fn parse_dtype(kernel: &'static str, key: &str, name: &str) -> Result<DType, KernelError> {
-    match DType::from_name(name) {
-        Some(d @ (DType::F16 | DType::F32)) => Ok(d),
-        _ => Err(KernelError::Constraint { kernel, constraint: format!("{key} `{name}` is not one of f16, f32") }),
-    }
-}
 
 /// Checks that every element index of a buffer of `len` elements fits the i32 offsets kernels use.
 pub fn ensure_i32_indexable(kernel: &'static str, what: &str, len: u64) -> Result<(), KernelError> {

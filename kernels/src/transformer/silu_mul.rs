@@ -3,7 +3,7 @@
 //!
 //! One program per (`block` columns, token); columns past `dim` are masked.
 
-use crate::args::{Args, ArgsKind, Reader};
+use crate::args::{parse_dtype, Args, ArgsKind, Reader};
 use crate::kernel::{Config, Knob, Problem, SpaceLimits, TileKernel};
 use crate::plan::{buf, i32_arg, BufferSpec, Buffers, Launch, Plan, Reference, Role};
 use crate::random;
@@ -27,7 +27,12 @@ impl Problem for SiluMulProblem {
         let p = SiluMulProblem {
             tokens: r.get("tokens")?,
             dim: r.get("dim")?,
-            dtype: parse_float_dtype(NAME, r.get_or("dtype", "f32".to_string())?)?,
+            dtype: parse_dtype(
+                NAME,
+                "dtype",
+                &r.get_or("dtype", "f32".to_string())?,
+                &[DType::F32, DType::F16, DType::BF16],
+            )?,
         };
         r.finish()?;
         ensure(NAME, p.tokens >= 1 && p.dim >= 1, || "tokens and dim must be at least 1".into())?;
@@ -37,16 +42,6 @@ impl Problem for SiluMulProblem {
 
     fn to_args(&self) -> Args {
         Args::new().with("tokens", self.tokens).with("dim", self.dim).with("dtype", self.dtype)
-    }
-}
-
-/// Parses an activation dtype key: one of f32, f16, bf16.
-pub fn parse_float_dtype(kernel: &'static str, name: String) -> Result<DType, KernelError> {
-    match DType::from_name(&name) {
-        Some(d) if d.is_float() => Ok(d),
-        _ => {
-            Err(KernelError::Constraint { kernel, constraint: format!("dtype `{name}` is not one of f32, f16, bf16") })
-        }
     }
 }
 

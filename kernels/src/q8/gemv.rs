@@ -1,0 +1,267 @@
+//! `q8_gemv`: activations times a Q8_0 matrix, `y[m, n] = Σ_k x[m, k] · qs[n, k] · d[n, k / 32]`
+//! (a linear layer `x · Wᵀ` with `W` in kiln's Q8_0 layout; SmolLM2's tied output head is one,
+//! `[49152, 576]`).
+//!
+//! Layouts (row-major): `x` `[m, k]` of `act` (f32 or f16, Input); `qs` i8 `[n, k]` and `scales`
+//! f16 `[n, k / 32]` (Input, see [`crate::q8`]); `y` `[m, n]` of `out` (f32 by default, or f16;
+//! Output).
+//!
+//! Grid: `[ceil(n / block_n), 1, 1]`; each program computes `block_n` outputs for all `m` rows,
+//! walking `k` in `block_k`-wide steps (masked past `k`, which is a multiple of 32 but need not be
+//! one of `block_k`). Weights are dequantized to f32 in the tile: `q · d` is exact in f32 (8 bits
+//! times an 11-bit significand), so the only roundings are the f32 accumulation and the final
+//! store. With `m = 1` a step is `Σ_k w[k, n] · x[k]` as an elementwise product and a sum over
+//! `k` (a GEMV); with `m > 1` it is a `dot` of `[pow2(m), block_k] · [block_k, block_n]` into an
+//! f32 accumulator, so each weight tile is read once for every row of `x`.
+
+use crate::args::parse_dtype;
+use crate::args::{Args, ArgsKind, Reader};
+use crate::kernel::{Config, Knob, Problem, SpaceLimits, TileKernel};
+use crate::plan::{buf, i32_arg, BufferSpec, Buffers, Launch, Plan, Reference, Role};
+use crate::q8::{dequant, Q8_BLOCK};
+use crate::random;
+use crate::registry::KernelId;
+use crate::tiles::{covering, tile_fn};
+use crate::{ensure, KernelError};
+use kiln_ir::{DType, KernelBuilder};
+
+const NAME: &str = "q8_gemv";
+const MAX_M: u32 = 64;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Q8GemvProblem {
+    /// Rows of activations (tokens), 1 to 64.
+    pub m: u32,
+    /// Output features: rows of the weight matrix.
+    pub n: u32,
+    /// Input features, a multiple of 32.
+    pub k: u32,
+    /// Dtype of `x`: f32 or f16.
+    pub act: DType,
+    /// Dtype of `y`: f32 or f16.
+    pub out: DType,
+}
+
+impl Q8GemvProblem {
+    /// Rows of the `x` tile: `m` rounded up to a power of two.
+    fn m_tile(&self) -> u32 {
+        self.m.next_power_of_two()
+    }
+}
+
+impl Problem for Q8GemvProblem {
+    fn from_args(args: &Args) -> Result<Self, KernelError> {
+        let mut r = Reader::new(NAME, ArgsKind::Shape, args);
+        let m = r.get_or("m", 1)?;
+        let n = r.get("n")?;
+        let k = r.get("k")?;
+        let act: String = r.get_or("act", "f32".to_string())?;
+        let out: String = r.get_or("out", "f32".to_string())?;
+        r.finish()?;
+        let act = parse_dtype(NAME, "act", &act, &[DType::F32, DType::F16])?;
+        let out = parse_dtype(NAME, "out", &out, &[DType::F32, DType::F16])?;
+        let p = Q8GemvProblem { m, n, k, act, out };
+        ensure(NAME, (1..=MAX_M).contains(&p.m), || format!("m = {} is not in 1..={MAX_M}", p.m))?;
+        ensure(NAME, p.n >= 1 && p.k >= 1, || "n and k must be at least 1".into())?;
+        ensure(NAME, p.k.is_multiple_of(Q8_BLOCK as u32), || {
+            format!("k = {} is not a multiple of the Q8_0 block 32", p.k)
+        })?;
+        let biggest = (u64::from(p.n) * u64::from(p.k)).max(u64::from(p.m) * u64::from(p.n.max(p.k)));
+        ensure(NAME, biggest <= i32::MAX as u64, || {
+            format!("a buffer of {biggest} elements exceeds the i32 offset range")
+        })?;
+        Ok(p)
+    }
+
+    fn to_args(&self) -> Args {
+        Args::new().with("m", self.m).with("n", self.n).with("k", self.k).with("act", self.act).with("out", self.out)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Q8GemvConfig {
+    /// Outputs (weight rows) per program.
+    pub block_n: u32,
+    /// Step along `k`, a multiple of 32.
+    pub block_k: u32,
+}
+
+impl Config for Q8GemvConfig {
+    fn from_args(args: &Args) -> Result<Self, KernelError> {
+        let mut r = Reader::new(NAME, ArgsKind::Config, args);
+        let c = Q8GemvConfig { block_n: r.get("block_n")?, block_k: r.get("block_k")? };
+        r.finish()?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn to_args(&self) -> Args {
+        Args::new().with("block_n", self.block_n).with("block_k", self.block_k)
+    }
+}
+
+impl Q8GemvConfig {
+    fn validate(&self) -> Result<(), KernelError> {
+        ensure(NAME, BLOCK_N.contains(&self.block_n), || {
+            format!("block_n = {} is not one of {BLOCK_N:?}", self.block_n)
+        })?;
+        ensure(NAME, BLOCK_K.contains(&self.block_k), || {
+            format!("block_k = {} is not one of {BLOCK_K:?}", self.block_k)
+        })
+    }
+
+    /// The largest tile a program holds for `p`.
+    fn max_tile(&self, p: &Q8GemvProblem) -> u64 {
+        let (mt, bn, bk) = (u64::from(p.m_tile()), u64::from(self.block_n), u64::from(self.block_k));
+        (bk * bn).max(mt * bk).max(mt * bn)
+    }
+}
+
+const BLOCK_N: [u32; 5] = [16, 32, 64, 128, 256];
+/// Multiples of the Q8_0 block, so a step holds whole blocks.
+const BLOCK_K: [u32; 5] = [32, 64, 128, 256, 512];
+
+pub struct Q8Gemv;
+
+impl TileKernel for Q8Gemv {
+    type Problem = Q8GemvProblem;
+    type Config = Q8GemvConfig;
+
+    fn id(&self) -> KernelId {
+        KernelId::Q8Gemv
+    }
+
+    fn example_problem(&self) -> Args {
+        Args::new().with("m", 1).with("n", 1000).with("k", 576).with("act", "f32")
+    }
+
+    fn knobs(&self) -> Vec<Knob> {
+        vec![
+            Knob {
+                name: "block_n",
+                values: BLOCK_N.map(i64::from).to_vec(),
+                help: "outputs (weight rows) per program",
+            },
+            Knob { name: "block_k", values: BLOCK_K.map(i64::from).to_vec(), help: "step along k, whole Q8_0 blocks" },
+        ]
+    }
+
+    fn default_config(&self, p: &Q8GemvProblem) -> Q8GemvConfig {
+        // The widest step up to 256 that divides k, so no step is masked (576 = 9 · 64).
+        let block_k = BLOCK_K.into_iter().rev().find(|&b| b <= 256 && p.k.is_multiple_of(b)).unwrap_or(32);
+        Q8GemvConfig { block_n: covering(&BLOCK_N, p.n.min(64)), block_k }
+    }
+
+    fn space(&self, p: &Q8GemvProblem, limits: &SpaceLimits) -> Vec<Q8GemvConfig> {
+        let (cover_n, cover_k) = (covering(&BLOCK_N, p.n), covering(&BLOCK_K, p.k));
+        let mut space = Vec::new();
+        for block_n in BLOCK_N.into_iter().filter(|&b| b <= cover_n) {
+            for block_k in BLOCK_K.into_iter().filter(|&b| b <= cover_k) {
+                let c = Q8GemvConfig { block_n, block_k };
+                if c.max_tile(p) <= limits.max_tile_elements {
+                    space.push(c);
+                }
+            }
+        }
+        let default = self.default_config(p);
+        if !space.contains(&default) {
+            space.push(default);
+        }
+        space
+    }
+
+    fn plan(&self, p: &Q8GemvProblem, c: &Q8GemvConfig) -> Result<Plan, KernelError> {
+        c.validate()?;
+        let kernel = build(p, c).map_err(|source| KernelError::Build { kernel: NAME, source })?;
+        let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+        let spec = |name: &str, dtype, len, role| BufferSpec { name: name.into(), dtype, len, role };
+        Ok(Plan {
+            buffers: vec![
+                spec("x", p.act, m * k, Role::Input),
+                spec("qs", DType::I8, n * k, Role::Input),
+                spec("scales", DType::F16, n * (k / Q8_BLOCK), Role::Input),
+                spec("y", p.out, m * n, Role::Output),
+            ],
+            launches: vec![Launch {
+                kernel,
+                grid: [p.n.div_ceil(c.block_n), 1, 1],
+                args: vec![
+                    buf("x"),
+                    buf("qs"),
+                    buf("scales"),
+                    buf("y"),
+                    i32_arg(p.m.into()),
+                    i32_arg(p.n.into()),
+                    i32_arg(p.k.into()),
+                ],
+            }],
+        })
+    }
+
+    fn inputs(&self, p: &Q8GemvProblem, seed: u64) -> Buffers {
+        let mut rng = random::rng(seed);
+        let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+        Buffers::from([
+            ("x".to_string(), random::uniform(&mut rng, p.act, m * k, -1.0, 1.0)),
+            ("qs".to_string(), random::integers(&mut rng, DType::I8, n * k, -128, 128)),
+            // Positive like llama.cpp's `amax / 127` scales, of a trained layer's magnitude.
+            ("scales".to_string(), random::uniform(&mut rng, DType::F16, n * (k / Q8_BLOCK), 0.002, 0.02)),
+        ])
+    }
+
+    fn reference(&self, p: &Q8GemvProblem, inputs: &Buffers) -> Reference {
+        let (x, qs, scales) = (inputs["x"].to_f64(), inputs["qs"].to_f64(), inputs["scales"].to_f64());
+        let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+        let mut y = vec![0.0; m * n];
+        for row in 0..m {
+            for col in 0..n {
+                y[row * n + col] = (0..k).map(|i| x[row * k + i] * dequant(&qs, &scales, k, col, i)).sum();
+            }
+        }
+        Reference::from([("y".to_string(), y)])
+    }
+}
+
+/// Builds the kernel: program `x` computes outputs `x · block_n ..` for every row of `x`.
+fn build(p: &Q8GemvProblem, c: &Q8GemvConfig) -> Result<kiln_ir::Kernel, kiln_ir::BuildError> {
+    use DType::{F16, F32, I32, I8};
+    let b = KernelBuilder::new(NAME);
+    let (x, qs, scales, y) = (b.buffer("x", p.act), b.buffer("qs", I8), b.buffer("scales", F16), b.buffer("y", p.out));
+    let (m, n, k) = (b.scalar("m", I32), b.scalar("n", I32), b.scalar("k", I32));
+    let (block_n, block_k) = (c.block_n as i32, c.block_k as i32);
+    let q8 = Q8_BLOCK as i32;
+    let cols = (b.program_id(0) * block_n + b.arange(0, block_n)).named("cols");
+    let col_ok = cols.lt(n);
+
+    // Weights `w[kk, col]` for the step at `k0`, dequantized to f32: [block_k, block_n]. Each
+    // block's scale is loaded once and broadcast over its 32 values.
+    let weights = tile_fn(|k0| {
+        let ks = k0 + b.arange(0, block_k);
+        let q = b.load_masked(qs, cols.row() * k + ks.col(), ks.lt(k).col() & col_ok.row(), 0i8).cast(F32);
+        let blocks = k0 / q8 + b.arange(0, block_k / q8);
+        let d =
+            b.load_masked(scales, cols.row() * (k / q8) + blocks.col(), blocks.lt(k / q8).col() & col_ok.row(), 0.0);
+        let q = q.reshape(&[c.block_k / 32, 32, c.block_n]);
+        (q * d.cast(F32).expand_dims(1)).reshape(&[c.block_k, c.block_n])
+    });
+
+    if p.m == 1 {
+        let [acc] = b.for_range(0, k, block_k, [b.zeros(&[c.block_n], F32).named("acc0")], |k0, [acc]| {
+            let ks = k0 + b.arange(0, block_k);
+            let xk = b.load_masked(x, ks, ks.lt(k), 0.0).cast(F32);
+            [acc + (weights(k0) * xk.col()).sum(0)]
+        });
+        b.store_masked(y, cols, acc.cast(p.out), col_ok);
+    } else {
+        let rows = b.arange(0, p.m_tile() as i32).named("rows");
+        let row_ok = rows.lt(m);
+        let acc0 = b.zeros(&[p.m_tile(), c.block_n], F32).named("acc0");
+        let [acc] = b.for_range(0, k, block_k, [acc0], |k0, [acc]| {
+            let ks = k0 + b.arange(0, block_k);
+            let xt = b.load_masked(x, rows.col() * k + ks.row(), row_ok.col() & ks.lt(k).row(), 0.0).cast(F32);
+            [b.dot(xt, weights(k0), acc)]
+        });
+        b.store_masked(y, rows.col() * n + cols.row(), acc.cast(p.out), row_ok.col() & col_ok.row());
+    }
+    b.finish()
+}
