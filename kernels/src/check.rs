@@ -28,25 +28,41 @@ impl Executor for Interpreter {
     }
 
     fn launch(&mut self, launch: &Launch, buffers: &mut Buffers) -> Result<(), String> {
-        // Move the bound buffers into the argument list and back, so nothing is copied.
-        let mut args = Vec::with_capacity(launch.args.len());
-        for b in &launch.args {
-            args.push(match b {
-                Binding::Buffer(name) => match buffers.remove(name) {
-                    Some(buf) => Arg::Buffer(buf),
-                    None => return Err(format!("buffer `{name}` is bound twice or does not exist")),
-                },
-                Binding::Scalar(s) => Arg::Scalar(*s),
-            });
-        }
-        let result = interp::run(&launch.kernel, launch.grid, &mut args);
-        for (b, arg) in launch.args.iter().zip(args) {
-            if let (Binding::Buffer(name), Arg::Buffer(buf)) = (b, arg) {
-                buffers.insert(name.clone(), buf);
-            }
-        }
-        result.map_err(|e| e.to_string())
+        with_args(launch, buffers, |args| interp::run(&launch.kernel, launch.grid, args).map_err(|e| e.to_string()))
     }
+}
+
+/// Moves the buffers a launch binds into an argument list in parameter order, runs `f` on it, and
+/// moves them back (also when `f` fails), so executors copy nothing.
+pub fn with_args(
+    launch: &Launch,
+    buffers: &mut Buffers,
+    f: impl FnOnce(&mut [Arg]) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut args = Vec::with_capacity(launch.args.len());
+    let mut missing = None;
+    for b in &launch.args {
+        match b {
+            Binding::Buffer(name) => match buffers.remove(name) {
+                Some(buf) => args.push(Arg::Buffer(buf)),
+                None => {
+                    missing = Some(format!("buffer `{name}` is bound twice or does not exist"));
+                    break;
+                }
+            },
+            Binding::Scalar(s) => args.push(Arg::Scalar(*s)),
+        }
+    }
+    let result = match missing {
+        Some(m) => Err(m),
+        None => f(&mut args),
+    };
+    for (b, arg) in launch.args.iter().zip(args) {
+        if let (Binding::Buffer(name), Arg::Buffer(buf)) = (b, arg) {
+            buffers.insert(name.clone(), buf);
+        }
+    }
+    result
 }
 
 /// The value written into `Output` and `Scratch` buffers before a run, so that elements a kernel
