@@ -49,6 +49,7 @@
 
 use crate::args::parse_dtype;
 use crate::args::{Args, ArgsKind, Reader};
+use crate::kernel::Cost;
 use crate::kernel::{default_tolerance, Config, Knob, Problem, SpaceLimits, TileKernel};
 use crate::plan::{buf, BufferSpec, Buffers, Launch, Plan, Reference, Role};
 use crate::random;
@@ -339,6 +340,13 @@ impl TileKernel for AttentionPrefill {
             DType::F32 => 1e-5,
             DType::BF16 | DType::I32 | DType::U32 | DType::I8 | DType::U8 | DType::Bool => default_tolerance(dtype),
         }
+    }
+
+    fn cost(&self, p: &AttentionPrefillProblem, plan: &Plan, _inputs: &Buffers) -> Cost {
+        // Causal: token t of a sequence sees t + 1 keys; two multiply-adds per key, head and
+        // head dimension (q·k and p·v).
+        let pairs: u64 = p.seq_lens().iter().map(|&l| l as u64 * (l as u64 + 1) / 2).sum();
+        Cost { flops: 4 * pairs * p.heads as u64 * p.head_dim as u64, ..Cost::from_buffers(plan) }
     }
 }
 

@@ -2,7 +2,7 @@
 //! ([`DynKernel`]) that the registry, the CLI and (later) the autotuner use.
 
 use crate::args::Args;
-use crate::plan::{Buffers, Plan, Reference};
+use crate::plan::{Buffers, Plan, Reference, Role};
 use crate::registry::KernelId;
 use crate::KernelError;
 use kiln_ir::DType;
@@ -69,6 +69,38 @@ pub trait TileKernel: Sync + 'static {
     fn tolerance(&self, _problem: &Self::Problem, dtype: DType) -> f64 {
         default_tolerance(dtype)
     }
+    /// The work of one run, for benchmarks' GB/s, GFLOP/s and roofline fraction. The default
+    /// counts every buffer of the plan once (in-out buffers twice) and no flops; kernels that
+    /// compute, or that touch only part of a buffer, say so.
+    fn cost(&self, _problem: &Self::Problem, plan: &Plan, _inputs: &Buffers) -> Cost {
+        Cost::from_buffers(plan)
+    }
+}
+
+/// Bytes moved and floating-point operations of one run of a kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Cost {
+    pub bytes: u64,
+    pub flops: u64,
+}
+
+impl Cost {
+    /// Every input and output byte of `plan` once, in-out buffers twice, scratch not at all.
+    pub fn from_buffers(plan: &Plan) -> Cost {
+        let bytes = plan
+            .buffers
+            .iter()
+            .map(|b| {
+                let size = b.len as u64 * b.dtype.size_bytes() as u64;
+                match b.role {
+                    Role::Input | Role::Output => size,
+                    Role::InOut => 2 * size,
+                    Role::Scratch => 0,
+                }
+            })
+            .sum();
+        Cost { bytes, flops: 0 }
+    }
 }
 
 /// Per-dtype tolerances of the relative error norm, for outputs computed from inputs of the same
@@ -95,6 +127,7 @@ pub trait DynKernel: Sync {
     fn inputs(&self, shape: &Args, seed: u64) -> Result<Buffers, KernelError>;
     fn reference(&self, shape: &Args, inputs: &Buffers) -> Result<Reference, KernelError>;
     fn tolerance(&self, shape: &Args, dtype: DType) -> Result<f64, KernelError>;
+    fn cost(&self, shape: &Args, plan: &Plan, inputs: &Buffers) -> Result<Cost, KernelError>;
 }
 
 impl<K: TileKernel> DynKernel for K {
@@ -133,5 +166,8 @@ impl<K: TileKernel> DynKernel for K {
     }
     fn tolerance(&self, shape: &Args, dtype: DType) -> Result<f64, KernelError> {
         Ok(TileKernel::tolerance(self, &K::Problem::from_args(shape)?, dtype))
+    }
+    fn cost(&self, shape: &Args, plan: &Plan, inputs: &Buffers) -> Result<Cost, KernelError> {
+        Ok(TileKernel::cost(self, &K::Problem::from_args(shape)?, plan, inputs))
     }
 }

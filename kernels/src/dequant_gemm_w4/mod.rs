@@ -56,6 +56,7 @@
 pub mod layout;
 
 use crate::args::{Args, ArgsKind, Reader};
+use crate::kernel::Cost;
 use crate::kernel::{default_tolerance, Config, Knob, Problem, SpaceLimits, TileKernel};
 use crate::plan::{buf, i32_arg, BufferSpec, Buffers, Launch, Plan, Reference, Role};
 use crate::random;
@@ -334,6 +335,12 @@ impl TileKernel for DequantGemmW4 {
         // accumulation of O(k) terms stays far inside 1e-5. f16: weights rounded to f16 for the
         // dot (2⁻¹² relative) plus the output rounding (2⁻¹²) stay well inside 2e-3.
         default_tolerance(dtype)
+    }
+
+    fn cost(&self, p: &DequantGemmW4Problem, plan: &Plan, _inputs: &Buffers) -> Cost {
+        // Every weight, scale, min, activation and output byte once (split-K partials are
+        // scratch and not counted); one multiply-add per weight and row of x.
+        Cost { flops: 2 * p.m as u64 * p.n as u64 * p.k as u64, ..Cost::from_buffers(plan) }
     }
 }
 

@@ -62,6 +62,7 @@ use super::{
 };
 use crate::args::parse_dtype;
 use crate::args::{Args, ArgsKind, Reader};
+use crate::kernel::Cost;
 use crate::kernel::{Config, Knob, Problem, SpaceLimits, TileKernel};
 use crate::plan::{buf, f32_arg, i32_arg, Binding, BufferSpec, Buffers, Launch, Plan, Reference, Role};
 use crate::random;
@@ -436,6 +437,17 @@ impl TileKernel for AttentionDecodePaged {
         } else {
             crate::kernel::default_tolerance(dtype)
         }
+    }
+
+    fn cost(&self, p: &AttentionDecodePagedProblem, _plan: &Plan, inputs: &Buffers) -> Cost {
+        // The K/V bytes of each sequence's context (what attention must read; unused pages and
+        // positions past a sequence's end are not work), plus q and the output. Two
+        // multiply-adds (q·k and p·v) per key, query row and head dimension.
+        let keys: u64 = inputs.get("context_lens").map_or(0, |l| l.to_f64().iter().map(|&x| x as u64).sum());
+        let kv = 2 * keys * p.kv_heads as u64 * p.head_dim as u64 * p.dtype.size_bytes() as u64;
+        let q_out = 2 * (p.batch * p.q_len * p.heads * p.head_dim) as u64 * p.q_dtype.size_bytes() as u64;
+        let flops = 4 * keys * p.q_len as u64 * p.heads as u64 * p.head_dim as u64;
+        Cost { bytes: kv + q_out, flops }
     }
 }
 

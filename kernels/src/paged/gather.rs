@@ -20,6 +20,7 @@ use super::{
 };
 use crate::args::parse_dtype;
 use crate::args::{Args, ArgsKind, Reader};
+use crate::kernel::Cost;
 use crate::kernel::{Config, Knob, Problem, SpaceLimits, TileKernel};
 use crate::plan::{buf, i32_arg, BufferSpec, Buffers, Launch, Plan, Reference, Role};
 use crate::random;
@@ -294,5 +295,19 @@ impl TileKernel for PagedKvGather {
     fn tolerance(&self, _p: &PagedKvGatherProblem, _dtype: DType) -> f64 {
         // A copy: every element must be exact.
         0.0
+    }
+
+    fn cost(&self, p: &PagedKvGatherProblem, plan: &Plan, inputs: &Buffers) -> Cost {
+        // K and V of each sequence's context read once and both outputs written once; pages no
+        // sequence uses are not work.
+        let keys: u64 = inputs.get("context_lens").map_or(0, |l| l.to_f64().iter().map(|&x| x as u64).sum());
+        let row = p.kv_heads as u64 * p.head_dim as u64 * p.dtype.size_bytes() as u64;
+        let written: u64 = plan
+            .buffers
+            .iter()
+            .filter(|b| b.role == Role::Output)
+            .map(|b| b.len as u64 * b.dtype.size_bytes() as u64)
+            .sum();
+        Cost { bytes: 2 * keys * row + written, flops: 0 }
     }
 }

@@ -16,6 +16,7 @@
 
 use crate::args::parse_dtype;
 use crate::args::{Args, ArgsKind, Reader};
+use crate::kernel::Cost;
 use crate::kernel::{Config, Knob, Problem, SpaceLimits, TileKernel};
 use crate::plan::{buf, i32_arg, BufferSpec, Buffers, Launch, Plan, Reference, Role};
 use crate::q8::{dequant, Q8_BLOCK};
@@ -219,6 +220,10 @@ impl TileKernel for Q8Gemv {
             }
         }
         Reference::from([("y".to_string(), y)])
+    }
+
+    fn cost(&self, p: &Q8GemvProblem, plan: &Plan, _inputs: &Buffers) -> Cost {
+        Cost { flops: 2 * p.m as u64 * p.n as u64 * p.k as u64, ..Cost::from_buffers(plan) }
     }
 }
 
