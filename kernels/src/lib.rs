@@ -22,6 +22,7 @@ pub mod plan;
 pub mod q8;
 pub mod random;
 pub mod registry;
+pub mod roofline;
 pub mod tiles;
 pub mod transformer;
 
