@@ -1,8 +1,10 @@
 //! kiln's code generators: the tile IR lowered to CPU SIMD C (built by the system C compiler)
 //! and to CUDA PTX (loaded by the driver).
 //!
-//! Nothing is here yet: the CPU backend and the PTX backend are issues of their own. This crate
-//! already sits in its place in the layering (`ir` ← `codegen`) so that dependents compile against
-//! the final structure.
+//! - [`cpu`]: the C renderer and the CPU target description. Compiling the C and loading it is
+//!   the runtime's job, so this crate runs no compiler.
+//! - The PTX backend is an issue of its own and not here yet.
 //!
 //! Architecture Invariant: `codegen` knows no kernels; it lowers whatever verified IR it is given.
+
+pub mod cpu;

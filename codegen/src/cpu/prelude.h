@@ -1,0 +1,214 @@
+/* kiln CPU prelude: helpers every generated kernel shares. The renderer defines
+ * KILN_VECTOR_BYTES, KILN_F16C and KILN_X86 before including this text.
+ *
+ * Semantics follow kiln's interpreter: f16 and bf16 values are held as float already rounded
+ * to their dtype (round to nearest, ties to even; a NaN stays NaN, quiet, with the top payload
+ * bits), integers wrap, and float -> int conversions saturate with NaN giving 0. */
+#include <string.h>
+#include <math.h>
+#if KILN_F16C
+#include <immintrin.h>
+#endif
+
+#define KILN_UNUSED __attribute__((unused))
+#define KILN_VL (KILN_VECTOR_BYTES / 4)
+
+typedef float kiln_f32v __attribute__((vector_size(KILN_VECTOR_BYTES)));
+typedef int32_t kiln_i32v __attribute__((vector_size(KILN_VECTOR_BYTES)));
+
+/* Unaligned vector access through memcpy: tiles are 64-byte aligned, but row starts need not be
+ * multiples of the vector width, and memcpy keeps the compiler's aliasing analysis honest. */
+static inline KILN_UNUSED kiln_f32v kiln_loadv(const float *p) { kiln_f32v v; memcpy(&v, p, sizeof v); return v; }
+static inline KILN_UNUSED void kiln_storev(float *p, kiln_f32v v) { memcpy(p, &v, sizeof v); }
+
+static inline KILN_UNUSED uint32_t kiln_f32_bits(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
+static inline KILN_UNUSED float kiln_bits_f32(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
+
+/* ---- f16 ---- */
+
+/* f32 -> f16 bits, round to nearest even; overflow gives inf; NaN keeps sign and top payload. */
+static inline KILN_UNUSED uint16_t kiln_f16_bits_soft(float f) {
+    uint32_t x = kiln_f32_bits(f);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((ax >> 13) & 0x3ffu));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 rounds to inf */
+    if (ax >= 0x38800000u) { /* normal f16: rebias the exponent, round the dropped 13 bits */
+        uint32_t r = ax - 0x38000000u;
+        r += 0xfffu + ((r >> 13) & 1u);
+        return (uint16_t)(sign | (r >> 13));
+    }
+    /* Subnormal or zero: adding 0.5 puts the f16 quantum 2^-24 at the last float bit, so the
+     * float addition does the round to nearest even. */
+    return (uint16_t)(sign | (kiln_f32_bits(kiln_bits_f32(ax) + 0.5f) - 0x3f000000u));
+}
+
+static inline KILN_UNUSED float kiln_f16_value_soft(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0x1fu) return kiln_bits_f32(sign | 0x7f800000u | (m << 13));
+    if (e == 0) return kiln_bits_f32(sign | kiln_f32_bits((float)m * 0x1p-24f));
+    return kiln_bits_f32(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+#if KILN_F16C
+static inline KILN_UNUSED uint16_t kiln_f16_bits(float x) { return (uint16_t)_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT); }
+static inline KILN_UNUSED float kiln_f16_value(uint16_t h) { return _cvtsh_ss(h); }
+#else
+static inline KILN_UNUSED uint16_t kiln_f16_bits(float x) { return kiln_f16_bits_soft(x); }
+static inline KILN_UNUSED float kiln_f16_value(uint16_t h) { return kiln_f16_value_soft(h); }
+#endif
+static inline KILN_UNUSED float kiln_round_f16(float x) { return kiln_f16_value(kiln_f16_bits(x)); }
+
+/* Row conversions: eight lanes at a time through F16C where the target has it. */
+static inline KILN_UNUSED void kiln_f16_load_n(float *dst, const uint16_t *src, int n) {
+    int i = 0;
+#if KILN_F16C
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+#endif
+    for (; i < n; i++) dst[i] = kiln_f16_value(src[i]);
+}
+
+static inline KILN_UNUSED void kiln_f16_store_n(uint16_t *dst, const float *src, int n) {
+    int i = 0;
+#if KILN_F16C
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+    for (; i < n; i++) dst[i] = kiln_f16_bits(src[i]);
+}
+
+static inline KILN_UNUSED void kiln_round_f16_n(float *x, int n) {
+    int i = 0;
+#if KILN_F16C
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT)));
+#endif
+    for (; i < n; i++) x[i] = kiln_round_f16(x[i]);
+}
+
+/* ---- bf16 ---- */
+
+static inline KILN_UNUSED uint16_t kiln_bf16_bits(float f) {
+    uint32_t x = kiln_f32_bits(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+static inline KILN_UNUSED float kiln_bf16_value(uint16_t h) { return kiln_bits_f32((uint32_t)h << 16); }
+static inline KILN_UNUSED float kiln_round_bf16(float x) { return kiln_bf16_value(kiln_bf16_bits(x)); }
+
+static inline KILN_UNUSED void kiln_bf16_load_n(float *dst, const uint16_t *src, int n) {
+    for (int i = 0; i < n; i++) dst[i] = kiln_bf16_value(src[i]);
+}
+static inline KILN_UNUSED void kiln_bf16_store_n(uint16_t *dst, const float *src, int n) {
+    for (int i = 0; i < n; i++) dst[i] = kiln_bf16_bits(src[i]);
+}
+static inline KILN_UNUSED void kiln_round_bf16_n(float *x, int n) {
+    for (int i = 0; i < n; i++) x[i] = kiln_round_bf16(x[i]);
+}
+
+/* ---- conversions ---- */
+
+/* |m| rounded to `bits` significant bits (to nearest even), exactly, as a float: integer -> f16
+ * and -> bf16 casts round once from the exact integer, never through f32 first. */
+static inline KILN_UNUSED float kiln_round_mag(uint32_t m, int bits) {
+    if ((m >> bits) == 0) return (float)m;
+    int shift = (32 - __builtin_clz(m)) - bits;
+    uint32_t q = m >> shift, rest = m & ((1u << shift) - 1u), half = 1u << (shift - 1);
+    if (rest > half || (rest == half && (q & 1u))) q++;
+    return (float)q * kiln_bits_f32((uint32_t)(127 + shift) << 23);
+}
+static inline KILN_UNUSED float kiln_int_to_f16(int64_t v) {
+    float r = kiln_round_mag((uint32_t)(v < 0 ? -v : v), 11);
+    return kiln_round_f16(v < 0 ? -r : r); /* only overflow to inf is left to round */
+}
+static inline KILN_UNUSED float kiln_int_to_bf16(int64_t v) {
+    float r = kiln_round_mag((uint32_t)(v < 0 ? -v : v), 8);
+    return v < 0 ? -r : r;
+}
+
+/* float -> int: truncation toward zero, saturating, NaN -> 0 (a plain C cast is UB out of range). */
+static inline KILN_UNUSED int32_t kiln_f2i32(float x) {
+    if (x != x) return 0;
+    if (x >= 2147483648.0f) return INT32_MAX;
+    if (x <= -2147483648.0f) return INT32_MIN;
+    return (int32_t)x;
+}
+static inline KILN_UNUSED uint32_t kiln_f2u32(float x) {
+    if (x != x || x <= 0.0f) return 0;
+    if (x >= 4294967296.0f) return UINT32_MAX;
+    return (uint32_t)x;
+}
+static inline KILN_UNUSED int8_t kiln_f2i8(float x) {
+    int32_t t = kiln_f2i32(x);
+    return (int8_t)(t < -128 ? -128 : t > 127 ? 127 : t);
+}
+static inline KILN_UNUSED uint8_t kiln_f2u8(float x) {
+    int32_t t = kiln_f2i32(x);
+    return (uint8_t)(t < 0 ? 0 : t > 255 ? 255 : t);
+}
+
+/* ---- float min / max: IEEE minNum / maxNum, a NaN operand loses, -0 < +0 ---- */
+
+static inline KILN_UNUSED float kiln_maxf(float a, float b) {
+    if (a != a) return b;
+    if (b != b) return a;
+    if (a == b) return kiln_bits_f32(kiln_f32_bits(a) & kiln_f32_bits(b));
+    return a > b ? a : b;
+}
+static inline KILN_UNUSED float kiln_minf(float a, float b) {
+    if (a != a) return b;
+    if (b != b) return a;
+    if (a == b) return kiln_bits_f32(kiln_f32_bits(a) | kiln_f32_bits(b));
+    return a < b ? a : b;
+}
+/* The same on whole vectors, by bit blends (GCC C has no vector ?:). */
+static inline KILN_UNUSED kiln_f32v kiln_maxv(kiln_f32v a, kiln_f32v b) {
+    kiln_i32v ai = (kiln_i32v)a, bi = (kiln_i32v)b;
+    kiln_i32v take_b = (b > a) | (a != a);
+    kiln_i32v eq = (a == b);
+    kiln_i32v r = (ai & ~take_b) | (bi & take_b);
+    return (kiln_f32v)((r & ~eq) | (ai & bi & eq));
+}
+static inline KILN_UNUSED kiln_f32v kiln_minv(kiln_f32v a, kiln_f32v b) {
+    kiln_i32v ai = (kiln_i32v)a, bi = (kiln_i32v)b;
+    kiln_i32v take_b = (b < a) | (a != a);
+    kiln_i32v eq = (a == b);
+    kiln_i32v r = (ai & ~take_b) | (bi & take_b);
+    return (kiln_f32v)((r & ~eq) | ((ai | bi) & eq));
+}
+static inline KILN_UNUSED float kiln_hsumv(kiln_f32v v) {
+    float s = 0.0f;
+    for (int i = 0; i < KILN_VL; i++) s += v[i];
+    return s;
+}
+static inline KILN_UNUSED float kiln_hmaxv(kiln_f32v v) {
+    float s = v[0];
+    for (int i = 1; i < KILN_VL; i++) s = kiln_maxf(s, v[i]);
+    return s;
+}
+
+/* ---- atomics: programs run on several threads ---- */
+
+static inline KILN_UNUSED void kiln_atomic_add_f32(float *p, float v) {
+    float old, sum;
+    __atomic_load(p, &old, __ATOMIC_RELAXED);
+    do {
+        sum = old + v;
+    } while (!__atomic_compare_exchange(p, &old, &sum, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+}
+
+/* ---- failures ---- */
+
+static inline KILN_UNUSED int32_t kiln_fail(kiln_error *err, int32_t code, int32_t inst, int32_t param,
+                                            int64_t index, int64_t len, int64_t program) {
+    err->code = code;
+    err->inst = inst;
+    err->param = param;
+    err->_pad = 0;
+    err->index = index;
+    err->len = len;
+    err->program = program;
+    return code;
+}

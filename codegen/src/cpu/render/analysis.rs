@@ -1,0 +1,565 @@
+//! Facts the C renderer computes about a verified kernel before it writes a line:
+//!
+//! - **Layouts** ([`Repr`]): where each value's elements live. Values with storage of their own
+//!   are a C scalar or a C array named after the value; `broadcast`, `expand_dims`, constants
+//!   and `reshape` of a contiguous tile are *views* (a storage root plus per-dim strides, 0
+//!   where elements repeat), so they cost no copy. Loop results live in their loop's carried
+//!   storage.
+//! - **Offset forms** ([`Form`]): for `i32` / `u32` values, the value as
+//!   `uniform + Σ_d coef_d · idx_d + Σ_g scale_g · root_g[strided idx]`, where the uniform part
+//!   and the coefficients are symbolic scalar expressions ([`Sym`]) and the gathered terms are
+//!   tiles read through views. A memory op whose offsets have last-dim coefficient 1 and no
+//!   gathered term varying along the last dim reads or writes whole contiguous rows. All of it
+//!   is arithmetic modulo 2^32 (done in `uint64_t` in C), which is exactly how the IR's wrapping
+//!   adds and muls compose, so the form is the offsets' true value, not an approximation.
+//! - **Needed values**: which instructions must be emitted. A value is needed when an emitted
+//!   instruction reads it; memory ops, integer `div` / `rem` and loops are always emitted
+//!   because they can fail. A memory op that uses a contiguous offset form needs the form's
+//!   leaves instead of the offsets tile, so offsets tiles of contiguous accesses are never built.
+
+use kiln_ir::{BinaryOp, DType, Inst, Kernel, Literal, Op, UnaryOp, Value};
+
+/// Where a value's elements live: element `idx` is `root[Σ idx_d · strides_d]`, or the scalar
+/// `root` itself when `scalar_root`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Repr {
+    /// The value whose C variable holds the storage (itself, a loop's block argument, or the
+    /// value a view looks through).
+    pub root: Value,
+    pub scalar_root: bool,
+    /// One stride per dim of the value's shape, in elements of the root.
+    pub strides: Vec<i64>,
+}
+
+impl Repr {
+    /// Whether the elements are the root array itself in row-major order.
+    pub fn is_contiguous(&self, dims: &[u32]) -> bool {
+        !self.scalar_root && self.strides == row_major(dims)
+    }
+}
+
+/// Row-major strides of `dims`.
+pub(crate) fn row_major(dims: &[u32]) -> Vec<i64> {
+    let mut strides = vec![1i64; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * i64::from(dims[i + 1]);
+    }
+    strides
+}
+
+/// Strides of `from` seen through a numpy broadcast to `to` (0 on new and size-1 dims).
+pub(crate) fn broadcast_strides(strides: &[i64], from: &[u32], to: &[u32]) -> Vec<i64> {
+    let offset = to.len() - from.len();
+    (0..to.len())
+        .map(|i| if i < offset || from[i - offset] == 1 { 0 } else { strides[i - offset] })
+        .collect()
+}
+
+/// A scalar integer expression, evaluated in C as `uint64_t` (so modulo 2^64, which is
+/// consistent with the IR's modulo-2^32 arithmetic).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Sym {
+    Const(i64),
+    /// An `i32` or `u32` scalar value of the kernel.
+    Val(Value),
+    Add(Box<Sym>, Box<Sym>),
+    Mul(Box<Sym>, Box<Sym>),
+}
+
+impl Sym {
+    fn add(a: &Sym, b: &Sym) -> Sym {
+        match (a, b) {
+            (Sym::Const(x), Sym::Const(y)) => Sym::Const(x.wrapping_add(*y)),
+            (Sym::Const(0), other) | (other, Sym::Const(0)) => other.clone(),
+            _ => Sym::Add(Box::new(a.clone()), Box::new(b.clone())),
+        }
+    }
+
+    fn mul(a: &Sym, b: &Sym) -> Sym {
+        match (a, b) {
+            (Sym::Const(x), Sym::Const(y)) => Sym::Const(x.wrapping_mul(*y)),
+            (Sym::Const(0), _) | (_, Sym::Const(0)) => Sym::Const(0),
+            (Sym::Const(1), other) | (other, Sym::Const(1)) => other.clone(),
+            _ => Sym::Mul(Box::new(a.clone()), Box::new(b.clone())),
+        }
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            Sym::Const(_) | Sym::Val(_) => 1,
+            Sym::Add(a, b) | Sym::Mul(a, b) => 1 + a.size() + b.size(),
+        }
+    }
+
+    pub fn leaves(&self, out: &mut Vec<Value>) {
+        match self {
+            Sym::Const(_) => {}
+            Sym::Val(v) => out.push(*v),
+            Sym::Add(a, b) | Sym::Mul(a, b) => {
+                a.leaves(out);
+                b.leaves(out);
+            }
+        }
+    }
+}
+
+/// A gathered term of a [`Form`]: `scale · (element of a stored tile, through `repr`)`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Gather {
+    pub repr: Repr,
+    /// Dtype of the root (`i32` is sign-extended, `u32` zero-extended).
+    pub dtype: DType,
+    pub scale: Sym,
+}
+
+/// An integer value as an affine function of its lane coordinates plus gathered terms.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Form {
+    pub uniform: Sym,
+    pub coefs: Vec<Sym>,
+    pub gathers: Vec<Gather>,
+}
+
+impl Form {
+    fn uniform(s: Sym, rank: usize) -> Form {
+        Form { uniform: s, coefs: vec![Sym::Const(0); rank], gathers: Vec::new() }
+    }
+
+    fn is_uniform(&self) -> bool {
+        self.gathers.is_empty() && self.coefs.iter().all(|c| *c == Sym::Const(0))
+    }
+
+    fn size(&self) -> usize {
+        self.uniform.size()
+            + self.coefs.iter().map(Sym::size).sum::<usize>()
+            + self.gathers.iter().map(|g| g.scale.size() + 1).sum::<usize>()
+    }
+
+    fn scaled(&self, k: &Sym) -> Form {
+        Form {
+            uniform: Sym::mul(&self.uniform, k),
+            coefs: self.coefs.iter().map(|c| Sym::mul(c, k)).collect(),
+            gathers: self
+                .gathers
+                .iter()
+                .map(|g| Gather { repr: g.repr.clone(), dtype: g.dtype, scale: Sym::mul(&g.scale, k) })
+                .collect(),
+        }
+    }
+
+    fn plus(&self, other: &Form) -> Form {
+        let mut gathers = self.gathers.clone();
+        gathers.extend(other.gathers.iter().cloned());
+        Form {
+            uniform: Sym::add(&self.uniform, &other.uniform),
+            coefs: self.coefs.iter().zip(&other.coefs).map(|(a, b)| Sym::add(a, b)).collect(),
+            gathers,
+        }
+    }
+
+    /// Whether each row (last dim) of the value is `start + 0, 1, 2, ...`.
+    pub fn contiguous_rows(&self) -> bool {
+        match self.coefs.last() {
+            Some(Sym::Const(1)) => self.gathers.iter().all(|g| g.repr.strides.last() == Some(&0)),
+            _ => false,
+        }
+    }
+
+    /// The values the form reads: its scalar leaves and the roots of its gathered terms.
+    pub fn deps(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        self.uniform.leaves(&mut out);
+        for c in &self.coefs {
+            c.leaves(&mut out);
+        }
+        for g in &self.gathers {
+            out.push(g.repr.root);
+            g.scale.leaves(&mut out);
+        }
+        out
+    }
+}
+
+/// Forms larger than this are not worth their C expression; the value becomes a gathered term.
+const MAX_FORM_SIZE: usize = 48;
+
+/// Everything the emitter looks up per value.
+pub(crate) struct Analysis {
+    pub reprs: Vec<Option<Repr>>,
+    pub forms: Vec<Option<Form>>,
+    pub needed: Vec<bool>,
+}
+
+impl Analysis {
+    pub fn new(kernel: &Kernel) -> Analysis {
+        let mut a = Analysis {
+            reprs: vec![None; kernel.values.len()],
+            forms: vec![None; kernel.values.len()],
+            needed: vec![false; kernel.values.len()],
+        };
+        for p in &kernel.params {
+            if let kiln_ir::ParamKind::Scalar { value } = p.kind {
+                a.define_own(kernel, value);
+            }
+        }
+        for (inst, _) in kernel.walk() {
+            a.layout_inst(kernel, inst);
+        }
+        a.compute_needed(kernel);
+        a
+    }
+
+    pub fn repr(&self, v: Value) -> &Repr {
+        self.reprs[v.index()].as_ref().expect("every value of a verified kernel has a layout")
+    }
+
+    /// The offset form of a memory op's offsets, when it reads whole contiguous rows.
+    pub fn contiguous_form(&self, kernel: &Kernel, offsets: Value) -> Option<&Form> {
+        if kernel.ty(offsets).shape.rank() == 0 {
+            return None;
+        }
+        self.forms[offsets.index()].as_ref().filter(|f| f.contiguous_rows())
+    }
+
+    /// A value with storage of its own; integer values get an opaque form naming themselves.
+    fn define_own(&mut self, kernel: &Kernel, v: Value) {
+        let ty = kernel.ty(v);
+        let repr = if ty.is_scalar() {
+            Repr { root: v, scalar_root: true, strides: Vec::new() }
+        } else {
+            Repr { root: v, scalar_root: false, strides: row_major(ty.shape.dims()) }
+        };
+        self.set_opaque_form(kernel, v, &repr);
+        self.reprs[v.index()] = Some(repr);
+    }
+
+    fn set_opaque_form(&mut self, kernel: &Kernel, v: Value, repr: &Repr) {
+        let ty = kernel.ty(v);
+        if !matches!(ty.dtype, DType::I32 | DType::U32) {
+            return;
+        }
+        let form = if ty.is_scalar() {
+            Form::uniform(Sym::Val(v), 0)
+        } else {
+            Form {
+                uniform: Sym::Const(0),
+                coefs: vec![Sym::Const(0); ty.shape.rank()],
+                gathers: vec![Gather { repr: repr.clone(), dtype: ty.dtype, scale: Sym::Const(1) }],
+            }
+        };
+        self.forms[v.index()] = Some(form);
+    }
+
+    /// A view of `v`: its layout is `repr`; its form, if computed, is `form`.
+    fn define_view(&mut self, kernel: &Kernel, v: Value, repr: Repr, form: Option<Form>) {
+        match form.filter(|f| f.size() <= MAX_FORM_SIZE) {
+            Some(f) => self.forms[v.index()] = Some(f),
+            None => self.set_opaque_form(kernel, v, &repr),
+        }
+        self.reprs[v.index()] = Some(repr);
+    }
+
+    fn form(&self, v: Value) -> Option<&Form> {
+        self.forms[v.index()].as_ref()
+    }
+
+    fn layout_inst(&mut self, kernel: &Kernel, inst: Inst) {
+        let data = kernel.inst(inst);
+        let result = data.results.first().copied();
+        match &data.op {
+            Op::Broadcast { arg, shape } => {
+                let Some(v) = result else { return };
+                let from = kernel.ty(*arg).shape.dims().to_vec();
+                let r = self.repr(*arg).clone();
+                let repr = Repr {
+                    root: r.root,
+                    scalar_root: r.scalar_root,
+                    strides: broadcast_strides(&r.strides, &from, shape.dims()),
+                };
+                let form = self.form(*arg).map(|f| Form {
+                    uniform: f.uniform.clone(),
+                    coefs: {
+                        let offset = shape.rank() - from.len();
+                        (0..shape.rank())
+                            .map(|i| {
+                                if i < offset || from[i - offset] == 1 {
+                                    Sym::Const(0)
+                                } else {
+                                    f.coefs[i - offset].clone()
+                                }
+                            })
+                            .collect()
+                    },
+                    gathers: f
+                        .gathers
+                        .iter()
+                        .map(|g| Gather {
+                            repr: Repr {
+                                root: g.repr.root,
+                                scalar_root: g.repr.scalar_root,
+                                strides: broadcast_strides(&g.repr.strides, &from, shape.dims()),
+                            },
+                            dtype: g.dtype,
+                            scale: g.scale.clone(),
+                        })
+                        .collect(),
+                });
+                self.define_view(kernel, v, repr, form);
+            }
+            Op::ExpandDims { arg, axis } => {
+                let Some(v) = result else { return };
+                let axis = *axis as usize;
+                let mut repr = self.repr(*arg).clone();
+                repr.strides.insert(axis, 0);
+                let form = self.form(*arg).map(|f| {
+                    let mut f = f.clone();
+                    f.coefs.insert(axis, Sym::Const(0));
+                    for g in &mut f.gathers {
+                        g.repr.strides.insert(axis, 0);
+                    }
+                    f
+                });
+                self.define_view(kernel, v, repr, form);
+            }
+            Op::Reshape { arg, shape } => {
+                let Some(v) = result else { return };
+                let r = self.repr(*arg).clone();
+                if r.is_contiguous(kernel.ty(*arg).shape.dims()) {
+                    let repr = Repr { root: r.root, scalar_root: false, strides: row_major(shape.dims()) };
+                    self.define_view(kernel, v, repr, None);
+                } else if r.strides.iter().all(|&s| s == 0) {
+                    // Every element is the same one: a splat stays a splat in any shape.
+                    let repr = Repr { root: r.root, scalar_root: r.scalar_root, strides: vec![0; shape.rank()] };
+                    let form = self.form(*arg).filter(|f| f.is_uniform()).map(|f| Form::uniform(f.uniform.clone(), shape.rank()));
+                    self.define_view(kernel, v, repr, form);
+                } else {
+                    self.define_own(kernel, v);
+                }
+            }
+            Op::Constant { value, ty } => {
+                let Some(v) = result else { return };
+                // A constant tile is a splat of one C scalar: no array, no fill loop.
+                let repr = Repr { root: v, scalar_root: true, strides: vec![0; ty.shape.rank()] };
+                let form = match (value, ty.dtype) {
+                    (Literal::Int(i), DType::I32) => Some(Form::uniform(Sym::Const(i64::from(*i as i32)), ty.shape.rank())),
+                    (Literal::Int(i), DType::U32) => Some(Form::uniform(Sym::Const(i64::from(*i as u32)), ty.shape.rank())),
+                    _ => None,
+                };
+                self.reprs[v.index()] = Some(repr);
+                self.forms[v.index()] = form;
+            }
+            Op::Arange { start, .. } => {
+                let Some(v) = result else { return };
+                self.define_own(kernel, v);
+                self.forms[v.index()] =
+                    Some(Form { uniform: Sym::Const(i64::from(*start)), coefs: vec![Sym::Const(1)], gathers: Vec::new() });
+            }
+            Op::Binary { op, lhs, rhs } => {
+                let Some(v) = result else { return };
+                self.define_own(kernel, v);
+                let (Some(a), Some(b)) = (self.form(*lhs).cloned(), self.form(*rhs).cloned()) else { return };
+                let form = match op {
+                    BinaryOp::Add => Some(a.plus(&b)),
+                    BinaryOp::Sub => Some(a.plus(&b.scaled(&Sym::Const(-1)))),
+                    BinaryOp::Mul if b.is_uniform() => Some(a.scaled(&b.uniform)),
+                    BinaryOp::Mul if a.is_uniform() => Some(b.scaled(&a.uniform)),
+                    BinaryOp::Shl => match b.uniform {
+                        Sym::Const(s) if b.is_uniform() && (0..32).contains(&s) => Some(a.scaled(&Sym::Const(1 << s))),
+                        _ => None,
+                    },
+                    BinaryOp::Mul
+                    | BinaryOp::Div
+                    | BinaryOp::Rem
+                    | BinaryOp::Min
+                    | BinaryOp::Max
+                    | BinaryOp::And
+                    | BinaryOp::Or
+                    | BinaryOp::Xor
+                    | BinaryOp::Shr => None,
+                };
+                // Scalars keep their own name: a scalar op is one C statement anyway.
+                if kernel.ty(v).is_scalar() {
+                    return;
+                }
+                if let Some(f) = form.filter(|f| f.size() <= MAX_FORM_SIZE) {
+                    self.forms[v.index()] = Some(f);
+                }
+            }
+            Op::Unary { op: UnaryOp::Neg, arg } => {
+                let Some(v) = result else { return };
+                self.define_own(kernel, v);
+                if !kernel.ty(v).is_scalar() {
+                    if let Some(f) = self.form(*arg).map(|f| f.scaled(&Sym::Const(-1))) {
+                        self.forms[v.index()] = Some(f);
+                    }
+                }
+            }
+            Op::Cast { arg, to } => {
+                let Some(v) = result else { return };
+                self.define_own(kernel, v);
+                // i32 <-> u32 keeps the bits, so the value modulo 2^32 and its form.
+                let from = kernel.ty(*arg).dtype;
+                if !kernel.ty(v).is_scalar() && matches!(from, DType::I32 | DType::U32) && matches!(to, DType::I32 | DType::U32) {
+                    if let Some(f) = self.form(*arg).cloned() {
+                        self.forms[v.index()] = Some(f);
+                    }
+                }
+            }
+            Op::For { body, .. } => {
+                // Block arguments own their storage; results live in the carried storage.
+                let args = kernel.block(*body).args.clone();
+                for &a in &args {
+                    self.define_own(kernel, a);
+                }
+                for (i, &r) in data.results.iter().enumerate() {
+                    let carried = args[i + 1];
+                    let repr = self.repr(carried).clone();
+                    self.reprs[r.index()] = Some(repr.clone());
+                    self.set_opaque_form(kernel, r, &repr);
+                }
+            }
+            Op::ProgramId { .. }
+            | Op::NumPrograms { .. }
+            | Op::Unary { .. }
+            | Op::Compare { .. }
+            | Op::Select { .. }
+            | Op::Bitcast { .. }
+            | Op::Reduce { .. }
+            | Op::Dot { .. }
+            | Op::Load { .. }
+            | Op::Store { .. }
+            | Op::AtomicAdd { .. }
+            | Op::Yield { .. } => {
+                for &r in &data.results {
+                    self.define_own(kernel, r);
+                }
+            }
+        }
+    }
+
+    /// Marks needed values until nothing changes (loops feed yields back to their arguments).
+    fn compute_needed(&mut self, kernel: &Kernel) {
+        let order: Vec<Inst> = kernel.walk().into_iter().map(|(i, _)| i).collect();
+        loop {
+            let before = self.needed.iter().filter(|&&n| n).count();
+            for &inst in order.iter().rev() {
+                self.mark_inst(kernel, inst);
+            }
+            if self.needed.iter().filter(|&&n| n).count() == before {
+                break;
+            }
+        }
+    }
+
+    fn mark(&mut self, v: Value) {
+        self.needed[v.index()] = true;
+    }
+
+    fn mark_all(&mut self, vs: impl IntoIterator<Item = Value>) {
+        for v in vs {
+            self.mark(v);
+        }
+    }
+
+    /// Whether the instruction is emitted even if no result is read: it can fail or write.
+    pub fn is_effectful(kernel: &Kernel, inst: Inst) -> bool {
+        match &kernel.inst(inst).op {
+            Op::Load { .. } | Op::Store { .. } | Op::AtomicAdd { .. } | Op::For { .. } | Op::Yield { .. } => true,
+            Op::Binary { op: BinaryOp::Div | BinaryOp::Rem, lhs, .. } => kernel.ty(*lhs).dtype.is_int(),
+            Op::ProgramId { .. }
+            | Op::NumPrograms { .. }
+            | Op::Arange { .. }
+            | Op::Constant { .. }
+            | Op::Unary { .. }
+            | Op::Binary { .. }
+            | Op::Compare { .. }
+            | Op::Select { .. }
+            | Op::Cast { .. }
+            | Op::Bitcast { .. }
+            | Op::Broadcast { .. }
+            | Op::Reshape { .. }
+            | Op::ExpandDims { .. }
+            | Op::Reduce { .. }
+            | Op::Dot { .. } => false,
+        }
+    }
+
+    /// Whether `inst` is emitted.
+    pub fn is_live(&self, kernel: &Kernel, inst: Inst) -> bool {
+        Self::is_effectful(kernel, inst) || kernel.inst(inst).results.iter().any(|r| self.needed[r.index()])
+    }
+
+    /// Whether carried slot `i` of a loop (its init, argument, yield and result) is kept.
+    pub fn slot_needed(&self, kernel: &Kernel, inst: Inst, i: usize) -> bool {
+        let data = kernel.inst(inst);
+        let Some(body) = data.op.body() else { return false };
+        self.needed[data.results[i].index()] || self.needed[kernel.block(body).args[i + 1].index()]
+    }
+
+    fn mark_inst(&mut self, kernel: &Kernel, inst: Inst) {
+        if !self.is_live(kernel, inst) {
+            return;
+        }
+        let data = kernel.inst(inst);
+        match &data.op {
+            Op::Load { offsets, .. } | Op::Store { offsets, .. } => {
+                let form_deps = self.contiguous_form(kernel, *offsets).map(Form::deps);
+                for v in data.op.operands() {
+                    if v == *offsets {
+                        match &form_deps {
+                            Some(deps) => self.mark_all(deps.clone()),
+                            None => self.mark(v),
+                        }
+                    } else {
+                        self.mark(v);
+                    }
+                }
+            }
+            Op::For { start, end, step, init, body } => {
+                self.mark_all([*start, *end, *step]);
+                let body = *body;
+                for (i, &v) in init.iter().enumerate() {
+                    if self.slot_needed(kernel, inst, i) {
+                        self.mark(v);
+                        // Keep argument and result in step so the slot test above agrees.
+                        self.mark(kernel.block(body).args[i + 1]);
+                        self.mark(data.results[i]);
+                        let yield_inst = kernel.block(body).insts.last().copied();
+                        if let Some(y) = yield_inst {
+                            if let Op::Yield { values } = &kernel.inst(y).op {
+                                self.mark(values[i]);
+                            }
+                        }
+                    }
+                }
+            }
+            // Yield values are marked by their loop, slot by slot.
+            Op::Yield { .. } => {}
+            Op::ProgramId { .. }
+            | Op::NumPrograms { .. }
+            | Op::Arange { .. }
+            | Op::Constant { .. }
+            | Op::Unary { .. }
+            | Op::Binary { .. }
+            | Op::Compare { .. }
+            | Op::Select { .. }
+            | Op::Cast { .. }
+            | Op::Bitcast { .. }
+            | Op::Broadcast { .. }
+            | Op::Reshape { .. }
+            | Op::ExpandDims { .. }
+            | Op::Reduce { .. }
+            | Op::Dot { .. }
+            | Op::AtomicAdd { .. } => self.mark_all(data.op.operands()),
+        }
+        // A view reads its root's storage.
+        for &r in &data.results {
+            if self.needed[r.index()] {
+                let root = self.repr(r).root;
+                if root != r {
+                    self.mark(root);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! `load`, `store` and `atomic_add`: bounds checks, masks, and contiguous rows.
+//!
+//! Every active lane (mask true, or no mask) is checked against the buffer length before the op
+//! touches memory, and the first failing lane in row-major order is reported, as the
+//! interpreter does. Two code shapes:
+//!
+//! - **rows**: when the analysis proves each row of the offsets is `start, start + 1, ...`
+//!   ([`super::analysis::Form::contiguous_rows`]), a row is checked with one comparison and
+//!   moved with `memcpy` or a vector conversion loop; only a row that is not wholly in bounds
+//!   (a ragged edge) falls back to per-lane checks, with lane offsets wrapped exactly as the
+//!   IR's `i32` / `u32` arithmetic wraps. A load may read masked-off lanes of an in-bounds row
+//!   and then select `other` (reading is invisible); a store never writes a masked-off lane.
+//! - **lanes**: otherwise each lane is checked and moved on its own (a gather or scatter).
+//!
+//! Loads check and read row by row (reading has no effect, so a failure in a later row leaves
+//! nothing behind); stores and atomics check every lane first, then write.
+
+use super::analysis::{row_major, Form, Repr, Sym};
+use super::ops::{from_storage, to_storage};
+use super::tile::{collapsed_nest, sum_expr};
+use super::Emitter;
+use kiln_ir::{DType, Inst, Param, Value};
+
+/// The pieces of a memory op the emitters share.
+pub(crate) struct Access {
+    pub inst: Inst,
+    pub buffer: Param,
+    pub offsets: Value,
+    pub mask: Option<Value>,
+}
+
+/// Whether the op reads into a tile, writes a value, or adds one atomically.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Write {
+    Store,
+    AtomicAdd,
+}
+
+impl Emitter<'_> {
+    fn buf(&self, p: Param) -> (String, String, DType) {
+        let dtype = self.k.buffer_dtype(p).expect("memory ops name buffer parameters");
+        (format!("b{}", p.0), format!("n{}", p.0), dtype)
+    }
+
+    fn oob(&self, acc: &Access, index: &str) -> String {
+        let (_, len, _) = self.buf(acc.buffer);
+        format!(
+            "return kiln_fail(err, KILN_OUT_OF_BOUNDS, {}, {}, {index}, {len}, program);",
+            acc.inst.0, acc.buffer.0
+        )
+    }
+
+    /// C of a symbolic scalar, as `uint64_t`.
+    fn sym(&self, s: &Sym) -> String {
+        match s {
+            Sym::Const(c) => format!("0x{:x}ull", *c as u64),
+            Sym::Val(v) => match self.k.ty(*v).dtype {
+                DType::U32 => format!("(uint64_t){}", self.scalar(*v)),
+                _ => format!("(uint64_t)(int64_t){}", self.scalar(*v)),
+            },
+            Sym::Add(a, b) => format!("({} + {})", self.sym(a), self.sym(b)),
+            Sym::Mul(a, b) => format!("({} * {})", self.sym(a), self.sym(b)),
+        }
+    }
+
+    /// The offsets' own wrap: the lane value of an `i32` offsets tile read signed, of `u32`
+    /// unsigned, from any representative modulo 2^32.
+    fn wrap(&self, offsets: Value, x: &str) -> String {
+        match self.k.ty(offsets).dtype {
+            DType::U32 => format!("(int64_t)(uint32_t)({x})"),
+            _ => format!("(int64_t)(int32_t)(uint32_t)({x})"),
+        }
+    }
+
+    fn max_offset(&self, offsets: Value) -> &'static str {
+        match self.k.ty(offsets).dtype {
+            DType::U32 => "4294967295",
+            _ => "2147483647",
+        }
+    }
+
+    /// Opens one loop per leading dim (coordinates `r0, r1, ...`, kept unmerged because the
+    /// offset form needs them) and declares the row's first offset `s`. Returns the loops to
+    /// close and the per-dim coordinate names.
+    fn open_rows(&mut self, form: &Form, acc: &Access) -> (usize, Vec<String>) {
+        let dims = self.k.ty(acc.offsets).shape.dims().to_vec();
+        let lead = dims.len() - 1;
+        let mut coords = Vec::with_capacity(lead);
+        // A block of its own, so that each pass over the rows has its own `s`.
+        self.open("");
+        let mut opened = 1;
+        for (d, &n) in dims[..lead].iter().enumerate() {
+            if n == 1 {
+                coords.push("0".to_string());
+            } else {
+                let v = format!("r{d}");
+                self.open(&format!("for (int {v} = 0; {v} < {n}; {v}++)"));
+                coords.push(v);
+                opened += 1;
+            }
+        }
+        let mut start = self.sym(&form.uniform);
+        for (c, coord) in form.coefs[..lead].iter().zip(&coords) {
+            if *c != Sym::Const(0) && coord != "0" {
+                start = format!("{start} + {} * (uint64_t){coord}", self.sym(c));
+            }
+        }
+        for g in &form.gathers {
+            let index = sum_expr(g.repr.strides[..lead].iter().copied().zip(coords.iter().map(String::as_str)));
+            let e = self.access(&g.repr, &index);
+            let e = match g.dtype {
+                DType::U32 => format!("(uint64_t){e}"),
+                _ => format!("(uint64_t)(int64_t){e}"),
+            };
+            start = format!("{start} + {} * {e}", self.sym(&g.scale));
+        }
+        let s = self.wrap(acc.offsets, &start);
+        self.line(&format!("const int64_t s = {s};"));
+        (opened, coords)
+    }
+
+    /// Index of lane `j` of the current row in a tile seen through `repr`.
+    fn lane(&self, repr: &Repr, coords: &[String], j: &str) -> String {
+        let lead = coords.len();
+        let mut terms: Vec<(i64, &str)> = repr.strides[..lead].iter().copied().zip(coords.iter().map(String::as_str)).collect();
+        terms.push((repr.strides[lead], j));
+        sum_expr(terms.into_iter())
+    }
+
+    fn row_in_bounds(&self, acc: &Access, len: u32) -> String {
+        let (_, n, _) = self.buf(acc.buffer);
+        format!("s >= 0 && s + {len} <= {n} && s + {} <= {}", len - 1, self.max_offset(acc.offsets))
+    }
+
+    pub(crate) fn emit_load(&mut self, acc: &Access, other: Option<Value>, out: Value) {
+        let keep = self.a.needed[out.index()];
+        if keep {
+            self.declare(out);
+        }
+        let (b, n, dtype) = self.buf(acc.buffer);
+        let out_repr = self.a.repr(out).clone();
+        let mask = acc.mask.map(|m| self.a.repr(m).clone());
+        // A scalar `other` is splatted: give it zero strides over the offsets' shape.
+        let rank = self.k.ty(acc.offsets).shape.rank();
+        let other = other.map(|o| {
+            let mut r = self.a.repr(o).clone();
+            r.strides.resize(rank, 0);
+            r
+        });
+        let zero = if dtype.is_float() { "0.0f" } else { "0" };
+        self.open("");
+        if let Some(form) = self.a.contiguous_form(self.k, acc.offsets).cloned() {
+            let len = *self.k.ty(acc.offsets).shape.dims().last().unwrap_or(&1);
+            let (opened, coords) = self.open_rows(&form, acc);
+            let o_at = |e: &Self, j: &str| e.access(&out_repr, &e.lane(&out_repr, &coords, j));
+            let m_at = |e: &Self, j: &str| mask.as_ref().map(|m| e.access(m, &e.lane(m, &coords, j)));
+            let other_at =
+                |e: &Self, j: &str| other.as_ref().map_or(zero.to_string(), |o| e.access(o, &e.lane(o, &coords, j)));
+            if keep {
+                self.open(&format!("if ({})", self.row_in_bounds(acc, len)));
+                let row = o_at(self, "0");
+                let copy = match dtype {
+                    DType::F16 => Some(format!("kiln_f16_load_n(&{row}, &{b}[s], {len});")),
+                    DType::BF16 => Some(format!("kiln_bf16_load_n(&{row}, &{b}[s], {len});")),
+                    DType::Bool => None,
+                    DType::F32 | DType::I32 | DType::U32 | DType::I8 | DType::U8 => {
+                        Some(format!("memcpy(&{row}, &{b}[s], {len} * sizeof({b}[0]));"))
+                    }
+                };
+                let copy_line = |e: &mut Self| match &copy {
+                    Some(c) => e.line(c),
+                    None => {
+                        e.open(&format!("for (int j = 0; j < {len}; j++)"));
+                        let o = o_at(e, "j");
+                        e.line(&format!("{o} = {};", from_storage(dtype, &format!("{b}[s + j]"))));
+                        e.close();
+                    }
+                };
+                copy_line(self);
+                if let Some(m) = &mask {
+                    // Lanes the mask turns off take `other`; the row was in bounds, so reading
+                    // them first had no effect.
+                    let row_uniform = m.strides[coords.len()] == 0;
+                    let cond = if row_uniform { m_at(self, "0") } else { m_at(self, "j") }.unwrap_or_default();
+                    if row_uniform {
+                        self.open(&format!("if (!{cond})"));
+                        self.open(&format!("for (int j = 0; j < {len}; j++)"));
+                        let (o, x) = (o_at(self, "j"), other_at(self, "j"));
+                        self.line(&format!("{o} = {x};"));
+                        self.close();
+                        self.close();
+                    } else {
+                        self.open(&format!("for (int j = 0; j < {len}; j++)"));
+                        let (o, x) = (o_at(self, "j"), other_at(self, "j"));
+                        self.line(&format!("{o} = {cond} ? {o} : {x};"));
+                        self.close();
+                    }
+                }
+                self.close_else();
+            } else {
+                self.open(&format!("if (!({}))", self.row_in_bounds(acc, len)));
+            }
+            // A row that is not wholly in bounds: lane by lane, with exact wrapped offsets.
+            self.open(&format!("for (int j = 0; j < {len}; j++)"));
+            let active = m_at(self, "j");
+            let o_lane = self.wrap(acc.offsets, "s + j");
+            let fail = self.oob(acc, "o");
+            let assign = keep.then(|| (o_at(self, "j"), other_at(self, "j")));
+            self.open(&format!("if ({})", active.unwrap_or_else(|| "1".into())));
+            self.line(&format!("const int64_t o = {o_lane};"));
+            self.line(&format!("if (o < 0 || o >= {n}) {fail}"));
+            if let Some((o, _)) = &assign {
+                self.line(&format!("{o} = {};", from_storage(dtype, &format!("{b}[o]"))));
+            }
+            match &assign {
+                Some((o, x)) => {
+                    self.close_else();
+                    self.line(&format!("{o} = {x};"));
+                    self.close();
+                }
+                None => self.close(),
+            }
+            self.close();
+            self.close();
+            self.close_n(opened);
+        } else {
+            let dims = self.k.ty(acc.offsets).shape.dims().to_vec();
+            let off_repr = self.a.repr(acc.offsets).clone();
+            let mut strides = vec![row_major(&dims), off_repr.strides.clone()];
+            strides.push(mask.as_ref().map_or(vec![0; dims.len()], |m| m.strides.clone()));
+            strides.push(other.as_ref().map_or(vec![0; dims.len()], |o| o.strides.clone()));
+            let nest = collapsed_nest(&dims, &strides, "i");
+            let opened = self.open_nest(&nest);
+            let off = self.access(&off_repr, &nest.index[1]);
+            let active = mask.as_ref().map_or("1".to_string(), |m| self.access(m, &nest.index[2]));
+            let target = self.access(&out_repr, &nest.index[0]);
+            let x = other.as_ref().map_or(zero.to_string(), |o| self.access(o, &nest.index[3]));
+            let fail = self.oob(acc, "o");
+            self.open(&format!("if ({active})"));
+            self.line(&format!("const int64_t o = (int64_t){off};"));
+            self.line(&format!("if ((uint64_t)o >= (uint64_t){n}) {fail}"));
+            if keep {
+                self.line(&format!("{target} = {};", from_storage(dtype, &format!("{b}[o]"))));
+                self.close_else();
+                self.line(&format!("{target} = {x};"));
+            }
+            self.close();
+            self.close_n(opened);
+        }
+        self.close();
+    }
+
+    pub(crate) fn emit_store(&mut self, acc: &Access, value: Value) {
+        self.emit_write(acc, value, Write::Store);
+    }
+
+    pub(crate) fn emit_atomic_add(&mut self, acc: &Access, value: Value) {
+        self.emit_write(acc, value, Write::AtomicAdd);
+    }
+
+    fn emit_write(&mut self, acc: &Access, value: Value, write: Write) {
+        let (b, n, dtype) = self.buf(acc.buffer);
+        let val = self.a.repr(value).clone();
+        let mask = acc.mask.map(|m| self.a.repr(m).clone());
+        let form = match write {
+            Write::Store => self.a.contiguous_form(self.k, acc.offsets).cloned(),
+            Write::AtomicAdd => None,
+        };
+        self.open("");
+        if let Some(form) = form {
+            let len = *self.k.ty(acc.offsets).shape.dims().last().unwrap_or(&1);
+            let m_at = |e: &Self, coords: &[String], j: &str| mask.as_ref().map(|m| e.access(m, &e.lane(m, coords, j)));
+            // Pass 1: check every active lane of every row.
+            let (opened, coords) = self.open_rows(&form, acc);
+            self.open(&format!("if (!({}))", self.row_in_bounds(acc, len)));
+            self.open(&format!("for (int j = 0; j < {len}; j++)"));
+            let active = m_at(self, &coords, "j").unwrap_or_else(|| "1".into());
+            let o_lane = self.wrap(acc.offsets, "s + j");
+            let fail = self.oob(acc, "o");
+            self.open(&format!("if ({active})"));
+            self.line(&format!("const int64_t o = {o_lane};"));
+            self.line(&format!("if (o < 0 || o >= {n}) {fail}"));
+            self.close();
+            self.close();
+            self.close();
+            self.close_n(opened);
+            // Pass 2: write, row by row in order (a later lane wins on a repeated offset).
+            let (opened, coords) = self.open_rows(&form, acc);
+            let v_at = |e: &Self, j: &str| e.access(&val, &e.lane(&val, &coords, j));
+            self.open(&format!("if ({})", self.row_in_bounds(acc, len)));
+            let row_uniform_mask = mask.as_ref().is_some_and(|m| m.strides[coords.len()] == 0);
+            let whole_row = |e: &mut Self| {
+                let contiguous_value = !val.scalar_root && val.strides[coords.len()] == 1;
+                let row = v_at(e, "0");
+                match (dtype, contiguous_value) {
+                    (DType::F16, true) => e.line(&format!("kiln_f16_store_n(&{b}[s], &{row}, {len});")),
+                    (DType::BF16, true) => e.line(&format!("kiln_bf16_store_n(&{b}[s], &{row}, {len});")),
+                    (DType::F32 | DType::I32 | DType::U32 | DType::I8 | DType::U8 | DType::Bool, true) => {
+                        e.line(&format!("memcpy(&{b}[s], &{row}, {len} * sizeof({b}[0]));"))
+                    }
+                    (_, false) => {
+                        e.open(&format!("for (int j = 0; j < {len}; j++)"));
+                        let x = v_at(e, "j");
+                        e.line(&format!("{b}[s + j] = {};", to_storage(dtype, &x)));
+                        e.close();
+                    }
+                }
+            };
+            match (&mask, row_uniform_mask) {
+                (None, _) => whole_row(self),
+                (Some(_), true) => {
+                    let cond = m_at(self, &coords, "0").unwrap_or_default();
+                    self.open(&format!("if ({cond})"));
+                    whole_row(self);
+                    self.close();
+                }
+                (Some(_), false) => {
+                    self.open(&format!("for (int j = 0; j < {len}; j++)"));
+                    let cond = m_at(self, &coords, "j").unwrap_or_default();
+                    let x = v_at(self, "j");
+                    self.line(&format!("if ({cond}) {b}[s + j] = {};", to_storage(dtype, &x)));
+                    self.close();
+                }
+            }
+            self.close_else();
+            self.open(&format!("for (int j = 0; j < {len}; j++)"));
+            let active = m_at(self, &coords, "j").unwrap_or_else(|| "1".into());
+            let o_lane = self.wrap(acc.offsets, "s + j");
+            let x = v_at(self, "j");
+            self.line(&format!("if ({active}) {b}[{o_lane}] = {};", to_storage(dtype, &x)));
+            self.close();
+            self.close();
+            self.close_n(opened);
+        } else {
+            let dims = self.k.ty(acc.offsets).shape.dims().to_vec();
+            let off_repr = self.a.repr(acc.offsets).clone();
+            let strides = vec![
+                off_repr.strides.clone(),
+                mask.as_ref().map_or(vec![0; dims.len()], |m| m.strides.clone()),
+                val.strides.clone(),
+            ];
+            let fail = self.oob(acc, "o");
+            for pass in 0..2 {
+                let nest = collapsed_nest(&dims, &strides, "i");
+                let opened = self.open_nest(&nest);
+                let off = self.access(&off_repr, &nest.index[0]);
+                let active = mask.as_ref().map_or("1".to_string(), |m| self.access(m, &nest.index[1]));
+                let x = self.access(&val, &nest.index[2]);
+                self.open(&format!("if ({active})"));
+                self.line(&format!("const int64_t o = (int64_t){off};"));
+                if pass == 0 {
+                    self.line(&format!("if ((uint64_t)o >= (uint64_t){n}) {fail}"));
+                } else {
+                    match (write, dtype) {
+                        (Write::Store, _) => self.line(&format!("{b}[o] = {};", to_storage(dtype, &x))),
+                        (Write::AtomicAdd, DType::F32) => self.line(&format!("kiln_atomic_add_f32(&{b}[o], {x});")),
+                        // C11 and GCC define atomic signed arithmetic to wrap.
+                        (Write::AtomicAdd, _) => self.line(&format!("__atomic_fetch_add(&{b}[o], {x}, __ATOMIC_RELAXED);")),
+                    }
+                }
+                self.close();
+                self.close_n(opened);
+            }
+        }
+        self.close();
+    }
+}

@@ -1,0 +1,320 @@
+//! Whole-tile C: loop nests over shapes, elementwise maps, copies, reductions and `dot`.
+//!
+//! A loop nest walks the result in row-major order and reads each operand through its view
+//! strides; adjacent dims that every operand walks contiguously are merged, so an elementwise op
+//! on contiguous tiles is one counted loop that the C compiler vectorizes. Reductions and `dot`
+//! use the target's GCC vector type explicitly: partial sums in vector registers along a
+//! reduced last axis, and a register-blocked `dot` whose inner loop broadcasts one lhs element
+//! against a vector of rhs columns (loop order i-k-j, so every output sums its products in k
+//! order, each step rounded to f32).
+
+use super::analysis::{row_major, Repr};
+use super::ops::{held_type, round_fn};
+use super::Emitter;
+use kiln_ir::{ReduceOp, Value};
+
+/// A loop nest: C `for` headers and, per operand, the index expression inside the nest.
+pub(crate) struct Nest {
+    pub headers: Vec<String>,
+    pub index: Vec<String>,
+}
+
+/// Builds a nest over `dims` for operands with the given strides, merging dims that every
+/// operand walks contiguously and dropping dims of size 1.
+pub(crate) fn collapsed_nest(dims: &[u32], strides: &[Vec<i64>], var: &str) -> Nest {
+    // Groups of merged dims: (extent, stride of the innermost merged dim per operand).
+    let mut groups: Vec<(u64, Vec<i64>)> = Vec::new();
+    for (d, &n) in dims.iter().enumerate() {
+        if n == 1 {
+            continue;
+        }
+        let here: Vec<i64> = strides.iter().map(|s| s[d]).collect();
+        if let Some((extent, inner)) = groups.last_mut() {
+            if inner.iter().zip(&here).all(|(&outer, &s)| outer == s * i64::from(n)) {
+                *extent *= u64::from(n);
+                *inner = here;
+                continue;
+            }
+        }
+        groups.push((u64::from(n), here));
+    }
+    let vars: Vec<String> = (0..groups.len()).map(|g| format!("{var}{g}")).collect();
+    let headers = groups
+        .iter()
+        .zip(&vars)
+        .map(|((extent, _), v)| format!("for (int {v} = 0; {v} < {extent}; {v}++)"))
+        .collect();
+    let index = (0..strides.len())
+        .map(|k| sum_expr(groups.iter().zip(&vars).map(|((_, s), v)| (s[k], v.as_str()))))
+        .collect();
+    Nest { headers, index }
+}
+
+/// `Σ stride · var` as C, `0` when empty.
+pub(crate) fn sum_expr<'a>(terms: impl Iterator<Item = (i64, &'a str)>) -> String {
+    let parts: Vec<String> = terms
+        .filter(|(s, _)| *s != 0)
+        .map(|(s, v)| if s == 1 { v.to_string() } else { format!("{v} * {s}") })
+        .collect();
+    if parts.is_empty() {
+        "0".to_string()
+    } else {
+        parts.join(" + ")
+    }
+}
+
+impl Emitter<'_> {
+    /// Element `index` of a value seen through `repr`.
+    pub(crate) fn access(&self, repr: &Repr, index: &str) -> String {
+        if repr.scalar_root {
+            self.name(repr.root)
+        } else {
+            format!("{}[{index}]", self.name(repr.root))
+        }
+    }
+
+    /// Opens the loops of `nest`; returns how many to close.
+    pub(crate) fn open_nest(&mut self, nest: &Nest) -> usize {
+        for h in &nest.headers {
+            self.open(h);
+        }
+        nest.headers.len()
+    }
+
+    pub(crate) fn close_n(&mut self, n: usize) {
+        for _ in 0..n {
+            self.close();
+        }
+    }
+
+    /// Declares the storage of a value that owns it (a C scalar or an aligned array).
+    pub(crate) fn declare(&mut self, v: Value) {
+        let ty = self.k.ty(v).clone();
+        let t = held_type(ty.dtype);
+        if self.a.repr(v).scalar_root {
+            self.line(&format!("{t} {} KILN_UNUSED = 0;", self.name(v)));
+        } else {
+            self.line(&format!("{t} {}[{}] __attribute__((aligned(64)));", self.name(v), ty.shape.numel()));
+        }
+    }
+
+    /// `out = f(operands)` elementwise, with `out` freshly declared; rounds f16 / bf16 results
+    /// when `round` is set.
+    pub(crate) fn emit_map(&mut self, out: Value, operands: &[Value], round: bool, f: impl Fn(&[String]) -> String) {
+        self.declare(out);
+        let dims = self.k.ty(out).shape.dims().to_vec();
+        let out_repr = self.a.repr(out).clone();
+        let mut strides = vec![out_repr.strides.clone()];
+        let reprs: Vec<Repr> = operands.iter().map(|&v| self.a.repr(v).clone()).collect();
+        strides.extend(reprs.iter().map(|r| r.strides.clone()));
+        let nest = collapsed_nest(&dims, &strides, "i");
+        let n = self.open_nest(&nest);
+        let args: Vec<String> = reprs.iter().zip(&nest.index[1..]).map(|(r, i)| self.access(r, i)).collect();
+        let target = self.access(&out_repr, &nest.index[0]);
+        self.line(&format!("{target} = {};", f(&args)));
+        self.close_n(n);
+        if round {
+            self.emit_round(out);
+        }
+    }
+
+    /// Rounds a freshly computed float value to its dtype, if it is f16 or bf16.
+    pub(crate) fn emit_round(&mut self, v: Value) {
+        let ty = self.k.ty(v).clone();
+        let Some(f) = round_fn(ty.dtype) else { return };
+        let name = self.name(v);
+        if self.a.repr(v).scalar_root {
+            self.line(&format!("{name} = {f}({name});"));
+        } else {
+            self.line(&format!("{f}_n({name}, {});", ty.shape.numel()));
+        }
+    }
+
+    /// Copies the elements of `src` (shape `dims`, through `repr`) into the own storage `dst`.
+    pub(crate) fn emit_copy(&mut self, dst: &str, dst_scalar: bool, dims: &[u32], src: &Repr) {
+        if dst_scalar {
+            let s = self.access(src, "0");
+            self.line(&format!("{dst} = {s};"));
+            return;
+        }
+        let nest = collapsed_nest(dims, &[row_major(dims), src.strides.clone()], "i");
+        let n = self.open_nest(&nest);
+        let s = self.access(src, &nest.index[1]);
+        self.line(&format!("{dst}[{}] = {s};", nest.index[0]));
+        self.close_n(n);
+    }
+
+    /// A C array holding `v` row-major: its root when already so, else a fresh copy.
+    pub(crate) fn contiguous(&mut self, v: Value) -> String {
+        let ty = self.k.ty(v).clone();
+        let repr = self.a.repr(v).clone();
+        if repr.is_contiguous(ty.shape.dims()) {
+            return self.name(repr.root);
+        }
+        let t = self.fresh("t");
+        self.line(&format!("{} {t}[{}] __attribute__((aligned(64)));", held_type(ty.dtype), ty.shape.numel()));
+        self.emit_copy(&t, false, ty.shape.dims(), &repr);
+        t
+    }
+
+    pub(crate) fn emit_reduce(&mut self, out: Value, op: ReduceOp, arg: Value, axis: usize) {
+        let ty = self.k.ty(arg).clone();
+        let dtype = ty.dtype;
+        let dims = ty.shape.dims();
+        let outer: u64 = dims[..axis].iter().map(|&d| u64::from(d)).product();
+        let len = u64::from(dims[axis]);
+        let inner: u64 = dims[axis + 1..].iter().map(|&d| u64::from(d)).product();
+        let x = self.contiguous(arg);
+        self.declare(out);
+        let o_name = self.name(out);
+        let out_scalar = self.a.repr(out).scalar_root;
+        let at = |o: &str, i: &str| if out_scalar { o_name.clone() } else { format!("{o_name}[{o} * {inner} + {i}]") };
+        let t = held_type(dtype);
+        let vl = u64::from(self.target.vector_bytes / 4);
+        let float = dtype.is_float();
+        // The combining step, as C of the accumulator `acc` and an element `x`.
+        let combine = |acc: &str, e: &str| -> String {
+            match (op, float) {
+                (ReduceOp::Sum, true) => format!("{acc} + {e}"),
+                (ReduceOp::Max, true) => format!("kiln_maxf({acc}, {e})"),
+                (ReduceOp::Sum, false) => format!("({t})((uint32_t){acc} + (uint32_t){e})"),
+                (ReduceOp::Max, false) => format!("({e} > {acc} ? {e} : {acc})"),
+            }
+        };
+        let empty = match (op, float) {
+            (ReduceOp::Sum, true) => "0.0f".to_string(),
+            (ReduceOp::Max, true) => "(-INFINITY)".to_string(),
+            (ReduceOp::Sum, false) => "0".to_string(),
+            (ReduceOp::Max, false) => super::ops::int_literal(dtype, dtype.int_range().map_or(0, |r| r.0)),
+        };
+        if len == 0 {
+            let nest = collapsed_nest(&[(outer * inner) as u32], &[vec![1]], "i");
+            let n = self.open_nest(&nest);
+            let target = if out_scalar { o_name.clone() } else { format!("{o_name}[{}]", nest.index[0]) };
+            self.line(&format!("{target} = {empty};"));
+            self.close_n(n);
+            return;
+        }
+        if inner == 1 && float {
+            // Reduce along the last axis: vector partial results, then across the vector.
+            let (vop, hop) = match op {
+                ReduceOp::Sum => ("+", "kiln_hsumv"),
+                ReduceOp::Max => ("max", "kiln_hmaxv"),
+            };
+            let body = len - len % vl;
+            self.open(&format!("for (int o = 0; o < {outer}; o++)"));
+            self.line(&format!("const float *x = &{x}[o * {len}];"));
+            if body > 0 {
+                self.line("kiln_f32v acc = kiln_loadv(x);");
+                self.open(&format!("for (int k = {vl}; k < {body}; k += {vl})"));
+                match vop {
+                    "+" => self.line("acc += kiln_loadv(x + k);"),
+                    _ => self.line("acc = kiln_maxv(acc, kiln_loadv(x + k));"),
+                }
+                self.close();
+                self.line(&format!("float s = {hop}(acc);"));
+            } else {
+                self.line("float s = x[0];");
+            }
+            let tail_start = if body > 0 { body } else { 1 };
+            self.open(&format!("for (int k = {tail_start}; k < {len}; k++)"));
+            self.line(&format!("s = {};", combine("s", "x[k]")));
+            self.close();
+            self.line(&format!("{} = s;", at("o", "0")));
+            self.close();
+        } else {
+            // Reduce along an inner axis (or integers): the innermost loop runs over `inner`
+            // contiguous outputs, which vectorizes without reassociating anything.
+            self.open(&format!("for (int o = 0; o < {outer}; o++)"));
+            self.open(&format!("for (int i = 0; i < {inner}; i++)"));
+            let first = match op {
+                ReduceOp::Sum => empty.clone(),
+                ReduceOp::Max => format!("{x}[o * {} + i]", len * inner),
+            };
+            self.line(&format!("{} = {first};", at("o", "i")));
+            self.close();
+            let k0 = match op {
+                ReduceOp::Sum => 0,
+                ReduceOp::Max => 1,
+            };
+            self.open(&format!("for (int k = {k0}; k < {len}; k++)"));
+            self.open(&format!("for (int i = 0; i < {inner}; i++)"));
+            let e = format!("{x}[(o * {len} + k) * {inner} + i]");
+            let acc = at("o", "i");
+            self.line(&format!("{acc} = {};", combine(&acc, &e)));
+            self.close();
+            self.close();
+            self.close();
+        }
+        self.emit_round(out);
+    }
+
+    pub(crate) fn emit_dot(&mut self, out: Value, lhs: Value, rhs: Value, acc: Value) {
+        let l = self.k.ty(lhs).shape.dims().to_vec();
+        let r = self.k.ty(rhs).shape.dims().to_vec();
+        let (m, k, n) = (l[0], l[1], r[1]);
+        let float = self.k.ty(lhs).dtype.is_float();
+        let a = self.contiguous(lhs);
+        let b = self.contiguous(rhs);
+        self.declare(out);
+        let o = self.name(out);
+        let acc_repr = self.a.repr(acc).clone();
+        self.emit_copy(&o, false, &[m, n], &acc_repr);
+        let vl = self.target.vector_bytes / 4;
+        if float && n % vl == 0 {
+            self.emit_dot_vector(&o, &a, &b, (m, k, n), vl);
+            return;
+        }
+        self.open(&format!("for (int i = 0; i < {m}; i++)"));
+        self.open(&format!("for (int k = 0; k < {k}; k++)"));
+        if float {
+            self.line(&format!("const float a = {a}[i * {k} + k];"));
+            self.open(&format!("for (int j = 0; j < {n}; j++)"));
+            self.line(&format!("{o}[i * {n} + j] = {o}[i * {n} + j] + a * {b}[k * {n} + j];"));
+        } else {
+            // 8-bit products are exact in int32; the sum wraps like the interpreter's i32.
+            self.line(&format!("const int32_t a = (int32_t){a}[i * {k} + k];"));
+            self.open(&format!("for (int j = 0; j < {n}; j++)"));
+            self.line(&format!(
+                "{o}[i * {n} + j] = (int32_t)((uint32_t){o}[i * {n} + j] + (uint32_t)(a * (int32_t){b}[k * {n} + j]));"
+            ));
+        }
+        self.close();
+        self.close();
+        self.close();
+    }
+
+    /// Register-blocked f32 `dot`: `mr` rows by `nv` vectors of columns stay in registers over
+    /// the whole k loop.
+    fn emit_dot_vector(&mut self, o: &str, a: &str, b: &str, (m, k, n): (u32, u32, u32), vl: u32) {
+        let vectors = n / vl;
+        let registers = if self.target.vector_bytes >= 64 { 24 } else { 12 };
+        let mr = [4u32, 2, 1].into_iter().find(|&r| m % r == 0).unwrap_or(1);
+        let nv = [4u32, 2, 1].into_iter().find(|&v| vectors % v == 0 && mr * v <= registers).unwrap_or(1);
+        self.open(&format!("for (int i = 0; i < {m}; i += {mr})"));
+        self.open(&format!("for (int j = 0; j < {n}; j += {})", nv * vl));
+        for r in 0..mr {
+            for v in 0..nv {
+                self.line(&format!("kiln_f32v c{r}_{v} = kiln_loadv(&{o}[(i + {r}) * {n} + j + {}]);", v * vl));
+            }
+        }
+        self.open(&format!("for (int k = 0; k < {k}; k++)"));
+        for v in 0..nv {
+            self.line(&format!("const kiln_f32v b{v} = kiln_loadv(&{b}[k * {n} + j + {}]);", v * vl));
+        }
+        for r in 0..mr {
+            self.line(&format!("const float a{r} = {a}[(i + {r}) * {k} + k];"));
+            for v in 0..nv {
+                self.line(&format!("c{r}_{v} = c{r}_{v} + a{r} * b{v};"));
+            }
+        }
+        self.close();
+        for r in 0..mr {
+            for v in 0..nv {
+                self.line(&format!("kiln_storev(&{o}[(i + {r}) * {n} + j + {}], c{r}_{v});", v * vl));
+            }
+        }
+        self.close();
+        self.close();
+    }
+}

@@ -1,0 +1,653 @@
+//! The CPU renderer end to end: every library kernel and every verifying `.tir` file renders for
+//! AVX-512, AVX2, NEON and generic targets; the x86 and generic sources compile with
+//! `gcc -Wall -Werror`; and the compiled code, run on this machine, matches the interpreter
+//! (`.tir` run files exactly per dtype tolerance, library kernels by relative error norm with the
+//! library's tolerances) and reports the interpreter's errors as `kiln_error`s.
+
+mod common;
+
+use common::{compile, have_gcc, run, KilnError};
+use kiln_codegen::cpu::{render, CpuTarget, RenderError};
+use kiln_ir::interp::{self, Arg, HostBuffer, Scalar};
+use kiln_ir::{DType, Kernel, ParamKind};
+use kiln_kernels::check::{compare, prepare_buffers, Executor};
+use kiln_kernels::plan::{Binding, Buffers, Launch, Role};
+use kiln_kernels::{registry, Args, SpaceLimits};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+fn all_targets() -> [CpuTarget; 4] {
+    [CpuTarget::avx512(), CpuTarget::avx2(), CpuTarget::neon(), CpuTarget::generic()]
+}
+
+/// Targets gcc here can build (NEON needs an AArch64 compiler).
+fn compile_targets() -> Vec<CpuTarget> {
+    all_targets().into_iter().filter(|t| t.isa.is_x86() || t.isa == kiln_codegen::cpu::CpuIsa::Generic).collect()
+}
+
+/// Targets this machine can run.
+fn run_targets() -> Vec<CpuTarget> {
+    let host = CpuTarget::host();
+    let mut out = vec![CpuTarget::generic()];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && host.f16c {
+            out.push(CpuTarget::avx2());
+        }
+        if host.isa == kiln_codegen::cpu::CpuIsa::Avx512 && host.vnni {
+            out.push(CpuTarget::avx512());
+        }
+    }
+    let _ = host;
+    out
+}
+
+fn tir_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/tir");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/tir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "tir"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every `.tir` file that parses and verifies.
+fn tir_kernels() -> Vec<(PathBuf, String, Kernel)> {
+    tir_files()
+        .into_iter()
+        .filter_map(|p| {
+            let src = std::fs::read_to_string(&p).ok()?;
+            let k = kiln_ir::text::parse(&src).ok()?;
+            kiln_ir::verify(&k).ok()?;
+            Some((p, src, k))
+        })
+        .collect()
+}
+
+/// Every launch of every library kernel's example problem with its default config.
+fn library_launches() -> Vec<(String, Launch)> {
+    let mut out = Vec::new();
+    for k in registry::all() {
+        let shape = k.example_problem();
+        let config = k.default_config(&shape).expect("default config");
+        let plan = k.plan(&shape, &config).expect("plan");
+        for l in plan.launches {
+            out.push((k.id().name().to_string(), l));
+        }
+    }
+    out
+}
+
+fn render_and_compile(what: &str, kernel: &Kernel) -> Vec<String> {
+    let mut failures = Vec::new();
+    for t in all_targets() {
+        let src = match render(kernel, &t) {
+            Ok(s) => s,
+            Err(e) => {
+                failures.push(format!("{what} [{}]: {e}", t.fingerprint()));
+                continue;
+            }
+        };
+        assert!(src.code.starts_with(kiln_codegen::cpu::ABI_HEADER));
+        assert_eq!(src.entry, format!("kiln_{}", src.name));
+        assert!(src.code.contains(&format!("int32_t {}(const kiln_args *args", src.entry)));
+        if have_gcc() && compile_targets().contains(&t) {
+            if let Err(e) = compile(&src, &t) {
+                failures.push(format!("{what} [{}]: {e}", t.fingerprint()));
+            }
+        }
+    }
+    failures
+}
+
+#[test]
+fn library_kernels_render_and_compile_for_every_target() {
+    let start = Instant::now();
+    let launches = library_launches();
+    let failures: Vec<String> = launches.iter().flat_map(|(name, l)| render_and_compile(name, &l.kernel)).collect();
+    eprintln!("{} launches x 4 targets rendered (3 compiled) in {:.1?}", launches.len(), start.elapsed());
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn tir_files_render_and_compile_for_every_target() {
+    let kernels = tir_kernels();
+    assert!(kernels.len() >= 15, "expected the verifying .tir files, found {}", kernels.len());
+    let failures: Vec<String> =
+        kernels.iter().flat_map(|(p, _, k)| render_and_compile(&p.display().to_string(), k)).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The whole legal config space of two kernels with different code shapes (a row reduction and
+/// a tiled dot), for one target (the C differs per config, rarely per target).
+#[test]
+fn whole_config_spaces_render_and_compile() {
+    let start = Instant::now();
+    let mut count = 0;
+    let mut failures = Vec::new();
+    for (name, shape) in [("rmsnorm", None), ("attention_prefill", None)] {
+        let k = registry::lookup(name).expect("kernel");
+        let shape: Args = shape.unwrap_or_else(|| k.example_problem());
+        for config in k.space(&shape, &SpaceLimits::default()).expect("space") {
+            let plan = k.plan(&shape, &config).expect("plan");
+            for l in plan.launches {
+                count += 1;
+                let target = CpuTarget::avx512();
+                match render(&l.kernel, &target) {
+                    Ok(src) if have_gcc() => {
+                        if let Err(e) = compile(&src, &target) {
+                            failures.push(format!("{name} [{config}]: {e}"));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => failures.push(format!("{name} [{config}]: {e}")),
+                }
+            }
+        }
+    }
+    eprintln!("{count} space launches rendered and compiled in {:.1?}", start.elapsed());
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn an_invalid_kernel_is_a_typed_error() {
+    let mut k = Kernel::new("bad");
+    let x = k.add_buffer("x", DType::F32);
+    let v = k.add_scalar("v", DType::I32);
+    // A store of an i32 scalar into an f32 buffer fails verification.
+    k.push_inst(k.entry, kiln_ir::Op::Store { buffer: x, offsets: v, value: v, mask: None }, vec![]);
+    match render(&k, &CpuTarget::generic()) {
+        Err(RenderError::Invalid(e)) => assert!(!e.errors.is_empty()),
+        Ok(_) => panic!("an invalid kernel rendered"),
+    }
+}
+
+// ---- execution against the interpreter ----
+
+/// `// arg NAME = DTYPE VALUES` and `// test: run grid=...` of a `.tir` file.
+fn run_spec(src: &str) -> Option<([u32; 3], Vec<(String, DType, Vec<f64>)>, bool)> {
+    let mut grid = None;
+    let mut args = Vec::new();
+    let mut expect_error = false;
+    for line in src.lines() {
+        let Some(c) = line.trim().strip_prefix("//") else { break };
+        let c = c.trim();
+        if let Some(rest) = c.strip_prefix("test: run") {
+            let dims: Vec<u32> = rest
+                .trim()
+                .strip_prefix("grid=")
+                .unwrap_or("1,1,1")
+                .split(',')
+                .map(|d| d.trim().parse().expect("grid"))
+                .collect();
+            grid = Some([dims[0], *dims.get(1).unwrap_or(&1), *dims.get(2).unwrap_or(&1)]);
+        } else if let Some(rest) = c.strip_prefix("arg ") {
+            let (name, value) = rest.split_once('=')?;
+            let (dtype, list) = value.trim().split_once(char::is_whitespace)?;
+            args.push((name.trim().to_string(), DType::from_name(dtype)?, values(list.trim())));
+        } else if c == "expect error" {
+            expect_error = true;
+        }
+    }
+    Some((grid?, args, expect_error))
+}
+
+fn values(s: &str) -> Vec<f64> {
+    if let Some(inner) = s.strip_prefix("range(").and_then(|r| r.strip_suffix(')')) {
+        let b: Vec<i64> = inner.split(',').map(|x| number(x) as i64).collect();
+        return (b[0]..b[1]).map(|i| i as f64).collect();
+    }
+    let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) else { return vec![number(s)] };
+    if let Some((v, n)) = inner.split_once(';') {
+        return vec![number(v); n.trim().parse().expect("count")];
+    }
+    inner.split(',').filter(|x| !x.trim().is_empty()).map(number).collect()
+}
+
+fn number(s: &str) -> f64 {
+    let s = s.trim();
+    let (neg, body) = s.strip_prefix('-').map_or((false, s), |b| (true, b));
+    let m = match body {
+        "true" => 1.0,
+        "false" => 0.0,
+        "inf" => f64::INFINITY,
+        "nan" => f64::NAN,
+        h if h.starts_with("0x") => u64::from_str_radix(&h[2..], 16).expect("hex") as f64,
+        d => d.parse().expect("number"),
+    };
+    if neg {
+        -m
+    } else {
+        m
+    }
+}
+
+/// The arguments of a `.tir` run file, converted as the file tests convert them.
+fn bind(kernel: &Kernel, spec: &[(String, DType, Vec<f64>)]) -> Vec<Arg> {
+    kernel
+        .params
+        .iter()
+        .map(|p| {
+            let sigil = match p.kind {
+                ParamKind::Buffer { .. } => format!("@{}", p.name),
+                ParamKind::Scalar { .. } => format!("%{}", p.name),
+            };
+            let (_, dtype, vals) = spec.iter().find(|(n, _, _)| *n == sigil).expect("an arg line per parameter");
+            match p.kind {
+                ParamKind::Buffer { .. } => Arg::Buffer(buffer(*dtype, vals)),
+                ParamKind::Scalar { .. } => Arg::Scalar(match buffer(*dtype, &vals[..1]) {
+                    HostBuffer::F32(v) => Scalar::F32(v[0]),
+                    HostBuffer::F16(v) => Scalar::F16(v[0]),
+                    HostBuffer::BF16(v) => Scalar::BF16(v[0]),
+                    HostBuffer::I32(v) => Scalar::I32(v[0]),
+                    HostBuffer::U32(v) => Scalar::U32(v[0]),
+                    HostBuffer::I8(v) => Scalar::I8(v[0]),
+                    HostBuffer::U8(v) => Scalar::U8(v[0]),
+                    HostBuffer::Bool(v) => Scalar::Bool(v[0]),
+                }),
+            }
+        })
+        .collect()
+}
+
+fn buffer(dtype: DType, v: &[f64]) -> HostBuffer {
+    match dtype {
+        DType::F32 => HostBuffer::F32(v.iter().map(|&x| x as f32).collect()),
+        DType::F16 => HostBuffer::F16(v.iter().map(|&x| half::f16::from_f64(x)).collect()),
+        DType::BF16 => HostBuffer::BF16(v.iter().map(|&x| half::bf16::from_f64(x)).collect()),
+        DType::I32 => HostBuffer::I32(v.iter().map(|&x| x as i64 as i32).collect()),
+        DType::U32 => HostBuffer::U32(v.iter().map(|&x| x as i64 as u32).collect()),
+        DType::I8 => HostBuffer::I8(v.iter().map(|&x| x as i64 as i8).collect()),
+        DType::U8 => HostBuffer::U8(v.iter().map(|&x| x as i64 as u8).collect()),
+        DType::Bool => HostBuffer::Bool(v.iter().map(|&x| x != 0.0).collect()),
+    }
+}
+
+/// Elementwise check of `got` against the interpreter's `want`: exact for integers and bool,
+/// NaN for NaN, infinities exactly, else a relative tolerance per float dtype (f32 leaves room
+/// for a few ulps of `exp2` / `log2` and reassociated sums).
+fn same(dtype: DType, got: &[f64], want: &[f64]) -> Result<(), String> {
+    let rtol = match dtype {
+        DType::F32 => 1e-5,
+        DType::F16 => 1e-3,
+        DType::BF16 => 8e-3,
+        DType::I32 | DType::U32 | DType::I8 | DType::U8 | DType::Bool => 0.0,
+    };
+    let bad: Vec<String> = got
+        .iter()
+        .zip(want)
+        .enumerate()
+        .filter(|(_, (&g, &w))| {
+            if w.is_nan() {
+                !g.is_nan()
+            } else if w.is_infinite() || rtol == 0.0 {
+                g != w
+            } else {
+                (g - w).abs() > rtol * w.abs().max(1e-6)
+            }
+        })
+        .map(|(i, (g, w))| format!("[{i}] cpu {g} vs interp {w}"))
+        .take(8)
+        .collect();
+    if got.len() != want.len() || !bad.is_empty() {
+        return Err(format!("{} elements vs {}: {}", got.len(), want.len(), bad.join("; ")));
+    }
+    Ok(())
+}
+
+#[test]
+fn tir_run_files_match_the_interpreter() {
+    if !have_gcc() {
+        return;
+    }
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for (path, src, kernel) in tir_kernels() {
+        let Some((grid, spec, expect_error)) = run_spec(&src) else { continue };
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let mut want = bind(&kernel, &spec);
+        let interp_result = interp::run(&kernel, grid, &mut want);
+        assert_eq!(interp_result.is_err(), expect_error, "{name}: the interpreter disagrees with the file");
+        for t in run_targets() {
+            let mut got = bind(&kernel, &spec);
+            let result = run(&kernel, &t, grid, &mut got);
+            checked += 1;
+            match (&interp_result, result) {
+                (Ok(()), Ok(())) => {
+                    for ((p, g), w) in kernel.params.iter().zip(&got).zip(&want) {
+                        if let (Arg::Buffer(g), Arg::Buffer(w)) = (g, w) {
+                            if let Err(e) = same(g.dtype(), &g.to_f64(), &w.to_f64()) {
+                                failures.push(format!("{name} [{}] @{}: {e}", t.fingerprint(), p.name));
+                            }
+                        }
+                    }
+                }
+                (Err(ie), Err(ce)) => {
+                    let kind = match ie {
+                        interp::InterpError::OutOfBounds { .. } => 1,
+                        interp::InterpError::DivisionByZero { .. } => 2,
+                        interp::InterpError::BadStep { .. } => 3,
+                        _ => -1,
+                    };
+                    if ce.code != kind {
+                        failures.push(format!("{name} [{}]: cpu error {ce:?}, interpreter {ie}", t.fingerprint()));
+                    }
+                }
+                (i, c) => failures.push(format!("{name} [{}]: interpreter {i:?}, cpu {c:?}", t.fingerprint())),
+            }
+        }
+    }
+    eprintln!("{checked} (file, target) runs compared");
+    assert!(checked >= 30, "only {checked} runs");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Runs library launches on the rendered C for one target.
+struct Cpu(CpuTarget);
+
+impl Executor for Cpu {
+    fn name(&self) -> String {
+        format!("cpu-test[{}]", self.0.fingerprint())
+    }
+
+    fn launch(&mut self, launch: &Launch, buffers: &mut Buffers) -> Result<(), String> {
+        let mut args = Vec::new();
+        for b in &launch.args {
+            args.push(match b {
+                Binding::Buffer(name) => Arg::Buffer(buffers.remove(name).ok_or(format!("no buffer {name}"))?),
+                Binding::Scalar(s) => Arg::Scalar(*s),
+            });
+        }
+        let result = run(&launch.kernel, &self.0, launch.grid, &mut args);
+        for (b, a) in launch.args.iter().zip(args) {
+            if let (Binding::Buffer(name), Arg::Buffer(buf)) = (b, a) {
+                buffers.insert(name.clone(), buf);
+            }
+        }
+        result.map_err(|e| format!("kiln error {e:?}"))
+    }
+}
+
+/// Every library kernel (example problem, default config, plus a few more configs of its space)
+/// on the rendered C against the interpreter, with the library's per-dtype tolerances, and
+/// against the naive reference through the library's own check.
+#[test]
+fn library_kernels_match_the_interpreter() {
+    if !have_gcc() {
+        return;
+    }
+    let start = Instant::now();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    let target = run_targets().pop().expect("a runnable target");
+    for k in registry::all() {
+        let name = k.id().name();
+        let shape = k.example_problem();
+        let default = k.default_config(&shape).expect("default config");
+        let space = k.space(&shape, &SpaceLimits::default()).expect("space");
+        let stride = (space.len() / 3).max(1);
+        let mut configs = vec![default.clone()];
+        configs.extend(space.iter().step_by(stride).filter(|c| **c != default).take(3).cloned());
+        for (i, config) in configs.iter().enumerate() {
+            let plan = k.plan(&shape, config).expect("plan");
+            let inputs = k.inputs(&shape, 7 + i as u64).expect("inputs");
+            let mut want = prepare_buffers(name, &plan, &inputs).expect("buffers");
+            let mut got = want.clone();
+            kiln_kernels::check::run_plan(name, &plan, &mut kiln_kernels::check::Interpreter, &mut want)
+                .expect("interpreter");
+            if let Err(e) = kiln_kernels::check::run_plan(name, &plan, &mut Cpu(target.clone()), &mut got) {
+                failures.push(format!("{name} [{config}]: {e}"));
+                continue;
+            }
+            checked += 1;
+            for spec in plan.buffers.iter().filter(|b| matches!(b.role, Role::Output | Role::InOut)) {
+                let tol = k.tolerance(&shape, spec.dtype).expect("tolerance");
+                let c = compare(&spec.name, &got[&spec.name], &want[&spec.name].to_f64(), tol.max(1e-6));
+                if !c.passed() {
+                    failures.push(format!("{name} [{config}] {}: {c:?}", spec.name));
+                }
+            }
+            let report = kiln_kernels::check::check(k, &shape, config, &mut Cpu(target.clone()), 11).expect("check");
+            if !report.passed() {
+                failures.push(format!("{report}"));
+            }
+        }
+    }
+    eprintln!("{checked} (kernel, config) runs on {} compared in {:.1?}", target.fingerprint(), start.elapsed());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ---- failures are kiln errors, not crashes ----
+
+fn parse(src: &str) -> Kernel {
+    let k = kiln_ir::text::parse(src).expect("parses");
+    kiln_ir::verify(&k).expect("verifies");
+    k
+}
+
+fn inst_of(k: &Kernel, mnemonic: &str) -> i32 {
+    k.walk().into_iter().find(|(i, _)| k.inst(*i).op.name() == mnemonic).expect("inst").0 .0 as i32
+}
+
+#[test]
+fn an_out_of_bounds_store_reports_and_writes_nothing() {
+    if !have_gcc() {
+        return;
+    }
+    let k = parse(
+        "kernel oob(@y: ptr<f32>) {
+           %offs: i32[8] = arange 2, 10
+           %v: f32[8] = const 1.0
+           store @y[%offs], %v
+         }",
+    );
+    for t in run_targets() {
+        let mut args = vec![Arg::Buffer(HostBuffer::F32(vec![7.0; 6]))];
+        let e = run(&k, &t, [3, 1, 1], &mut args).expect_err("out of bounds");
+        let want = KilnError { code: 1, inst: inst_of(&k, "store"), param: 0, pad: 0, index: 6, len: 6, program: 0 };
+        assert_eq!(e, want, "{}", t.fingerprint());
+        assert_eq!(args[0], Arg::Buffer(HostBuffer::F32(vec![7.0; 6])), "nothing written before the check");
+    }
+}
+
+#[test]
+fn an_out_of_bounds_gather_names_the_lane_and_program() {
+    if !have_gcc() {
+        return;
+    }
+    let k = parse(
+        "kernel gather(@idx: ptr<i32>, @x: ptr<f16>, @y: ptr<f16>) {
+           %pid: i32 = program_id 0
+           %four: i32 = const 4
+           %base: i32 = mul %pid, %four
+           %lane: i32[4] = arange 0, 4
+           %b: i32[4] = broadcast %base
+           %offs: i32[4] = add %b, %lane
+           %i: i32[4] = load @idx[%offs]
+           %v: f16[4] = load @x[%i]
+           store @y[%offs], %v
+         }",
+    );
+    for t in run_targets() {
+        let idx = HostBuffer::I32(vec![0, 1, 2, 3, 3, 2, -1, 0]);
+        let mut args = vec![Arg::Buffer(idx), Arg::Buffer(HostBuffer::F16(vec![half::f16::ONE; 4])), Arg::Buffer(HostBuffer::F16(vec![half::f16::ZERO; 8]))];
+        let e = run(&k, &t, [2, 1, 1], &mut args).expect_err("negative index");
+        let loads: Vec<i32> =
+            k.walk().into_iter().filter(|(i, _)| k.inst(*i).op.name() == "load").map(|(i, _)| i.0 as i32).collect();
+        assert_eq!((e.code, e.inst, e.param, e.index, e.len, e.program), (1, loads[1], 1, -1, 4, 1), "{}", t.fingerprint());
+    }
+}
+
+#[test]
+fn division_by_zero_and_bad_steps_are_errors() {
+    if !have_gcc() {
+        return;
+    }
+    let div = parse(
+        "kernel div(@x: ptr<i32>, @y: ptr<i32>) {
+           %offs: i32[4] = arange 0, 4
+           %a: i32[4] = load @x[%offs]
+           %q: i32[4] = div %a, %a
+           store @y[%offs], %q
+         }",
+    );
+    let step = parse(
+        "kernel step(@y: ptr<i32>, %s: i32) {
+           %zero: i32 = const 0
+           %ten: i32 = const 10
+           %r: i32 = for %i = %zero to %ten step %s iter(%a = %zero) {
+             %b: i32 = add %a, %i
+             yield %b
+           }
+           %o: i32[1] = arange 0, 1
+           %rb: i32[1] = broadcast %r
+           store @y[%o], %rb
+         }",
+    );
+    for t in run_targets() {
+        // i32::MIN / -1 wraps instead of trapping; a zero lane is an error.
+        let mut ok = vec![Arg::Buffer(HostBuffer::I32(vec![i32::MIN, -1, 5, 7])), Arg::Buffer(HostBuffer::I32(vec![0; 4]))];
+        run(&div, &t, [1, 1, 1], &mut ok).expect("no zero divisor");
+        assert_eq!(ok[1], Arg::Buffer(HostBuffer::I32(vec![1; 4])));
+        let mut args = vec![Arg::Buffer(HostBuffer::I32(vec![3, 0, 5, 7])), Arg::Buffer(HostBuffer::I32(vec![9; 4]))];
+        let e = run(&div, &t, [2, 1, 1], &mut args).expect_err("zero divisor");
+        assert_eq!((e.code, e.inst, e.param, e.program), (2, inst_of(&div, "div"), -1, 0), "{}", t.fingerprint());
+        assert_eq!(args[1], Arg::Buffer(HostBuffer::I32(vec![9; 4])));
+
+        let mut args = vec![Arg::Buffer(HostBuffer::I32(vec![0])), Arg::Scalar(Scalar::I32(-2))];
+        let e = run(&step, &t, [1, 1, 1], &mut args).expect_err("bad step");
+        assert_eq!((e.code, e.inst, e.index), (3, inst_of(&step, "for"), -2), "{}", t.fingerprint());
+        let mut args = vec![Arg::Buffer(HostBuffer::I32(vec![0])), Arg::Scalar(Scalar::I32(3))];
+        run(&step, &t, [1, 1, 1], &mut args).expect("good step");
+        assert_eq!(args[0], Arg::Buffer(HostBuffer::I32(vec![18])));
+    }
+}
+
+/// Corners the `.tir` files leave out, each compared with the interpreter on every runnable
+/// target: 8-bit arithmetic, division and shifts; IEEE min / max with NaN and signed zeros;
+/// saturating float → int casts; integer → f16 / bf16 rounding from the exact integer; f16 and
+/// bf16 arithmetic rounded per op; reductions over NaN; bitcasts between f16 and bf16.
+#[test]
+fn edge_cases_match_the_interpreter() {
+    if !have_gcc() {
+        return;
+    }
+    let k = parse(
+        "kernel edges(@a8: ptr<i8>, @b8: ptr<i8>, @u8s: ptr<u8>, @f: ptr<f32>, @g: ptr<f32>, @big: ptr<i32>,
+                      @o_i8: ptr<i8>, @o_u8: ptr<u8>, @o_f: ptr<f32>, @o_h: ptr<f16>, @o_bf: ptr<bf16>,
+                      @o_i: ptr<i32>, @o_u: ptr<u32>, @o_r: ptr<f32>) {
+           %l: i32[8] = arange 0, 8
+           %l2: i32[8] = arange 8, 16
+           %l3: i32[8] = arange 16, 24
+           %l4: i32[8] = arange 24, 32
+           %a: i8[8] = load @a8[%l]
+           %b: i8[8] = load @b8[%l]
+           %q: i8[8] = div %a, %b
+           %r: i8[8] = rem %a, %b
+           %m: i8[8] = mul %a, %b
+           %sh: i8[8] = shr %a, %b
+           %sl: i8[8] = shl %a, %b
+           %ab: i8[8] = abs %a
+           store @o_i8[%l], %q
+           store @o_i8[%l2], %r
+           store @o_i8[%l3], %m
+           store @o_i8[%l4], %sh
+           %l5: i32[8] = arange 32, 40
+           store @o_i8[%l5], %sl
+           %l6: i32[8] = arange 40, 48
+           store @o_i8[%l6], %ab
+           %u: u8[8] = load @u8s[%l]
+           %ub: u8[8] = bitcast %b
+           %us: u8[8] = shr %u, %ub
+           %ua: u8[8] = add %u, %ub
+           %un: u8[8] = neg %u
+           store @o_u8[%l], %us
+           store @o_u8[%l2], %ua
+           store @o_u8[%l3], %un
+           %x: f32[8] = load @f[%l]
+           %y: f32[8] = load @g[%l]
+           %mx: f32[8] = max %x, %y
+           %mn: f32[8] = min %x, %y
+           %rm: f32[8] = rem %x, %y
+           store @o_f[%l], %mx
+           store @o_f[%l2], %mn
+           store @o_f[%l3], %rm
+           %xi: i32[8] = cast %x
+           %xu: u32[8] = cast %x
+           %x8: u8[8] = cast %x
+           %xs8: i8[8] = cast %x
+           %x8i: i32[8] = cast %x8
+           %xs8i: i32[8] = cast %xs8
+           store @o_i[%l], %xi
+           store @o_u[%l], %xu
+           store @o_i[%l2], %x8i
+           store @o_i[%l3], %xs8i
+           %bi: i32[8] = load @big[%l]
+           %bh: f16[8] = cast %bi
+           %bb: bf16[8] = cast %bi
+           %bu: u32[8] = bitcast %bi
+           %buh: f16[8] = cast %bu
+           store @o_h[%l], %bh
+           store @o_bf[%l], %bb
+           store @o_h[%l2], %buh
+           %xh: f16[8] = cast %x
+           %yh: f16[8] = cast %y
+           %ph: f16[8] = mul %xh, %yh
+           %sh2: f16[8] = add %ph, %xh
+           %dh: f16[8] = div %xh, %yh
+           store @o_h[%l3], %sh2
+           store @o_h[%l4], %dh
+           %xb: bf16[8] = cast %x
+           %yb: bf16[8] = cast %y
+           %pb: bf16[8] = mul %xb, %yb
+           %sb: bf16[8] = sub %pb, %yb
+           store @o_bf[%l2], %sb
+           %hb: bf16[8] = bitcast %xh
+           store @o_bf[%l3], %hb
+           %t: f32[2, 4] = reshape %x
+           %rmax: f32[2] = reduce_max %t, 1
+           %rsum: f32[4] = reduce_sum %t, 0
+           %cmax: f32[4] = reduce_max %t, 0
+           %z2: i32[2] = arange 0, 2
+           %z4: i32[4] = arange 2, 6
+           %z5: i32[4] = arange 6, 10
+           store @o_r[%z2], %rmax
+           store @o_r[%z4], %rsum
+           store @o_r[%z5], %cmax
+         }",
+    );
+    let nan = f32::NAN;
+    let inputs = || {
+        vec![
+            Arg::Buffer(HostBuffer::I8(vec![-128, -128, 127, -7, 7, -1, 100, -100])),
+            Arg::Buffer(HostBuffer::I8(vec![-1, 3, 2, 2, -3, 9, 1, 8])),
+            Arg::Buffer(HostBuffer::U8(vec![255, 128, 1, 0, 200, 17, 99, 3])),
+            Arg::Buffer(HostBuffer::F32(vec![nan, -0.0, 0.0, 3e9, -3e9, 300.7, -129.5, 1.0009765625])),
+            Arg::Buffer(HostBuffer::F32(vec![1.0, 0.0, -0.0, nan, 2.5, -7.25, 1e-3, 3.0])),
+            Arg::Buffer(HostBuffer::I32(vec![65519, 65520, 2049, 2051, 16_777_217, -33_554_435, 2_147_483_647, -2_147_483_648])),
+            Arg::Buffer(HostBuffer::I8(vec![0; 48])),
+            Arg::Buffer(HostBuffer::U8(vec![0; 24])),
+            Arg::Buffer(HostBuffer::F32(vec![0.0; 24])),
+            Arg::Buffer(HostBuffer::F16(vec![half::f16::ZERO; 32])),
+            Arg::Buffer(HostBuffer::BF16(vec![half::bf16::ZERO; 24])),
+            Arg::Buffer(HostBuffer::I32(vec![0; 24])),
+            Arg::Buffer(HostBuffer::U32(vec![0; 8])),
+            Arg::Buffer(HostBuffer::F32(vec![0.0; 10])),
+        ]
+    };
+    let mut want = inputs();
+    interp::run(&k, [1, 1, 1], &mut want).expect("interpreter");
+    for t in run_targets() {
+        let mut got = inputs();
+        run(&k, &t, [1, 1, 1], &mut got).expect("cpu");
+        for ((p, g), w) in k.params.iter().zip(&got).zip(&want) {
+            let (Arg::Buffer(g), Arg::Buffer(w)) = (g, w) else { continue };
+            // Exact, except that a NaN need only be a NaN.
+            let (gf, wf) = (g.to_f64(), w.to_f64());
+            let ok = gf.iter().zip(&wf).all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+            assert!(ok, "{} @{}: cpu {gf:?}\n interp {wf:?}", t.fingerprint(), p.name);
+        }
+    }
+}
