@@ -33,6 +33,17 @@ pub enum Command {
     Emit(EmitArgs),
     /// List the kernels of the library with their shape keys, example shapes and tunable knobs.
     Kernels,
+    /// Benchmark a library kernel on a device, as a fraction of the roofline measured in the same
+    /// run.
+    ///
+    /// The kernel is compiled first (never timed), its output on fresh random inputs is checked
+    /// against the naive reference, then it runs `--warmup` times and `--repeats` timed times,
+    /// cycling through copies of its inputs that together exceed the last-level cache (so weights
+    /// stream from DRAM as in real decoding). The roofline is measured by kiln-generated kernels:
+    /// a streaming read of a large buffer (GB/s) and an independent multiply-add loop (GFLOP/s).
+    /// `roofline_frac` is the roofline time, max(bytes / bandwidth, flops / peak), over the
+    /// measured median.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,6 +66,37 @@ pub struct EmitArgs {
     pub format: EmitFormat,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Device: `cpu` (CUDA targets arrive with the PTX backend).
+    #[arg(long, default_value = "cpu")]
+    pub target: String,
+    /// The kernel to benchmark (see `kiln kernels`); required unless `--roofline`.
+    #[arg(long, required_unless_present = "roofline")]
+    pub kernel: Option<String>,
+    /// Problem shape as `key=value,...`; missing keys take the kernel's example values.
+    #[arg(long, default_value = "")]
+    pub shape: String,
+    /// Tile config as `key=value,...`; missing knobs take the default config's values.
+    #[arg(long, default_value = "")]
+    pub config: String,
+    /// Worker threads (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Untimed runs before measuring.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Timed runs; the median is reported.
+    #[arg(long, default_value_t = 21)]
+    pub repeats: usize,
+    /// Print one JSON object per case instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Print only the measured ceilings (bandwidth and peak FLOP/s).
+    #[arg(long)]
+    pub roofline: bool,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum EmitFormat {
     /// The tile IR text form.
@@ -72,6 +114,12 @@ pub enum CliError {
     Verify { rendered: String },
     #[error(transparent)]
     Kernel(#[from] kiln_kernels::KernelError),
+    #[error(transparent)]
+    Cpu(#[from] kiln_runtime::cpu::CpuError),
+    #[error(transparent)]
+    Bench(#[from] kiln_runtime::bench::BenchError),
+    #[error("target `{0}` is not available: only `cpu` is, until the PTX backend lands")]
+    UnknownTarget(String),
 }
 
 /// Runs a parsed command line and returns what to print on success.
@@ -84,7 +132,77 @@ pub fn run(cli: Cli) -> Result<String, CliError> {
             (None, None) => Ok(String::new()),
         },
         Command::Kernels => Ok(list_kernels()),
+        Command::Bench(args) => bench(&args),
     }
+}
+
+fn bench(args: &BenchArgs) -> Result<String, CliError> {
+    use kiln_runtime::bench::{self, BenchOptions};
+    if args.target != "cpu" {
+        return Err(CliError::UnknownTarget(args.target.clone()));
+    }
+    let device = kiln_runtime::cpu::CpuDevice::host(args.threads)?;
+    let opts = BenchOptions { warmup: args.warmup, repeats: args.repeats.max(1), ..BenchOptions::default() };
+    // Resolve the kernel and its shape before the (slow) roofline runs, so typos fail fast.
+    let request = match &args.kernel {
+        Some(name) if !args.roofline => {
+            let kernel = kiln_kernels::lookup(name)?;
+            let shape = kernel.problem(&kernel.example_problem().overlaid(&Args::parse(&args.shape)?))?;
+            let config = kernel.default_config(&shape)?.overlaid(&Args::parse(&args.config)?);
+            kernel.plan(&shape, &config)?;
+            Some((kernel, shape, config))
+        }
+        _ => None,
+    };
+    let roofline = bench::measure_roofline(&device, &opts)?;
+    let Some((kernel, shape, config)) = request else {
+        return Ok(if args.json {
+            format!("{}\n", serde_json::to_string(&roofline).unwrap_or_default())
+        } else {
+            format!(
+                "roofline on {} threads ({:?}): read bandwidth {:.1} GB/s, peak f32 multiply-add {:.1} GFLOP/s\n",
+                device.threads(),
+                device.target.isa,
+                roofline.gbps,
+                roofline.gflops
+            )
+        });
+    };
+    let case = bench::bench(&device, kernel, &shape, &config, &opts, &roofline)?;
+    if args.json {
+        return Ok(format!("{}\n", serde_json::to_string(&case).unwrap_or_default()));
+    }
+    let mut table = tabled::builder::Builder::default();
+    table.push_record([
+        "kernel",
+        "shape",
+        "config",
+        "threads",
+        "median µs",
+        "min..max µs",
+        "GB/s",
+        "GFLOP/s",
+        "roofline",
+    ]);
+    table.push_record([
+        case.kernel.clone(),
+        case.shape.clone(),
+        case.config.clone(),
+        case.threads.to_string(),
+        format!("{:.1}", case.median_us),
+        format!("{:.1}..{:.1}", case.min_us, case.max_us),
+        format!("{:.1}", case.gbps),
+        format!("{:.1}", case.gflops),
+        format!("{:.0}%", case.roofline_frac * 100.0),
+    ]);
+    Ok(format!(
+        "{}\nroofline: {:.1} GB/s read, {:.1} GFLOP/s ({} threads, {})\n",
+        table.build().with(tabled::settings::Style::rounded()),
+        case.roofline_gbps,
+        case.roofline_gflops,
+        case.threads,
+        case.target
+    ))
 }
 
 fn emit_file(file: &Path, format: EmitFormat) -> Result<String, CliError> {

@@ -34,7 +34,9 @@ fn shapes(id: KernelId) -> &'static [&'static str] {
             "batch=3,seq=37,heads=9,kv_heads=3,head_dim=64",
             "batch=1,seq=20,heads=4,kv_heads=4,head_dim=128,dtype=f32",
         ],
-        KernelId::Rmsnorm => &["tokens=3,dim=100,dtype=f32", "tokens=2,dim=576,dtype=f16,fused=1", "tokens=1,dim=65,dtype=bf16"],
+        KernelId::Rmsnorm => {
+            &["tokens=3,dim=100,dtype=f32", "tokens=2,dim=576,dtype=f16,fused=1", "tokens=1,dim=65,dtype=bf16"]
+        }
         KernelId::Rope => &[
             "tokens=3,heads=9,kv_heads=3,head_dim=64,max_pos=40,base=100000,variant=adjacent",
             "tokens=2,heads=4,kv_heads=2,head_dim=32,max_pos=9,variant=half,dtype=f16",
@@ -119,3 +121,12 @@ macro_rules! conformance_suite {
 }
 
 conformance_suite!(interp, kiln::kernels::check::Interpreter);
+
+/// One CPU device for the whole suite, so each kernel is compiled once per process (and once
+/// per machine thanks to the on-disk cache).
+fn cpu_device() -> &'static kiln::runtime::cpu::CpuDevice {
+    static DEVICE: std::sync::OnceLock<kiln::runtime::cpu::CpuDevice> = std::sync::OnceLock::new();
+    DEVICE.get_or_init(|| kiln::runtime::cpu::CpuDevice::host(Some(2)).expect("the CPU device starts"))
+}
+
+conformance_suite!(cpu, kiln::runtime::cpu::CpuExecutor { device: cpu_device() });

@@ -1,6 +1,10 @@
-//! kiln's runtime: devices (CPU, CUDA through cudarc with dynamic loading), the kernel cache,
-//! model loading and the Llama forward pass, the paged KV cache and speculative decoding.
+//! kiln's runtime: devices (CPU now; CUDA through cudarc with dynamic loading later), the kernel
+//! cache, model loading and the Llama forward pass, the paged KV cache and speculative decoding.
 //!
-//! Empty until the runtime issue.
+//! - [`cpu`]: the CPU device — render to C, compile (cached), load, run the grid on rayon;
+//! - [`bench`]: benchmarks with rotated inputs and the roofline measured in the same run.
 //!
 //! Architecture Invariant: only `runtime` touches devices.
+
+pub mod bench;
+pub mod cpu;

@@ -14,5 +14,6 @@
 mod render;
 pub mod target;
 
+pub mod compile;
 pub use render::{render, CSource, RenderError, ABI_HEADER};
 pub use target::{CpuIsa, CpuTarget};

@@ -1,0 +1,230 @@
+//! Benchmarks on the CPU device: warm-up, the median of repeats, inputs rotated over a working
+//! set larger than the last-level cache (a hot cache flatters every memory-bound figure), the
+//! output checked against the reference before any figure is reported, and the roofline measured
+//! in the same run by kiln-generated kernels (`kernels::roofline`).
+
+use crate::cpu::{CpuDevice, CpuError, CpuModule};
+use kiln_kernels::check::{compare, prepare_buffers, with_args};
+use kiln_kernels::{roofline, Args, Buffers, DynKernel, KernelError, Plan, Role};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error(transparent)]
+    Cpu(#[from] CpuError),
+    #[error("{kernel}: the benchmarked output does not match the reference: {detail}")]
+    WrongResult { kernel: String, detail: String },
+}
+
+/// How to measure.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Runs before timing starts (compilation is never timed).
+    pub warmup: usize,
+    /// Timed runs; the median is reported.
+    pub repeats: usize,
+    /// Inputs are copied until their total exceeds this, and runs cycle through the copies.
+    pub working_set_bytes: u64,
+}
+
+impl Default for BenchOptions {
+    fn default() -> BenchOptions {
+        let llc = last_level_cache_bytes().unwrap_or(512 << 20);
+        BenchOptions { warmup: 3, repeats: 21, working_set_bytes: (4 * llc).max(1 << 30) }
+    }
+}
+
+/// The size of the largest CPU cache, from sysfs (Linux); `None` elsewhere.
+pub fn last_level_cache_bytes() -> Option<u64> {
+    let dir = std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").ok()?;
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("size")).ok())
+        .filter_map(|s| {
+            let s = s.trim();
+            let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let n: u64 = num.parse().ok()?;
+            Some(match unit {
+                "K" => n << 10,
+                "M" => n << 20,
+                "G" => n << 30,
+                _ => n,
+            })
+        })
+        .max()
+}
+
+/// The machine's measured ceilings.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Roofline {
+    /// Streaming read bandwidth, GB/s (10^9 bytes).
+    pub gbps: f64,
+    /// Peak f32 multiply-add throughput, GFLOP/s.
+    pub gflops: f64,
+}
+
+/// One benchmarked case, with the fields of `kiln bench --json`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchCase {
+    pub kernel: String,
+    pub shape: String,
+    pub config: String,
+    pub target: String,
+    pub threads: usize,
+    pub median_us: f64,
+    /// Fastest and slowest timed run, for the spread.
+    pub min_us: f64,
+    pub max_us: f64,
+    pub gbps: f64,
+    pub gflops: f64,
+    pub roofline_gbps: f64,
+    pub roofline_gflops: f64,
+    /// Roofline time (`max(bytes / bandwidth, flops / peak)`) over the measured median.
+    pub roofline_frac: f64,
+}
+
+/// A plan whose kernels are compiled and loaded, ready to run repeatedly.
+struct LoadedPlan {
+    plan: Plan,
+    modules: Vec<Arc<CpuModule>>,
+}
+
+impl LoadedPlan {
+    fn load(device: &CpuDevice, plan: Plan) -> Result<LoadedPlan, CpuError> {
+        let modules = plan.launches.iter().map(|l| device.load(&l.kernel)).collect::<Result<_, _>>()?;
+        Ok(LoadedPlan { plan, modules })
+    }
+
+    fn run(&self, device: &CpuDevice, buffers: &mut Buffers) -> Result<(), CpuError> {
+        for (launch, module) in self.plan.launches.iter().zip(&self.modules) {
+            let mut failure = None;
+            // `with_args` reports failures as text; keep the typed error.
+            let _ = with_args(launch, buffers, |args| {
+                device.run(module, launch.grid, args).map_err(|e| {
+                    let text = e.to_string();
+                    failure = Some(e);
+                    text
+                })
+            });
+            if let Some(e) = failure {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs once per rotation for warm-up, then `repeats` timed runs cycling over rotations;
+    /// returns the sorted run times in seconds.
+    fn time(&self, device: &CpuDevice, rotations: &mut [Buffers], opts: &BenchOptions) -> Result<Vec<f64>, CpuError> {
+        let n = rotations.len();
+        for i in 0..opts.warmup {
+            self.run(device, &mut rotations[i % n])?;
+        }
+        let mut times = Vec::with_capacity(opts.repeats);
+        for i in 0..opts.repeats.max(1) {
+            let buffers = &mut rotations[(opts.warmup + i) % n];
+            let start = Instant::now();
+            self.run(device, buffers)?;
+            times.push(start.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times)
+    }
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    sorted[sorted.len() / 2]
+}
+
+/// How many copies of `plan`'s buffers make a working set of at least `bytes`.
+fn rotation_count(plan: &Plan, bytes: u64) -> usize {
+    let per: u64 = plan.buffers.iter().map(|b| b.len as u64 * b.dtype.size_bytes() as u64).sum();
+    bytes.div_ceil(per.max(1)).clamp(1, 4096) as usize
+}
+
+/// Measures the streaming read bandwidth and the peak multiply-add rate with kiln kernels.
+pub fn measure_roofline(device: &CpuDevice, opts: &BenchOptions) -> Result<Roofline, BenchError> {
+    let threads = device.threads() as u32;
+    // Bandwidth: one pass over a buffer much larger than the caches per run.
+    let programs = threads * 16;
+    let per_program = opts.working_set_bytes / 4 / programs as u64;
+    let chunk = (per_program / roofline::STREAM_BLOCK as u64).max(1) as u32 * roofline::STREAM_BLOCK;
+    let stream = LoadedPlan::load(device, roofline::stream_read(programs, chunk)?)?;
+    let x: Vec<f32> = (0..programs as usize * chunk as usize).map(|i| (i % 1024) as f32 * 1e-3).collect();
+    let inputs = Buffers::from([("x".to_string(), kiln_ir::interp::HostBuffer::F32(x))]);
+    let mut rotations = vec![prepare_buffers("roofline", &stream.plan, &inputs)?];
+    drop(inputs);
+    let stream_opts = BenchOptions { warmup: 1, repeats: opts.repeats.clamp(3, 9), ..opts.clone() };
+    let times = stream.time(device, &mut rotations, &stream_opts)?;
+    let gbps = 4.0 * programs as f64 * chunk as f64 / median(&times) / 1e9;
+    drop(rotations);
+
+    // Peak: enough iterations for a run of tens of milliseconds.
+    let programs = threads * 4;
+    let iters = 200_000;
+    let fma = LoadedPlan::load(device, roofline::fma_peak(programs, iters)?)?;
+    let mut rotations = vec![prepare_buffers("roofline", &fma.plan, &Buffers::new())?];
+    let times = fma.time(device, &mut rotations, &stream_opts)?;
+    let flops = 2.0 * roofline::FMA_LANES as f64 * iters as f64 * programs as f64;
+    Ok(Roofline { gbps, gflops: flops / median(&times) / 1e9 })
+}
+
+/// Benchmarks one kernel on one shape and config.
+pub fn bench(
+    device: &CpuDevice,
+    kernel: &dyn DynKernel,
+    shape: &Args,
+    config: &Args,
+    opts: &BenchOptions,
+    roofline: &Roofline,
+) -> Result<BenchCase, BenchError> {
+    let name = kernel.id().name();
+    let shape = kernel.problem(&kernel.example_problem().overlaid(shape))?;
+    let config = kernel.default_config(&shape)?.overlaid(config);
+    let loaded = LoadedPlan::load(device, kernel.plan(&shape, &config)?)?;
+    let inputs = kernel.inputs(&shape, 7)?;
+    let cost = kernel.cost(&shape, &loaded.plan, &inputs)?;
+    let n_rot = rotation_count(&loaded.plan, opts.working_set_bytes);
+    let mut rotations = Vec::with_capacity(n_rot);
+    for _ in 0..n_rot {
+        rotations.push(prepare_buffers(name, &loaded.plan, &inputs)?);
+    }
+
+    // Correctness before speed: the first run's outputs must match the reference.
+    loaded.run(device, &mut rotations[0])?;
+    let reference = kernel.reference(&shape, &inputs)?;
+    for spec in loaded.plan.buffers.iter().filter(|b| matches!(b.role, Role::Output | Role::InOut)) {
+        let want = reference.get(&spec.name).map(Vec::as_slice).unwrap_or(&[]);
+        let got = &rotations[0][&spec.name];
+        let c = compare(&spec.name, got, want, kernel.tolerance(&shape, spec.dtype)?);
+        if !c.passed() {
+            return Err(BenchError::WrongResult {
+                kernel: name.to_string(),
+                detail: format!("{}: rel error {:.3e}, {} non-finite", c.buffer, c.rel_error, c.non_finite),
+            });
+        }
+    }
+    // In-out buffers (KV caches) were updated by that run: start every rotation from the inputs.
+    rotations[0] = prepare_buffers(name, &loaded.plan, &inputs)?;
+    drop(inputs);
+
+    let times = loaded.time(device, &mut rotations, opts)?;
+    let t = median(&times);
+    let roof_time = (cost.bytes as f64 / (roofline.gbps * 1e9)).max(cost.flops as f64 / (roofline.gflops * 1e9));
+    Ok(BenchCase {
+        kernel: name.to_string(),
+        shape: shape.to_string(),
+        config: config.to_string(),
+        target: format!("cpu:{:?}", device.target.isa).to_lowercase(),
+        threads: device.threads(),
+        median_us: t * 1e6,
+        min_us: times[0] * 1e6,
+        max_us: times[times.len() - 1] * 1e6,
+        gbps: cost.bytes as f64 / t / 1e9,
+        gflops: cost.flops as f64 / t / 1e9,
+        roofline_gbps: roofline.gbps,
+        roofline_gflops: roofline.gflops,
+        roofline_frac: roof_time / t,
+    })
+}
