@@ -61,7 +61,8 @@ pub struct EmitArgs {
     /// Tile config as `key=value,...`; missing knobs take the default config's values.
     #[arg(long, requires = "kernel", default_value = "")]
     pub config: String,
-    /// What to print. Only the tile IR exists so far; the C and PTX backends add their formats.
+    /// What to print: the tile IR, or the C the CPU backend generates (PTX arrives with the
+    /// PTX backend).
     #[arg(long, value_enum, default_value_t = EmitFormat::Ir)]
     pub format: EmitFormat,
 }
@@ -89,6 +90,10 @@ pub struct BenchArgs {
     /// Timed runs; the median is reported.
     #[arg(long, default_value_t = 21)]
     pub repeats: usize,
+    /// Size of the rotated working set in MiB (default: max(4 × last-level cache, 1024)).
+    /// Smaller sets let caches flatter memory-bound kernels.
+    #[arg(long)]
+    pub working_set_mib: Option<u64>,
     /// Print one JSON object per case instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -101,6 +106,8 @@ pub struct BenchArgs {
 pub enum EmitFormat {
     /// The tile IR text form.
     Ir,
+    /// The C source the CPU backend generates for this machine's CPU.
+    C,
 }
 
 /// Why a command failed; the message is what the user sees.
@@ -118,6 +125,8 @@ pub enum CliError {
     Cpu(#[from] kiln_runtime::cpu::CpuError),
     #[error(transparent)]
     Bench(#[from] kiln_runtime::bench::BenchError),
+    #[error("rendering C failed: {0}")]
+    Render(String),
     #[error("target `{0}` is not available: only `cpu` is, until the PTX backend lands")]
     UnknownTarget(String),
 }
@@ -142,7 +151,10 @@ fn bench(args: &BenchArgs) -> Result<String, CliError> {
         return Err(CliError::UnknownTarget(args.target.clone()));
     }
     let device = kiln_runtime::cpu::CpuDevice::host(args.threads)?;
-    let opts = BenchOptions { warmup: args.warmup, repeats: args.repeats.max(1), ..BenchOptions::default() };
+    let mut opts = BenchOptions { warmup: args.warmup, repeats: args.repeats.max(1), ..BenchOptions::default() };
+    if let Some(mib) = args.working_set_mib {
+        opts.working_set_bytes = mib.max(1) << 20;
+    }
     // Resolve the kernel and its shape before the (slow) roofline runs, so typos fail fast.
     let request = match &args.kernel {
         Some(name) if !args.roofline => {
@@ -213,8 +225,16 @@ fn emit_file(file: &Path, format: EmitFormat) -> Result<String, CliError> {
     if let Err(errs) = kiln_ir::verify(&kernel) {
         return Err(CliError::Verify { rendered: text::render_verify_errors(&errs, &map, &path) });
     }
+    render(&kernel, format)
+}
+
+/// One kernel in the requested format.
+fn render(kernel: &kiln_ir::Kernel, format: EmitFormat) -> Result<String, CliError> {
     match format {
-        EmitFormat::Ir => Ok(text::print(&kernel)),
+        EmitFormat::Ir => Ok(text::print(kernel)),
+        EmitFormat::C => kiln_codegen::cpu::render(kernel, &kiln_codegen::cpu::CpuTarget::host())
+            .map(|src| src.code)
+            .map_err(|e| CliError::Render(e.to_string())),
     }
 }
 
@@ -232,9 +252,7 @@ fn emit_library_kernel(name: &str, shape: &str, config: &str, format: EmitFormat
         let [x, y, z] = launch.grid;
         out += &format!("// {name} shape: {shape}\n// {name} config: {config}\n");
         out += &format!("// launch {} of {n}: grid [{x}, {y}, {z}]\n", i + 1);
-        match format {
-            EmitFormat::Ir => out += &text::print(&launch.kernel),
-        }
+        out += &render(&launch.kernel, format)?;
         if i + 1 < n {
             out.push('\n');
         }

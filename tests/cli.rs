@@ -157,3 +157,43 @@ fn kernels_lists_the_library() {
         assert!(out.contains(k.id().name()), "{out}");
     }
 }
+
+#[test]
+fn emit_prints_the_c_of_a_library_kernel() {
+    let o = kiln(&["emit", "--kernel", "rmsnorm", "--format", "c"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("int32_t kiln_rmsnorm(const kiln_args *args"), "{out}");
+}
+
+#[test]
+fn bench_prints_json_with_the_documented_fields() {
+    // A tiny working set keeps this quick; it says nothing about speed, only about the output.
+    let o = kiln(&[
+        "bench", "--target", "cpu", "--kernel", "silu_mul", "--shape", "tokens=2,dim=300", "--threads", "1",
+        "--warmup", "1", "--repeats", "3", "--working-set-mib", "16", "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = stdout(&o);
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    for field in [
+        "kernel", "shape", "config", "target", "threads", "median_us", "gbps", "gflops", "roofline_gbps",
+        "roofline_gflops", "roofline_frac",
+    ] {
+        assert!(v.get(field).is_some(), "missing {field} in {line}");
+    }
+    assert_eq!(v["kernel"], "silu_mul");
+    assert_eq!(v["threads"], 1);
+    assert!(v["median_us"].as_f64().unwrap() > 0.0);
+    assert!(v["roofline_gbps"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bench_rejects_unknown_targets_and_kernels() {
+    let o = kiln(&["bench", "--target", "cuda:0", "--kernel", "silu_mul"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("target `cuda:0` is not available"), "{}", stderr(&o));
+    let o = kiln(&["bench", "--kernel", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("unknown kernel `nope`"), "{}", stderr(&o));
+}
