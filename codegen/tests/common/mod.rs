@@ -26,7 +26,8 @@ pub fn have_gcc() -> bool {
 }
 
 fn work_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-cpu-render-test-{}", std::process::id()));
+    // Cargo's scratch directory for integration tests, so nothing is left in /tmp.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cpu-render");
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
