@@ -120,14 +120,15 @@ fn tir_files_render_and_compile_for_every_target() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// The whole legal config space of two kernels with different code shapes (a row reduction and
-/// a tiled dot), for one target (the C differs per config, rarely per target).
+/// The whole legal config space of three kernels with different code shapes (a row reduction,
+/// flash attention's tiled dots, the int4 GEMM / GEMV with split-K), for one target (the C
+/// differs per config, rarely per target).
 #[test]
 fn whole_config_spaces_render_and_compile() {
     let start = Instant::now();
     let mut count = 0;
     let mut failures = Vec::new();
-    for (name, shape) in [("rmsnorm", None), ("attention_prefill", None)] {
+    for (name, shape) in [("rmsnorm", None), ("attention_prefill", None), ("dequant_gemm_w4", None)] {
         let k = registry::lookup(name).expect("kernel");
         let shape: Args = shape.unwrap_or_else(|| k.example_problem());
         for config in k.space(&shape, &SpaceLimits::default()).expect("space") {
@@ -166,8 +167,12 @@ fn an_invalid_kernel_is_a_typed_error() {
 
 // ---- execution against the interpreter ----
 
-/// `// arg NAME = DTYPE VALUES` and `// test: run grid=...` of a `.tir` file.
-fn run_spec(src: &str) -> Option<([u32; 3], Vec<(String, DType, Vec<f64>)>, bool)> {
+/// `(parameter with sigil, dtype, values)` of one `// arg` line.
+type ArgLine = (String, DType, Vec<f64>);
+
+/// `// arg NAME = DTYPE VALUES` and `// test: run grid=...` of a `.tir` file, and whether it
+/// expects an error.
+fn run_spec(src: &str) -> Option<([u32; 3], Vec<ArgLine>, bool)> {
     let mut grid = None;
     let mut args = Vec::new();
     let mut expect_error = false;
@@ -225,7 +230,7 @@ fn number(s: &str) -> f64 {
 }
 
 /// The arguments of a `.tir` run file, converted as the file tests convert them.
-fn bind(kernel: &Kernel, spec: &[(String, DType, Vec<f64>)]) -> Vec<Arg> {
+fn bind(kernel: &Kernel, spec: &[ArgLine]) -> Vec<Arg> {
     kernel
         .params
         .iter()
@@ -472,11 +477,20 @@ fn an_out_of_bounds_gather_names_the_lane_and_program() {
     );
     for t in run_targets() {
         let idx = HostBuffer::I32(vec![0, 1, 2, 3, 3, 2, -1, 0]);
-        let mut args = vec![Arg::Buffer(idx), Arg::Buffer(HostBuffer::F16(vec![half::f16::ONE; 4])), Arg::Buffer(HostBuffer::F16(vec![half::f16::ZERO; 8]))];
+        let mut args = vec![
+            Arg::Buffer(idx),
+            Arg::Buffer(HostBuffer::F16(vec![half::f16::ONE; 4])),
+            Arg::Buffer(HostBuffer::F16(vec![half::f16::ZERO; 8])),
+        ];
         let e = run(&k, &t, [2, 1, 1], &mut args).expect_err("negative index");
         let loads: Vec<i32> =
             k.walk().into_iter().filter(|(i, _)| k.inst(*i).op.name() == "load").map(|(i, _)| i.0 as i32).collect();
-        assert_eq!((e.code, e.inst, e.param, e.index, e.len, e.program), (1, loads[1], 1, -1, 4, 1), "{}", t.fingerprint());
+        assert_eq!(
+            (e.code, e.inst, e.param, e.index, e.len, e.program),
+            (1, loads[1], 1, -1, 4, 1),
+            "{}",
+            t.fingerprint()
+        );
     }
 }
 
@@ -508,7 +522,8 @@ fn division_by_zero_and_bad_steps_are_errors() {
     );
     for t in run_targets() {
         // i32::MIN / -1 wraps instead of trapping; a zero lane is an error.
-        let mut ok = vec![Arg::Buffer(HostBuffer::I32(vec![i32::MIN, -1, 5, 7])), Arg::Buffer(HostBuffer::I32(vec![0; 4]))];
+        let mut ok =
+            vec![Arg::Buffer(HostBuffer::I32(vec![i32::MIN, -1, 5, 7])), Arg::Buffer(HostBuffer::I32(vec![0; 4]))];
         run(&div, &t, [1, 1, 1], &mut ok).expect("no zero divisor");
         assert_eq!(ok[1], Arg::Buffer(HostBuffer::I32(vec![1; 4])));
         let mut args = vec![Arg::Buffer(HostBuffer::I32(vec![3, 0, 5, 7])), Arg::Buffer(HostBuffer::I32(vec![9; 4]))];
@@ -624,9 +639,18 @@ fn edge_cases_match_the_interpreter() {
             Arg::Buffer(HostBuffer::I8(vec![-128, -128, 127, -7, 7, -1, 100, -100])),
             Arg::Buffer(HostBuffer::I8(vec![-1, 3, 2, 2, -3, 9, 1, 8])),
             Arg::Buffer(HostBuffer::U8(vec![255, 128, 1, 0, 200, 17, 99, 3])),
-            Arg::Buffer(HostBuffer::F32(vec![nan, -0.0, 0.0, 3e9, -3e9, 300.7, -129.5, 1.0009765625])),
+            Arg::Buffer(HostBuffer::F32(vec![nan, -0.0, 0.0, 3e9, -3e9, 300.7, -129.5, 1.000_976_6])),
             Arg::Buffer(HostBuffer::F32(vec![1.0, 0.0, -0.0, nan, 2.5, -7.25, 1e-3, 3.0])),
-            Arg::Buffer(HostBuffer::I32(vec![65519, 65520, 2049, 2051, 16_777_217, -33_554_435, 2_147_483_647, -2_147_483_648])),
+            Arg::Buffer(HostBuffer::I32(vec![
+                65519,
+                65520,
+                2049,
+                2051,
+                16_777_217,
+                -33_554_435,
+                2_147_483_647,
+                -2_147_483_648,
+            ])),
             Arg::Buffer(HostBuffer::I8(vec![0; 48])),
             Arg::Buffer(HostBuffer::U8(vec![0; 24])),
             Arg::Buffer(HostBuffer::F32(vec![0.0; 24])),

@@ -26,7 +26,8 @@ pub fn have_gcc() -> bool {
 }
 
 fn work_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-cpu-render-test-{}", std::process::id()));
+    // Cargo's scratch directory for integration tests, so nothing is left in /tmp.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cpu-render");
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
@@ -45,15 +46,20 @@ pub fn compile(src: &CSource, target: &CpuTarget) -> Result<PathBuf, String> {
     if let Some(p) = CACHE.get_or_init(Default::default).lock().unwrap().get(&key) {
         return Ok(p.clone());
     }
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = work_dir();
-    let c = dir.join(format!("{}-{key:016x}.c", src.name));
+    // Tests run in parallel and may build the same source at once: each build writes files of
+    // its own and renames the library into place, so no test loads a half-written one.
+    let unique = format!("{}.{}", std::process::id(), COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let c = dir.join(format!("{}-{key:016x}.{unique}.c", src.name));
+    let built = dir.join(format!("{}-{key:016x}.{unique}.so", src.name));
     let so = dir.join(format!("{}-{key:016x}.so", src.name));
     std::fs::write(&c, &src.code).map_err(|e| e.to_string())?;
     let mut cmd = Command::new("gcc");
     cmd.args(["-std=gnu11", "-O2", "-fPIC", "-shared", "-Wall", "-Werror", "-ffp-contract=off"])
         .args(&flags)
         .arg("-o")
-        .arg(&so)
+        .arg(&built)
         .arg(&c)
         .arg("-lm");
     let out = cmd.output().map_err(|e| format!("cannot run gcc: {e}"))?;
@@ -65,6 +71,8 @@ pub fn compile(src: &CSource, target: &CpuTarget) -> Result<PathBuf, String> {
             cmd
         ));
     }
+    std::fs::rename(&built, &so).map_err(|e| format!("cannot move {} into place: {e}", built.display()))?;
+    let _ = std::fs::rename(&c, dir.join(format!("{}-{key:016x}.c", src.name)));
     CACHE.get_or_init(Default::default).lock().unwrap().insert(key, so.clone());
     Ok(so)
 }

@@ -50,9 +50,7 @@ pub(crate) fn row_major(dims: &[u32]) -> Vec<i64> {
 /// Strides of `from` seen through a numpy broadcast to `to` (0 on new and size-1 dims).
 pub(crate) fn broadcast_strides(strides: &[i64], from: &[u32], to: &[u32]) -> Vec<i64> {
     let offset = to.len() - from.len();
-    (0..to.len())
-        .map(|i| if i < offset || from[i - offset] == 1 { 0 } else { strides[i - offset] })
-        .collect()
+    (0..to.len()).map(|i| if i < offset || from[i - offset] == 1 { 0 } else { strides[i - offset] }).collect()
 }
 
 /// A scalar integer expression, evaluated in C as `uint64_t` (so modulo 2^64, which is
@@ -330,7 +328,10 @@ impl Analysis {
                 } else if r.strides.iter().all(|&s| s == 0) {
                     // Every element is the same one: a splat stays a splat in any shape.
                     let repr = Repr { root: r.root, scalar_root: r.scalar_root, strides: vec![0; shape.rank()] };
-                    let form = self.form(*arg).filter(|f| f.is_uniform()).map(|f| Form::uniform(f.uniform.clone(), shape.rank()));
+                    let form = self
+                        .form(*arg)
+                        .filter(|f| f.is_uniform())
+                        .map(|f| Form::uniform(f.uniform.clone(), shape.rank()));
                     self.define_view(kernel, v, repr, form);
                 } else {
                     self.define_own(kernel, v);
@@ -341,8 +342,12 @@ impl Analysis {
                 // A constant tile is a splat of one C scalar: no array, no fill loop.
                 let repr = Repr { root: v, scalar_root: true, strides: vec![0; ty.shape.rank()] };
                 let form = match (value, ty.dtype) {
-                    (Literal::Int(i), DType::I32) => Some(Form::uniform(Sym::Const(i64::from(*i as i32)), ty.shape.rank())),
-                    (Literal::Int(i), DType::U32) => Some(Form::uniform(Sym::Const(i64::from(*i as u32)), ty.shape.rank())),
+                    (Literal::Int(i), DType::I32) => {
+                        Some(Form::uniform(Sym::Const(i64::from(*i as i32)), ty.shape.rank()))
+                    }
+                    (Literal::Int(i), DType::U32) => {
+                        Some(Form::uniform(Sym::Const(i64::from(*i as u32)), ty.shape.rank()))
+                    }
                     _ => None,
                 };
                 self.reprs[v.index()] = Some(repr);
@@ -351,8 +356,11 @@ impl Analysis {
             Op::Arange { start, .. } => {
                 let Some(v) = result else { return };
                 self.define_own(kernel, v);
-                self.forms[v.index()] =
-                    Some(Form { uniform: Sym::Const(i64::from(*start)), coefs: vec![Sym::Const(1)], gathers: Vec::new() });
+                self.forms[v.index()] = Some(Form {
+                    uniform: Sym::Const(i64::from(*start)),
+                    coefs: vec![Sym::Const(1)],
+                    gathers: Vec::new(),
+                });
             }
             Op::Binary { op, lhs, rhs } => {
                 let Some(v) = result else { return };
@@ -399,7 +407,10 @@ impl Analysis {
                 self.define_own(kernel, v);
                 // i32 <-> u32 keeps the bits, so the value modulo 2^32 and its form.
                 let from = kernel.ty(*arg).dtype;
-                if !kernel.ty(v).is_scalar() && matches!(from, DType::I32 | DType::U32) && matches!(to, DType::I32 | DType::U32) {
+                if !kernel.ty(v).is_scalar()
+                    && matches!(from, DType::I32 | DType::U32)
+                    && matches!(to, DType::I32 | DType::U32)
+                {
                     if let Some(f) = self.form(*arg).cloned() {
                         self.forms[v.index()] = Some(f);
                     }

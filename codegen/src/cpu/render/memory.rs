@@ -44,10 +44,7 @@ impl Emitter<'_> {
 
     fn oob(&self, acc: &Access, index: &str) -> String {
         let (_, len, _) = self.buf(acc.buffer);
-        format!(
-            "return kiln_fail(err, KILN_OUT_OF_BOUNDS, {}, {}, {index}, {len}, program);",
-            acc.inst.0, acc.buffer.0
-        )
+        format!("return kiln_fail(err, KILN_OUT_OF_BOUNDS, {}, {}, {index}, {len}, program);", acc.inst.0, acc.buffer.0)
     }
 
     /// C of a symbolic scalar, as `uint64_t`.
@@ -122,7 +119,8 @@ impl Emitter<'_> {
     /// Index of lane `j` of the current row in a tile seen through `repr`.
     fn lane(&self, repr: &Repr, coords: &[String], j: &str) -> String {
         let lead = coords.len();
-        let mut terms: Vec<(i64, &str)> = repr.strides[..lead].iter().copied().zip(coords.iter().map(String::as_str)).collect();
+        let mut terms: Vec<(i64, &str)> =
+            repr.strides[..lead].iter().copied().zip(coords.iter().map(String::as_str)).collect();
         terms.push((repr.strides[lead], j));
         sum_expr(terms.into_iter())
     }
@@ -355,7 +353,9 @@ impl Emitter<'_> {
                         (Write::Store, _) => self.line(&format!("{b}[o] = {};", to_storage(dtype, &x))),
                         (Write::AtomicAdd, DType::F32) => self.line(&format!("kiln_atomic_add_f32(&{b}[o], {x});")),
                         // C11 and GCC define atomic signed arithmetic to wrap.
-                        (Write::AtomicAdd, _) => self.line(&format!("__atomic_fetch_add(&{b}[o], {x}, __ATOMIC_RELAXED);")),
+                        (Write::AtomicAdd, _) => {
+                            self.line(&format!("__atomic_fetch_add(&{b}[o], {x}, __ATOMIC_RELAXED);"))
+                        }
                     }
                 }
                 self.close();

@@ -21,7 +21,7 @@ mod tile;
 
 use super::target::CpuTarget;
 use analysis::Analysis;
-use kiln_ir::{BinaryOp, Block, Inst, Kernel, Op, ParamKind, Value, VerifyErrors};
+use kiln_ir::{BinaryOp, Block, Inst, Kernel, Literal, Op, ParamKind, Value, ValueDef, VerifyErrors};
 use memory::Access;
 use std::fmt::Write as _;
 
@@ -192,7 +192,11 @@ impl<'k> Emitter<'k> {
             Op::Arange { start, end } => {
                 let v = out();
                 self.declare(v);
-                self.line(&format!("for (int i = 0; i < {}; i++) {}[i] = (int32_t)({start} + i);", end - start, self.name(v)));
+                self.line(&format!(
+                    "for (int i = 0; i < {}; i++) {}[i] = (int32_t)({start} + i);",
+                    end - start,
+                    self.name(v)
+                ));
             }
             Op::Constant { value, ty } => {
                 let v = out();
@@ -218,7 +222,9 @@ impl<'k> Emitter<'k> {
                 self.emit_map(out(), &[*lhs, *rhs], false, |x| ops::compare(*pred, &x[0], &x[1]));
             }
             Op::Select { cond, on_true, on_false } => {
-                self.emit_map(out(), &[*cond, *on_true, *on_false], false, |x| format!("({} ? {} : {})", x[0], x[1], x[2]));
+                self.emit_map(out(), &[*cond, *on_true, *on_false], false, |x| {
+                    format!("({} ? {} : {})", x[0], x[1], x[2])
+                });
             }
             Op::Cast { arg, to } => {
                 let from = k.ty(*arg).dtype;
@@ -262,8 +268,27 @@ impl<'k> Emitter<'k> {
 
     fn emit_zero_check(&mut self, inst: Inst, divisor: Value) {
         let repr = self.a.repr(divisor).clone();
-        let dims = self.k.ty(divisor).shape.dims().to_vec();
-        let nest = tile::collapsed_nest(&dims, &[repr.strides.clone()], "i");
+        // A nonzero constant divisor (the common `x / 2`) needs no check at all.
+        if let ValueDef::Result(def, _) = self.k.value(repr.root).def {
+            if let Op::Constant { value: Literal::Int(c), .. } = self.k.inst(def).op {
+                if c != 0 {
+                    return;
+                }
+            }
+        }
+        // Dims the divisor repeats along (stride 0) hold no new elements to check.
+        let (dims, strides): (Vec<u32>, Vec<i64>) = self
+            .k
+            .ty(divisor)
+            .shape
+            .dims()
+            .iter()
+            .zip(&repr.strides)
+            .filter(|(_, &s)| s != 0)
+            .map(|(&d, &s)| (d, s))
+            .unzip();
+        let repr = analysis::Repr { strides, ..repr };
+        let nest = tile::collapsed_nest(&dims, std::slice::from_ref(&repr.strides), "i");
         let n = self.open_nest(&nest);
         let d = self.access(&repr, &nest.index[0]);
         self.line(&format!(

@@ -102,9 +102,13 @@ pub(crate) fn unary(op: UnaryOp, dtype: DType, a: &str) -> String {
     if dtype.is_bool() {
         return match op {
             UnaryOp::Not => format!("(uint8_t)({a} ^ 1u)"),
-            UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Exp2 | UnaryOp::Log2 | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Recip => {
-                a.to_string()
-            }
+            UnaryOp::Neg
+            | UnaryOp::Abs
+            | UnaryOp::Exp2
+            | UnaryOp::Log2
+            | UnaryOp::Sqrt
+            | UnaryOp::Rsqrt
+            | UnaryOp::Recip => a.to_string(),
         };
     }
     match op {

@@ -39,14 +39,10 @@ pub(crate) fn collapsed_nest(dims: &[u32], strides: &[Vec<i64>], var: &str) -> N
         groups.push((u64::from(n), here));
     }
     let vars: Vec<String> = (0..groups.len()).map(|g| format!("{var}{g}")).collect();
-    let headers = groups
-        .iter()
-        .zip(&vars)
-        .map(|((extent, _), v)| format!("for (int {v} = 0; {v} < {extent}; {v}++)"))
-        .collect();
-    let index = (0..strides.len())
-        .map(|k| sum_expr(groups.iter().zip(&vars).map(|((_, s), v)| (s[k], v.as_str()))))
-        .collect();
+    let headers =
+        groups.iter().zip(&vars).map(|((extent, _), v)| format!("for (int {v} = 0; {v} < {extent}; {v}++)")).collect();
+    let index =
+        (0..strides.len()).map(|k| sum_expr(groups.iter().zip(&vars).map(|((_, s), v)| (s[k], v.as_str())))).collect();
     Nest { headers, index }
 }
 
@@ -289,8 +285,8 @@ impl Emitter<'_> {
     fn emit_dot_vector(&mut self, o: &str, a: &str, b: &str, (m, k, n): (u32, u32, u32), vl: u32) {
         let vectors = n / vl;
         let registers = if self.target.vector_bytes >= 64 { 24 } else { 12 };
-        let mr = [4u32, 2, 1].into_iter().find(|&r| m % r == 0).unwrap_or(1);
-        let nv = [4u32, 2, 1].into_iter().find(|&v| vectors % v == 0 && mr * v <= registers).unwrap_or(1);
+        let mr = [4u32, 2, 1].into_iter().find(|&r| m.is_multiple_of(r)).unwrap_or(1);
+        let nv = [4u32, 2, 1].into_iter().find(|&v| vectors.is_multiple_of(v) && mr * v <= registers).unwrap_or(1);
         self.open(&format!("for (int i = 0; i < {m}; i += {mr})"));
         self.open(&format!("for (int j = 0; j < {n}; j += {})", nv * vl));
         for r in 0..mr {
