@@ -170,15 +170,38 @@ fn emit_prints_the_c_of_a_library_kernel() {
 fn bench_prints_json_with_the_documented_fields() {
     // A tiny working set keeps this quick; it says nothing about speed, only about the output.
     let o = kiln(&[
-        "bench", "--target", "cpu", "--kernel", "silu_mul", "--shape", "tokens=2,dim=300", "--threads", "1",
-        "--warmup", "1", "--repeats", "3", "--working-set-mib", "16", "--json",
+        "bench",
+        "--target",
+        "cpu",
+        "--kernel",
+        "silu_mul",
+        "--shape",
+        "tokens=2,dim=300",
+        "--threads",
+        "1",
+        "--warmup",
+        "1",
+        "--repeats",
+        "3",
+        "--working-set-mib",
+        "16",
+        "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let line = stdout(&o);
     let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
     for field in [
-        "kernel", "shape", "config", "target", "threads", "median_us", "gbps", "gflops", "roofline_gbps",
-        "roofline_gflops", "roofline_frac",
+        "kernel",
+        "shape",
+        "config",
+        "target",
+        "threads",
+        "median_us",
+        "gbps",
+        "gflops",
+        "roofline_gbps",
+        "roofline_gflops",
+        "roofline_frac",
     ] {
         assert!(v.get(field).is_some(), "missing {field} in {line}");
     }
