@@ -37,12 +37,16 @@
 //!
 //! Launch 1 has grid `[⌈n / block_n⌉, ⌈m / block_m⌉, split_k]`: program `(i, j, s)` computes
 //! the `block_m × block_n` tile of outputs at rows `j·block_m..`, columns `i·block_n..` over its
-//! share of k, `block_k` columns at a time. Each k tile of the weights is unpacked with shifts and
-//! masks and dequantized in f32; then
-//! - `block_m > 1`: it is rounded to the activation dtype and multiplied with `b.dot` (f16 · f16
-//!   or f32 · f32 with an f32 accumulator), the tensor-core-shaped path;
-//! - `block_m = 1` (GEMV): `Σ_k x[k] · w[k, :]` as an f32 elementwise product and reduction, with
-//!   the weights never rounded to f16.
+//! share of k, `block_k` columns at a time.
+//! - `block_m > 1`: each k tile of the weights is unpacked with shifts and masks, dequantized in
+//!   f32, rounded to the activation dtype and multiplied with `b.dot` (f16 · f16 or f32 · f32 with
+//!   an f32 accumulator), the tensor-core-shaped path;
+//! - `block_m = 1` (GEMV): the weight tile is read as it lies, `[block_n, block_k / 2]` byte rows;
+//!   low nibbles multiply the even columns of x and high nibbles the odd ones, in f32, and the
+//!   group parameters are factored out of the sum per group of the tile:
+//!   `Σ (q·s + min)·x = s·Σ q·x + min·Σ x` (sym: `s·(Σ q·x − 8·Σ x)`). The weights are never
+//!   rounded to f16; the sums are f32 (exact products, f32 additions), so the result differs from
+//!   dequantize-then-multiply only by f32 rounding order, far inside the tolerances.
 //!
 //! `block_k` must divide `k`. When `block_k ≤ group` (both powers of two, so `block_k` divides
 //! `group`) a k tile never straddles groups and one row of scales (and mins) serves the tile;
@@ -393,12 +397,34 @@ fn build_gemm(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
     let weights = WeightTiles { b: &b, w, scales, mins, cols, col_ok, half_k, groups, group, block_k: bk };
 
     if bm == 1 {
-        // GEMV: one token per program row of the grid, no masks on m.
+        // GEMV: one token per program row of the grid, no masks on m. The weight tile is read as
+        // it lies in memory, `[block_n, block_k / 2]` whole byte rows; the low nibbles multiply
+        // the even columns of x and the high nibbles the odd ones, so nothing is transposed or
+        // unpacked into k order. The group parameters are factored out of the inner sum:
+        // Σ (q·s + min)·x = s·Σ q·x + min·Σ x (asym), Σ (q − 8)·s·x = s·(Σ q·x − 8·Σ x) (sym).
         let row = b.program_id(1);
+        let half_bk = bk / 2;
+        let per_group = bk.min(group);
+        let tile_groups = bk / per_group;
+        let j = b.arange(0, half_bk);
         let [acc] = b.for_range(k_lo, k_hi, bk, [b.zeros(&[bn as u32], F32).named("acc0")], |k0, [acc]| {
-            let ks = k0 + b.arange(0, bk);
-            let xk = to_dtype(b.load(x, row * k + ks), F32).col();
-            [acc + (xk * weights.dequant(k0, ks)).sum(0)]
+            let x_even = to_dtype(b.load(x, row * k + k0 + j * 2), F32);
+            let x_odd = to_dtype(b.load(x, row * k + k0 + j * 2 + 1), F32);
+            let bytes = b.load_masked(w, cols.col() * half_k + (k0 / 2 + j).row(), col_ok.col(), 0u8);
+            let lo = (bytes & 0xFu8).cast(F32);
+            let hi = (bytes >> 4u8).cast(F32);
+            let tile_shape = [bn as u32, tile_groups as u32, (per_group / 2) as u32];
+            // Σ q·x per (column, group of the tile): [block_n, tile_groups].
+            let qx = (lo * x_even.row() + hi * x_odd.row()).reshape(&tile_shape).sum(2);
+            // Σ x per group of the tile: [1, tile_groups].
+            let sx = (x_even + x_odd).reshape(&[tile_groups as u32, (per_group / 2) as u32]).sum(1).row();
+            let g = (cols * groups).col() + (k0 / group + b.arange(0, tile_groups)).row();
+            let scale = b.load_masked(scales, g, col_ok.col(), 0.0).cast(F32);
+            let part = match mins {
+                None => scale * (qx - sx * 8.0),
+                Some(mins) => scale * qx + b.load_masked(mins, g, col_ok.col(), 0.0).cast(F32) * sx,
+            };
+            [acc + part.sum(1)]
         });
         b.store_masked(out, out_base + row * n + cols, to_dtype(acc, out_dtype(p, c)), col_ok);
     } else {
