@@ -6,7 +6,7 @@
  * bits), integers wrap, and float -> int conversions saturate with NaN giving 0. */
 #include <string.h>
 #include <math.h>
-#if KILN_F16C
+#if KILN_F16C || KILN_X86
 #include <immintrin.h>
 #endif
 
@@ -178,10 +178,20 @@ static inline KILN_UNUSED kiln_f32v kiln_minv(kiln_f32v a, kiln_f32v b) {
     kiln_i32v r = (ai & ~take_b) | (bi & take_b);
     return (kiln_f32v)((r & ~eq) | ((ai | bi) & eq));
 }
+/* Pairwise in registers (log2(VL) shuffle steps rather than VL dependent scalar adds through
+ * memory). */
 static inline KILN_UNUSED float kiln_hsumv(kiln_f32v v) {
+#if KILN_X86 && KILN_VECTOR_BYTES == 64
+    return _mm512_reduce_add_ps((__m512)v);
+#elif KILN_X86 && KILN_VECTOR_BYTES == 32
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128((__m256)v), _mm256_extractf128_ps((__m256)v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+#else
     float s = 0.0f;
     for (int i = 0; i < KILN_VL; i++) s += v[i];
     return s;
+#endif
 }
 static inline KILN_UNUSED float kiln_hmaxv(kiln_f32v v) {
     float s = v[0];

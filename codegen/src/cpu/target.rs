@@ -90,7 +90,12 @@ impl CpuTarget {
     /// Extra compiler flags that enable the target's instructions (GCC / Clang spelling).
     pub fn march_flags(&self) -> Vec<String> {
         let flags: &[&str] = match self.isa {
-            CpuIsa::Avx512 => &["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma", "-mf16c"],
+            // 512-bit vectors for every loop, as the emitted vector types: with GCC's default
+            // preference for 256 bits, a loop mixing u8 and f32 writes a row in two halves that a
+            // 64-byte vector load right after cannot forward from.
+            CpuIsa::Avx512 => {
+                &["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma", "-mf16c", "-mprefer-vector-width=512"]
+            }
             CpuIsa::Avx2 => &["-mavx2", "-mfma", "-mf16c"],
             // NEON is part of the AArch64 baseline; nothing to enable.
             CpuIsa::Neon | CpuIsa::Generic => &[],

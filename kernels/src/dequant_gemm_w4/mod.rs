@@ -232,9 +232,15 @@ impl TileKernel for DequantGemmW4 {
             17..=32 => 32,
             _ => 64,
         };
-        let block_n = p.n.next_power_of_two().clamp(16, 64);
-        // Every legal k is a multiple of 32 (the smallest group).
-        let block_k = if p.k.is_multiple_of(64) { 64 } else { 32 };
+        // Every legal k is a multiple of 32 (the smallest group). The GEMV streams its weights:
+        // 128 rows of 64 bytes per step (k = 4096, n = 14336 on a 2-core AVX-512 host: 3.1 ms
+        // against 4.2 ms for 64 × 32 bytes) keeps enough independent lines in flight.
+        let (block_n, block_k) = if block_m == 1 {
+            let block_k = [128, 64, 32].into_iter().find(|&b| p.k.is_multiple_of(b)).unwrap_or(32);
+            (p.n.next_power_of_two().clamp(16, 128), block_k)
+        } else {
+            (p.n.next_power_of_two().clamp(16, 64), if p.k.is_multiple_of(64) { 64 } else { 32 })
+        };
         DequantGemmW4Config { block_m, block_n, block_k, split_k: 1 }
     }
 
@@ -414,10 +420,18 @@ fn build_gemm(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
             let lo = (bytes & 0xFu8).cast(F32);
             let hi = (bytes >> 4u8).cast(F32);
             let tile_shape = [bn as u32, tile_groups as u32, (per_group / 2) as u32];
-            // Σ q·x per (column, group of the tile): [block_n, tile_groups].
-            let qx = (lo * x_even.row() + hi * x_odd.row()).reshape(&tile_shape).sum(2);
-            // Σ x per group of the tile: [1, tile_groups].
-            let sx = (x_even + x_odd).reshape(&[tile_groups as u32, (per_group / 2) as u32]).sum(1).row();
+            // Σ q·x per (column, group of the tile) `[block_n, tile_groups]` and Σ x per group of the
+            // tile `[1, tile_groups]`.
+            // (A tile within one group reduces the products directly: no reshape between them and
+            // the sum, so the backends can fuse the two.)
+            let products = lo * x_even.row() + hi * x_odd.row();
+            let x_pairs = x_even + x_odd;
+            let (qx, sx) = if tile_groups == 1 {
+                (products.sum(1).col(), x_pairs.sum(0).reshape(&[1, 1]))
+            } else {
+                let per_row = [tile_groups as u32, (per_group / 2) as u32];
+                (products.reshape(&tile_shape).sum(2), x_pairs.reshape(&per_row).sum(1).row())
+            };
             let g = (cols * groups).col() + (k0 / group + b.arange(0, tile_groups)).row();
             let scale = b.load_masked(scales, g, col_ok.col(), 0.0).cast(F32);
             let part = match mins {

@@ -16,8 +16,15 @@
 //!   instruction reads it; memory ops, integer `div` / `rem` and loops are always emitted
 //!   because they can fail. A memory op that uses a contiguous offset form needs the form's
 //!   leaves instead of the offsets tile, so offsets tiles of contiguous accesses are never built.
+//! - **Inlined values** ([`Analysis::inlined`]): an elementwise tile read exactly once, by an
+//!   elementwise op of its own shape in its own block (or by a reduction whose operands walk the
+//!   reduced and kept dims with one stride each), gets no storage: its per-element C becomes part
+//!   of its user's expression, so a chain of elementwise ops is one loop instead of one
+//!   materialised tile per op. Integer `i32` / `u32` tiles (offset forms name their storage),
+//!   f16 / bf16 results (rounded a whole tile at a time) and `div` / `rem` (which check their
+//!   divisor's storage) are never inlined.
 
-use kiln_ir::{BinaryOp, DType, Inst, Kernel, Literal, Op, UnaryOp, Value};
+use kiln_ir::{BinaryOp, DType, Inst, Kernel, Literal, Op, UnaryOp, Value, ValueDef};
 
 /// Where a value's elements live: element `idx` is `root[Σ idx_d · strides_d]`, or the scalar
 /// `root` itself when `scalar_root`.
@@ -186,6 +193,7 @@ pub(crate) struct Analysis {
     pub reprs: Vec<Option<Repr>>,
     pub forms: Vec<Option<Form>>,
     pub needed: Vec<bool>,
+    pub inlined: Vec<bool>,
 }
 
 impl Analysis {
@@ -194,6 +202,7 @@ impl Analysis {
             reprs: vec![None; kernel.values.len()],
             forms: vec![None; kernel.values.len()],
             needed: vec![false; kernel.values.len()],
+            inlined: vec![false; kernel.values.len()],
         };
         for p in &kernel.params {
             if let kiln_ir::ParamKind::Scalar { value } = p.kind {
@@ -204,7 +213,75 @@ impl Analysis {
             a.layout_inst(kernel, inst);
         }
         a.compute_needed(kernel);
+        a.compute_inlined(kernel);
         a
+    }
+
+    /// Marks the values that are computed inside their single user's loop (see the module doc).
+    fn compute_inlined(&mut self, kernel: &Kernel) {
+        let mut uses: Vec<Vec<Inst>> = vec![Vec::new(); kernel.values.len()];
+        let mut block_of: Vec<Option<usize>> = vec![None; kernel.insts.len()];
+        for (b, data) in kernel.blocks.iter().enumerate() {
+            for &inst in &data.insts {
+                block_of[inst.index()] = Some(b);
+                for v in kernel.inst(inst).op.operands() {
+                    uses[v.index()].push(inst);
+                }
+            }
+        }
+        // Pass 1: every condition but the reduction's strides.
+        let mut reduce_users = Vec::new();
+        for (i, data) in kernel.insts.iter().enumerate() {
+            let Some(&v) = data.results.first() else { continue };
+            let ty = kernel.ty(v);
+            if !is_elementwise(kernel, &data.op)
+                || ty.is_scalar()
+                || matches!(ty.dtype, DType::I32 | DType::U32 | DType::F16 | DType::BF16)
+                || !self.needed[v.index()]
+                || self.repr(v).root != v
+            {
+                continue;
+            }
+            let [user] = uses[v.index()][..] else { continue };
+            if block_of[user.index()] != block_of[i] || kernel.inst(user).results.len() != 1 {
+                continue;
+            }
+            let user_op = &kernel.inst(user).op;
+            if is_elementwise(kernel, user_op) && kernel.ty(kernel.inst(user).results[0]).shape == ty.shape {
+                self.inlined[v.index()] = true;
+            } else if let Op::Reduce { axis, .. } = user_op {
+                self.inlined[v.index()] = true;
+                reduce_users.push((v, *axis as usize));
+            }
+        }
+        // Pass 2: a reduction walks each operand of the tree with one stride per part (outer,
+        // reduced, inner); others keep their storage.
+        for (v, axis) in reduce_users {
+            let dims = kernel.ty(v).shape.dims().to_vec();
+            let mut leaves = Vec::new();
+            self.tree_leaves(kernel, v, &mut leaves);
+            // A float reduction along the last axis sums whole vectors of a stored row (one row
+            // buffer per output, refilled per row, measured slower: the stores do not forward to
+            // the vector loads), so its operand keeps its storage.
+            let last_axis_float = dims[axis + 1..].iter().all(|&d| d == 1) && kernel.ty(v).dtype.is_float();
+            if last_axis_float || !leaves.iter().all(|&l| reduce_strides(&self.repr(l).strides, &dims, axis).is_some())
+            {
+                self.inlined[v.index()] = false;
+            }
+        }
+    }
+
+    /// The operands with storage that the expression of `v` reads, in evaluation order (`v`
+    /// itself when it is not inlined).
+    pub fn tree_leaves(&self, kernel: &Kernel, v: Value, out: &mut Vec<Value>) {
+        if !self.inlined[v.index()] {
+            out.push(v);
+            return;
+        }
+        let ValueDef::Result(inst, _) = kernel.value(v).def else { unreachable!("inlined values are results") };
+        for operand in kernel.inst(inst).op.operands() {
+            self.tree_leaves(kernel, operand, out);
+        }
     }
 
     pub fn repr(&self, v: Value) -> &Repr {
@@ -573,4 +650,64 @@ impl Analysis {
             }
         }
     }
+}
+
+/// Whether `op` computes each element from the same element of its operands (and cannot fail).
+pub(crate) fn is_elementwise(kernel: &Kernel, op: &Op) -> bool {
+    match op {
+        Op::Unary { .. } | Op::Compare { .. } | Op::Select { .. } | Op::Cast { .. } | Op::Bitcast { .. } => true,
+        Op::Binary { op, lhs, .. } => !(matches!(op, BinaryOp::Div | BinaryOp::Rem) && kernel.ty(*lhs).dtype.is_int()),
+        Op::ProgramId { .. }
+        | Op::NumPrograms { .. }
+        | Op::Arange { .. }
+        | Op::Constant { .. }
+        | Op::Broadcast { .. }
+        | Op::Reshape { .. }
+        | Op::ExpandDims { .. }
+        | Op::Reduce { .. }
+        | Op::Dot { .. }
+        | Op::Load { .. }
+        | Op::Store { .. }
+        | Op::AtomicAdd { .. }
+        | Op::For { .. }
+        | Op::Yield { .. } => false,
+    }
+}
+
+/// The one stride of `dims[range]` walked in row-major order through `strides`, if there is
+/// one (size-1 dims are free; an empty or all-size-1 range has stride 0).
+fn merged_stride(strides: &[i64], dims: &[u32], range: std::ops::Range<usize>) -> Option<i64> {
+    let mut inner: Option<i64> = None;
+    for d in range.rev() {
+        if dims[d] == 1 {
+            continue;
+        }
+        match inner {
+            None => inner = Some(strides[d]),
+            Some(s) => {
+                // The dim just inside `d` (the last non-1 one seen) must be `d`'s unit.
+                let mut below = d + 1;
+                while dims[below] == 1 {
+                    below += 1;
+                }
+                if strides[d] != strides[below] * i64::from(dims[below]) {
+                    return None;
+                }
+                inner = Some(s);
+            }
+        }
+    }
+    Some(inner.unwrap_or(0))
+}
+
+/// Strides `(outer, reduced, inner)` of an operand of a reduction along `axis` over `dims`, when
+/// the dims before and after the axis each collapse to one stride.
+pub(crate) fn reduce_strides(strides: &[i64], dims: &[u32], axis: usize) -> Option<(i64, i64, i64)> {
+    let outer = merged_stride(strides, dims, 0..axis)?;
+    let inner = merged_stride(strides, dims, axis + 1..dims.len())?;
+    let reduced = if dims[axis] == 1 { 0 } else { strides[axis] };
+    let inner_len: i64 = dims[axis + 1..].iter().map(|&d| i64::from(d)).product();
+    // `outer` is the stride of the innermost outer dim; its unit in the flattened index is one
+    // outer step, so it already is the per-`o` stride.
+    Some((outer, reduced, if inner_len == 1 { 0 } else { inner }))
 }

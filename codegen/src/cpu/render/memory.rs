@@ -21,6 +21,9 @@ use super::tile::{collapsed_nest, sum_expr};
 use super::Emitter;
 use kiln_ir::{DType, Inst, Param, Value};
 
+/// How far ahead of a row read inside a loop its software prefetch reaches.
+const PREFETCH_BYTES: usize = 1024;
+
 /// The pieces of a memory op the emitters share.
 pub(crate) struct Access {
     pub inst: Inst,
@@ -154,6 +157,13 @@ impl Emitter<'_> {
             let m_at = |e: &Self, j: &str| mask.as_ref().map(|m| e.access(m, &e.lane(m, &coords, j)));
             let other_at =
                 |e: &Self, j: &str| other.as_ref().map_or(zero.to_string(), |o| e.access(o, &e.lane(o, &coords, j)));
+            if keep && self.loop_depth > 0 {
+                // Rows read inside a loop usually continue where this one ends on the next
+                // iterations (a stream along k, or the next tokens of a block); the hardware
+                // prefetcher does not run far enough ahead of a compute-heavy loop, so ask for
+                // the line PREFETCH_BYTES ahead (a hint: it never faults, even past the buffer).
+                self.line(&format!("__builtin_prefetch((const char *)&{b}[s] + {PREFETCH_BYTES});"));
+            }
             if keep {
                 self.open(&format!("if ({})", self.row_in_bounds(acc, len)));
                 let row = o_at(self, "0");

@@ -52,7 +52,8 @@ pub fn render(kernel: &Kernel, target: &CpuTarget) -> Result<CSource, RenderErro
     kiln_ir::verify(kernel)?;
     let name: String = kernel.name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     let entry = format!("kiln_{name}");
-    let mut e = Emitter { k: kernel, a: Analysis::new(kernel), target, out: String::new(), indent: 0, tmp: 0 };
+    let mut e =
+        Emitter { k: kernel, a: Analysis::new(kernel), target, out: String::new(), indent: 0, tmp: 0, loop_depth: 0 };
     e.out.push_str(ABI_HEADER);
     if !ABI_HEADER.ends_with('\n') {
         e.out.push('\n');
@@ -67,6 +68,9 @@ pub fn render(kernel: &Kernel, target: &CpuTarget) -> Result<CSource, RenderErro
     Ok(CSource { name, entry, code: e.out })
 }
 
+/// The per-element C of an elementwise op, from its operands' C.
+pub(crate) type ElementFn<'k> = Box<dyn Fn(&[String]) -> String + 'k>;
+
 /// Writes C text for one kernel.
 pub(crate) struct Emitter<'k> {
     pub(crate) k: &'k Kernel,
@@ -75,6 +79,8 @@ pub(crate) struct Emitter<'k> {
     out: String,
     indent: usize,
     tmp: usize,
+    /// How many `for` bodies enclose the instruction being emitted.
+    pub(crate) loop_depth: usize,
 }
 
 impl<'k> Emitter<'k> {
@@ -203,10 +209,11 @@ impl<'k> Emitter<'k> {
                 let lit = ops::literal(*value, ty.dtype);
                 self.line(&format!("const {} {} KILN_UNUSED = {lit};", ops::held_type(ty.dtype), self.name(v)));
             }
-            Op::Unary { op, arg } => {
-                let dtype = k.ty(*arg).dtype;
-                let round = dtype.is_float() && ops::unary_rounds(*op);
-                self.emit_map(out(), &[*arg], round, |x| ops::unary(*op, dtype, &x[0]));
+            Op::Unary { .. } | Op::Compare { .. } | Op::Select { .. } | Op::Cast { .. } | Op::Bitcast { .. } => {
+                let v = out();
+                if !self.a.inlined[v.index()] {
+                    self.emit_map(v);
+                }
             }
             Op::Binary { op, lhs, rhs } => {
                 let dtype = k.ty(*lhs).dtype;
@@ -214,25 +221,9 @@ impl<'k> Emitter<'k> {
                     self.emit_zero_check(inst, *rhs);
                 }
                 let v = out();
-                if self.a.needed[v.index()] {
-                    self.emit_map(v, &[*lhs, *rhs], dtype.is_float(), |x| ops::binary(*op, dtype, &x[0], &x[1]));
+                if self.a.needed[v.index()] && !self.a.inlined[v.index()] {
+                    self.emit_map(v);
                 }
-            }
-            Op::Compare { pred, lhs, rhs } => {
-                self.emit_map(out(), &[*lhs, *rhs], false, |x| ops::compare(*pred, &x[0], &x[1]));
-            }
-            Op::Select { cond, on_true, on_false } => {
-                self.emit_map(out(), &[*cond, *on_true, *on_false], false, |x| {
-                    format!("({} ? {} : {})", x[0], x[1], x[2])
-                });
-            }
-            Op::Cast { arg, to } => {
-                let from = k.ty(*arg).dtype;
-                self.emit_map(out(), &[*arg], ops::cast_rounds(from, *to), |x| ops::cast(from, *to, &x[0]));
-            }
-            Op::Bitcast { arg, to } => {
-                let from = k.ty(*arg).dtype;
-                self.emit_map(out(), &[*arg], false, |x| ops::bitcast(from, *to, &x[0]));
             }
             // Views: no code, the analysis points them at their root's storage.
             Op::Broadcast { .. } | Op::ExpandDims { .. } => {}
@@ -264,6 +255,66 @@ impl<'k> Emitter<'k> {
             // Emitted by its loop, which knows where the carried storage is.
             Op::Yield { .. } => {}
         }
+    }
+
+    /// The operands of an elementwise instruction, whether its float result is rounded to its
+    /// dtype, and its per-element C as a function of the operands' C.
+    pub(crate) fn elementwise(&self, inst: Inst) -> (Vec<Value>, bool, ElementFn<'k>) {
+        let k = self.k;
+        match &k.inst(inst).op {
+            Op::Unary { op, arg } => {
+                let (op, dtype) = (*op, k.ty(*arg).dtype);
+                let round = dtype.is_float() && ops::unary_rounds(op);
+                (vec![*arg], round, Box::new(move |x| ops::unary(op, dtype, &x[0])))
+            }
+            Op::Binary { op, lhs, rhs } => {
+                let (op, dtype) = (*op, k.ty(*lhs).dtype);
+                (vec![*lhs, *rhs], dtype.is_float(), Box::new(move |x| ops::binary(op, dtype, &x[0], &x[1])))
+            }
+            Op::Compare { pred, lhs, rhs } => {
+                let pred = *pred;
+                (vec![*lhs, *rhs], false, Box::new(move |x| ops::compare(pred, &x[0], &x[1])))
+            }
+            Op::Select { cond, on_true, on_false } => {
+                (vec![*cond, *on_true, *on_false], false, Box::new(|x| format!("({} ? {} : {})", x[0], x[1], x[2])))
+            }
+            Op::Cast { arg, to } => {
+                let (from, to) = (k.ty(*arg).dtype, *to);
+                (vec![*arg], ops::cast_rounds(from, to), Box::new(move |x| ops::cast(from, to, &x[0])))
+            }
+            Op::Bitcast { arg, to } => {
+                let (from, to) = (k.ty(*arg).dtype, *to);
+                (vec![*arg], false, Box::new(move |x| ops::bitcast(from, to, &x[0])))
+            }
+            Op::ProgramId { .. }
+            | Op::NumPrograms { .. }
+            | Op::Arange { .. }
+            | Op::Constant { .. }
+            | Op::Broadcast { .. }
+            | Op::Reshape { .. }
+            | Op::ExpandDims { .. }
+            | Op::Reduce { .. }
+            | Op::Dot { .. }
+            | Op::Load { .. }
+            | Op::Store { .. }
+            | Op::AtomicAdd { .. }
+            | Op::For { .. }
+            | Op::Yield { .. } => unreachable!("only elementwise instructions have elementwise C"),
+        }
+    }
+
+    /// The per-element C of `v`: its inlined tree down to the operands with storage, which read
+    /// elements `index[pos..]` in [`analysis::Analysis::tree_leaves`] order.
+    pub(crate) fn tree_expr(&self, v: Value, index: &[String], pos: &mut usize) -> String {
+        if !self.a.inlined[v.index()] {
+            let e = self.access(self.a.repr(v), &index[*pos]);
+            *pos += 1;
+            return e;
+        }
+        let ValueDef::Result(inst, _) = self.k.value(v).def else { unreachable!("inlined values are results") };
+        let (operands, _, f) = self.elementwise(inst);
+        let args: Vec<String> = operands.iter().map(|&o| self.tree_expr(o, index, pos)).collect();
+        f(&args)
     }
 
     fn emit_zero_check(&mut self, inst: Inst, divisor: Value) {
@@ -326,7 +377,9 @@ impl<'k> Emitter<'k> {
         if self.a.needed[induction.index()] {
             self.line(&format!("const int32_t {} = (int32_t){it};", self.name(induction)));
         }
+        self.loop_depth += 1;
         self.emit_block(body);
+        self.loop_depth -= 1;
         let yielded = match k.block(body).insts.last().map(|&y| &k.inst(y).op) {
             Some(Op::Yield { values }) => values.clone(),
             _ => Vec::new(),

@@ -11,7 +11,7 @@
 use super::analysis::{row_major, Repr};
 use super::ops::{held_type, round_fn};
 use super::Emitter;
-use kiln_ir::{ReduceOp, Value};
+use kiln_ir::{ReduceOp, Value, ValueDef};
 
 /// A loop nest: C `for` headers and, per operand, the index expression inside the nest.
 pub(crate) struct Nest {
@@ -94,18 +94,25 @@ impl Emitter<'_> {
         }
     }
 
-    /// `out = f(operands)` elementwise, with `out` freshly declared; rounds f16 / bf16 results
-    /// when `round` is set.
-    pub(crate) fn emit_map(&mut self, out: Value, operands: &[Value], round: bool, f: impl Fn(&[String]) -> String) {
+    /// `out = f(operands)` elementwise for the elementwise instruction defining `out`, with
+    /// `out` freshly declared and its inlined operands computed in the same loop; rounds f16 /
+    /// bf16 results.
+    pub(crate) fn emit_map(&mut self, out: Value) {
+        let ValueDef::Result(inst, _) = self.k.value(out).def else { unreachable!("maps are results") };
+        let (operands, round, f) = self.elementwise(inst);
         self.declare(out);
         let dims = self.k.ty(out).shape.dims().to_vec();
         let out_repr = self.a.repr(out).clone();
+        let mut leaves = Vec::new();
+        for &o in &operands {
+            self.a.tree_leaves(self.k, o, &mut leaves);
+        }
         let mut strides = vec![out_repr.strides.clone()];
-        let reprs: Vec<Repr> = operands.iter().map(|&v| self.a.repr(v).clone()).collect();
-        strides.extend(reprs.iter().map(|r| r.strides.clone()));
+        strides.extend(leaves.iter().map(|&l| self.a.repr(l).strides.clone()));
         let nest = collapsed_nest(&dims, &strides, "i");
         let n = self.open_nest(&nest);
-        let args: Vec<String> = reprs.iter().zip(&nest.index[1..]).map(|(r, i)| self.access(r, i)).collect();
+        let mut pos = 1;
+        let args: Vec<String> = operands.iter().map(|&o| self.tree_expr(o, &nest.index, &mut pos)).collect();
         let target = self.access(&out_repr, &nest.index[0]);
         self.line(&format!("{target} = {};", f(&args)));
         self.close_n(n);
@@ -160,7 +167,29 @@ impl Emitter<'_> {
         let outer: u64 = dims[..axis].iter().map(|&d| u64::from(d)).product();
         let len = u64::from(dims[axis]);
         let inner: u64 = dims[axis + 1..].iter().map(|&d| u64::from(d)).product();
-        let x = self.contiguous(arg);
+        // An inlined operand is computed where it is read: element (o, k, i) of the operands with
+        // storage is at `o · outer + k · reduced + i · inner` of each.
+        let fused = self.a.inlined[arg.index()];
+        let x = if fused { String::new() } else { self.contiguous(arg) };
+        let mut leaves = Vec::new();
+        if fused {
+            self.a.tree_leaves(self.k, arg, &mut leaves);
+        }
+        let leaf_strides: Vec<(i64, i64, i64)> = leaves
+            .iter()
+            .map(|&l| {
+                super::analysis::reduce_strides(&self.a.repr(l).strides, dims, axis)
+                    .expect("the analysis inlines only operands with reduction strides")
+            })
+            .collect();
+        let elem = |e: &Self, o: &str, k: &str, i: &str| -> String {
+            if !fused {
+                return format!("{x}[({o} * {len} + {k}) * {inner} + {i}]");
+            }
+            let index: Vec<String> =
+                leaf_strides.iter().map(|&(so, sk, si)| sum_expr([(so, o), (sk, k), (si, i)].into_iter())).collect();
+            e.tree_expr(arg, &index, &mut 0)
+        };
         self.declare(out);
         let o_name = self.name(out);
         let out_scalar = self.a.repr(out).scalar_root;
@@ -225,7 +254,7 @@ impl Emitter<'_> {
             self.open(&format!("for (int i = 0; i < {inner}; i++)"));
             let first = match op {
                 ReduceOp::Sum => empty.clone(),
-                ReduceOp::Max => format!("{x}[o * {} + i]", len * inner),
+                ReduceOp::Max => elem(self, "o", "0", "i"),
             };
             self.line(&format!("{} = {first};", at("o", "i")));
             self.close();
@@ -235,7 +264,7 @@ impl Emitter<'_> {
             };
             self.open(&format!("for (int k = {k0}; k < {len}; k++)"));
             self.open(&format!("for (int i = 0; i < {inner}; i++)"));
-            let e = format!("{x}[(o * {len} + k) * {inner} + i]");
+            let e = elem(self, "o", "k", "i");
             let acc = at("o", "i");
             self.line(&format!("{acc} = {};", combine(&acc, &e)));
             self.close();
