@@ -49,9 +49,14 @@ pub fn stream_read(programs: u32, chunk: u32) -> Result<Plan, KernelError> {
     })
 }
 
-/// Independent accumulator lanes of the FMA kernel: enough chains to cover the latency of the
-/// multiply-add units of any current CPU at any vector width.
-pub const FMA_LANES: u32 = 256;
+/// Independent multiply-add chains of the FMA kernel, each a tile of [`FMA_WIDTH`] lanes: enough
+/// chains to cover the latency of the multiply-add units of current CPUs, each small enough to
+/// live in one vector register.
+pub const FMA_CHAINS: usize = 16;
+/// Lanes of one chain (one 512-bit register of f32).
+pub const FMA_WIDTH: u32 = 16;
+/// Independent accumulator lanes in all.
+pub const FMA_LANES: u32 = FMA_CHAINS as u32 * FMA_WIDTH;
 
 /// Each of `programs` programs runs `iters` steps of `acc = acc · a + b` on [`FMA_LANES`]
 /// independent lanes and stores them. Flops: `2 · FMA_LANES · iters · programs`.
@@ -60,10 +65,14 @@ pub fn fma_peak(programs: u32, iters: u32) -> Result<Plan, KernelError> {
     let b = KernelBuilder::new(FMA);
     let out = b.buffer("out", DType::F32);
     let (steps, a, c) = (b.scalar("iters", DType::I32), b.scalar("a", DType::F32), b.scalar("c", DType::F32));
-    let lanes = b.arange(0, FMA_LANES as i32);
-    let init = lanes.cast(DType::F32) * 1e-3;
-    let [acc] = b.for_range(0, steps, 1, [init], |_, [acc]| [acc * a + c]);
-    b.store(out, b.program_id(0) * FMA_LANES as i32 + lanes, acc);
+    let lanes = b.arange(0, FMA_WIDTH as i32);
+    let init: [_; FMA_CHAINS] =
+        std::array::from_fn(|i| (lanes + (i as u32 * FMA_WIDTH) as i32).cast(DType::F32) * 1e-3);
+    let accs = b.for_range(0, steps, 1, init, |_, accs| accs.map(|acc| acc * a + c));
+    for (i, acc) in accs.into_iter().enumerate() {
+        let offs = b.program_id(0) * FMA_LANES as i32 + (i as u32 * FMA_WIDTH) as i32 + lanes;
+        b.store(out, offs, acc);
+    }
     let kernel = b.finish().map_err(|source| KernelError::Build { kernel: FMA, source })?;
     Ok(Plan {
         buffers: vec![BufferSpec {

@@ -99,16 +99,18 @@ impl LoadedPlan {
     fn run(&self, device: &CpuDevice, buffers: &mut Buffers) -> Result<(), CpuError> {
         for (launch, module) in self.plan.launches.iter().zip(&self.modules) {
             let mut failure = None;
-            // `with_args` reports failures as text; keep the typed error.
-            let _ = with_args(launch, buffers, |args| {
+            // `with_args` reports failures as text; keep the typed error where there is one.
+            let result = with_args(launch, buffers, |args| {
                 device.run(module, launch.grid, args).map_err(|e| {
                     let text = e.to_string();
                     failure = Some(e);
                     text
                 })
             });
-            if let Some(e) = failure {
-                return Err(e);
+            match (result, failure) {
+                (Ok(()), _) => {}
+                (Err(_), Some(e)) => return Err(e),
+                (Err(message), None) => return Err(CpuError::BadArgs { kernel: launch.kernel.name.clone(), message }),
             }
         }
         Ok(())
@@ -162,7 +164,7 @@ pub fn measure_roofline(device: &CpuDevice, opts: &BenchOptions) -> Result<Roofl
 
     // Peak: enough iterations for a run of tens of milliseconds.
     let programs = threads * 4;
-    let iters = 200_000;
+    let iters = 2_000_000;
     let fma = LoadedPlan::load(device, roofline::fma_peak(programs, iters)?)?;
     let mut rotations = vec![prepare_buffers("roofline", &fma.plan, &Buffers::new())?];
     let times = fma.time(device, &mut rotations, &stream_opts)?;

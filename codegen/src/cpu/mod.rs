@@ -9,7 +9,9 @@
 //! The generated code reproduces the interpreter's semantics (see `kiln_ir::interp`), with the
 //! allowances the backend is given: f32 math in `float` (so `exp2` / `log2` / `rsqrt` may differ
 //! by ulps and `reduce_sum` / `dot` accumulate in f32, possibly in another order). It must be
-//! compiled without `-ffast-math` and with `-ffp-contract=off`, or float results change.
+//! compiled without `-ffast-math`. The kiln build (`compile.rs`) allows `-ffp-contract=fast`, so
+//! `a * b + c` may be one fused multiply-add (one rounding); the bit-exact tests build with
+//! `-ffp-contract=off`.
 
 mod render;
 pub mod target;
