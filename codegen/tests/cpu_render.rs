@@ -495,6 +495,43 @@ fn an_out_of_bounds_gather_names_the_lane_and_program() {
 }
 
 #[test]
+fn an_out_of_bounds_transposed_load_names_the_first_lane_in_row_major_order() {
+    if !have_gcc() {
+        return;
+    }
+    // Columns of the [4, 4] offsets are contiguous (read column by column, then transposed);
+    // columns 1 and 3 start past the buffer, and lane (0, 1) is the first in row-major order.
+    let k = parse(
+        "kernel transposed(@idx: ptr<i32>, @x: ptr<f32>, @y: ptr<f32>) {
+           %four: i32[4] = arange 0, 4
+           %cols: i32[4] = load @idx[%four]
+           %width: i32[4] = const 4
+           %starts: i32[4] = mul %cols, %width
+           %i1: i32[4, 1] = expand_dims %four, 1
+           %i: i32[4, 4] = broadcast %i1
+           %s1: i32[1, 4] = expand_dims %starts, 0
+           %s: i32[4, 4] = broadcast %s1
+           %offs: i32[4, 4] = add %s, %i
+           %v: f32[4, 4] = load @x[%offs]
+           %flat: f32[16] = reshape %v
+           %sixteen: i32[16] = arange 0, 16
+           store @y[%sixteen], %flat
+         }",
+    );
+    for t in run_targets() {
+        let mut args = vec![
+            Arg::Buffer(HostBuffer::I32(vec![0, 100, 1, 200])),
+            Arg::Buffer(HostBuffer::F32(vec![1.0; 24])),
+            Arg::Buffer(HostBuffer::F32(vec![0.0; 16])),
+        ];
+        let e = run(&k, &t, [1, 1, 1], &mut args).expect_err("out of bounds");
+        let loads: Vec<i32> =
+            k.walk().into_iter().filter(|(i, _)| k.inst(*i).op.name() == "load").map(|(i, _)| i.0 as i32).collect();
+        assert_eq!((e.code, e.inst, e.param, e.index, e.len), (1, loads[1], 1, 400, 24), "{}", t.fingerprint());
+    }
+}
+
+#[test]
 fn division_by_zero_and_bad_steps_are_errors() {
     if !have_gcc() {
         return;

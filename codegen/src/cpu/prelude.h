@@ -88,6 +88,89 @@ static inline KILN_UNUSED void kiln_round_f16_n(float *x, int n) {
     for (; i < n; i++) x[i] = kiln_round_f16(x[i]);
 }
 
+/* ---- streaming stores ----
+ *
+ * A row written to a buffer far larger than the last-level cache will be evicted before anyone
+ * reads it, so fetching its lines first (the read-for-ownership of an ordinary store) wastes as
+ * much DRAM bandwidth as the write itself. Non-temporal stores write whole lines without that
+ * read. They are weakly ordered: every entry point ends with kiln_store_fence(). */
+#define KILN_STREAM_MIN_BYTES (32ll << 20)
+static inline KILN_UNUSED int kiln_streams(int64_t buffer_elems, int64_t elem_bytes) {
+    return buffer_elems * elem_bytes >= KILN_STREAM_MIN_BYTES;
+}
+static inline KILN_UNUSED void kiln_store_fence(void) {
+#if KILN_X86
+    _mm_sfence();
+#endif
+}
+/* `bytes` bytes from `src` to `dst`: plain stores up to the first 16-byte boundary of `dst`, then
+ * 16-byte non-temporal stores, then the tail. */
+static inline KILN_UNUSED void kiln_copy_nt(void *dst, const void *src, int64_t bytes) {
+#if KILN_X86
+    char *d = (char *)dst;
+    const char *s = (const char *)src;
+    int64_t head = (int64_t)((16 - ((uintptr_t)d & 15)) & 15);
+    if (head > bytes) head = bytes;
+    memcpy(d, s, (size_t)head);
+    int64_t i = head;
+    for (; i + 16 <= bytes; i += 16) _mm_stream_si128((__m128i *)(d + i), _mm_loadu_si128((const __m128i *)(s + i)));
+    memcpy(d + i, s + i, (size_t)(bytes - i));
+#else
+    memcpy(dst, src, (size_t)bytes);
+#endif
+}
+static inline KILN_UNUSED void kiln_f16_store_n_nt(uint16_t *dst, const float *src, int n) {
+#if KILN_F16C
+    int i = 0;
+    for (; i < n && ((uintptr_t)(dst + i) & 15) != 0; i++) dst[i] = kiln_f16_bits(src[i]);
+    for (; i + 8 <= n; i += 8)
+        _mm_stream_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = kiln_f16_bits(src[i]);
+#else
+    kiln_f16_store_n(dst, src, n);
+#endif
+}
+
+/* ---- transposes ---- */
+
+/* dst[c * rows + r] = src[r * cols + c]: 8x8 blocks through registers where both sides are
+ * multiples of 8 (a tile loaded column by column is turned row-major here). */
+static inline KILN_UNUSED void kiln_transpose_f32(float *dst, const float *src, int rows, int cols) {
+#if KILN_X86
+    if (rows % 8 == 0 && cols % 8 == 0) {
+        for (int r = 0; r < rows; r += 8) {
+            for (int c = 0; c < cols; c += 8) {
+                const float *s = src + (int64_t)r * cols + c;
+                __m256 a0 = _mm256_loadu_ps(s + 0 * cols), a1 = _mm256_loadu_ps(s + 1 * cols);
+                __m256 a2 = _mm256_loadu_ps(s + 2 * cols), a3 = _mm256_loadu_ps(s + 3 * cols);
+                __m256 a4 = _mm256_loadu_ps(s + 4 * cols), a5 = _mm256_loadu_ps(s + 5 * cols);
+                __m256 a6 = _mm256_loadu_ps(s + 6 * cols), a7 = _mm256_loadu_ps(s + 7 * cols);
+                __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+                __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+                __m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
+                __m256 t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
+                __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+                __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+                __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+                __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+                float *d = dst + (int64_t)c * rows + r;
+                _mm256_storeu_ps(d + 0 * rows, _mm256_permute2f128_ps(u0, u4, 0x20));
+                _mm256_storeu_ps(d + 1 * rows, _mm256_permute2f128_ps(u1, u5, 0x20));
+                _mm256_storeu_ps(d + 2 * rows, _mm256_permute2f128_ps(u2, u6, 0x20));
+                _mm256_storeu_ps(d + 3 * rows, _mm256_permute2f128_ps(u3, u7, 0x20));
+                _mm256_storeu_ps(d + 4 * rows, _mm256_permute2f128_ps(u0, u4, 0x31));
+                _mm256_storeu_ps(d + 5 * rows, _mm256_permute2f128_ps(u1, u5, 0x31));
+                _mm256_storeu_ps(d + 6 * rows, _mm256_permute2f128_ps(u2, u6, 0x31));
+                _mm256_storeu_ps(d + 7 * rows, _mm256_permute2f128_ps(u3, u7, 0x31));
+            }
+        }
+        return;
+    }
+#endif
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) dst[(int64_t)c * rows + r] = src[(int64_t)r * cols + c];
+}
+
 /* ---- bf16 ---- */
 
 static inline KILN_UNUSED uint16_t kiln_bf16_bits(float f) {

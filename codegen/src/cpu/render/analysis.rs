@@ -296,6 +296,17 @@ impl Analysis {
         self.forms[offsets.index()].as_ref().filter(|f| f.contiguous_rows())
     }
 
+    /// The offset form of a rank-2 memory op's offsets whose *columns* are contiguous (each
+    /// column `start, start + 1, ...` down the first dim): a transposed tile such as `kᵀ`.
+    pub fn transposed_form(&self, kernel: &Kernel, offsets: Value) -> Option<&Form> {
+        if kernel.ty(offsets).shape.rank() != 2 {
+            return None;
+        }
+        self.forms[offsets.index()].as_ref().filter(|f| {
+            f.coefs[0] == Sym::Const(1) && f.gathers.iter().all(|g| g.repr.strides[0] == 0) && !f.contiguous_rows()
+        })
+    }
+
     /// A value with storage of its own; integer values get an opaque form naming themselves.
     fn define_own(&mut self, kernel: &Kernel, v: Value) {
         let ty = kernel.ty(v);
@@ -591,7 +602,15 @@ impl Analysis {
         let data = kernel.inst(inst);
         match &data.op {
             Op::Load { offsets, .. } | Op::Store { offsets, .. } => {
-                let form_deps = self.contiguous_form(kernel, *offsets).map(Form::deps);
+                // A load with contiguous columns reads its offsets through the form too (see
+                // `emit_load_transposed`; it is taken for float loads only).
+                let transposed = match &data.op {
+                    Op::Load { buffer, .. } if kernel.buffer_dtype(*buffer).is_some_and(super::memory::transposes) => {
+                        self.transposed_form(kernel, *offsets)
+                    }
+                    _ => None,
+                };
+                let form_deps = self.contiguous_form(kernel, *offsets).or(transposed).map(Form::deps);
                 for v in data.op.operands() {
                     if v == *offsets {
                         match &form_deps {

@@ -10,6 +10,13 @@
 //!   (a ragged edge) falls back to per-lane checks, with lane offsets wrapped exactly as the
 //!   IR's `i32` / `u32` arithmetic wraps. A load may read masked-off lanes of an in-bounds row
 //!   and then select `other` (reading is invisible); a store never writes a masked-off lane.
+//!   A row of a masked store whose lanes are all active is written whole, and rows of at least
+//!   `STREAM_MIN_ROW_BYTES` into a buffer larger than `KILN_STREAM_MIN_BYTES` (prelude) use
+//!   non-temporal stores. A masked load row with no active lane takes `other` without reading.
+//! - **columns**: a rank-2 float load whose *columns* are contiguous (a transposed tile such as
+//!   attention's `kᵀ`) reads each column as a row into a scratch tile and transposes it through
+//!   registers; if any column is not wholly in bounds, every lane goes on its own, in row-major
+//!   order.
 //! - **lanes**: otherwise each lane is checked and moved on its own (a gather or scatter).
 //!
 //! Loads check and read row by row (reading has no effect, so a failure in a later row leaves
@@ -23,6 +30,16 @@ use kiln_ir::{DType, Inst, Param, Value};
 
 /// How far ahead of a row read inside a loop its software prefetch reaches.
 const PREFETCH_BYTES: usize = 1024;
+
+/// Contiguous stores of rows at least this long may use non-temporal stores (a few cache lines,
+/// so that the unaligned head and tail stay small beside the streamed part).
+const STREAM_MIN_ROW_BYTES: usize = 256;
+
+/// Whether a load from a buffer of `dtype` with contiguous columns is read column by column and
+/// transposed (`emit_load_transposed`) rather than lane by lane.
+pub(crate) fn transposes(dtype: DType) -> bool {
+    matches!(dtype, DType::F16 | DType::F32)
+}
 
 /// The pieces of a memory op the emitters share.
 pub(crate) struct Access {
@@ -128,6 +145,11 @@ impl Emitter<'_> {
         sum_expr(terms.into_iter())
     }
 
+    /// Prefetches the `bytes` bytes from `&b[s]` (a hint: it never faults, even past the buffer).
+    fn prefetch_row(&mut self, b: &str, bytes: usize) {
+        self.line(&format!("for (int l = 0; l < {bytes}; l += 64) __builtin_prefetch((const char *)&{b}[s] + l);"));
+    }
+
     fn row_in_bounds(&self, acc: &Access, len: u32) -> String {
         let (_, n, _) = self.buf(acc.buffer);
         format!("s >= 0 && s + {len} <= {n} && s + {} <= {}", len - 1, self.max_offset(acc.offsets))
@@ -150,7 +172,12 @@ impl Emitter<'_> {
         });
         let zero = if dtype.is_float() { "0.0f" } else { "0" };
         self.open("");
-        if let Some(form) = self.a.contiguous_form(self.k, acc.offsets).cloned() {
+        // The analysis reads these offsets through their form (its `transposes` agrees).
+        let transposed = self.a.transposed_form(self.k, acc.offsets).cloned().filter(|_| transposes(dtype));
+        if let Some(form) = transposed {
+            let out = keep.then_some(out);
+            self.emit_load_transposed(acc, &form, out, mask.as_ref(), other.as_ref(), zero);
+        } else if let Some(form) = self.a.contiguous_form(self.k, acc.offsets).cloned() {
             let len = *self.k.ty(acc.offsets).shape.dims().last().unwrap_or(&1);
             let (opened, coords) = self.open_rows(&form, acc);
             let o_at = |e: &Self, j: &str| e.access(&out_repr, &e.lane(&out_repr, &coords, j));
@@ -163,6 +190,20 @@ impl Emitter<'_> {
                 // prefetcher does not run far enough ahead of a compute-heavy loop, so ask for
                 // the line PREFETCH_BYTES ahead (a hint: it never faults, even past the buffer).
                 self.line(&format!("__builtin_prefetch((const char *)&{b}[s] + {PREFETCH_BYTES});"));
+            }
+            // A row with no active lane (positions past a sequence's length, the far side of a
+            // ragged edge) takes `other` without touching memory.
+            let lane_mask = mask.as_ref().is_some_and(|m| m.strides[coords.len()] != 0);
+            if keep && lane_mask {
+                let cond = m_at(self, "j").unwrap_or_default();
+                self.line("uint8_t any = 0;");
+                self.line(&format!("for (int j = 0; j < {len}; j++) any |= (uint8_t)(({cond}) != 0);"));
+                self.open("if (!any)");
+                self.open(&format!("for (int j = 0; j < {len}; j++)"));
+                let (o, x) = (o_at(self, "j"), other_at(self, "j"));
+                self.line(&format!("{o} = {x};"));
+                self.close();
+                self.close_else();
             }
             if keep {
                 self.open(&format!("if ({})", self.row_in_bounds(acc, len)));
@@ -230,6 +271,9 @@ impl Emitter<'_> {
             }
             self.close();
             self.close();
+            if keep && lane_mask {
+                self.close();
+            }
             self.close_n(opened);
         } else {
             let dims = self.k.ty(acc.offsets).shape.dims().to_vec();
@@ -255,6 +299,112 @@ impl Emitter<'_> {
             self.close();
             self.close_n(opened);
         }
+        self.close();
+    }
+
+    /// A float load whose offsets run down the columns (`[R, C]` with each column
+    /// `start, start + 1, ...`, a transposed tile such as `kᵀ`): each column is read as a
+    /// contiguous row of `R` elements into a `[C, R]` scratch tile, which is transposed into the
+    /// result through registers; masked-off lanes then take `other`. When any column is not
+    /// wholly in bounds, every lane is checked and read on its own, in row-major order.
+    fn emit_load_transposed(
+        &mut self,
+        acc: &Access,
+        form: &Form,
+        out: Option<Value>,
+        mask: Option<&Repr>,
+        other: Option<&Repr>,
+        zero: &str,
+    ) {
+        let (b, n, dtype) = self.buf(acc.buffer);
+        let dims = self.k.ty(acc.offsets).shape.dims().to_vec();
+        let (rows, cols) = (dims[0], dims[1]);
+        if let Some(v) = out {
+            let r = self.a.repr(v);
+            assert!(!r.scalar_root && r.strides == row_major(&dims), "a loaded tile has row-major storage");
+        }
+        let o = out.map_or(String::new(), |v| self.name(v));
+        // Column starts, and whether every column is wholly in bounds.
+        self.line(&format!("int64_t cs[{cols}];"));
+        self.line("int ok = 1;");
+        self.open(&format!("for (int c = 0; c < {cols}; c++)"));
+        let mut start = self.sym(&form.uniform);
+        if form.coefs[1] != Sym::Const(0) {
+            start = format!("{start} + {} * (uint64_t)c", self.sym(&form.coefs[1]));
+        }
+        for g in &form.gathers {
+            let e = self.access(&g.repr, &sum_expr([(g.repr.strides[1], "c")].into_iter()));
+            let e = match g.dtype {
+                DType::U32 => format!("(uint64_t){e}"),
+                _ => format!("(uint64_t)(int64_t){e}"),
+            };
+            start = format!("{start} + {} * {e}", self.sym(&g.scale));
+        }
+        let s = self.wrap(acc.offsets, &start);
+        self.line(&format!("const int64_t s = {s};"));
+        self.line("cs[c] = s;");
+        self.line(&format!("ok &= ({});", self.row_in_bounds(acc, rows)));
+        if out.is_some() {
+            self.prefetch_row(&b, rows as usize * dtype.size_bytes());
+        }
+        self.close();
+        let m_at = |e: &Self, i: &str, c: &str| {
+            mask.map(|m| e.access(m, &sum_expr([(m.strides[0], i), (m.strides[1], c)].into_iter())))
+        };
+        let other_at = |e: &Self, i: &str, c: &str| {
+            other.map_or(zero.to_string(), |x| {
+                e.access(x, &sum_expr([(x.strides[0], i), (x.strides[1], c)].into_iter()))
+            })
+        };
+        if out.is_none() {
+            // Only the checks are live: a column wholly in bounds cannot fail.
+            self.open("if (!ok)");
+        } else {
+            self.open("if (ok)");
+            self.line(&format!("float kt[{}] __attribute__((aligned(64)));", rows * cols));
+            // A mask (and `other`) constant down each column, as `kᵀ`'s key mask is, is applied
+            // to whole columns before the transpose, and masked-off columns are not read.
+            let column_mask = mask.is_some_and(|m| m.strides[0] == 0) && other.is_none_or(|x| x.strides[0] == 0);
+            self.open(&format!("for (int c = 0; c < {cols}; c++)"));
+            if column_mask {
+                let (m, x) = (m_at(self, "0", "c").unwrap_or_default(), other_at(self, "0", "c"));
+                self.open(&format!("if (!{m})"));
+                self.line(&format!("for (int i = 0; i < {rows}; i++) kt[c * {rows} + i] = {x};"));
+                self.line("continue;");
+                self.close();
+            }
+            match dtype {
+                DType::F16 => self.line(&format!("kiln_f16_load_n(&kt[c * {rows}], &{b}[cs[c]], {rows});")),
+                _ => self.line(&format!("memcpy(&kt[c * {rows}], &{b}[cs[c]], {rows} * sizeof(float));")),
+            }
+            self.close();
+            self.line(&format!("kiln_transpose_f32({o}, kt, {cols}, {rows});"));
+            if mask.is_some() && !column_mask {
+                self.open(&format!("for (int i = 0; i < {rows}; i++)"));
+                self.open(&format!("for (int c = 0; c < {cols}; c++)"));
+                let (m, x) = (m_at(self, "i", "c").unwrap_or_default(), other_at(self, "i", "c"));
+                self.line(&format!("{o}[i * {cols} + c] = {m} ? {o}[i * {cols} + c] : {x};"));
+                self.close();
+                self.close();
+            }
+            self.close_else();
+        }
+        self.open(&format!("for (int i = 0; i < {rows}; i++)"));
+        self.open(&format!("for (int c = 0; c < {cols}; c++)"));
+        let active = m_at(self, "i", "c").unwrap_or_else(|| "1".into());
+        let o_lane = self.wrap(acc.offsets, "cs[c] + i");
+        let fail = self.oob(acc, "o");
+        self.open(&format!("if ({active})"));
+        self.line(&format!("const int64_t o = {o_lane};"));
+        self.line(&format!("if (o < 0 || o >= {n}) {fail}"));
+        if out.is_some() {
+            self.line(&format!("{o}[i * {cols} + c] = {};", from_storage(dtype, &format!("{b}[o]"))));
+            self.close_else();
+            self.line(&format!("{o}[i * {cols} + c] = {};", other_at(self, "i", "c")));
+        }
+        self.close();
+        self.close();
+        self.close();
         self.close();
     }
 
@@ -300,9 +450,19 @@ impl Emitter<'_> {
             let whole_row = |e: &mut Self| {
                 let contiguous_value = !val.scalar_root && val.strides[coords.len()] == 1;
                 let row = v_at(e, "0");
+                // Rows of at least a few lines into a buffer far larger than the caches stream
+                // past them (see `kiln_streams` in the prelude); the size is known at run time.
+                let stream = len as usize * dtype.size_bytes() >= STREAM_MIN_ROW_BYTES;
+                let streams = format!("kiln_streams({n}, sizeof({b}[0]))");
                 match (dtype, contiguous_value) {
+                    (DType::F16, true) if stream => e.line(&format!(
+                        "if ({streams}) kiln_f16_store_n_nt(&{b}[s], &{row}, {len}); else kiln_f16_store_n(&{b}[s], &{row}, {len});"
+                    )),
                     (DType::F16, true) => e.line(&format!("kiln_f16_store_n(&{b}[s], &{row}, {len});")),
                     (DType::BF16, true) => e.line(&format!("kiln_bf16_store_n(&{b}[s], &{row}, {len});")),
+                    (DType::F32 | DType::I32 | DType::U32, true) if stream => e.line(&format!(
+                        "if ({streams}) kiln_copy_nt(&{b}[s], &{row}, {len} * sizeof({b}[0])); else memcpy(&{b}[s], &{row}, {len} * sizeof({b}[0]));"
+                    )),
                     (DType::F32 | DType::I32 | DType::U32 | DType::I8 | DType::U8 | DType::Bool, true) => {
                         e.line(&format!("memcpy(&{b}[s], &{row}, {len} * sizeof({b}[0]));"))
                     }
@@ -323,10 +483,18 @@ impl Emitter<'_> {
                     self.close();
                 }
                 (Some(_), false) => {
-                    self.open(&format!("for (int j = 0; j < {len}; j++)"));
+                    // A row whose lanes are all active (the common case away from the edges of
+                    // the problem) is written whole, with vector conversions and stores.
                     let cond = m_at(self, &coords, "j").unwrap_or_default();
+                    self.line("uint8_t all = 1;");
+                    self.line(&format!("for (int j = 0; j < {len}; j++) all &= (uint8_t)(({cond}) != 0);"));
+                    self.open("if (all)");
+                    whole_row(self);
+                    self.close_else();
+                    self.open(&format!("for (int j = 0; j < {len}; j++)"));
                     let x = v_at(self, "j");
                     self.line(&format!("if ({cond}) {b}[s + j] = {};", to_storage(dtype, &x)));
+                    self.close();
                     self.close();
                 }
             }

@@ -164,8 +164,10 @@ impl<'k> Emitter<'k> {
         self.open("for (int64_t p = begin; p < end; p++)");
         self.line("const int32_t x = (int32_t)(p % gx), y = (int32_t)((p / gx) % gy), z = (int32_t)(p / (gx * gy));");
         self.line(&format!("const int32_t rc = {name}_program(args, p, x, y, z, err);"));
-        self.line("if (rc != 0) return rc;");
+        self.line("if (rc != 0) { kiln_store_fence(); return rc; }");
         self.close();
+        // Non-temporal stores are weakly ordered: drain them before the caller sees the range done.
+        self.line("kiln_store_fence();");
         self.line("return 0;");
         self.close();
     }
