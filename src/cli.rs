@@ -166,8 +166,17 @@ fn bench(args: &BenchArgs) -> Result<String, CliError> {
         }
         _ => None,
     };
+    // A spinner on a terminal's stderr (indicatif draws nothing when stderr is not a terminal),
+    // since the roofline alone streams a gigabyte several times.
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    spinner.set_message(format!("measuring the roofline on {} threads", device.threads()));
     let roofline = bench::measure_roofline(&device, &opts)?;
+    if let Some((kernel, ..)) = &request {
+        spinner.set_message(format!("compiling, checking and timing {}", kernel.id()));
+    }
     let Some((kernel, shape, config)) = request else {
+        spinner.finish_and_clear();
         return Ok(if args.json {
             format!("{}\n", serde_json::to_string(&roofline).unwrap_or_default())
         } else {
@@ -180,7 +189,9 @@ fn bench(args: &BenchArgs) -> Result<String, CliError> {
             )
         });
     };
-    let case = bench::bench(&device, kernel, &shape, &config, &opts, &roofline)?;
+    let case = bench::bench(&device, kernel, &shape, &config, &opts, &roofline);
+    spinner.finish_and_clear();
+    let case = case?;
     if args.json {
         return Ok(format!("{}\n", serde_json::to_string(&case).unwrap_or_default()));
     }
