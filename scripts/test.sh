@@ -10,6 +10,17 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+# The CPU backend compiles generated C with the system compiler.
+if ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1 && ! command -v clang >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "no C compiler found: installing gcc" >&2
+        apt-get update -qq && apt-get install -y -qq gcc libc6-dev >/dev/null
+    else
+        echo "error: no C compiler found (cc, gcc or clang); install gcc, or set CC" >&2
+        exit 1
+    fi
+fi
+
 # Kernels run in tests through the interpreter, so the test profile is optimised (see Cargo.toml).
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
