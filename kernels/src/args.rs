@@ -135,6 +135,20 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// A required knob that must be one of `choices`; any other value is a
+    /// [`KernelError::Constraint`] naming the key and the choices.
+    pub fn one_of(&mut self, key: &'static str, choices: &[u32]) -> Result<u32, KernelError> {
+        let value: u32 = self.get(key)?;
+        if choices.contains(&value) {
+            Ok(value)
+        } else {
+            Err(KernelError::Constraint {
+                kernel: self.kernel,
+                constraint: format!("{key} = {value} is not one of {choices:?}"),
+            })
+        }
+    }
+
     /// Fails on any key that was not read.
     pub fn finish(self) -> Result<(), KernelError> {
         for (k, _) in self.args.iter() {

@@ -167,10 +167,9 @@ pub struct AttentionPrefillConfig {
 impl Config for AttentionPrefillConfig {
     fn from_args(args: &Args) -> Result<Self, KernelError> {
         let mut r = Reader::new(NAME, ArgsKind::Config, args);
-        let c = AttentionPrefillConfig { block_m: r.get("block_m")?, block_n: r.get("block_n")? };
+        let c =
+            AttentionPrefillConfig { block_m: r.one_of("block_m", &BLOCKS)?, block_n: r.one_of("block_n", &BLOCKS)? };
         r.finish()?;
-        ensure(NAME, BLOCKS.contains(&c.block_m), || format!("block_m = {} is not one of {BLOCKS:?}", c.block_m))?;
-        ensure(NAME, BLOCKS.contains(&c.block_n), || format!("block_n = {} is not one of {BLOCKS:?}", c.block_n))?;
         Ok(c)
     }
 

@@ -226,10 +226,11 @@ const SPLITS: [u32; 6] = [1, 2, 4, 8, 16, 32];
 impl Config for AttentionDecodePagedConfig {
     fn from_args(args: &Args) -> Result<Self, KernelError> {
         let mut r = Reader::new(NAME, ArgsKind::Config, args);
-        let c = AttentionDecodePagedConfig { block_n: r.get("block_n")?, splits: r.get("splits")? };
+        let c = AttentionDecodePagedConfig {
+            block_n: r.one_of("block_n", &BLOCK_N)?,
+            splits: r.one_of("splits", &SPLITS)?,
+        };
         r.finish()?;
-        ensure(NAME, BLOCK_N.contains(&c.block_n), || format!("block_n = {} is not one of {BLOCK_N:?}", c.block_n))?;
-        ensure(NAME, SPLITS.contains(&c.splits), || format!("splits = {} is not one of {SPLITS:?}", c.splits))?;
         Ok(c)
     }
 

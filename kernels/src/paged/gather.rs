@@ -117,15 +117,11 @@ const BLOCK_COLS: [u32; 5] = [64, 128, 256, 512, 1024];
 impl Config for PagedKvGatherConfig {
     fn from_args(args: &Args) -> Result<Self, KernelError> {
         let mut r = Reader::new(NAME, ArgsKind::Config, args);
-        let c =
-            PagedKvGatherConfig { tokens_per_program: r.get("tokens_per_program")?, block_cols: r.get("block_cols")? };
+        let c = PagedKvGatherConfig {
+            tokens_per_program: r.one_of("tokens_per_program", &TOKENS_PER_PROGRAM)?,
+            block_cols: r.one_of("block_cols", &BLOCK_COLS)?,
+        };
         r.finish()?;
-        ensure(NAME, TOKENS_PER_PROGRAM.contains(&c.tokens_per_program), || {
-            format!("tokens_per_program = {} is not one of {TOKENS_PER_PROGRAM:?}", c.tokens_per_program)
-        })?;
-        ensure(NAME, BLOCK_COLS.contains(&c.block_cols), || {
-            format!("block_cols = {} is not one of {BLOCK_COLS:?}", c.block_cols)
-        })?;
         Ok(c)
     }
 

@@ -64,9 +64,8 @@ pub struct ArgmaxConfig {
 impl Config for ArgmaxConfig {
     fn from_args(args: &Args) -> Result<Self, KernelError> {
         let mut r = Reader::new(NAME, ArgsKind::Config, args);
-        let c = ArgmaxConfig { block: r.get("block")? };
+        let c = ArgmaxConfig { block: r.one_of("block", &BLOCKS)? };
         r.finish()?;
-        ensure(NAME, BLOCKS.contains(&c.block), || format!("block = {} is not one of {BLOCKS:?}", c.block))?;
         Ok(c)
     }
 

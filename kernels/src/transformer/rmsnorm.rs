@@ -75,9 +75,8 @@ pub struct RmsnormConfig {
 impl Config for RmsnormConfig {
     fn from_args(args: &Args) -> Result<Self, KernelError> {
         let mut r = Reader::new(NAME, ArgsKind::Config, args);
-        let c = RmsnormConfig { block: r.get("block")? };
+        let c = RmsnormConfig { block: r.one_of("block", &BLOCKS)? };
         r.finish()?;
-        ensure(NAME, BLOCKS.contains(&c.block), || format!("block = {} is not one of {BLOCKS:?}", c.block))?;
         Ok(c)
     }
 

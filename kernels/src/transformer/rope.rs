@@ -175,9 +175,8 @@ pub struct RopeConfig {
 impl Config for RopeConfig {
     fn from_args(args: &Args) -> Result<Self, KernelError> {
         let mut r = Reader::new(NAME, ArgsKind::Config, args);
-        let c = RopeConfig { block_h: r.get("block_h")? };
+        let c = RopeConfig { block_h: r.one_of("block_h", &BLOCK_H)? };
         r.finish()?;
-        ensure(NAME, BLOCK_H.contains(&c.block_h), || format!("block_h = {} is not one of {BLOCK_H:?}", c.block_h))?;
         Ok(c)
     }
 

@@ -54,9 +54,8 @@ pub struct SiluMulConfig {
 impl Config for SiluMulConfig {
     fn from_args(args: &Args) -> Result<Self, KernelError> {
         let mut r = Reader::new(NAME, ArgsKind::Config, args);
-        let c = SiluMulConfig { block: r.get("block")? };
+        let c = SiluMulConfig { block: r.one_of("block", &BLOCKS)? };
         r.finish()?;
-        ensure(NAME, BLOCKS.contains(&c.block), || format!("block = {} is not one of {BLOCKS:?}", c.block))?;
         Ok(c)
     }
 

@@ -72,9 +72,8 @@ pub struct SoftmaxConfig {
 impl Config for SoftmaxConfig {
     fn from_args(args: &Args) -> Result<Self, KernelError> {
         let mut r = Reader::new(NAME, ArgsKind::Config, args);
-        let c = SoftmaxConfig { block: r.get("block")? };
+        let c = SoftmaxConfig { block: r.one_of("block", &BLOCKS)? };
         r.finish()?;
-        ensure(NAME, BLOCKS.contains(&c.block), || format!("block = {} is not one of {BLOCKS:?}", c.block))?;
         Ok(c)
     }
 
