@@ -179,12 +179,7 @@ impl Parser {
     /// name is a number.
     fn define(&mut self, name: String, pos: Pos, value: Value) -> Result<(), ParseError> {
         if let Some((_, first)) = self.values.get(&name) {
-            return Err(ParseError {
-                line: pos.0,
-                column: pos.1,
-                expected: "a value name not defined before".to_string(),
-                found: format!("`%{name}`, already defined at {}:{}", first.0, first.1),
-            });
+            return Err(redefinition(pos, "value", '%', &name, *first));
         }
         if !name.bytes().all(|b| b.is_ascii_digit()) {
             self.kernel.values[value.index()].name = Some(name.clone());
@@ -291,24 +286,14 @@ impl Parser {
             let dtype = self.dtype()?;
             self.expect_punct('>', "`>`")?;
             if let Some((_, first)) = self.buffers.get(&name) {
-                return Err(ParseError {
-                    line: pos.0,
-                    column: pos.1,
-                    expected: "a buffer name not defined before".to_string(),
-                    found: format!("`@{name}`, already defined at {}:{}", first.0, first.1),
-                });
+                return Err(redefinition(pos, "buffer", '@', &name, *first));
             }
             let p = self.kernel.add_buffer(name.clone(), dtype);
             self.buffers.insert(name, (p, pos));
         } else {
             let dtype = self.dtype()?;
             if let Some((_, first)) = self.values.get(&name) {
-                return Err(ParseError {
-                    line: pos.0,
-                    column: pos.1,
-                    expected: "a value name not defined before".to_string(),
-                    found: format!("`%{name}`, already defined at {}:{}", first.0, first.1),
-                });
+                return Err(redefinition(pos, "value", '%', &name, *first));
             }
             let v = self.kernel.add_scalar(name.clone(), dtype);
             self.values.insert(name, (v, pos));
@@ -690,5 +675,15 @@ fn error_at(t: &Token, expected: String, found: String) -> ParseError {
         | TokenKind::Number(_)
         | TokenKind::Punct(_)
         | TokenKind::Eof => ParseError { line: t.line, column: t.column, expected, found },
+    }
+}
+
+/// The error for a second definition of `name` (`sigil` `%` for values, `@` for buffers).
+fn redefinition(pos: Pos, kind: &str, sigil: char, name: &str, first: Pos) -> ParseError {
+    ParseError {
+        line: pos.0,
+        column: pos.1,
+        expected: format!("a {kind} name not defined before"),
+        found: format!("`{sigil}{name}`, already defined at {}:{}", first.0, first.1),
     }
 }
