@@ -7,7 +7,7 @@
 
 use kiln_codegen::cpu::{self, CpuTarget};
 use kiln_ir::interp::{Arg, HostBuffer};
-use kiln_ir::{Kernel, ParamKind};
+use kiln_ir::Kernel;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::path::PathBuf;
@@ -122,7 +122,7 @@ impl CpuDevice {
     pub fn run(&self, module: &CpuModule, grid: [u32; 3], args: &mut [Arg]) -> Result<(), CpuError> {
         let kernel = &module.kernel;
         let bad = |message: String| CpuError::BadArgs { kernel: kernel.name.clone(), message };
-        check_args(kernel, grid, args).map_err(bad)?;
+        kiln_ir::interp::check_launch(kernel, grid, args).map_err(|e| bad(e.to_string()))?;
         let n = kernel.params.len();
         let mut buffers: Vec<*mut c_void> = vec![std::ptr::null_mut(); n];
         let mut lens = vec![0i64; n];
@@ -214,28 +214,6 @@ fn scalar_bits(s: &kiln_ir::interp::Scalar) -> u32 {
         Scalar::U8(v) => v.into(),
         Scalar::Bool(v) => v.into(),
     }
-}
-
-/// The interpreter's argument rules: count, kind and dtype per parameter, and a grid of at least
-/// one program per axis that fits i32.
-fn check_args(kernel: &Kernel, grid: [u32; 3], args: &[Arg]) -> Result<(), String> {
-    if grid.iter().any(|&g| g == 0 || g > i32::MAX as u32) {
-        return Err(format!("grid {grid:?} must have 1..=2^31-1 programs per axis"));
-    }
-    if args.len() != kernel.params.len() {
-        return Err(format!("takes {} arguments, got {}", kernel.params.len(), args.len()));
-    }
-    for (p, arg) in kernel.params.iter().zip(args) {
-        match (&p.kind, arg) {
-            (ParamKind::Buffer { dtype }, Arg::Buffer(b)) if b.dtype() == *dtype => {}
-            (ParamKind::Scalar { value }, Arg::Scalar(s)) if s.dtype() == kernel.ty(*value).dtype => {}
-            (ParamKind::Buffer { dtype }, _) => return Err(format!("parameter `{}` needs a {dtype} buffer", p.name)),
-            (ParamKind::Scalar { value }, _) => {
-                return Err(format!("parameter `{}` needs a {} scalar", p.name, kernel.ty(*value).dtype))
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Renders a `kiln_error` the way the interpreter words its errors.

@@ -123,11 +123,7 @@ pub(crate) enum Fault {
 /// of exactly its dtype, a scalar parameter an [`Arg::Scalar`] of exactly its dtype.
 pub fn run(kernel: &Kernel, grid: [u32; 3], args: &mut [Arg]) -> Result<(), InterpError> {
     crate::verify(kernel)?;
-    // program_id and num_programs are i32 scalars, so every grid dim must fit one.
-    if grid.iter().any(|&d| d == 0 || d > i32::MAX as u32) {
-        return Err(InterpError::BadGrid { grid });
-    }
-    check_args(kernel, args)?;
+    check_launch(kernel, grid, args)?;
     let mut machine = exec::Machine::new(kernel, grid, args);
     for z in 0..grid[2] {
         for y in 0..grid[1] {
@@ -139,7 +135,12 @@ pub fn run(kernel: &Kernel, grid: [u32; 3], args: &mut [Arg]) -> Result<(), Inte
     Ok(())
 }
 
-fn check_args(kernel: &Kernel, args: &[Arg]) -> Result<(), InterpError> {
+/// The launch rules every executor shares: at least one program per grid axis and no more than
+/// `program_id` (an i32) can count, and `args` matching the signature in count, kind and dtype.
+pub fn check_launch(kernel: &Kernel, grid: [u32; 3], args: &[Arg]) -> Result<(), InterpError> {
+    if grid.iter().any(|&d| d == 0 || d > i32::MAX as u32) {
+        return Err(InterpError::BadGrid { grid });
+    }
     if args.len() != kernel.params.len() {
         return Err(InterpError::ArgCount {
             kernel: kernel.name.clone(),
