@@ -2,9 +2,11 @@
 //! cache, model loading and the Llama forward pass, the paged KV cache and speculative decoding.
 //!
 //! - [`cpu`]: the CPU device — render to C, compile (cached), load, run the grid on rayon;
-//! - [`bench`]: benchmarks with rotated inputs and the roofline measured in the same run.
+//! - [`bench`]: benchmarks with rotated inputs and the roofline measured in the same run;
+//! - [`model`]: model files, the Llama configuration, tokenizer and forward pass.
 //!
 //! Architecture Invariant: only `runtime` touches devices.
 
 pub mod bench;
 pub mod cpu;
+pub mod model;
