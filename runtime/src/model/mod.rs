@@ -4,5 +4,11 @@
 //! - [`tensor`]: the seam between file formats and the forward pass — [`tensor::TensorSource`]
 //!   hands out tensors as they are stored ([`tensor::RawTensor`]), named the GGUF way, and the
 //!   model's [`tensor::LlamaConfig`].
+//! - [`kv_cache`]: the paged KV cache's block allocator and per-sequence block tables.
+//! - [`llama`]: the Llama forward pass over a batch of sequences, from the library's kernels.
+//! - [`sampling`]: greedy, temperature, top-k and top-p sampling with a seed.
 
+pub mod kv_cache;
+pub mod llama;
+pub mod sampling;
 pub mod tensor;

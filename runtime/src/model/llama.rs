@@ -1,0 +1,902 @@
+//! The Llama forward pass, built only from the library's kernels, over a batch of sequences of
+//! different lengths in one step (prefill chunks and decode tokens together).
+//!
+//! # Weights
+//!
+//! [`LlamaModel::load`] repacks what a [`TensorSource`] stores without going through a dense f32
+//! model: GGUF Q4_1 / Q4_0 linear layers become kiln's int4 layout (exact, `quant=asym` / `sym`,
+//! group 32), the Q8_0 token embedding becomes the `q8` layout and doubles as the tied output
+//! head. Float linear weights (safetensors f16 / bf16, GGUF F16 / F32) and Q8_0 linear weights are
+//! quantized to int4 asym, group 32, at load (the runtime's one weight format for projections, as
+//! DESIGN.md §6 says); float embeddings are quantized to Q8_0 (relative error ≤ 2⁻⁸ per block).
+//!
+//! # A step
+//!
+//! [`LlamaModel::step`] takes, per sequence, the new tokens to run. Tokens are laid out in *lanes*
+//! of `q_len` tokens (`q_len` = the step's longest input, at most [`MAX_Q_LEN`]): a sequence with
+//! more new tokens than `q_len` takes several lanes, and a lane with fewer real tokens is padded
+//! at its front. Every lane is one "sequence" of `attention_decode_paged`, whose context length is
+//! the position after the lane's last token, and whose block-table row is its sequence's: since
+//! the cache already holds every new token of the step (the append runs first in each layer) and
+//! the kernel attends causally among a lane's queries, lane `j` of a long prompt sees exactly the
+//! prefix it should. Padding tokens have slot −1 (the append skips them), position 0 and token 0;
+//! their rows are computed and ignored (a padding row with no visible key may hold NaN, which
+//! stays in its own row through every row-wise kernel).
+//!
+//! Per step and layer: `rmsnorm` (fused with the residual add from the second norm on),
+//! `dequant_gemm_w4` for Q, K, V, `rope` (adjacent pairs), `paged_kv_append`,
+//! `attention_decode_paged`, `dequant_gemm_w4` for the output projection, the fused `rmsnorm`,
+//! gate and up projections, `silu_mul`, the down projection; then the final fused `rmsnorm` and
+//! `q8_gemv` with the tied head for the rows whose logits were asked for.
+//!
+//! # Plans and buffers
+//!
+//! Every (kernel, problem) gets its config from the [`ConfigProvider`] once; its plan is built and
+//! its modules loaded once and cached. A step shape (lanes, `q_len`) is resolved once into a list
+//! of launches whose arguments are indices into the model's buffer store (weights, the KV pool,
+//! activations sized for [`ModelOptions::max_step_tokens`], the step's metadata), so running a
+//! step does no plan lookup, IR building or allocation per launch: it fills the metadata (token
+//! ids, positions, slots, block tables, context lengths) and runs the launches. Kernels whose
+//! problem has a maximum (attention's `ctx`, the cache's `n_blocks`) are planned for the cache's
+//! capacity; the actual lengths travel in `context_lens` and the block tables.
+
+use super::kv_cache::{KvCache, KvError, SeqId};
+use super::tensor::{LlamaConfig, LoadError, RawTensor, TensorData, TensorSource};
+use crate::cpu::{CpuDevice, CpuError, CpuModule};
+use kiln_autotune::lookup::{ConfigProvider, ConfigSource};
+use kiln_ir::interp::{Arg, HostBuffer, Scalar};
+use kiln_kernels::dequant_gemm_w4::layout::{self, LayoutError, W4Weights};
+use kiln_kernels::q8::{Q8FormatError, Q8Matrix, GGUF_Q8_0_BLOCK_BYTES, Q8_BLOCK};
+use kiln_kernels::{Args, Binding, KernelError, KernelId, Plan, Role};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Most new tokens of one sequence in one attention lane (`attention_decode_paged`'s `q_len`).
+pub use kiln_kernels::paged::decode_attention::MAX_Q_LEN;
+
+/// Most rows one output-head launch computes (`q8_gemv`'s `m`).
+const HEAD_ROWS: usize = 64;
+
+/// Why the model could not be built or a step not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("tensor `{name}`: {source}")]
+    Layout { name: String, source: LayoutError },
+    #[error("tensor `{name}`: {source}")]
+    Q8 { name: String, source: Q8FormatError },
+    #[error("tensor `{name}` is {kind}, which kiln cannot use there: {fix}")]
+    Unsupported { name: String, kind: &'static str, fix: String },
+    #[error("tensor `{name}` has shape {got:?}, expected {expected:?} from the model configuration")]
+    Shape { name: String, got: Vec<usize>, expected: Vec<usize> },
+    #[error("model configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error(transparent)]
+    Device(#[from] CpuError),
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    #[error("token id {id} is outside the vocabulary of {vocab} tokens")]
+    BadToken { id: u32, vocab: usize },
+    #[error("{seq}: a step input needs at least one token")]
+    EmptyInput { seq: SeqId },
+    #[error("{seq} appears twice in one step; give all its new tokens in one input")]
+    DuplicateSequence { seq: SeqId },
+    /// A broken invariant of the runtime itself, reported instead of panicking.
+    #[error("internal error in the forward pass: {0}")]
+    Internal(String),
+}
+
+/// Sizes the model's runtime state is built for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelOptions {
+    /// Longest sequence (prompt and generated tokens); at most the model's context length.
+    pub max_seq_len: usize,
+    /// Tokens per KV-cache block.
+    pub block_size: usize,
+    /// Blocks in the KV pool (`None`: enough for 4 sequences of `max_seq_len`).
+    pub kv_blocks: Option<usize>,
+    /// Most tokens (padding included) one pass of a step computes; longer steps run in passes.
+    pub max_step_tokens: usize,
+}
+
+impl Default for ModelOptions {
+    fn default() -> ModelOptions {
+        ModelOptions { max_seq_len: 2048, block_size: 16, kv_blocks: None, max_step_tokens: 512 }
+    }
+}
+
+/// Which logits a step returns for an input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// The row of the input's last token (sampling the next token).
+    Last,
+    /// A row per input token (scoring draft tokens, tests).
+    All,
+}
+
+/// New tokens of one sequence for a step.
+#[derive(Clone, Debug)]
+pub struct SeqInput<'a> {
+    pub seq: SeqId,
+    pub tokens: &'a [u32],
+    pub logits: Logits,
+}
+
+/// A buffer store: persistent host buffers by index (names resolve once, when a launch list is
+/// built).
+#[derive(Default)]
+struct Store {
+    bufs: Vec<HostBuffer>,
+    names: HashMap<String, usize>,
+}
+
+impl Store {
+    fn add(&mut self, name: &str, buf: HostBuffer) -> usize {
+        if let Some(&i) = self.names.get(name) {
+            self.bufs[i] = buf;
+            return i;
+        }
+        self.bufs.push(buf);
+        self.names.insert(name.to_string(), self.bufs.len() - 1);
+        self.bufs.len() - 1
+    }
+
+    fn index(&self, name: &str) -> Result<usize, ModelError> {
+        self.names.get(name).copied().ok_or_else(|| ModelError::Internal(format!("no buffer `{name}`")))
+    }
+
+    fn i32_mut(&mut self, i: usize) -> Result<&mut Vec<i32>, ModelError> {
+        match &mut self.bufs[i] {
+            HostBuffer::I32(v) => Ok(v),
+            other => Err(ModelError::Internal(format!("buffer {i} is {}, not i32", other.dtype()))),
+        }
+    }
+
+    fn f32(&self, i: usize) -> Result<&[f32], ModelError> {
+        match &self.bufs[i] {
+            HostBuffer::F32(v) => Ok(v),
+            other => Err(ModelError::Internal(format!("buffer {i} is {}, not f32", other.dtype()))),
+        }
+    }
+
+    fn f32_mut(&mut self, i: usize) -> Result<&mut Vec<f32>, ModelError> {
+        match &mut self.bufs[i] {
+            HostBuffer::F32(v) => Ok(v),
+            other => Err(ModelError::Internal(format!("buffer {i} is {}, not f32", other.dtype()))),
+        }
+    }
+}
+
+/// A plan with its loaded modules and its scratch buffers in the store.
+struct Built {
+    plan: Plan,
+    modules: Vec<Arc<CpuModule>>,
+    /// Plan buffer name → store index, for the plan's Scratch buffers.
+    scratch: HashMap<String, usize>,
+}
+
+/// How a launch argument is bound at run time.
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    Buffer(usize),
+    Scalar(Scalar),
+}
+
+/// One launch, resolved against the store.
+struct Resolved {
+    module: Arc<CpuModule>,
+    grid: [u32; 3],
+    args: Vec<Slot>,
+}
+
+/// A config the provider chose, for reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChosenConfig {
+    pub kernel: KernelId,
+    pub problem: Args,
+    pub config: Args,
+    pub source: ConfigSource,
+}
+
+/// Store indices of the buffers a step writes or reads on the host.
+struct Meta {
+    ids: usize,
+    positions: usize,
+    slots: usize,
+    block_tables: usize,
+    context_lens: usize,
+    xn: usize,
+    head_x: usize,
+    logits: usize,
+}
+
+/// Weight format of one linear layer (its GEMM problem depends on it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Linear {
+    quant: layout::Quant,
+}
+
+/// A Llama model on the CPU device, with its KV cache.
+pub struct LlamaModel {
+    pub config: LlamaConfig,
+    pub options: ModelOptions,
+    device: Arc<CpuDevice>,
+    provider: Arc<dyn ConfigProvider + Send + Sync>,
+    store: Store,
+    cache: KvCache,
+    meta: Meta,
+    /// Per layer: q, k, v, o, gate, up, down.
+    linears: Vec<[Linear; 7]>,
+    plans: HashMap<(KernelId, Args), Arc<Built>>,
+    steps: HashMap<(usize, usize), Arc<Vec<Resolved>>>,
+    heads: HashMap<(usize, bool), Arc<Vec<Resolved>>>,
+    chosen: Vec<ChosenConfig>,
+    /// Reused argument list of the launch loop.
+    args: Vec<Arg>,
+}
+
+const LINEARS: [&str; 7] = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
+
+impl LlamaModel {
+    /// Loads the weights of `source`, sizes the KV cache and activations by `options`.
+    pub fn load(
+        source: &dyn TensorSource,
+        device: Arc<CpuDevice>,
+        provider: Arc<dyn ConfigProvider + Send + Sync>,
+        options: ModelOptions,
+    ) -> Result<LlamaModel, ModelError> {
+        let config = source.config()?;
+        check_config(&config)?;
+        let (dim, ffn, vocab) = (config.dim, config.ffn_dim, config.vocab_size);
+        let (q_dim, kv_dim) = (config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim);
+        let mut options = options;
+        options.max_seq_len = options.max_seq_len.min(config.context_length).max(1);
+        options.block_size = options.block_size.max(1);
+        options.max_step_tokens = options.max_step_tokens.max(MAX_Q_LEN as usize);
+        let max_blocks = options.max_seq_len.div_ceil(options.block_size);
+        let n_blocks = options.kv_blocks.unwrap_or(4 * max_blocks).max(1);
+
+        let mut store = Store::default();
+        let embd = q8_matrix(&source.tensor("token_embd.weight")?, vocab, dim)?;
+        store.add("token_embd.qs", HostBuffer::I8(embd.qs));
+        store.add("token_embd.scales", HostBuffer::F16(embd.scales));
+        if !config.tied_head {
+            let head = q8_matrix(&source.tensor("output.weight")?, vocab, dim)?;
+            store.add("output.qs", HostBuffer::I8(head.qs));
+            store.add("output.scales", HostBuffer::F16(head.scales));
+        }
+        store.add("output_norm.weight", HostBuffer::F32(vector(&source.tensor("output_norm.weight")?, dim)?));
+        let mut linears = Vec::with_capacity(config.n_layers);
+        for l in 0..config.n_layers {
+            for norm in ["attn_norm", "ffn_norm"] {
+                let name = format!("blk.{l}.{norm}.weight");
+                store.add(&name, HostBuffer::F32(vector(&source.tensor(&name)?, dim)?));
+            }
+            let shapes = [(q_dim, dim), (kv_dim, dim), (kv_dim, dim), (dim, q_dim), (ffn, dim), (ffn, dim), (dim, ffn)];
+            let mut layer = [Linear { quant: layout::Quant::Asym }; 7];
+            for (i, (&what, &(n, k))) in LINEARS.iter().zip(&shapes).enumerate() {
+                let name = format!("blk.{l}.{what}.weight");
+                let w = w4_weights(&source.tensor(&name)?, n, k)?;
+                layer[i] = Linear { quant: w.quant() };
+                store.add(&format!("{name}.w"), HostBuffer::U8(w.packed));
+                store.add(&format!("{name}.scales"), HostBuffer::F16(w.scales));
+                if let Some(mins) = w.mins {
+                    store.add(&format!("{name}.mins"), HostBuffer::F16(mins));
+                }
+            }
+            linears.push(layer);
+            let cache_len = n_blocks * options.block_size * kv_dim;
+            store.add(&format!("blk.{l}.k_cache"), HostBuffer::F32(vec![0.0; cache_len]));
+            store.add(&format!("blk.{l}.v_cache"), HostBuffer::F32(vec![0.0; cache_len]));
+        }
+        let (cos, sin) = kiln_kernels::transformer::rope::rope_cache(
+            config.rope_base,
+            options.max_seq_len as u32,
+            config.head_dim as u32,
+        );
+        store.add("rope.cos", HostBuffer::F32(cos));
+        store.add("rope.sin", HostBuffer::F32(sin));
+
+        let t = options.max_step_tokens;
+        for (name, width) in [
+            ("resid", dim),
+            ("xn", dim),
+            ("q", q_dim),
+            ("k", kv_dim),
+            ("v", kv_dim),
+            ("attn", q_dim),
+            ("o", dim),
+            ("gate", ffn),
+            ("up", ffn),
+            ("act", ffn),
+            ("ffn_out", dim),
+        ] {
+            store.add(name, HostBuffer::F32(vec![0.0; t * width]));
+        }
+        let meta = Meta {
+            ids: store.add("ids", HostBuffer::I32(vec![0; t])),
+            positions: store.add("positions", HostBuffer::I32(vec![0; t])),
+            slots: store.add("slots", HostBuffer::I32(vec![-1; t])),
+            block_tables: store.add("block_tables", HostBuffer::I32(vec![-1; t * max_blocks])),
+            context_lens: store.add("context_lens", HostBuffer::I32(vec![1; t])),
+            xn: store.index("xn")?,
+            head_x: store.add("head_x", HostBuffer::F32(vec![0.0; HEAD_ROWS * dim])),
+            logits: store.add("logits", HostBuffer::F32(vec![0.0; HEAD_ROWS * vocab])),
+        };
+        let cache = KvCache::new(n_blocks, options.block_size, options.max_seq_len);
+        Ok(LlamaModel {
+            config,
+            options,
+            device,
+            provider,
+            store,
+            cache,
+            meta,
+            linears,
+            plans: HashMap::new(),
+            steps: HashMap::new(),
+            heads: HashMap::new(),
+            chosen: Vec::new(),
+            args: Vec::new(),
+        })
+    }
+
+    pub fn cache(&self) -> &KvCache {
+        &self.cache
+    }
+
+    /// A new, empty sequence in the KV cache.
+    pub fn add_sequence(&mut self) -> SeqId {
+        self.cache.add_sequence()
+    }
+
+    /// Drops a sequence and returns its blocks.
+    pub fn free_sequence(&mut self, seq: SeqId) -> Result<(), ModelError> {
+        Ok(self.cache.free(seq)?)
+    }
+
+    /// Rolls back the last `n` tokens of `seq` (rejected speculative tokens).
+    pub fn truncate(&mut self, seq: SeqId, n: usize) -> Result<(), ModelError> {
+        Ok(self.cache.truncate(seq, n)?)
+    }
+
+    /// The configs the provider chose so far, one per (kernel, problem).
+    pub fn chosen_configs(&self) -> &[ChosenConfig] {
+        &self.chosen
+    }
+
+    /// Bytes of weights one decode token reads (every projection, norm and the output head once).
+    pub fn weight_bytes(&self) -> u64 {
+        let mut total = 0u64;
+        for (name, &i) in &self.store.names {
+            let is_weight = name.starts_with("blk.") && !name.ends_with("_cache")
+                || name.starts_with("token_embd.") && self.config.tied_head
+                || name.starts_with("output");
+            if is_weight {
+                let b = &self.store.bufs[i];
+                total += (b.len() * b.dtype().size_bytes()) as u64;
+            }
+        }
+        total
+    }
+
+    /// Bytes of K and V one token of context adds (all layers), as the attention reads them.
+    pub fn kv_bytes_per_token(&self) -> u64 {
+        (2 * self.config.n_layers * self.config.n_kv_heads * self.config.head_dim * 4) as u64
+    }
+
+    /// Runs one step: appends every input's tokens to its sequence and returns, per input, the
+    /// logits it asked for (`[rows, vocab]` row-major). All or nothing for the cache: when a
+    /// sequence cannot take its tokens, no sequence changes.
+    pub fn step(&mut self, inputs: &[SeqInput<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let vocab = self.config.vocab_size;
+        for (i, input) in inputs.iter().enumerate() {
+            if input.tokens.is_empty() {
+                return Err(ModelError::EmptyInput { seq: input.seq });
+            }
+            if inputs[..i].iter().any(|o| o.seq == input.seq) {
+                return Err(ModelError::DuplicateSequence { seq: input.seq });
+            }
+            if let Some(&id) = input.tokens.iter().find(|&&t| t as usize >= vocab) {
+                return Err(ModelError::BadToken { id, vocab });
+            }
+        }
+        // Reserve the slots of every input first; undo the ones done when one fails.
+        let mut starts = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            match self.cache.append(input.seq, input.tokens.len()) {
+                Ok(range) => starts.push(range.start),
+                Err(e) => {
+                    for (done, _) in inputs.iter().zip(&starts) {
+                        self.cache.truncate(done.seq, done.tokens.len())?;
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        let result = self.run_step(inputs, &starts);
+        if result.is_err() {
+            for input in inputs {
+                self.cache.truncate(input.seq, input.tokens.len())?;
+            }
+        }
+        result
+    }
+
+    fn run_step(&mut self, inputs: &[SeqInput<'_>], starts: &[usize]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let vocab = self.config.vocab_size;
+        let q_len = inputs.iter().map(|i| i.tokens.len()).max().unwrap_or(1).min(MAX_Q_LEN as usize);
+        // Lanes: (input, first token, tokens), in input order, a sequence's chunks in order.
+        let mut lanes: Vec<(usize, usize, usize)> = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            let n = input.tokens.len();
+            let mut at = 0;
+            while at < n {
+                let take = (n - at).min(q_len);
+                lanes.push((i, at, take));
+                at += take;
+            }
+        }
+        let mut out: Vec<Vec<f32>> = inputs
+            .iter()
+            .map(|i| Vec::with_capacity(vocab * if i.logits == Logits::All { i.tokens.len() } else { 1 }))
+            .collect();
+        let per_pass = (self.options.max_step_tokens / q_len).max(1);
+        for pass in lanes.chunks(per_pass) {
+            // Host metadata of the pass.
+            let max_blocks = self.cache.max_blocks_per_seq();
+            let mut rows: Vec<(usize, usize)> = Vec::new(); // (input, row of the pass)
+            {
+                let m = &self.meta;
+                let (ids_i, pos_i, slots_i, bt_i, cl_i) = (m.ids, m.positions, m.slots, m.block_tables, m.context_lens);
+                for (lane, &(i, at, take)) in pass.iter().enumerate() {
+                    let input = &inputs[i];
+                    let pad = q_len - take;
+                    let base = lane * q_len;
+                    for r in 0..q_len {
+                        let (id, pos, slot) = if r < pad {
+                            (0, 0, -1)
+                        } else {
+                            let t = at + r - pad;
+                            let pos = starts[i] + t;
+                            let slot = self.cache.slot(input.seq, pos)?.ok_or_else(|| {
+                                ModelError::Internal(format!("{} has no slot for position {pos}", input.seq))
+                            })?;
+                            if input.logits == Logits::All || t + 1 == input.tokens.len() {
+                                rows.push((i, base + r));
+                            }
+                            (input.tokens[t] as i32, pos as i32, slot as i32)
+                        };
+                        self.store.i32_mut(ids_i)?[base + r] = id;
+                        self.store.i32_mut(pos_i)?[base + r] = pos;
+                        self.store.i32_mut(slots_i)?[base + r] = slot;
+                    }
+                    let table = self.cache.block_table(input.seq)?;
+                    let row = &mut self.store.i32_mut(bt_i)?[lane * max_blocks..(lane + 1) * max_blocks];
+                    row.fill(-1);
+                    for (dst, &b) in row.iter_mut().zip(table) {
+                        *dst = b as i32;
+                    }
+                    self.store.i32_mut(cl_i)?[lane] = (starts[i] + at + take) as i32;
+                }
+            }
+            let launches = self.step_launches(pass.len(), q_len)?;
+            self.run(&launches)?;
+            // The output head, HEAD_ROWS rows at a time.
+            for chunk in rows.chunks(HEAD_ROWS) {
+                let contiguous = chunk.iter().enumerate().all(|(j, &(_, r))| r == j);
+                if !contiguous {
+                    let dim = self.config.dim;
+                    let (xn, head_x) = (self.meta.xn, self.meta.head_x);
+                    for (j, &(_, r)) in chunk.iter().enumerate() {
+                        let row: Vec<f32> = self.store.f32(xn)?[r * dim..(r + 1) * dim].to_vec();
+                        self.store.f32_mut(head_x)?[j * dim..(j + 1) * dim].copy_from_slice(&row);
+                    }
+                }
+                let head = self.head_launches(chunk.len(), contiguous)?;
+                self.run(&head)?;
+                let logits = self.store.f32(self.meta.logits)?;
+                for (j, &(i, _)) in chunk.iter().enumerate() {
+                    out[i].extend_from_slice(&logits[j * vocab..(j + 1) * vocab]);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs resolved launches on the device, moving the bound buffers in and back out.
+    fn run(&mut self, launches: &[Resolved]) -> Result<(), ModelError> {
+        let mut args = std::mem::take(&mut self.args);
+        let mut result = Ok(());
+        for launch in launches {
+            args.clear();
+            for slot in &launch.args {
+                args.push(match *slot {
+                    Slot::Buffer(i) => {
+                        Arg::Buffer(std::mem::replace(&mut self.store.bufs[i], HostBuffer::U8(Vec::new())))
+                    }
+                    Slot::Scalar(s) => Arg::Scalar(s),
+                });
+            }
+            result = self.device.run(&launch.module, launch.grid, &mut args);
+            for (slot, arg) in launch.args.iter().zip(args.drain(..)) {
+                if let (Slot::Buffer(i), Arg::Buffer(b)) = (slot, arg) {
+                    self.store.bufs[*i] = b;
+                }
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        self.args = args;
+        Ok(result?)
+    }
+
+    /// The plan of (kernel, problem) with the provider's config, built and loaded once.
+    fn built(&mut self, kernel: KernelId, problem: Args) -> Result<Arc<Built>, ModelError> {
+        let key = (kernel, problem);
+        if let Some(b) = self.plans.get(&key) {
+            return Ok(b.clone());
+        }
+        let problem = &key.1;
+        let choice = self.provider.choose(kernel, problem)?;
+        let plan = kernel.kernel().plan(problem, &choice.config)?;
+        let modules = plan.launches.iter().map(|l| self.device.load(&l.kernel)).collect::<Result<Vec<_>, _>>()?;
+        let mut scratch = HashMap::new();
+        for spec in plan.buffers.iter().filter(|b| b.role == Role::Scratch) {
+            let name = format!("scratch:{kernel}:{problem}:{}", spec.name);
+            scratch.insert(spec.name.clone(), self.store.add(&name, HostBuffer::zeros(spec.dtype, spec.len)));
+        }
+        self.chosen.push(ChosenConfig {
+            kernel,
+            problem: problem.clone(),
+            config: choice.config.clone(),
+            source: choice.source,
+        });
+        let built = Arc::new(Built { plan, modules, scratch });
+        self.plans.insert(key, built.clone());
+        Ok(built)
+    }
+
+    /// Resolves every launch of (kernel, problem) with plan buffers bound to store buffers by
+    /// `bind` (plan name → store name), and appends them to `out`. Checks dtypes, sizes and that
+    /// no launch binds one buffer twice.
+    fn emit(
+        &mut self,
+        out: &mut Vec<Resolved>,
+        kernel: KernelId,
+        problem: Args,
+        bind: &[(&str, &str)],
+    ) -> Result<(), ModelError> {
+        let built = self.built(kernel, problem)?;
+        for (launch, module) in built.plan.launches.iter().zip(&built.modules) {
+            let mut args = Vec::with_capacity(launch.args.len());
+            for b in &launch.args {
+                args.push(match b {
+                    Binding::Scalar(s) => Slot::Scalar(*s),
+                    Binding::Buffer(name) => {
+                        let index = match built.scratch.get(name) {
+                            Some(&i) => i,
+                            None => {
+                                let (_, store_name) = bind.iter().find(|(p, _)| p == name).ok_or_else(|| {
+                                    ModelError::Internal(format!("{kernel}: plan buffer `{name}` is not bound"))
+                                })?;
+                                self.store.index(store_name)?
+                            }
+                        };
+                        let spec = built.plan.buffer(name).ok_or_else(|| {
+                            ModelError::Internal(format!("{kernel}: launch binds undeclared buffer `{name}`"))
+                        })?;
+                        let have = &self.store.bufs[index];
+                        // Caches and attention inputs are planned for capacity; the store's cache
+                        // pool may differ from the attention problem's implied pool, whose blocks
+                        // are addressed through the block tables only.
+                        let pool = name.ends_with("_cache");
+                        if have.dtype() != spec.dtype || (!pool && have.len() < spec.len) {
+                            return Err(ModelError::Internal(format!(
+                                "{kernel}: `{name}` needs {} × {}, the store has {} × {}",
+                                spec.len,
+                                spec.dtype,
+                                have.len(),
+                                have.dtype()
+                            )));
+                        }
+                        Slot::Buffer(index)
+                    }
+                });
+            }
+            let mut seen = std::collections::HashSet::new();
+            if args.iter().any(|s| matches!(s, Slot::Buffer(i) if !seen.insert(*i))) {
+                return Err(ModelError::Internal(format!("{kernel}: a launch binds one buffer twice")));
+            }
+            out.push(Resolved { module: module.clone(), grid: launch.grid, args });
+        }
+        Ok(())
+    }
+
+    fn gemm(
+        &mut self,
+        out: &mut Vec<Resolved>,
+        m: usize,
+        layer: usize,
+        which: usize,
+        x: &str,
+        y: &str,
+    ) -> Result<(), ModelError> {
+        let c = &self.config;
+        let (dim, ffn, q_dim, kv_dim) = (c.dim, c.ffn_dim, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+        let (n, k) =
+            [(q_dim, dim), (kv_dim, dim), (kv_dim, dim), (dim, q_dim), (ffn, dim), (ffn, dim), (dim, ffn)][which];
+        let quant = self.linears[layer][which].quant;
+        let problem = Args::new()
+            .with("m", m)
+            .with("n", n)
+            .with("k", k)
+            .with("group", 32)
+            .with("act", "f32")
+            .with("quant", quant);
+        let name = format!("blk.{layer}.{}.weight", LINEARS[which]);
+        let (w, scales, mins) = (format!("{name}.w"), format!("{name}.scales"), format!("{name}.mins"));
+        let mut bind = vec![("x", x), ("w", w.as_str()), ("scales", scales.as_str()), ("y", y)];
+        if quant == layout::Quant::Asym {
+            bind.push(("mins", mins.as_str()));
+        }
+        self.emit(out, KernelId::DequantGemmW4, problem, &bind)
+    }
+
+    fn rmsnorm(&mut self, out: &mut Vec<Resolved>, m: usize, x: &str, w: &str, fused: bool) -> Result<(), ModelError> {
+        let problem = Args::new()
+            .with("tokens", m)
+            .with("dim", self.config.dim)
+            .with("dtype", "f32")
+            .with("eps", self.config.rms_eps)
+            .with("fused", u32::from(fused));
+        let mut bind = vec![("x", x), ("w", w), ("out", "xn")];
+        if fused {
+            bind.push(("residual", "resid"));
+        }
+        self.emit(out, KernelId::Rmsnorm, problem, &bind)
+    }
+
+    /// The launches of a pass of `lanes` lanes of `q_len` tokens, resolved once per shape.
+    fn step_launches(&mut self, lanes: usize, q_len: usize) -> Result<Arc<Vec<Resolved>>, ModelError> {
+        if let Some(l) = self.steps.get(&(lanes, q_len)) {
+            return Ok(l.clone());
+        }
+        let c = self.config.clone();
+        let m = lanes * q_len;
+        let mut out = Vec::new();
+        let embedding =
+            Args::new().with("tokens", m).with("vocab", c.vocab_size).with("dim", c.dim).with("dtype", "f32");
+        let bind = [("ids", "ids"), ("qs", "token_embd.qs"), ("scales", "token_embd.scales"), ("out", "resid")];
+        self.emit(&mut out, KernelId::Embedding, embedding, &bind)?;
+        for l in 0..c.n_layers {
+            let attn_norm = format!("blk.{l}.attn_norm.weight");
+            if l == 0 {
+                self.rmsnorm(&mut out, m, "resid", &attn_norm, false)?;
+            } else {
+                self.rmsnorm(&mut out, m, "ffn_out", &attn_norm, true)?;
+            }
+            self.gemm(&mut out, m, l, 0, "xn", "q")?;
+            self.gemm(&mut out, m, l, 1, "xn", "k")?;
+            self.gemm(&mut out, m, l, 2, "xn", "v")?;
+            let rope = Args::new()
+                .with("tokens", m)
+                .with("heads", c.n_heads)
+                .with("kv_heads", c.n_kv_heads)
+                .with("head_dim", c.head_dim)
+                .with("max_pos", self.options.max_seq_len)
+                .with("base", c.rope_base)
+                .with("variant", "adjacent")
+                .with("dtype", "f32");
+            let bind = [("q", "q"), ("k", "k"), ("positions", "positions"), ("cos", "rope.cos"), ("sin", "rope.sin")];
+            self.emit(&mut out, KernelId::Rope, rope, &bind)?;
+            let (k_cache, v_cache) = (format!("blk.{l}.k_cache"), format!("blk.{l}.v_cache"));
+            let append = Args::new()
+                .with("tokens", m)
+                .with("kv_heads", c.n_kv_heads)
+                .with("head_dim", c.head_dim)
+                .with("block", self.options.block_size)
+                .with("n_blocks", self.cache.n_blocks())
+                .with("dtype", "f32");
+            let bind = [
+                ("k_new", "k"),
+                ("v_new", "v"),
+                ("slot_mapping", "slots"),
+                ("k_cache", k_cache.as_str()),
+                ("v_cache", v_cache.as_str()),
+            ];
+            self.emit(&mut out, KernelId::PagedKvAppend, append, &bind)?;
+            let attention = Args::new()
+                .with("batch", lanes)
+                .with("q_len", q_len)
+                .with("ctx", self.options.max_seq_len.max(q_len))
+                .with("heads", c.n_heads)
+                .with("kv_heads", c.n_kv_heads)
+                .with("head_dim", c.head_dim)
+                .with("block", self.options.block_size)
+                .with("dtype", "f32")
+                .with("q_dtype", "f32");
+            let bind = [
+                ("q", "q"),
+                ("k_cache", k_cache.as_str()),
+                ("v_cache", v_cache.as_str()),
+                ("block_tables", "block_tables"),
+                ("context_lens", "context_lens"),
+                ("out", "attn"),
+            ];
+            self.emit(&mut out, KernelId::AttentionDecodePaged, attention, &bind)?;
+            self.gemm(&mut out, m, l, 3, "attn", "o")?;
+            self.rmsnorm(&mut out, m, "o", &format!("blk.{l}.ffn_norm.weight"), true)?;
+            self.gemm(&mut out, m, l, 4, "xn", "gate")?;
+            self.gemm(&mut out, m, l, 5, "xn", "up")?;
+            let silu = Args::new().with("tokens", m).with("dim", c.ffn_dim).with("dtype", "f32");
+            self.emit(&mut out, KernelId::SiluMul, silu, &[("gate", "gate"), ("up", "up"), ("out", "act")])?;
+            self.gemm(&mut out, m, l, 6, "act", "ffn_out")?;
+        }
+        if c.n_layers == 0 {
+            return Err(ModelError::Config("the model has no layers".into()));
+        }
+        self.rmsnorm(&mut out, m, "ffn_out", "output_norm.weight", true)?;
+        let launches = Arc::new(out);
+        self.steps.insert((lanes, q_len), launches.clone());
+        Ok(launches)
+    }
+
+    /// The output head over `rows` rows, read from `xn` directly or from the gathered `head_x`.
+    fn head_launches(&mut self, rows: usize, from_xn: bool) -> Result<Arc<Vec<Resolved>>, ModelError> {
+        if let Some(l) = self.heads.get(&(rows, from_xn)) {
+            return Ok(l.clone());
+        }
+        let c = &self.config;
+        let problem =
+            Args::new().with("m", rows).with("n", c.vocab_size).with("k", c.dim).with("act", "f32").with("out", "f32");
+        let (qs, scales) =
+            if c.tied_head { ("token_embd.qs", "token_embd.scales") } else { ("output.qs", "output.scales") };
+        let x = if from_xn { "xn" } else { "head_x" };
+        let mut out = Vec::new();
+        self.emit(&mut out, KernelId::Q8Gemv, problem, &[("x", x), ("qs", qs), ("scales", scales), ("y", "logits")])?;
+        let launches = Arc::new(out);
+        self.heads.insert((rows, from_xn), launches.clone());
+        Ok(launches)
+    }
+}
+
+fn check_config(c: &LlamaConfig) -> Result<(), ModelError> {
+    let bad = |m: String| Err(ModelError::Config(m));
+    if c.n_layers == 0 || c.dim == 0 || c.n_heads == 0 || c.n_kv_heads == 0 || c.vocab_size == 0 {
+        return bad(format!("layers, width, heads, KV heads and vocabulary must be non-zero: {c:?}"));
+    }
+    if c.n_heads * c.head_dim != c.dim {
+        return bad(format!("heads {} × head_dim {} is not the width {}", c.n_heads, c.head_dim, c.dim));
+    }
+    if !c.n_heads.is_multiple_of(c.n_kv_heads) {
+        return bad(format!("heads {} is not a multiple of KV heads {}", c.n_heads, c.n_kv_heads));
+    }
+    if !matches!(c.head_dim, 64 | 128) {
+        return bad(format!("head_dim {} is not 64 or 128, the head sizes the attention kernels support", c.head_dim));
+    }
+    if !c.dim.is_multiple_of(32) || !c.ffn_dim.is_multiple_of(32) {
+        return bad(format!(
+            "width {} and FFN width {} must be multiples of 32 (the quantization group)",
+            c.dim, c.ffn_dim
+        ));
+    }
+    Ok(())
+}
+
+fn shape_err(t: &RawTensor, expected: Vec<usize>) -> ModelError {
+    ModelError::Shape { name: t.name.clone(), got: t.shape.clone(), expected }
+}
+
+/// A `[len]` vector of f32 (norm weights).
+fn vector(t: &RawTensor, len: usize) -> Result<Vec<f32>, ModelError> {
+    if t.shape.iter().product::<usize>() != len || t.shape.first() != Some(&len) {
+        return Err(shape_err(t, vec![len]));
+    }
+    float_values(t).ok_or_else(|| ModelError::Unsupported {
+        name: t.name.clone(),
+        kind: t.data.kind(),
+        fix: "norm weights must be F32, F16 or BF16; re-export the model with float norms".into(),
+    })
+}
+
+fn float_values(t: &RawTensor) -> Option<Vec<f32>> {
+    match &t.data {
+        TensorData::F32(v) => Some(v.clone()),
+        TensorData::F16(v) => Some(v.iter().map(|x| x.to_f32()).collect()),
+        TensorData::BF16(v) => Some(v.iter().map(|x| x.to_f32()).collect()),
+        TensorData::Q4_0(_) | TensorData::Q4_1(_) | TensorData::Q8_0(_) => None,
+    }
+}
+
+fn check_matrix(t: &RawTensor, rows: usize, cols: usize) -> Result<(), ModelError> {
+    if t.shape != [cols, rows] {
+        return Err(shape_err(t, vec![cols, rows]));
+    }
+    Ok(())
+}
+
+/// A `[rows, cols]` matrix (GGUF shape `[cols, rows]`) in kiln's Q8_0 layout.
+fn q8_matrix(t: &RawTensor, rows: usize, cols: usize) -> Result<Q8Matrix, ModelError> {
+    check_matrix(t, rows, cols)?;
+    let q8 = |bytes: &[u8]| {
+        Q8Matrix::from_gguf(bytes, rows, cols).map_err(|source| ModelError::Q8 { name: t.name.clone(), source })
+    };
+    match &t.data {
+        TensorData::Q8_0(bytes) => q8(bytes),
+        TensorData::Q4_0(_) | TensorData::Q4_1(_) => Err(ModelError::Unsupported {
+            name: t.name.clone(),
+            kind: t.data.kind(),
+            fix: "the embedding and output head must be Q8_0 or float; re-quantize with a Q8_0 token embedding \
+                  (llama.cpp's default for Q4 files)"
+                .into(),
+        }),
+        _ => {
+            let values = float_values(t).ok_or_else(|| ModelError::Internal("float tensor without values".into()))?;
+            if !cols.is_multiple_of(Q8_BLOCK) {
+                return Err(ModelError::Q8 { name: t.name.clone(), source: Q8FormatError::RaggedRow { cols } });
+            }
+            q8(&quantize_q8_0(&values))
+        }
+    }
+}
+
+/// GGUF Q8_0 blocks of `values` (whole blocks of 32): `d = amax / 127`, `q = round(x / d)`.
+pub fn quantize_q8_0(values: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() / Q8_BLOCK * GGUF_Q8_0_BLOCK_BYTES);
+    for block in values.chunks(Q8_BLOCK) {
+        let amax = block.iter().fold(0.0f32, |a, x| a.max(x.abs()));
+        let d = half::f16::from_f32(amax / 127.0);
+        let inv = if d.to_f32() > 0.0 { 1.0 / d.to_f32() } else { 0.0 };
+        out.extend_from_slice(&d.to_le_bytes());
+        out.extend(block.iter().map(|&x| (x * inv).round().clamp(-127.0, 127.0) as i8 as u8));
+    }
+    out
+}
+
+/// GGUF Q4_1 blocks of `values` (whole blocks of 32): `d = (max − min) / 15`, `m = min`,
+/// `q = round((x − m) / d)`.
+pub fn quantize_q4_1(values: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() / 32 * 20);
+    for block in values.chunks(32) {
+        let min = block.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = block.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let d = half::f16::from_f32((max - min) / 15.0);
+        let m = half::f16::from_f32(min);
+        let inv = if d.to_f32() > 0.0 { 1.0 / d.to_f32() } else { 0.0 };
+        out.extend_from_slice(&d.to_le_bytes());
+        out.extend_from_slice(&m.to_le_bytes());
+        let q: Vec<u8> = block.iter().map(|&x| ((x - m.to_f32()) * inv).round().clamp(0.0, 15.0) as u8).collect();
+        // ggml order: byte j holds element j (low nibble) and element j + 16 (high nibble).
+        out.extend((0..16).map(|j| q[j] | (q[j + 16] << 4)));
+    }
+    out
+}
+
+/// A linear layer `W [n, k]` (GGUF shape `[k, n]`) in kiln's int4 layout.
+fn w4_weights(t: &RawTensor, n: usize, k: usize) -> Result<W4Weights, ModelError> {
+    check_matrix(t, n, k)?;
+    let layout_err = |source| ModelError::Layout { name: t.name.clone(), source };
+    match &t.data {
+        TensorData::Q4_1(bytes) => layout::from_gguf_q4_1(bytes, n, k).map_err(layout_err),
+        TensorData::Q4_0(bytes) => layout::from_gguf_q4_0(bytes, n, k).map_err(layout_err),
+        TensorData::Q8_0(bytes) => {
+            let q =
+                Q8Matrix::from_gguf(bytes, n, k).map_err(|source| ModelError::Q8 { name: t.name.clone(), source })?;
+            let values: Vec<f32> =
+                q.qs.iter().enumerate().map(|(i, &v)| f32::from(v) * q.scales[i / Q8_BLOCK].to_f32()).collect();
+            layout::from_gguf_q4_1(&quantize_q4_1(&values), n, k).map_err(layout_err)
+        }
+        TensorData::F32(_) | TensorData::F16(_) | TensorData::BF16(_) => {
+            if !k.is_multiple_of(32) {
+                return Err(shape_err(t, vec![k.next_multiple_of(32), n]));
+            }
+            let values = float_values(t).ok_or_else(|| ModelError::Internal("float tensor without values".into()))?;
+            layout::from_gguf_q4_1(&quantize_q4_1(&values), n, k).map_err(layout_err)
+        }
+    }
+}

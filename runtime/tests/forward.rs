@@ -1,0 +1,418 @@
+//! The Llama forward pass on a small random model held in memory (Q4_1 projections and a Q8_0
+//! tied embedding made of random GGUF blocks), against an independent f64 reference forward
+//! written here: it dequantizes the blocks itself and computes every layer in f64.
+//!
+//! Also: a batch of sequences of different lengths (prefill chunks and decode tokens in one step)
+//! gives the logits each sequence gives alone; a full KV cache is a typed error that leaves the
+//! other sequences intact; bad token ids and over-long prompts are typed errors.
+
+use half::f16;
+use kiln_autotune::lookup::Defaults;
+use kiln_runtime::cpu::CpuDevice;
+use kiln_runtime::model::kv_cache::KvError;
+use kiln_runtime::model::llama::{LlamaModel, Logits, ModelError, ModelOptions, SeqInput};
+use kiln_runtime::model::tensor::{LlamaConfig, LoadError, RawTensor, TensorData, TensorSource};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+fn device() -> Arc<CpuDevice> {
+    static DEVICE: OnceLock<Arc<CpuDevice>> = OnceLock::new();
+    DEVICE.get_or_init(|| Arc::new(CpuDevice::host(None).expect("CPU device"))).clone()
+}
+
+/// A model held in memory, as a file reader would hand it out.
+struct MemSource {
+    config: LlamaConfig,
+    tensors: HashMap<String, RawTensor>,
+}
+
+impl TensorSource for MemSource {
+    fn config(&self) -> Result<LlamaConfig, LoadError> {
+        Ok(self.config.clone())
+    }
+    fn tensor(&self, name: &str) -> Result<RawTensor, LoadError> {
+        self.tensors.get(name).cloned().ok_or_else(|| LoadError::MissingTensor { name: name.to_string() })
+    }
+}
+
+fn config() -> LlamaConfig {
+    LlamaConfig {
+        n_layers: 2,
+        dim: 256,
+        ffn_dim: 384,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 64,
+        vocab_size: 300,
+        context_length: 128,
+        rope_base: 1e5,
+        rms_eps: 1e-5,
+        tied_head: true,
+    }
+}
+
+/// Random Q4_1 blocks for a `[n, k]` weight: codes uniform, `d` of the size real checkpoints
+/// have, `m ≈ −8·d` (a zero-mean row).
+fn q4_1_blocks(rng: &mut StdRng, n: usize, k: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..n * k / 32 {
+        let d: f32 = rng.random_range(0.01..0.04);
+        let m = -8.0 * d * rng.random_range(0.8..1.2);
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        out.extend_from_slice(&f16::from_f32(m).to_le_bytes());
+        out.extend((0..16).map(|_| rng.random::<u8>()));
+    }
+    out
+}
+
+fn q8_0_blocks(rng: &mut StdRng, rows: usize, cols: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..rows * cols / 32 {
+        let d: f32 = rng.random_range(0.005..0.02);
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        out.extend((0..32).map(|_| rng.random::<i8>() as u8));
+    }
+    out
+}
+
+fn random_model(seed: u64) -> MemSource {
+    let c = config();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut tensors = HashMap::new();
+    let mut add = |name: String, shape: Vec<usize>, data: TensorData| {
+        tensors.insert(name.clone(), RawTensor { name, shape, data });
+    };
+    add(
+        "token_embd.weight".into(),
+        vec![c.dim, c.vocab_size],
+        TensorData::Q8_0(q8_0_blocks(&mut rng, c.vocab_size, c.dim)),
+    );
+    let norm = |rng: &mut StdRng| TensorData::F32((0..c.dim).map(|_| rng.random_range(0.5..1.5)).collect());
+    add("output_norm.weight".into(), vec![c.dim], norm(&mut rng));
+    let (q_dim, kv_dim) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+    for l in 0..c.n_layers {
+        add(format!("blk.{l}.attn_norm.weight"), vec![c.dim], norm(&mut rng));
+        add(format!("blk.{l}.ffn_norm.weight"), vec![c.dim], norm(&mut rng));
+        for (what, n, k) in [
+            ("attn_q", q_dim, c.dim),
+            ("attn_k", kv_dim, c.dim),
+            ("attn_v", kv_dim, c.dim),
+            ("attn_output", c.dim, q_dim),
+            ("ffn_gate", c.ffn_dim, c.dim),
+            ("ffn_up", c.ffn_dim, c.dim),
+            ("ffn_down", c.dim, c.ffn_dim),
+        ] {
+            add(format!("blk.{l}.{what}.weight"), vec![k, n], TensorData::Q4_1(q4_1_blocks(&mut rng, n, k)));
+        }
+    }
+    MemSource { config: c, tensors }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The f64 reference, written from the GGUF block formats and the Llama equations.
+
+fn f16_at(b: &[u8], at: usize) -> f64 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f64()
+}
+
+/// `[rows, cols]` row-major in f64 from GGUF Q4_1 or Q8_0 blocks running along a row.
+fn dequant(t: &RawTensor) -> Vec<f64> {
+    match &t.data {
+        TensorData::Q4_1(b) => b
+            .chunks(20)
+            .flat_map(|blk| {
+                let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
+                (0..32).map(move |j| {
+                    let q = if j < 16 { blk[4 + j] & 0xF } else { blk[4 + j - 16] >> 4 };
+                    f64::from(q) * d + m
+                })
+            })
+            .collect(),
+        TensorData::Q8_0(b) => b
+            .chunks(34)
+            .flat_map(|blk| {
+                let d = f16_at(blk, 0);
+                (0..32).map(move |j| f64::from(blk[2 + j] as i8) * d)
+            })
+            .collect(),
+        TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        other => panic!("the reference does not read {}", other.kind()),
+    }
+}
+
+struct Reference {
+    c: LlamaConfig,
+    w: HashMap<String, Vec<f64>>,
+}
+
+fn matvec(w: &[f64], x: &[f64]) -> Vec<f64> {
+    w.chunks(x.len()).map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum()).collect()
+}
+
+fn rmsnorm(x: &[f64], w: &[f64], eps: f64) -> Vec<f64> {
+    let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+    let r = 1.0 / (ms + eps).sqrt();
+    x.iter().zip(w).map(|(v, g)| v * r * g).collect()
+}
+
+impl Reference {
+    fn new(src: &MemSource) -> Reference {
+        Reference { c: src.config.clone(), w: src.tensors.iter().map(|(k, t)| (k.clone(), dequant(t))).collect() }
+    }
+
+    fn rope(&self, v: &mut [f64], pos: usize) {
+        let hd = self.c.head_dim;
+        for head in v.chunks_mut(hd) {
+            for i in 0..hd / 2 {
+                let theta = pos as f64 * self.c.rope_base.powf(-(2.0 * i as f64) / hd as f64);
+                let (x0, x1) = (head[2 * i], head[2 * i + 1]);
+                head[2 * i] = x0 * theta.cos() - x1 * theta.sin();
+                head[2 * i + 1] = x0 * theta.sin() + x1 * theta.cos();
+            }
+        }
+    }
+
+    /// Logits `[tokens, vocab]` of every position of `tokens`, a whole sequence from position 0.
+    fn logits(&self, tokens: &[u32]) -> Vec<Vec<f64>> {
+        let c = &self.c;
+        let (dim, hd) = (c.dim, c.head_dim);
+        let emb = &self.w["token_embd.weight"];
+        let mut xs: Vec<Vec<f64>> = tokens.iter().map(|&t| emb[t as usize * dim..][..dim].to_vec()).collect();
+        for l in 0..c.n_layers {
+            let w = |n: &str| &self.w[&format!("blk.{l}.{n}.weight")];
+            let mut ks = Vec::new();
+            let mut vs = Vec::new();
+            let mut qs = Vec::new();
+            for (pos, x) in xs.iter().enumerate() {
+                let h = rmsnorm(x, w("attn_norm"), c.rms_eps);
+                let (mut q, mut k) = (matvec(w("attn_q"), &h), matvec(w("attn_k"), &h));
+                self.rope(&mut q, pos);
+                self.rope(&mut k, pos);
+                qs.push(q);
+                ks.push(k);
+                vs.push(matvec(w("attn_v"), &h));
+            }
+            for (pos, x) in xs.iter_mut().enumerate() {
+                let mut attn = vec![0.0; c.n_heads * hd];
+                for h in 0..c.n_heads {
+                    let kvh = h / (c.n_heads / c.n_kv_heads);
+                    let q = &qs[pos][h * hd..][..hd];
+                    let scores: Vec<f64> = (0..=pos)
+                        .map(|p| {
+                            q.iter().zip(&ks[p][kvh * hd..][..hd]).map(|(a, b)| a * b).sum::<f64>() / (hd as f64).sqrt()
+                        })
+                        .collect();
+                    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let total: f64 = e.iter().sum();
+                    for (p, ep) in e.iter().enumerate() {
+                        for d in 0..hd {
+                            attn[h * hd + d] += ep / total * vs[p][kvh * hd + d];
+                        }
+                    }
+                }
+                let o = matvec(w("attn_output"), &attn);
+                x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+                let h = rmsnorm(x, w("ffn_norm"), c.rms_eps);
+                let (g, u) = (matvec(w("ffn_gate"), &h), matvec(w("ffn_up"), &h));
+                let a: Vec<f64> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+                let d = matvec(w("ffn_down"), &a);
+                x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
+            }
+        }
+        xs.iter().map(|x| matvec(emb, &rmsnorm(x, &self.w["output_norm.weight"], c.rms_eps))).collect()
+    }
+}
+
+/// ‖got − want‖ / ‖want‖ over rows.
+fn rel_error(got: &[f32], want: &[Vec<f64>]) -> f64 {
+    let want: Vec<f64> = want.iter().flatten().copied().collect();
+    assert_eq!(got.len(), want.len(), "logit count");
+    assert!(got.iter().all(|v| v.is_finite()), "non-finite logits");
+    let err: f64 = got.iter().zip(&want).map(|(g, w)| (f64::from(*g) - w).powi(2)).sum();
+    let norm: f64 = want.iter().map(|w| w * w).sum();
+    (err / norm).sqrt()
+}
+
+/// f32 activations and KV cache against f64: every stage (norms, int4 GEMMs with f32 sums of
+/// ≤ 384 exact products, attention with f32 softmax, RoPE from an f32 cos/sin table) rounds at
+/// f32 precision (~6e-8 relative) and the errors of two layers compound to a few 1e-6 (measured
+/// 2.1e-6); 2e-5 still catches any semantic slip (a wrong position, a missed key, an
+/// off-by-one nibble), each of which moves the logits by more than 1e-2.
+const TOLERANCE: f64 = 2e-5;
+
+fn model(src: &MemSource, options: ModelOptions) -> LlamaModel {
+    LlamaModel::load(src, device(), Arc::new(Defaults), options).expect("model loads")
+}
+
+fn random_tokens(rng: &mut StdRng, n: usize) -> Vec<u32> {
+    (0..n).map(|_| rng.random_range(0..300)).collect()
+}
+
+#[test]
+fn prefill_and_decode_match_the_f64_reference() {
+    let src = random_model(1);
+    let reference = Reference::new(&src);
+    let mut m = model(&src, ModelOptions::default());
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut tokens = random_tokens(&mut rng, 37);
+    let seq = m.add_sequence();
+    // 37 tokens: lanes of 16, 16 and 5 (front-padded) in one pass.
+    let out = m.step(&[SeqInput { seq, tokens: &tokens, logits: Logits::All }]).unwrap();
+    let want = reference.logits(&tokens);
+    let err = rel_error(&out[0], &want);
+    assert!(err < TOLERANCE, "prefill logits: relative error {err:.3e}");
+    for _ in 0..4 {
+        let next = rng.random_range(0..300);
+        tokens.push(next);
+        let out = m.step(&[SeqInput { seq, tokens: &[next], logits: Logits::Last }]).unwrap();
+        let want = reference.logits(&tokens);
+        let err = rel_error(&out[0], &want[want.len() - 1..]);
+        assert!(err < TOLERANCE, "decode logits at {}: relative error {err:.3e}", tokens.len());
+    }
+    assert_eq!(m.cache().len(seq).unwrap(), tokens.len());
+}
+
+#[test]
+fn a_batch_of_different_lengths_matches_each_sequence_alone() {
+    let src = random_model(2);
+    let reference = Reference::new(&src);
+    let mut rng = StdRng::seed_from_u64(22);
+    let prompts: Vec<Vec<u32>> = [5, 23, 1, 16].iter().map(|&n| random_tokens(&mut rng, n)).collect();
+    let next: Vec<u32> = random_tokens(&mut rng, 4);
+
+    // Alone: each sequence in its own model, prefill then one decode token.
+    let mut alone = Vec::new();
+    for (p, &t) in prompts.iter().zip(&next) {
+        let mut m = model(&src, ModelOptions::default());
+        let seq = m.add_sequence();
+        let a = m.step(&[SeqInput { seq, tokens: p, logits: Logits::Last }]).unwrap().remove(0);
+        let b = m.step(&[SeqInput { seq, tokens: &[t], logits: Logits::Last }]).unwrap().remove(0);
+        alone.push((a, b));
+    }
+
+    // Together: sequences 0 and 1 prefill first; then one step mixes decode tokens of 0 and 1
+    // with the prefill of 2 and 3; then 2 and 3 decode.
+    let mut m = model(&src, ModelOptions::default());
+    let seqs: Vec<_> = (0..4).map(|_| m.add_sequence()).collect();
+    let first = m
+        .step(&[
+            SeqInput { seq: seqs[0], tokens: &prompts[0], logits: Logits::Last },
+            SeqInput { seq: seqs[1], tokens: &prompts[1], logits: Logits::Last },
+        ])
+        .unwrap();
+    let mixed = m
+        .step(&[
+            SeqInput { seq: seqs[2], tokens: &prompts[2], logits: Logits::Last },
+            SeqInput { seq: seqs[0], tokens: &next[..1], logits: Logits::Last },
+            SeqInput { seq: seqs[3], tokens: &prompts[3], logits: Logits::Last },
+            SeqInput { seq: seqs[1], tokens: &next[1..2], logits: Logits::Last },
+        ])
+        .unwrap();
+    let last = m
+        .step(&[
+            SeqInput { seq: seqs[3], tokens: &next[3..4], logits: Logits::Last },
+            SeqInput { seq: seqs[2], tokens: &next[2..3], logits: Logits::Last },
+        ])
+        .unwrap();
+    let together = [(&first[0], &mixed[1]), (&first[1], &mixed[3]), (&mixed[0], &last[1]), (&mixed[2], &last[0])];
+    for (s, ((a, b), (ta, tb))) in alone.iter().zip(together).enumerate() {
+        // Different batch shapes pick different GEMM tilings (GEMV for few rows, dot tiles for
+        // more), so the f32 summation order differs: equal to f32 rounding, not bit for bit.
+        let as_ref = |v: &[f32]| vec![v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>()];
+        assert!(rel_error(ta, &as_ref(a)) < TOLERANCE, "sequence {s}: prefill logits differ in the batch");
+        assert!(rel_error(tb, &as_ref(b)) < TOLERANCE, "sequence {s}: decode logits differ in the batch");
+        // And both against the reference.
+        let mut toks = prompts[s].clone();
+        let want = reference.logits(&toks);
+        assert!(rel_error(ta, &want[want.len() - 1..]) < TOLERANCE, "sequence {s}: prefill vs reference");
+        toks.push(next[s]);
+        let want = reference.logits(&toks);
+        assert!(rel_error(tb, &want[want.len() - 1..]) < TOLERANCE, "sequence {s}: decode vs reference");
+    }
+}
+
+#[test]
+fn a_full_cache_is_a_typed_error_that_leaves_other_sequences_intact() {
+    let src = random_model(3);
+    let reference = Reference::new(&src);
+    // 6 blocks of 16 tokens.
+    let mut m = model(&src, ModelOptions { kv_blocks: Some(6), ..ModelOptions::default() });
+    let mut rng = StdRng::seed_from_u64(33);
+    let mut a_tokens = random_tokens(&mut rng, 40); // 3 blocks
+    let b_tokens = random_tokens(&mut rng, 20); // 2 blocks
+    let (a, b) = (m.add_sequence(), m.add_sequence());
+    m.step(&[SeqInput { seq: a, tokens: &a_tokens, logits: Logits::Last }]).unwrap();
+    m.step(&[SeqInput { seq: b, tokens: &b_tokens, logits: Logits::Last }]).unwrap();
+    // c needs 3 blocks, 1 is free; in a step with a decode token of a, neither may change.
+    let c = m.add_sequence();
+    let c_tokens = random_tokens(&mut rng, 40);
+    let extra = random_tokens(&mut rng, 1);
+    let err = m
+        .step(&[
+            SeqInput { seq: a, tokens: &extra, logits: Logits::Last },
+            SeqInput { seq: c, tokens: &c_tokens, logits: Logits::Last },
+        ])
+        .unwrap_err();
+    assert!(matches!(err, ModelError::Kv(KvError::Exhausted { needed: 3, free: 1, .. })), "{err}");
+    assert!(err.to_string().contains("KV cache is full"), "{err}");
+    assert_eq!(m.cache().len(a).unwrap(), 40);
+    assert_eq!(m.cache().len(c).unwrap(), 0);
+    assert_eq!(m.cache().free_blocks(), 1);
+    // a continues exactly as if the failed step never happened.
+    a_tokens.push(extra[0]);
+    let out = m.step(&[SeqInput { seq: a, tokens: &extra, logits: Logits::Last }]).unwrap();
+    let want = reference.logits(&a_tokens);
+    assert!(rel_error(&out[0], &want[want.len() - 1..]) < TOLERANCE);
+    // Freeing b makes room for c.
+    m.free_sequence(b).unwrap();
+    m.step(&[SeqInput { seq: c, tokens: &c_tokens, logits: Logits::Last }]).unwrap();
+}
+
+#[test]
+fn truncate_rolls_back_tokens() {
+    let src = random_model(4);
+    let reference = Reference::new(&src);
+    let mut m = model(&src, ModelOptions::default());
+    let mut rng = StdRng::seed_from_u64(44);
+    let tokens = random_tokens(&mut rng, 20);
+    let seq = m.add_sequence();
+    m.step(&[SeqInput { seq, tokens: &tokens, logits: Logits::Last }]).unwrap();
+    // Speculative tokens, rejected: roll back 5, then run other tokens in their place.
+    let draft = random_tokens(&mut rng, 5);
+    m.step(&[SeqInput { seq, tokens: &draft, logits: Logits::All }]).unwrap();
+    m.truncate(seq, 5).unwrap();
+    let other = random_tokens(&mut rng, 3);
+    let out = m.step(&[SeqInput { seq, tokens: &other, logits: Logits::All }]).unwrap();
+    let all: Vec<u32> = tokens.iter().chain(&other).copied().collect();
+    let want = reference.logits(&all);
+    assert!(rel_error(&out[0], &want[20..]) < TOLERANCE);
+}
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    let src = random_model(5);
+    let mut m = model(&src, ModelOptions::default());
+    let seq = m.add_sequence();
+    let err = m.step(&[SeqInput { seq, tokens: &[1, 300], logits: Logits::Last }]).unwrap_err();
+    assert!(matches!(err, ModelError::BadToken { id: 300, vocab: 300 }), "{err}");
+    let err = m.step(&[SeqInput { seq, tokens: &[], logits: Logits::Last }]).unwrap_err();
+    assert!(matches!(err, ModelError::EmptyInput { .. }), "{err}");
+    // The context is 128 tokens (the model's context_length caps max_seq_len).
+    let long = vec![7u32; 129];
+    let err = m.step(&[SeqInput { seq, tokens: &long, logits: Logits::Last }]).unwrap_err();
+    assert!(matches!(err, ModelError::Kv(KvError::TooLong { len: 129, max: 128, .. })), "{err}");
+    assert_eq!(m.cache().len(seq).unwrap(), 0);
+    // A missing tensor names itself.
+    let mut broken = random_model(5);
+    broken.tensors.remove("blk.1.ffn_up.weight");
+    let err = LlamaModel::load(&broken, device(), Arc::new(Defaults), ModelOptions::default()).err().unwrap();
+    assert!(err.to_string().contains("blk.1.ffn_up.weight"), "{err}");
+    // A wrong shape names the tensor and both shapes.
+    let mut broken = random_model(5);
+    broken.tensors.get_mut("blk.0.attn_k.weight").unwrap().shape = vec![256, 64];
+    let err = LlamaModel::load(&broken, device(), Arc::new(Defaults), ModelOptions::default()).err().unwrap();
+    assert!(matches!(err, ModelError::Shape { .. }) && err.to_string().contains("attn_k"), "{err}");
+}
