@@ -4,5 +4,8 @@
 //! - [`tensor`]: the seam between file formats and the forward pass — [`tensor::TensorSource`]
 //!   hands out tensors as they are stored ([`tensor::RawTensor`]), named the GGUF way, and the
 //!   model's [`tensor::LlamaConfig`].
+//! - [`gguf`]: the GGUF v3 reader (metadata, tensor infos, alignment; Q4_0, Q4_1, Q8_0, F16, BF16,
+//!   F32 tensors) and the Llama configuration from its metadata.
 
+pub mod gguf;
 pub mod tensor;
