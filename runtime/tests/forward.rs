@@ -110,130 +110,21 @@ fn random_model(seed: u64) -> MemSource {
     MemSource { config: c, tensors }
 }
 
-// ---------------------------------------------------------------------------------------------
-// The f64 reference, written from the GGUF block formats and the Llama equations.
+mod common;
+use common::{reference_logits, rel_error};
 
-fn f16_at(b: &[u8], at: usize) -> f64 {
-    f16::from_le_bytes([b[at], b[at + 1]]).to_f64()
-}
+/// The f64 reference over the source (the test's own dequantization and forward, `common`).
+struct Reference<'a>(&'a MemSource);
 
-/// `[rows, cols]` row-major in f64 from GGUF Q4_1 or Q8_0 blocks running along a row.
-fn dequant(t: &RawTensor) -> Vec<f64> {
-    match &t.data {
-        TensorData::Q4_1(b) => b
-            .chunks(20)
-            .flat_map(|blk| {
-                let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
-                (0..32).map(move |j| {
-                    let q = if j < 16 { blk[4 + j] & 0xF } else { blk[4 + j - 16] >> 4 };
-                    f64::from(q) * d + m
-                })
-            })
-            .collect(),
-        TensorData::Q8_0(b) => b
-            .chunks(34)
-            .flat_map(|blk| {
-                let d = f16_at(blk, 0);
-                (0..32).map(move |j| f64::from(blk[2 + j] as i8) * d)
-            })
-            .collect(),
-        TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
-        other => panic!("the reference does not read {}", other.kind()),
-    }
-}
-
-struct Reference {
-    c: LlamaConfig,
-    w: HashMap<String, Vec<f64>>,
-}
-
-fn matvec(w: &[f64], x: &[f64]) -> Vec<f64> {
-    w.chunks(x.len()).map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum()).collect()
-}
-
-fn rmsnorm(x: &[f64], w: &[f64], eps: f64) -> Vec<f64> {
-    let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
-    let r = 1.0 / (ms + eps).sqrt();
-    x.iter().zip(w).map(|(v, g)| v * r * g).collect()
-}
-
-impl Reference {
-    fn new(src: &MemSource) -> Reference {
-        Reference { c: src.config.clone(), w: src.tensors.iter().map(|(k, t)| (k.clone(), dequant(t))).collect() }
+impl Reference<'_> {
+    fn new(src: &MemSource) -> Reference<'_> {
+        Reference(src)
     }
 
-    fn rope(&self, v: &mut [f64], pos: usize) {
-        let hd = self.c.head_dim;
-        for head in v.chunks_mut(hd) {
-            for i in 0..hd / 2 {
-                let theta = pos as f64 * self.c.rope_base.powf(-(2.0 * i as f64) / hd as f64);
-                let (x0, x1) = (head[2 * i], head[2 * i + 1]);
-                head[2 * i] = x0 * theta.cos() - x1 * theta.sin();
-                head[2 * i + 1] = x0 * theta.sin() + x1 * theta.cos();
-            }
-        }
-    }
-
-    /// Logits `[tokens, vocab]` of every position of `tokens`, a whole sequence from position 0.
+    /// Logits of every position of `tokens`.
     fn logits(&self, tokens: &[u32]) -> Vec<Vec<f64>> {
-        let c = &self.c;
-        let (dim, hd) = (c.dim, c.head_dim);
-        let emb = &self.w["token_embd.weight"];
-        let mut xs: Vec<Vec<f64>> = tokens.iter().map(|&t| emb[t as usize * dim..][..dim].to_vec()).collect();
-        for l in 0..c.n_layers {
-            let w = |n: &str| &self.w[&format!("blk.{l}.{n}.weight")];
-            let mut ks = Vec::new();
-            let mut vs = Vec::new();
-            let mut qs = Vec::new();
-            for (pos, x) in xs.iter().enumerate() {
-                let h = rmsnorm(x, w("attn_norm"), c.rms_eps);
-                let (mut q, mut k) = (matvec(w("attn_q"), &h), matvec(w("attn_k"), &h));
-                self.rope(&mut q, pos);
-                self.rope(&mut k, pos);
-                qs.push(q);
-                ks.push(k);
-                vs.push(matvec(w("attn_v"), &h));
-            }
-            for (pos, x) in xs.iter_mut().enumerate() {
-                let mut attn = vec![0.0; c.n_heads * hd];
-                for h in 0..c.n_heads {
-                    let kvh = h / (c.n_heads / c.n_kv_heads);
-                    let q = &qs[pos][h * hd..][..hd];
-                    let scores: Vec<f64> = (0..=pos)
-                        .map(|p| {
-                            q.iter().zip(&ks[p][kvh * hd..][..hd]).map(|(a, b)| a * b).sum::<f64>() / (hd as f64).sqrt()
-                        })
-                        .collect();
-                    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                    let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
-                    let total: f64 = e.iter().sum();
-                    for (p, ep) in e.iter().enumerate() {
-                        for d in 0..hd {
-                            attn[h * hd + d] += ep / total * vs[p][kvh * hd + d];
-                        }
-                    }
-                }
-                let o = matvec(w("attn_output"), &attn);
-                x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
-                let h = rmsnorm(x, w("ffn_norm"), c.rms_eps);
-                let (g, u) = (matvec(w("ffn_gate"), &h), matvec(w("ffn_up"), &h));
-                let a: Vec<f64> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
-                let d = matvec(w("ffn_down"), &a);
-                x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
-            }
-        }
-        xs.iter().map(|x| matvec(emb, &rmsnorm(x, &self.w["output_norm.weight"], c.rms_eps))).collect()
+        reference_logits(self.0, tokens, &(0..tokens.len()).collect::<Vec<_>>())
     }
-}
-
-/// ‖got − want‖ / ‖want‖ over rows.
-fn rel_error(got: &[f32], want: &[Vec<f64>]) -> f64 {
-    let want: Vec<f64> = want.iter().flatten().copied().collect();
-    assert_eq!(got.len(), want.len(), "logit count");
-    assert!(got.iter().all(|v| v.is_finite()), "non-finite logits");
-    let err: f64 = got.iter().zip(&want).map(|(g, w)| (f64::from(*g) - w).powi(2)).sum();
-    let norm: f64 = want.iter().map(|w| w * w).sum();
-    (err / norm).sqrt()
 }
 
 /// f32 activations and KV cache against f64: every stage (norms, int4 GEMMs with f32 sums of

@@ -120,9 +120,12 @@ pub fn compile(src: &CSource, target: &CpuTarget, cache_dir: &Path) -> Result<Sh
     }
     let c_path = cache_dir.join(format!("{}-{key}.c", src.name));
     std::fs::write(&c_path, &src.code).map_err(cache_err(&c_path))?;
-    // Build under a private name and rename, so a concurrent or interrupted build never leaves a
-    // half-written object under the cached name.
-    let tmp_path = cache_dir.join(format!(".{}-{key}.{}.so.tmp", src.name, std::process::id()));
+    // Build under a private name (per process and per call, so threads of one process building
+    // the same kernel do not share it either) and rename, so a concurrent or interrupted build
+    // never leaves a half-written object under the cached name.
+    static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let build = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp_path = cache_dir.join(format!(".{}-{key}.{}-{build}.so.tmp", src.name, std::process::id()));
     let args = command_line(compiler, target, &c_path, &tmp_path);
     let repro = std::iter::once(compiler.path.display().to_string()).chain(args.iter().cloned()).collect::<Vec<_>>();
     let output = Command::new(&compiler.path)
