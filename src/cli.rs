@@ -44,6 +44,10 @@ pub enum Command {
     /// `roofline_frac` is the roofline time, max(bytes / bandwidth, flops / peak), over the
     /// measured median.
     Bench(BenchArgs),
+    /// Benchmark the model: decode tokens/s at batch 1 as a fraction of the memory roofline
+    /// (bytes read per token — every weight and the context's K/V — over the read bandwidth
+    /// measured in the same run), the per-launch overhead, and prefill tokens/s for a long prompt.
+    BenchGenerate(BenchGenerateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -129,6 +133,19 @@ pub enum CliError {
     Render(String),
     #[error("target `{0}` is not available: only `cpu` is, until the PTX backend lands")]
     UnknownTarget(String),
+    #[error(transparent)]
+    Model(#[from] kiln_runtime::model::llama::ModelError),
+    #[error(transparent)]
+    Load(#[from] kiln_runtime::model::tensor::LoadError),
+    #[error(transparent)]
+    Fetch(#[from] kiln_runtime::model::fetch::FetchError),
+    #[error(transparent)]
+    Generate(#[from] kiln_runtime::generate::GenerateError),
+    #[error(
+        "the tuning database (`--db {0}`) is not available yet: kiln runs every kernel with its default \
+         config until the autotuner's database lands; leave out --db"
+    )]
+    NoTuningDb(PathBuf),
 }
 
 /// Runs a parsed command line and returns what to print on success.
@@ -142,6 +159,7 @@ pub fn run(cli: Cli) -> Result<String, CliError> {
         },
         Command::Kernels => Ok(list_kernels()),
         Command::Bench(args) => bench(&args),
+        Command::BenchGenerate(args) => bench_generate(&args),
     }
 }
 
@@ -297,4 +315,96 @@ fn read_source(path: &Path) -> std::io::Result<String> {
     } else {
         std::fs::read_to_string(path)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model commands: `generate` and `bench-generate`.
+
+#[derive(Debug, clap::Args)]
+pub struct BenchGenerateArgs {
+    /// The GGUF model (default: SmolLM2-135M-Instruct, fetched with pinned hashes when missing).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Prompt tokens of the prefill measurement.
+    #[arg(long, default_value_t = 512)]
+    pub prefill_tokens: usize,
+    /// Timed decode steps (the median is reported).
+    #[arg(long, default_value_t = 64)]
+    pub decode_tokens: usize,
+    /// Worker threads (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Tuning database (not available yet: kernels run with their default configs).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The model file: `--model`, else SmolLM2 from the model cache (fetched when missing).
+fn model_path(model: &Option<PathBuf>) -> Result<PathBuf, CliError> {
+    match model {
+        Some(p) => Ok(p.clone()),
+        None => Ok(kiln_runtime::model::fetch::smollm2()?),
+    }
+}
+
+/// The config provider: the kernels' defaults (the tuning database is not wired yet).
+fn config_provider(
+    db: &Option<PathBuf>,
+) -> Result<std::sync::Arc<dyn kiln_autotune::lookup::ConfigProvider + Send + Sync>, CliError> {
+    match db {
+        Some(path) => Err(CliError::NoTuningDb(path.clone())),
+        None => Ok(std::sync::Arc::new(kiln_autotune::lookup::Defaults)),
+    }
+}
+
+fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
+    use kiln_runtime::model::llama::{LlamaModel, ModelOptions};
+    let provider = config_provider(&args.db)?;
+    let gguf = kiln_runtime::model::gguf::GgufFile::open(model_path(&args.model)?)?;
+    let device = std::sync::Arc::new(kiln_runtime::cpu::CpuDevice::host(args.threads)?);
+    let options = ModelOptions {
+        max_seq_len: (args.prefill_tokens + args.decode_tokens + 128).next_multiple_of(16),
+        kv_blocks: None,
+        ..ModelOptions::default()
+    };
+    let mut model = LlamaModel::load(&gguf, device.clone(), provider, options)?;
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    spinner.set_message(format!("measuring the roofline on {} threads", device.threads()));
+    let roofline = kiln_runtime::bench::measure_roofline(&device, &kiln_runtime::bench::BenchOptions::default())?;
+    spinner.set_message("compiling, then timing decode and prefill");
+    let result =
+        kiln_runtime::generate::bench_generate(&mut model, &roofline, args.prefill_tokens, args.decode_tokens, 7);
+    spinner.finish_and_clear();
+    let b = result?;
+    if args.json {
+        return Ok(format!("{}\n", serde_json::to_string(&b).unwrap_or_default()));
+    }
+    let mut table = tabled::builder::Builder::default();
+    table.push_record(["measure", "value"]);
+    let rows = [
+        ("decode tok/s (batch 1)", format!("{:.1}", b.decode_tok_s)),
+        ("decode ms/token (median)", format!("{:.2}", b.decode_step_ms)),
+        (
+            "bytes read per token",
+            format!("{:.1} MiB (context {})", b.decode_bytes_per_token as f64 / 1048576.0, b.decode_context),
+        ),
+        ("read bandwidth (same run)", format!("{:.1} GB/s", b.read_gbps)),
+        ("decode / memory roofline", format!("{:.0}%", b.decode_roofline_frac * 100.0)),
+        ("launches per token", b.launches_per_token.to_string()),
+        ("launch overhead (tiny kernel)", format!("{:.1} µs", b.launch_overhead_us)),
+        (&*format!("prefill tok/s ({} tokens)", b.prefill_tokens), format!("{:.1}", b.prefill_tok_s)),
+        ("prefill ms", format!("{:.1}", b.prefill_ms)),
+        ("threads", b.threads.to_string()),
+    ];
+    for (k, v) in rows {
+        table.push_record([k.to_string(), v]);
+    }
+    for (name, n, ms) in b.decode_profile.iter().take(8) {
+        table.push_record([format!("decode step: {name} ×{n}"), format!("{ms:.2} ms")]);
+    }
+    Ok(format!("{}\n", table.build().with(tabled::settings::Style::rounded())))
 }

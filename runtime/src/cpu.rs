@@ -77,6 +77,13 @@ pub struct CpuDevice {
     modules: Mutex<HashMap<String, Arc<CpuModule>>>,
 }
 
+impl CpuModule {
+    /// The IR kernel's name.
+    pub fn kernel_name(&self) -> &str {
+        &self.kernel.name
+    }
+}
+
 impl CpuDevice {
     /// A device for the running CPU with `threads` workers (all cores if `None`).
     pub fn host(threads: Option<usize>) -> Result<CpuDevice, CpuError> {
@@ -95,6 +102,13 @@ impl CpuDevice {
 
     pub fn threads(&self) -> usize {
         self.pool.current_num_threads()
+    }
+
+    /// Runs `f` on a worker of the device's pool, so that the launches `f` makes start their
+    /// programs from inside the pool: no hand-off from an outside thread per launch, and a launch
+    /// of one program runs right there. A model step's few hundred launches go through here.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
     }
 
     /// Renders, compiles (or finds in the cache) and loads `kernel`; loaded modules are reused.

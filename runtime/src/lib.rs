@@ -3,10 +3,12 @@
 //!
 //! - [`cpu`]: the CPU device — render to C, compile (cached), load, run the grid on rayon;
 //! - [`bench`]: benchmarks with rotated inputs and the roofline measured in the same run;
-//! - [`model`]: model files, the Llama configuration, tokenizer and forward pass.
+//! - [`model`]: model files, the Llama configuration, tokenizer and forward pass;
+//! - [`generate`]: the generation loop (prefill, sample, decode) with its timings.
 //!
 //! Architecture Invariant: only `runtime` touches devices.
 
 pub mod bench;
 pub mod cpu;
+pub mod generate;
 pub mod model;

@@ -363,6 +363,65 @@ impl LlamaModel {
         Ok(self.cache.truncate(seq, n)?)
     }
 
+    /// Worker threads of the device.
+    pub fn threads(&self) -> usize {
+        self.device.threads()
+    }
+
+    /// Launches of a pass of `lanes` lanes of `q_len` tokens plus one output-head launch list
+    /// (0 when that shape was never prepared).
+    pub fn launch_count(&self, lanes: usize, q_len: usize) -> usize {
+        let head = self.heads.get(&(lanes.min(HEAD_ROWS), true)).map_or(0, |h| h.len());
+        self.steps.get(&(lanes, q_len)).map_or(0, |s| s.len() + head)
+    }
+
+    /// Seconds per launch of a tiny kernel (`silu_mul` on 32 elements, one program) run 200 times
+    /// back to back through the path a step's launches take: the per-launch cost no kernel can
+    /// avoid.
+    pub fn launch_overhead(&mut self) -> Result<f64, ModelError> {
+        let problem = Args::new().with("tokens", 1).with("dim", 32).with("dtype", "f32");
+        let mut launches = Vec::new();
+        self.emit(&mut launches, KernelId::SiluMul, problem, &[("gate", "gate"), ("up", "up"), ("out", "act")])?;
+        // 200 back-to-back launches in one list, as a step runs them; the median of 11 lists.
+        let Some(one) = launches.pop() else {
+            return Err(ModelError::Internal("silu_mul planned no launch".into()));
+        };
+        let list: Vec<Resolved> =
+            (0..200).map(|_| Resolved { module: one.module.clone(), grid: one.grid, args: one.args.clone() }).collect();
+        let mut times = Vec::with_capacity(11);
+        for _ in 0..11 {
+            let t = std::time::Instant::now();
+            self.run(&list)?;
+            times.push(t.elapsed().as_secs_f64() / list.len() as f64);
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    }
+
+    /// Runs the launches of a decode step (1 lane of 1 token) one at a time on the metadata of the
+    /// last step and returns (IR kernel name, launches, total seconds), slowest first: where a
+    /// decode step's time goes. It recomputes the last decode step, so the cache is rewritten with
+    /// the values it holds.
+    pub fn profile_decode(&mut self) -> Result<Vec<(String, usize, f64)>, ModelError> {
+        let launches = self.step_launches(1, 1)?;
+        let mut by_name: Vec<(String, usize, f64)> = Vec::new();
+        for launch in launches.iter() {
+            let t = std::time::Instant::now();
+            self.run(std::slice::from_ref(launch))?;
+            let dt = t.elapsed().as_secs_f64();
+            let name = launch.module.kernel_name().to_string();
+            match by_name.iter_mut().find(|(n, ..)| *n == name) {
+                Some(e) => {
+                    e.1 += 1;
+                    e.2 += dt;
+                }
+                None => by_name.push((name, 1, dt)),
+            }
+        }
+        by_name.sort_by(|a, b| b.2.total_cmp(&a.2));
+        Ok(by_name)
+    }
+
     /// The configs the provider chose so far, one per (kernel, problem).
     pub fn chosen_configs(&self) -> &[ChosenConfig] {
         &self.chosen
@@ -426,13 +485,12 @@ impl LlamaModel {
         result
     }
 
-    fn run_step(&mut self, inputs: &[SeqInput<'_>], starts: &[usize]) -> Result<Vec<Vec<f32>>, ModelError> {
-        let vocab = self.config.vocab_size;
-        let q_len = inputs.iter().map(|i| i.tokens.len()).max().unwrap_or(1).min(MAX_Q_LEN as usize);
-        // Lanes: (input, first token, tokens), in input order, a sequence's chunks in order.
-        let mut lanes: Vec<(usize, usize, usize)> = Vec::new();
-        for (i, input) in inputs.iter().enumerate() {
-            let n = input.tokens.len();
+    /// The step's `q_len` and its lanes `(input, first token, tokens)`, in input order with a
+    /// sequence's chunks in order, for inputs of `lens` new tokens.
+    fn lanes(lens: &[usize]) -> (usize, Vec<(usize, usize, usize)>) {
+        let q_len = lens.iter().copied().max().unwrap_or(1).clamp(1, MAX_Q_LEN as usize);
+        let mut lanes = Vec::new();
+        for (i, &n) in lens.iter().enumerate() {
             let mut at = 0;
             while at < n {
                 let take = (n - at).min(q_len);
@@ -440,6 +498,27 @@ impl LlamaModel {
                 at += take;
             }
         }
+        (q_len, lanes)
+    }
+
+    /// Builds (and compiles) everything a step with inputs of `lens` new tokens runs, without
+    /// running it, so that timing a step measures the step alone.
+    pub fn prepare(&mut self, lens: &[usize]) -> Result<(), ModelError> {
+        let (q_len, lanes) = Self::lanes(lens);
+        let per_pass = (self.options.max_step_tokens / q_len).max(1);
+        for pass in lanes.chunks(per_pass) {
+            self.step_launches(pass.len(), q_len)?;
+            let rows = pass.len().min(HEAD_ROWS);
+            self.head_launches(rows, true)?;
+            self.head_launches(rows, false)?;
+        }
+        Ok(())
+    }
+
+    fn run_step(&mut self, inputs: &[SeqInput<'_>], starts: &[usize]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let vocab = self.config.vocab_size;
+        let lens: Vec<usize> = inputs.iter().map(|i| i.tokens.len()).collect();
+        let (q_len, lanes) = Self::lanes(&lens);
         let mut out: Vec<Vec<f32>> = inputs
             .iter()
             .map(|i| Vec::with_capacity(vocab * if i.logits == Logits::All { i.tokens.len() } else { 1 }))
@@ -509,6 +588,11 @@ impl LlamaModel {
 
     /// Runs resolved launches on the device, moving the bound buffers in and back out.
     fn run(&mut self, launches: &[Resolved]) -> Result<(), ModelError> {
+        let device = self.device.clone();
+        device.install(|| self.run_here(launches))
+    }
+
+    fn run_here(&mut self, launches: &[Resolved]) -> Result<(), ModelError> {
         let mut args = std::mem::take(&mut self.args);
         let mut result = Ok(());
         for launch in launches {
