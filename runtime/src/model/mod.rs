@@ -12,9 +12,13 @@
 //! - [`llama`]: the Llama forward pass over a batch of sequences, from the library's kernels.
 //! - [`sampling`]: greedy, temperature, top-k and top-p sampling with a seed.
 
+//! - [`tokenizer`]: GPT-2 byte-level BPE from the GGUF metadata, control tokens, the ChatML chat
+//!   prompt and a streaming decoder.
+
 pub mod fetch;
 pub mod gguf;
 pub mod kv_cache;
 pub mod llama;
 pub mod sampling;
 pub mod tensor;
+pub mod tokenizer;
