@@ -48,6 +48,13 @@ pub enum Command {
     /// (bytes read per token — every weight and the context's K/V — over the read bandwidth
     /// measured in the same run), the per-launch overhead, and prefill tokens/s for a long prompt.
     BenchGenerate(BenchGenerateArgs),
+    /// Generate text with SmolLM2-135M-Instruct (or `--model FILE.gguf`), streaming it as it comes.
+    ///
+    /// The model is fetched with pinned hashes on first use (see `fetch-model`). The prompt is
+    /// run in one batched step, then tokens are sampled one at a time (greedy unless
+    /// `--temperature` is above 0) until a stop token or `--max-tokens`; prefill and decode
+    /// tokens/s follow the text. Every kernel runs through the library on the CPU backend.
+    Generate(GenerateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,6 +153,10 @@ pub enum CliError {
          config until the autotuner's database lands; leave out --db"
     )]
     NoTuningDb(PathBuf),
+    #[error("target `{0}`: kiln has no CUDA backend yet; run on the CPU with `--target cpu`")]
+    NoCuda(String),
+    #[error(transparent)]
+    Tokenizer(#[from] kiln_runtime::model::tokenizer::TokenizerError),
 }
 
 /// Runs a parsed command line and returns what to print on success.
@@ -160,6 +171,7 @@ pub fn run(cli: Cli) -> Result<String, CliError> {
         Command::Kernels => Ok(list_kernels()),
         Command::Bench(args) => bench(&args),
         Command::BenchGenerate(args) => bench_generate(&args),
+        Command::Generate(args) => generate(&args),
     }
 }
 
@@ -407,4 +419,117 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
         table.push_record([format!("decode step: {name} ×{n}"), format!("{ms:.2} ms")]);
     }
     Ok(format!("{}\n", table.build().with(tabled::settings::Style::rounded())))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// The prompt text.
+    #[arg(long)]
+    pub prompt: String,
+    /// Wrap the prompt in the model's chat template (ChatML: a user turn, then the assistant's).
+    #[arg(long)]
+    pub chat: bool,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Keep only the K most likely tokens when sampling (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Keep the smallest set of most likely tokens whose probability reaches P when sampling.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// Seed of the sampler: the same seed, prompt and settings give the same text.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Device: `cpu` (`cuda:N` arrives with the PTX backend).
+    #[arg(long, default_value = "cpu")]
+    pub target: String,
+    /// Tuning database (not available yet: kernels run with their default configs).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// The GGUF model (default: SmolLM2-135M-Instruct, fetched with pinned hashes when missing).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Worker threads (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print one JSON object at the end instead of streaming: `prompt_tokens` (the prompt's ids),
+    /// `tokens` (the generated ids), `text`, `prefill_tok_s`, `decode_tok_s`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn generate(args: &GenerateArgs) -> Result<String, CliError> {
+    use kiln_runtime::generate::{self as gen, GenerateOptions};
+    use kiln_runtime::model::llama::{LlamaModel, ModelOptions};
+    use kiln_runtime::model::sampling::SamplingParams;
+    use std::io::Write;
+    match args.target.as_str() {
+        "cpu" => {}
+        t if t.starts_with("cuda") => return Err(CliError::NoCuda(t.to_string())),
+        t => return Err(CliError::UnknownTarget(t.to_string())),
+    }
+    let provider = config_provider(&args.db)?;
+    let sampling =
+        SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
+    sampling.validate().map_err(gen::GenerateError::from)?;
+    let gguf = kiln_runtime::model::gguf::GgufFile::open(model_path(&args.model)?)?;
+    let tokenizer = kiln_runtime::model::tokenizer::Tokenizer::from_gguf(&gguf)?;
+    let text = if args.chat { tokenizer.chat_prompt(&args.prompt) } else { args.prompt.clone() };
+    let mut prompt = Vec::new();
+    if tokenizer.add_bos() {
+        prompt.push(tokenizer.bos_id());
+    }
+    prompt.extend(tokenizer.encode(&text, args.chat)?);
+    let config = kiln_runtime::model::tensor::TensorSource::config(&gguf)?;
+    let needed = prompt.len() + args.max_tokens;
+    if needed > config.context_length {
+        return Err(gen::GenerateError::TooLong {
+            prompt: prompt.len(),
+            max_tokens: args.max_tokens,
+            max_seq_len: config.context_length,
+        }
+        .into());
+    }
+    // KV cache and rope tables for exactly this generation (rounded up to whole blocks).
+    let block = ModelOptions::default().block_size;
+    let max_seq_len = needed.next_multiple_of(block);
+    let options = ModelOptions { max_seq_len, kv_blocks: Some(max_seq_len / block), ..ModelOptions::default() };
+    let device = std::sync::Arc::new(kiln_runtime::cpu::CpuDevice::host(args.threads)?);
+    let mut model = LlamaModel::load(&gguf, device, provider, options)?;
+    let stop = tokenizer.stop_ids();
+    let options = GenerateOptions { max_tokens: args.max_tokens, sampling, stop: stop.clone() };
+    let mut stream = tokenizer.stream();
+    let mut stdout = std::io::stdout().lock();
+    let mut on_token = |id: u32| -> Result<(), String> {
+        if args.json || stop.contains(&id) {
+            return Ok(());
+        }
+        let piece = stream.push(id).map_err(|e| e.to_string())?;
+        stdout.write_all(piece.as_bytes()).and_then(|()| stdout.flush()).map_err(|e| format!("writing the text: {e}"))
+    };
+    let g = gen::generate(&mut model, &prompt, &options, &mut on_token)?;
+    let tail = stream.finish();
+    let shown: Vec<u32> = g.tokens.iter().copied().filter(|t| !stop.contains(t)).collect();
+    if args.json {
+        let out = serde_json::json!({
+            "prompt_tokens": g.prompt_tokens,
+            "tokens": g.tokens,
+            "text": tokenizer.decode(&shown)?,
+            "prefill_tok_s": g.prefill_tok_s(),
+            "decode_tok_s": g.decode_tok_s(),
+        });
+        return Ok(format!("{out}\n"));
+    }
+    Ok(format!(
+        "{tail}\n\nprefill: {} tokens at {:.1} tok/s; decode: {} tokens at {:.1} tok/s ({} threads)\n",
+        g.prompt_tokens.len(),
+        g.prefill_tok_s(),
+        g.tokens.len(),
+        g.decode_tok_s(),
+        model.threads()
+    ))
 }

@@ -1,0 +1,67 @@
+//! `kiln generate` as a user runs it: the capital-of-France chat prompt answered with Paris
+//! (streamed, and as JSON with the expected ids), seeded sampling that repeats, and typed errors
+//! that name the fix. The model is fetched with pinned hashes on first use.
+
+use std::process::{Command, Output};
+
+fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).output().expect("the kiln binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const QUESTION: &str = "What is the capital of France?";
+
+#[test]
+fn the_chat_prompt_is_answered_with_paris_in_json() {
+    let o = kiln(&["generate", "--chat", "--prompt", QUESTION, "--max-tokens", "16", "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    let ids = |key: &str| -> Vec<u64> { v[key].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect() };
+    assert_eq!(ids("prompt_tokens"), [1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]);
+    assert_eq!(ids("tokens"), [504, 3575, 282, 4649, 314, 7042, 30, 2]);
+    assert_eq!(v["text"], "The capital of France is Paris.");
+    assert!(v["prefill_tok_s"].as_f64().unwrap() > 0.0 && v["decode_tok_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn text_streams_then_speeds_follow() {
+    let o = kiln(&["generate", "--chat", "--prompt", QUESTION]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.starts_with("The capital of France is Paris."), "{out}");
+    assert!(out.contains("prefill: 16 tokens at") && out.contains("decode: 8 tokens at"), "{out}");
+}
+
+#[test]
+fn seeded_sampling_repeats() {
+    let run = |seed: &str| {
+        let args = ["generate", "--prompt", "Once upon a time", "--max-tokens", "12", "--temperature", "0.9"];
+        let o = kiln(&[&args[..], &["--top-p", "0.95", "--top-k", "40", "--seed", seed, "--json"]].concat());
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["tokens"].clone()
+    };
+    let first = run("5");
+    assert_eq!(first.as_array().unwrap().len(), 12);
+    assert_eq!(first, run("5"), "the same seed gives the same tokens");
+}
+
+#[test]
+fn bad_requests_are_errors_that_name_the_fix() {
+    for (args, needle) in [
+        (&["--target", "cuda:0"][..], "--target cpu"),
+        (&["--db", "tuning.toml"][..], "leave out --db"),
+        (&["--max-tokens", "9000"][..], "lower --max-tokens"),
+        (&["--top-p", "0"][..], "top-p 0 must be in (0, 1]"),
+        (&["--temperature=-1"][..], "temperature -1 must be finite"),
+        (&["--model", "/nonexistent/model.gguf"][..], "/nonexistent/model.gguf"),
+    ] {
+        let o = kiln(&[&["generate", "--prompt", "hi"][..], args].concat());
+        assert!(!o.status.success(), "{args:?} should fail");
+        let err = text(&o.stderr);
+        assert!(err.starts_with("error: ") && err.contains(needle), "{args:?}: {err}");
+    }
+}
