@@ -111,9 +111,9 @@ fn random_model(seed: u64) -> MemSource {
 }
 
 mod common;
-use common::{reference_logits, rel_error};
+use common::reference::{reference_logits, rel_error};
 
-/// The f64 reference over the source (the test's own dequantization and forward, `common`).
+/// The f64 reference over the source (the test's own dequantization and forward, `common::reference`).
 struct Reference<'a>(&'a MemSource);
 
 impl Reference<'_> {

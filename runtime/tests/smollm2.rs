@@ -1,6 +1,6 @@
 //! The real model: SmolLM2-135M-Instruct (GGUF Q4_1, fetched with pinned hashes when missing)
 //! answers the chat prompt "What is the capital of France?" — the logits at the first generated
-//! position match the f64 reference forward of `common`, and greedy decoding gives "The capital
+//! position match the f64 reference forward of `common::reference`, and greedy decoding gives "The capital
 //! of France is Paris." token for token.
 
 mod common;
@@ -36,8 +36,8 @@ fn chat_prompt_logits_match_the_f64_reference() {
     let mut m = model();
     let seq = m.add_sequence();
     let got = m.step(&[SeqInput { seq, tokens: &CHAT_IDS, logits: Logits::Last }]).unwrap().remove(0);
-    let want = common::reference_logits(gguf(), &CHAT_IDS, &[CHAT_IDS.len() - 1]);
-    let err = common::rel_error(&got, &want);
+    let want = common::reference::reference_logits(gguf(), &CHAT_IDS, &[CHAT_IDS.len() - 1]);
+    let err = common::reference::rel_error(&got, &want);
     // f32 activations and cache against f64 over 30 layers: each layer's f32 roundings (~6e-8
     // relative per stage, a dozen stages) compound through the residual stream, and attention
     // and SwiGLU amplify some directions; measured 5.4e-6 here. 1e-4 leaves room for other
