@@ -13,7 +13,11 @@
 //! - [`tokenizer`]: GPT-2 byte-level BPE from the GGUF metadata, control tokens, the ChatML chat
 //!   prompt and a streaming decoder.
 
+//! - [`safetensors`]: Hugging Face Llama checkpoints (f16 / bf16 / f32 safetensors and
+//!   `config.json`) under GGUF names, Q/K rows permuted for adjacent-pair RoPE.
+
 pub mod fetch;
 pub mod gguf;
+pub mod safetensors;
 pub mod tensor;
 pub mod tokenizer;
