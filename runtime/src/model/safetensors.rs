@@ -147,6 +147,30 @@ impl SafetensorsModel {
         self.entries.keys().map(String::as_str)
     }
 
+    /// The dtype and GGUF shape of tensor `name` (GGUF naming), without reading its data.
+    pub fn tensor_kind(&self, name: &str) -> Result<(String, Vec<usize>), LoadError> {
+        let (hf_name, _) = self.hf_name(name)?;
+        let entry = self.entries.get(&hf_name).ok_or_else(|| LoadError::MissingTensor { name: hf_name.clone() })?;
+        Ok((entry.info.dtype.to_string(), entry.info.shape.iter().rev().copied().collect()))
+    }
+
+    /// The GGUF names of the tensors the forward pass reads, in model order.
+    pub fn gguf_names(&self) -> Vec<String> {
+        let mut names = vec!["token_embd.weight".to_string()];
+        for i in 0..self.config.n_layers {
+            for t in
+                ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"]
+            {
+                names.push(format!("blk.{i}.{t}.weight"));
+            }
+        }
+        names.push("output_norm.weight".to_string());
+        if !self.config.tied_head {
+            names.push("output.weight".to_string());
+        }
+        names
+    }
+
     /// The Hugging Face name of GGUF tensor `name`, and the head count to permute its rows by
     /// (for Q and K).
     fn hf_name(&self, name: &str) -> Result<(String, Option<usize>), LoadError> {
