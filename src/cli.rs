@@ -452,6 +452,9 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
     for (name, n, ms) in b.decode_profile.iter().take(8) {
         table.push_record([format!("decode step: {name} ×{n}"), format!("{ms:.2} ms")]);
     }
+    for (name, n, ms) in b.prefill_profile.iter().take(8) {
+        table.push_record([format!("prefill pass: {name} ×{n}"), format!("{ms:.2} ms")]);
+    }
     Ok(format!("{}\n", table.build().with(tabled::settings::Style::rounded())))
 }
 

@@ -403,7 +403,12 @@ impl LlamaModel {
     /// decode step's time goes. It recomputes the last decode step, so the cache is rewritten with
     /// the values it holds.
     pub fn profile_decode(&mut self) -> Result<Vec<(String, usize, f64)>, ModelError> {
-        let launches = self.step_launches(1, 1)?;
+        self.profile(1, 1)
+    }
+
+    /// [`LlamaModel::profile_decode`] for a pass of `lanes` lanes of `q_len` tokens (prepared).
+    pub fn profile(&mut self, lanes: usize, q_len: usize) -> Result<Vec<(String, usize, f64)>, ModelError> {
+        let launches = self.step_launches(lanes, q_len)?;
         let mut by_name: Vec<(String, usize, f64)> = Vec::new();
         for launch in launches.iter() {
             let t = std::time::Instant::now();
