@@ -158,9 +158,9 @@ pub enum CliError {
     #[error("target `{0}` is not available: only `cpu` is, until the PTX backend lands")]
     UnknownTarget(String),
     #[error(transparent)]
-    FetchModel(kiln_runtime::model::fetch::FetchError),
+    Load(#[from] kiln_runtime::model::tensor::LoadError),
     #[error(transparent)]
-    ModelFile(kiln_runtime::model::tensor::LoadError),
+    Fetch(#[from] kiln_runtime::model::fetch::FetchError),
 }
 
 /// Runs a parsed command line and returns what to print on success.
