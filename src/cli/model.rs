@@ -18,7 +18,7 @@ pub fn fetch_model(dir: Option<&Path>) -> Result<String, CliError> {
         Some(dir) => fetch::smollm2_in(dir),
         None => fetch::smollm2(),
     }
-    .map_err(CliError::FetchModel)?;
+    .map_err(CliError::Fetch)?;
     Ok(format!("{}\n", path.display()))
 }
 
@@ -34,7 +34,7 @@ pub fn inspect_model(path: &Path) -> Result<String, CliError> {
 }
 
 fn inspect_gguf(path: &Path) -> Result<String, CliError> {
-    let file = GgufFile::open(path).map_err(CliError::ModelFile)?;
+    let file = GgufFile::open(path).map_err(CliError::Load)?;
     let mut out = format!(
         "{}: GGUF v{}, {} tensors, {} metadata keys, alignment {}\n",
         path.display(),
@@ -73,7 +73,7 @@ fn inspect_gguf(path: &Path) -> Result<String, CliError> {
 }
 
 fn inspect_safetensors(path: &Path) -> Result<String, CliError> {
-    let model = SafetensorsModel::open(path).map_err(CliError::ModelFile)?;
+    let model = SafetensorsModel::open(path).map_err(CliError::Load)?;
     let mut out = format!("{}: safetensors checkpoint\n", path.display());
     out += &config_line(model.config());
     let mut tensors = tabled::builder::Builder::default();
