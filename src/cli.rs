@@ -376,6 +376,10 @@ pub struct BenchGenerateArgs {
     /// Worker threads (default: every core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Size of the buffer the read bandwidth is measured on, in MiB (default: max(4 × last-level
+    /// cache, 1024)).
+    #[arg(long)]
+    pub working_set_mib: Option<u64>,
     /// Tuning database (not available yet: kernels run with their default configs).
     #[arg(long)]
     pub db: Option<PathBuf>,
@@ -416,7 +420,11 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     spinner.set_message(format!("measuring the roofline on {} threads", device.threads()));
-    let roofline = kiln_runtime::bench::measure_roofline(&device, &kiln_runtime::bench::BenchOptions::default())?;
+    let mut bench_options = kiln_runtime::bench::BenchOptions::default();
+    if let Some(mib) = args.working_set_mib {
+        bench_options.working_set_bytes = mib.max(1) << 20;
+    }
+    let roofline = kiln_runtime::bench::measure_roofline(&device, &bench_options)?;
     spinner.set_message("compiling, then timing decode and prefill");
     let result =
         kiln_runtime::generate::bench_generate(&mut model, &roofline, args.prefill_tokens, args.decode_tokens, 7);
