@@ -3,10 +3,12 @@
 //!
 //! - [`cpu`]: the CPU device — render to C, compile (cached), load, run the grid on rayon;
 //! - [`bench`]: benchmarks with rotated inputs and the roofline measured in the same run;
+//! - [`measure`]: the CPU device as the autotuner's `Measure` (checked, rotated, timed candidates);
 //! - [`model`]: model files, the Llama configuration, tokenizer and forward pass.
 //!
 //! Architecture Invariant: only `runtime` touches devices.
 
 pub mod bench;
 pub mod cpu;
+pub mod measure;
 pub mod model;

@@ -1,0 +1,309 @@
+//! Search strategies over a legal config space: which candidates to measure, in which order,
+//! and when to stop.
+//!
+//! - [`Strategy::Exhaustive`] measures every legal candidate (in model order, so that a budget cut
+//!   keeps the promising ones).
+//! - [`Strategy::Guided`] measures the default config and the best few by the cost model, then
+//!   climbs from the fastest measured candidate through its neighbours (one knob moved to the
+//!   adjacent legal value; then two knobs at once when no single move helps), and stops when no
+//!   neighbour is faster, when the leader is within [`GuidedOptions::stop_at_roofline`] of the
+//!   roofline, when [`GuidedOptions::max_fraction`] of the space has been measured, or when the
+//!   time budget is spent. Spaces of at most [`GuidedOptions::small_space`] candidates are
+//!   searched exhaustively.
+//!
+//! The logic works on indices into the space and a callback that measures a batch, so it is tested
+//! against deterministic synthetic cost functions (`autotune/tests/strategy.rs`).
+
+use kiln_kernels::Args;
+use std::collections::BTreeSet;
+
+/// How to search.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Strategy {
+    Exhaustive,
+    Guided(GuidedOptions),
+}
+
+impl Strategy {
+    pub fn guided() -> Strategy {
+        Strategy::Guided(GuidedOptions::default())
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::Exhaustive => "exhaustive",
+            Strategy::Guided(_) => "guided",
+        }
+    }
+}
+
+/// Settings of the guided search.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GuidedOptions {
+    /// Candidates measured first, best by the model (the default config comes on top).
+    pub initial: usize,
+    /// Most of the space measured, as a fraction of the legal candidates.
+    pub max_fraction: f64,
+    /// Stop once the leader's roofline fraction reaches this.
+    pub stop_at_roofline: f64,
+    /// Spaces this small are measured exhaustively.
+    pub small_space: usize,
+}
+
+impl Default for GuidedOptions {
+    fn default() -> GuidedOptions {
+        GuidedOptions { initial: 3, max_fraction: 0.25, stop_at_roofline: 0.9, small_space: 6 }
+    }
+}
+
+/// The space as the strategy sees it.
+pub struct SearchSpace<'a> {
+    /// The legal candidates.
+    pub configs: &'a [Args],
+    /// The model's predicted time of each candidate (any unit; only the order matters).
+    pub predicted: &'a [f64],
+    /// Index of the kernel's default config.
+    pub default: usize,
+}
+
+/// A measured candidate's figures, as the strategy needs them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scored {
+    pub seconds: f64,
+    pub roofline_frac: f64,
+}
+
+/// What a search did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SearchOutcome {
+    /// Indices in the order they were measured.
+    pub measured: Vec<usize>,
+    /// The fastest candidate that measured without failure (ties: the earlier index).
+    pub best: Option<usize>,
+    /// Why the search stopped.
+    pub stop: StopReason,
+}
+
+/// Why a search stopped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StopReason {
+    /// Every candidate it meant to measure was measured (exhaustive), or no neighbour improved.
+    #[default]
+    Converged,
+    /// The leader reached the roofline target.
+    NearRoofline,
+    /// The cap on measured candidates was reached.
+    MeasureCap,
+    /// The time budget was spent.
+    Budget,
+    /// The measuring callback asked to stop (the device became unusable).
+    Aborted,
+}
+
+/// The measuring callback: measures a batch of candidates (by index), returning for each its
+/// figures or `None` when it failed; returns `Err(())` to abort the search.
+pub type Evaluate<'a> = dyn FnMut(&[usize]) -> Result<Vec<Option<Scored>>, ()> + 'a;
+
+/// Runs `strategy` over `space`; `out_of_time` says whether the budget is spent.
+pub fn search(
+    strategy: &Strategy,
+    space: &SearchSpace<'_>,
+    evaluate: &mut Evaluate<'_>,
+    out_of_time: &dyn Fn() -> bool,
+) -> SearchOutcome {
+    let n = space.configs.len();
+    let mut state = State { scores: vec![None; n], outcome: SearchOutcome::default() };
+    if n == 0 {
+        return state.outcome;
+    }
+    // Model order, ties by index, the default first.
+    let mut ranked: Vec<usize> = (0..n).collect();
+    ranked.sort_by(|&a, &b| space.predicted[a].total_cmp(&space.predicted[b]).then(a.cmp(&b)));
+    ranked.retain(|&i| i != space.default);
+    ranked.insert(0, space.default);
+
+    let options = match strategy {
+        Strategy::Guided(o) if n > o.small_space => o.clone(),
+        Strategy::Exhaustive | Strategy::Guided(_) => {
+            // Batches of a few, so a spent budget stops between them.
+            let stop_at = match strategy {
+                Strategy::Guided(o) => o.stop_at_roofline,
+                Strategy::Exhaustive => f64::INFINITY,
+            };
+            for chunk in ranked.chunks(4) {
+                if let Some(stop) = state.run(chunk, evaluate, out_of_time, usize::MAX, stop_at) {
+                    state.outcome.stop = stop;
+                    break;
+                }
+            }
+            return state.outcome;
+        }
+    };
+    let cap = ((options.max_fraction * n as f64).floor() as usize).max(1);
+    let first: Vec<usize> = ranked.iter().copied().take(options.initial.max(1) + 1).collect();
+    if let Some(stop) = state.run(&first, evaluate, out_of_time, cap, options.stop_at_roofline) {
+        state.outcome.stop = stop;
+        return state.outcome;
+    }
+    let knobs = knob_values(space.configs);
+    loop {
+        let Some(leader) = state.outcome.best else {
+            // Nothing measured fine yet: take the next candidates by the model.
+            let next: Vec<usize> =
+                ranked.iter().copied().filter(|&i| state.scores[i].is_none() && !state.tried(i)).take(2).collect();
+            if next.is_empty() {
+                return state.outcome;
+            }
+            if let Some(stop) = state.run(&next, evaluate, out_of_time, cap, options.stop_at_roofline) {
+                state.outcome.stop = stop;
+                return state.outcome;
+            }
+            continue;
+        };
+        let mut improved = false;
+        for ring in [1, 2] {
+            let mut next: Vec<usize> =
+                neighbours(space.configs, &knobs, leader, ring).into_iter().filter(|&i| !state.tried(i)).collect();
+            next.sort_by(|&a, &b| space.predicted[a].total_cmp(&space.predicted[b]).then(a.cmp(&b)));
+            if next.is_empty() {
+                continue;
+            }
+            if let Some(stop) = state.run(&next, evaluate, out_of_time, cap, options.stop_at_roofline) {
+                state.outcome.stop = stop;
+                return state.outcome;
+            }
+            if state.outcome.best != Some(leader) {
+                improved = true;
+                break;
+            }
+        }
+        if !improved {
+            state.outcome.stop = StopReason::Converged;
+            return state.outcome;
+        }
+    }
+}
+
+struct State {
+    scores: Vec<Option<Option<Scored>>>,
+    outcome: SearchOutcome,
+}
+
+impl State {
+    fn tried(&self, i: usize) -> bool {
+        self.scores[i].is_some()
+    }
+
+    /// Measures `batch` (skipping tried candidates, up to `cap` in all); `Some(reason)` to stop.
+    fn run(
+        &mut self,
+        batch: &[usize],
+        evaluate: &mut Evaluate<'_>,
+        out_of_time: &dyn Fn() -> bool,
+        cap: usize,
+        stop_at: f64,
+    ) -> Option<StopReason> {
+        // The first batch holds the default config, which is always measured.
+        if out_of_time() && !self.outcome.measured.is_empty() {
+            return Some(StopReason::Budget);
+        }
+        // Out of time before anything was measured: only the first (the default config) runs.
+        let room = if out_of_time() { 1 } else { cap.saturating_sub(self.outcome.measured.len()) };
+        let todo: Vec<usize> = batch.iter().copied().filter(|&i| !self.tried(i)).take(room).collect();
+        if todo.is_empty() {
+            return (room == 0).then_some(StopReason::MeasureCap);
+        }
+        let Ok(results) = evaluate(&todo) else { return Some(StopReason::Aborted) };
+        for (&i, r) in todo.iter().zip(results.into_iter().chain(std::iter::repeat(None))) {
+            self.scores[i] = Some(r);
+            self.outcome.measured.push(i);
+            if let Some(s) = r {
+                let better = match self.outcome.best.and_then(|b| self.scores[b].flatten()) {
+                    None => true,
+                    Some(best) => {
+                        s.seconds < best.seconds || (s.seconds == best.seconds && i < self.outcome.best.unwrap_or(i))
+                    }
+                };
+                if better {
+                    self.outcome.best = Some(i);
+                }
+            }
+        }
+        if let Some(best) = self.outcome.best.and_then(|b| self.scores[b].flatten()) {
+            if best.roofline_frac >= stop_at {
+                return Some(StopReason::NearRoofline);
+            }
+        }
+        if self.outcome.measured.len() >= cap {
+            return Some(StopReason::MeasureCap);
+        }
+        None
+    }
+}
+
+/// Each knob's distinct values over the space, sorted (numerically where they parse).
+fn knob_values(configs: &[Args]) -> Vec<(String, Vec<String>)> {
+    let mut names = BTreeSet::new();
+    for c in configs {
+        for (k, _) in c.iter() {
+            names.insert(k.to_string());
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let mut values: Vec<String> = configs
+                .iter()
+                .filter_map(|c| c.get(&name).map(str::to_string))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            values.sort_by(|a, b| match (a.parse::<f64>(), b.parse::<f64>()) {
+                (Ok(x), Ok(y)) => x.total_cmp(&y),
+                _ => a.cmp(b),
+            });
+            (name, values)
+        })
+        .collect()
+}
+
+/// Candidates that differ from `configs[at]` in exactly `ring` knobs, each moved to the nearest
+/// value present among candidates (in that knob's sorted order) — the nearest legal one above
+/// and below, so gaps in the space (illegal combinations) are stepped over.
+pub fn neighbours(configs: &[Args], knobs: &[(String, Vec<String>)], at: usize, ring: usize) -> Vec<usize> {
+    let position = |name: &str, value: Option<&str>| -> Option<usize> {
+        let values = &knobs.iter().find(|(n, _)| n == name)?.1;
+        values.iter().position(|v| Some(v.as_str()) == value)
+    };
+    let here: Vec<Option<usize>> = knobs.iter().map(|(n, _)| position(n, configs[at].get(n))).collect();
+    // Per candidate, the knobs that differ and by how many positions.
+    let mut best_per_direction: std::collections::BTreeMap<Vec<(usize, bool)>, (usize, usize)> = Default::default();
+    for (i, c) in configs.iter().enumerate() {
+        if i == at {
+            continue;
+        }
+        let mut moves = Vec::new();
+        let mut distance = 0;
+        for (j, (name, _)) in knobs.iter().enumerate() {
+            let p = position(name, c.get(name));
+            if p != here[j] {
+                let (Some(p), Some(h)) = (p, here[j]) else {
+                    moves.clear();
+                    distance = usize::MAX;
+                    break;
+                };
+                moves.push((j, p > h));
+                distance += p.abs_diff(h);
+            }
+        }
+        if moves.len() != ring || distance == usize::MAX {
+            continue;
+        }
+        // Keep the closest candidate per direction of movement.
+        let entry = best_per_direction.entry(moves).or_insert((distance, i));
+        if distance < entry.0 {
+            *entry = (distance, i);
+        }
+    }
+    best_per_direction.into_values().map(|(_, i)| i).collect()
+}
