@@ -31,8 +31,11 @@ fn named_sets_are_valid_and_cover_decode_verify_and_prefill() {
         for m in ["1", "5"] {
             assert!(gemm_ms.contains(&m), "{name}: m = {m} in {gemm_ms:?}");
         }
-        let q_lens: Vec<&str> =
-            set.iter().filter(|s| s.kernel == KernelId::AttentionDecodePaged).filter_map(|s| s.shape.get("q_len")).collect();
+        let q_lens: Vec<&str> = set
+            .iter()
+            .filter(|s| s.kernel == KernelId::AttentionDecodePaged)
+            .filter_map(|s| s.shape.get("q_len"))
+            .collect();
         assert!(q_lens.contains(&"1") && q_lens.contains(&"5"), "{name}: {q_lens:?}");
     }
     let smollm2 = shapes::smollm2();

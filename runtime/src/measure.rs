@@ -158,3 +158,54 @@ impl Measure for CpuMeasure<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> MeasureOptions {
+        MeasureOptions { warmup: 1, min_repeats: 3, max_repeats: 5, target_seconds: 0.001, working_set_bytes: 1 << 20 }
+    }
+
+    fn shape() -> Args {
+        let k = KernelId::Rmsnorm.kernel();
+        k.problem(&Args::parse("tokens=3,dim=96,dtype=f32").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_correct_candidate_is_timed() {
+        let device = CpuDevice::host(Some(1)).unwrap();
+        let m = CpuMeasure::with_roofline(&device, small(), Roofline { gbps: 10.0, gflops: 100.0 });
+        let config = KernelId::Rmsnorm.kernel().default_config(&shape()).unwrap();
+        let p = m.prepare(KernelId::Rmsnorm, &shape(), &config).unwrap();
+        let r = m.measure(&p).unwrap();
+        assert!(r.min_s > 0.0 && r.min_s <= r.median_s && r.median_s <= r.max_s, "{r:?}");
+        assert!(r.roofline_frac > 0.0 && r.roofline_frac.is_finite());
+    }
+
+    #[test]
+    fn a_wrong_output_is_a_wrong_result_not_a_timing() {
+        let device = CpuDevice::host(Some(1)).unwrap();
+        let m = CpuMeasure::with_roofline(&device, small(), Roofline { gbps: 10.0, gflops: 100.0 });
+        let config = KernelId::Rmsnorm.kernel().default_config(&shape()).unwrap();
+        let mut p = m.prepare(KernelId::Rmsnorm, &shape(), &config).unwrap();
+        // The same kernel judged against a reference that is off by 1%.
+        let mut reference = p.case.reference.clone();
+        for v in reference.values_mut() {
+            v.iter_mut().for_each(|x| *x *= 1.01);
+        }
+        p.case = Arc::new(Case { inputs: p.case.inputs.clone(), reference });
+        match m.measure(&p) {
+            Err(MeasureError::WrongResult(detail)) => assert!(detail.contains("rel error"), "{detail}"),
+            other => panic!("expected a wrong result, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_illegal_config_is_a_compile_error() {
+        let device = CpuDevice::host(Some(1)).unwrap();
+        let m = CpuMeasure::with_roofline(&device, small(), Roofline { gbps: 10.0, gflops: 100.0 });
+        let bad = Args::parse("block=3").unwrap();
+        assert!(matches!(m.prepare(KernelId::Rmsnorm, &shape(), &bad), Err(MeasureError::Compile(_))));
+    }
+}
