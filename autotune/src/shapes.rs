@@ -32,7 +32,7 @@ pub enum ShapesError {
     #[error("shapes file {path}, line {line}: {message}")]
     Parse { path: PathBuf, line: usize, message: String },
     #[error("shapes file {path}, shape {index} (`{field}` field): {source}")]
-    Field { path: PathBuf, index: usize, field: &'static str, source: KernelError },
+    Field { path: PathBuf, index: usize, field: &'static str, source: Box<KernelError> },
     #[error("shape set `{set}` has no shapes for kernel(s) {kernels}")]
     Empty { set: String, kernels: String },
 }
@@ -73,7 +73,8 @@ pub fn from_file(path: &Path) -> Result<Vec<TuneShape>, ShapesError> {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let field = |field, source| ShapesError::Field { path: path.into(), index: i + 1, field, source };
+            let field =
+                |field, source| ShapesError::Field { path: path.into(), index: i + 1, field, source: Box::new(source) };
             let kernel = KernelId::from_name(&s.kernel).map_err(|e| field("kernel", e))?;
             let k = kernel.kernel();
             let args = Args::parse(&s.shape).map_err(|e| field("shape", e))?;

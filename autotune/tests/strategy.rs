@@ -34,7 +34,10 @@ fn hash_noise(i: usize, seed: u64) -> f64 {
 }
 
 /// Landscapes: (name, true time of a config).
-fn landscapes() -> Vec<(&'static str, Box<dyn Fn(&Args) -> f64>)> {
+/// A named true-time function over configs.
+type Landscape = (&'static str, Box<dyn Fn(&Args) -> f64>);
+
+fn landscapes() -> Vec<Landscape> {
     vec![
         (
             "separable bowl",
