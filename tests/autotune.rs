@@ -32,7 +32,7 @@ fn a_tuned_config_is_found_by_lookup_and_runs_correctly() {
             events.fetch_add(1, Ordering::SeqCst);
         }
     };
-    let tune = TuneOptions { strategy: Strategy::guided(), limits: TargetLimits::cpu() };
+    let tune = TuneOptions::new(Strategy::guided(), TargetLimits::cpu());
     let deadline = Instant::now() + Duration::from_secs(60);
     let r = tune_shape(&measure, &target, &tune, deadline, &on_event).unwrap();
     assert_eq!(events.load(Ordering::SeqCst), r.measured);

@@ -240,6 +240,12 @@ impl Database {
     }
 }
 
+/// Opens the database at `path` for the host CPU run with `threads` workers (what the runtime's
+/// CPU device uses) as a [`ConfigProvider`]; a database of another target is refused.
+pub fn open_host_cpu(path: &Path, threads: usize) -> Result<DbProvider, DbError> {
+    Database::open(path)?.provider(path, &Fingerprint::host_cpu(threads), false)
+}
+
 /// `a` is faster than `b`, or as fast with the smaller config text (a deterministic tie-break).
 fn better(a: &Record, b: &Record) -> bool {
     let (ta, tb) = (a.median_us.unwrap_or(f64::INFINITY), b.median_us.unwrap_or(f64::INFINITY));

@@ -17,6 +17,9 @@
 use kiln_kernels::Args;
 use std::collections::BTreeSet;
 
+/// Candidates measured between two looks at the clock.
+const CHUNK: usize = 4;
+
 /// How to search.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Strategy {
@@ -87,7 +90,7 @@ pub struct SearchOutcome {
 /// Why a search stopped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StopReason {
-    /// Every candidate it meant to measure was measured (exhaustive), or no neighbour improved.
+    /// Every candidate it meant to measure was measured.
     #[default]
     Converged,
     /// The leader reached the roofline target.
@@ -130,7 +133,7 @@ pub fn search(
                 Strategy::Guided(o) => o.stop_at_roofline,
                 Strategy::Exhaustive => f64::INFINITY,
             };
-            for chunk in ranked.chunks(4) {
+            for chunk in ranked.chunks(CHUNK) {
                 if let Some(stop) = state.run(chunk, evaluate, out_of_time, usize::MAX, stop_at) {
                     state.outcome.stop = stop;
                     break;
@@ -140,48 +143,73 @@ pub fn search(
         }
     };
     let cap = ((options.max_fraction * n as f64).floor() as usize).max(1);
-    let first: Vec<usize> = ranked.iter().copied().take(options.initial.max(1) + 1).collect();
+    let knobs = knob_values(space.configs);
+    let first = seeds(space, &ranked, &knobs, options.initial.max(1).max(cap / 3) + 1);
     if let Some(stop) = state.run(&first, evaluate, out_of_time, cap, options.stop_at_roofline) {
         state.outcome.stop = stop;
         return state.outcome;
     }
-    let knobs = knob_values(space.configs);
+    // Best-first local search: climb from the fastest measured candidate whose neighbourhood is
+    // not yet measured (one knob moved, then two); when every measured candidate's neighbourhood
+    // is done, take the model's next candidate.
     loop {
-        let Some(leader) = state.outcome.best else {
-            // Nothing measured fine yet: take the next candidates by the model.
-            let next: Vec<usize> =
-                ranked.iter().copied().filter(|&i| state.scores[i].is_none() && !state.tried(i)).take(2).collect();
-            if next.is_empty() {
-                return state.outcome;
-            }
-            if let Some(stop) = state.run(&next, evaluate, out_of_time, cap, options.stop_at_roofline) {
-                state.outcome.stop = stop;
-                return state.outcome;
-            }
-            continue;
-        };
-        let mut improved = false;
-        for ring in [1, 2] {
-            let mut next: Vec<usize> =
-                neighbours(space.configs, &knobs, leader, ring).into_iter().filter(|&i| !state.tried(i)).collect();
-            next.sort_by(|&a, &b| space.predicted[a].total_cmp(&space.predicted[b]).then(a.cmp(&b)));
-            if next.is_empty() {
-                continue;
-            }
-            if let Some(stop) = state.run(&next, evaluate, out_of_time, cap, options.stop_at_roofline) {
-                state.outcome.stop = stop;
-                return state.outcome;
-            }
-            if state.outcome.best != Some(leader) {
-                improved = true;
-                break;
+        let mut order: Vec<(usize, f64)> =
+            state.outcome.measured.iter().filter_map(|&i| state.scores[i].flatten().map(|s| (i, s.seconds))).collect();
+        order.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        let mut next = Vec::new();
+        'find: for ring in [1, 2] {
+            for &(at, _) in &order {
+                next = neighbours(space.configs, &knobs, at, ring).into_iter().filter(|&i| !state.tried(i)).collect();
+                if !next.is_empty() {
+                    break 'find;
+                }
             }
         }
-        if !improved {
+        if next.is_empty() {
+            next = ranked.iter().copied().filter(|&i| !state.tried(i)).take(2).collect();
+        }
+        if next.is_empty() {
             state.outcome.stop = StopReason::Converged;
             return state.outcome;
         }
+        next.sort_by(|&a, &b| space.predicted[a].total_cmp(&space.predicted[b]).then(a.cmp(&b)));
+        if let Some(stop) = state.run(&next, evaluate, out_of_time, cap, options.stop_at_roofline) {
+            state.outcome.stop = stop;
+            return state.outcome;
+        }
     }
+}
+
+/// The first candidates to measure, `count` of them: the default, the model's best, then the
+/// model's best for each value of each knob (knobs with fewer values first), so that a model
+/// that misjudges a whole region (the GEMV path against the dot path, say) still has it measured;
+/// then the model's order.
+fn seeds(space: &SearchSpace<'_>, ranked: &[usize], knobs: &[(String, Vec<String>)], count: usize) -> Vec<usize> {
+    let mut out = vec![space.default];
+    let push = |i: usize, out: &mut Vec<usize>| {
+        if out.len() < count && !out.contains(&i) {
+            out.push(i);
+        }
+    };
+    if let Some(&best) = ranked.iter().find(|&&i| i != space.default) {
+        push(best, &mut out);
+    }
+    let mut by_size: Vec<&(String, Vec<String>)> = knobs.iter().filter(|(_, v)| v.len() > 1).collect();
+    by_size.sort_by_key(|(name, values)| (values.len(), name.clone()));
+    for (name, values) in by_size {
+        for value in values {
+            if out.iter().any(|&i| space.configs[i].get(name) == Some(value.as_str())) {
+                continue;
+            }
+            if let Some(&i) = ranked.iter().find(|&&i| space.configs[i].get(name) == Some(value.as_str())) {
+                push(i, &mut out);
+            }
+        }
+    }
+    for &i in ranked {
+        push(i, &mut out);
+    }
+    out
 }
 
 struct State {
@@ -213,7 +241,21 @@ impl State {
         if todo.is_empty() {
             return (room == 0).then_some(StopReason::MeasureCap);
         }
-        let Ok(results) = evaluate(&todo) else { return Some(StopReason::Aborted) };
+        // Chunks of a few (compiled in parallel), so a spent budget stops within a batch.
+        for (n, chunk) in todo.chunks(CHUNK).enumerate() {
+            if n > 0 && out_of_time() {
+                return Some(StopReason::Budget);
+            }
+            if let Some(stop) = self.record(chunk, evaluate, cap, stop_at) {
+                return Some(stop);
+            }
+        }
+        None
+    }
+
+    /// Measures `chunk` and records the results; `Some(reason)` to stop.
+    fn record(&mut self, todo: &[usize], evaluate: &mut Evaluate<'_>, cap: usize, stop_at: f64) -> Option<StopReason> {
+        let Ok(results) = evaluate(todo) else { return Some(StopReason::Aborted) };
         for (&i, r) in todo.iter().zip(results.into_iter().chain(std::iter::repeat(None))) {
             self.scores[i] = Some(r);
             self.outcome.measured.push(i);

@@ -15,6 +15,19 @@ use std::time::Instant;
 pub struct TuneOptions {
     pub strategy: Strategy,
     pub limits: TargetLimits,
+    /// Extra rounds in which the fastest [`CONFIRMED`] candidates are measured again, interleaved;
+    /// the winner is chosen by the median over rounds. On a shared machine one measurement can be
+    /// off by tens of percent, and the fastest of many noisy figures is usually a lucky one.
+    pub confirm_rounds: usize,
+}
+
+/// Candidates re-measured in the confirmation rounds.
+pub const CONFIRMED: usize = 3;
+
+impl TuneOptions {
+    pub fn new(strategy: Strategy, limits: TargetLimits) -> TuneOptions {
+        TuneOptions { strategy, limits, confirm_rounds: 2 }
+    }
 }
 
 /// What the tuner reports while it works (for progress bars).
@@ -103,6 +116,41 @@ pub fn tune_shape<M: Measure>(
         return Err(TuneError::Unavailable { kernel, shape: space.problem.clone(), error });
     }
 
+    // Confirmation: the fastest few again, interleaved, each round after the other.
+    let mut top: Vec<usize> = outcome.measured.iter().copied().filter(|&i| matches!(results[i], Some(Ok(_)))).collect();
+    top.sort_by(|&a, &b| median_of(&results, a).total_cmp(&median_of(&results, b)).then(a.cmp(&b)));
+    top.truncate(CONFIRMED);
+    let mut best_index = outcome.best;
+    if top.len() > 1 && options.confirm_rounds > 0 && Instant::now() < deadline {
+        let prepared: Vec<Result<M::Prepared, MeasureError>> =
+            top.par_iter().map(|&i| measure.prepare(kernel, &space.problem, &configs[i])).collect();
+        let mut rounds: Vec<Vec<Measurement>> =
+            top.iter().map(|&i| results[i].clone().into_iter().flatten().collect()).collect();
+        for _ in 0..options.confirm_rounds {
+            for (slot, p) in prepared.iter().enumerate() {
+                let Ok(p) = p else { continue };
+                match measure.measure(p) {
+                    Ok(m) => rounds[slot].push(m),
+                    Err(e @ MeasureError::Unavailable(_)) => {
+                        return Err(TuneError::Unavailable { kernel, shape: space.problem.clone(), error: e });
+                    }
+                    // Flaky: a candidate that fails once is not trusted to win.
+                    Err(e) => results[top[slot]] = Some(Err(e)),
+                }
+            }
+        }
+        for (slot, &i) in top.iter().enumerate() {
+            if let Some(Ok(_)) = results[i] {
+                results[i] = Some(Ok(combine(&rounds[slot])));
+            }
+        }
+        best_index = top
+            .iter()
+            .copied()
+            .filter(|&i| matches!(results[i], Some(Ok(_))))
+            .min_by(|&a, &b| median_of(&results, a).total_cmp(&median_of(&results, b)).then(a.cmp(&b)));
+    }
+
     let bucket = database::bucket(&space.problem);
     let ir_hash = database::ir_hash(kernel)?;
     let mut records = Vec::new();
@@ -142,7 +190,7 @@ pub fn tune_shape<M: Measure>(
         records.push(r);
     }
     let failed = outcome.measured.iter().filter(|&&i| matches!(results[i], Some(Err(_)))).count();
-    let best = outcome.best.and_then(|i| match &results[i] {
+    let best = best_index.and_then(|i| match &results[i] {
         Some(Ok(m)) => Some((configs[i].clone(), *m)),
         _ => None,
     });
@@ -163,4 +211,27 @@ pub fn tune_shape<M: Measure>(
         stop: outcome.stop,
         records,
     })
+}
+
+/// One measurement from several rounds of the same candidate: the median of the medians, the
+/// extremes of the runs, and the roofline fraction scaled to the combined median.
+fn combine(rounds: &[Measurement]) -> Measurement {
+    let mut medians: Vec<f64> = rounds.iter().map(|m| m.median_s).collect();
+    medians.sort_by(f64::total_cmp);
+    let median_s = medians[medians.len() / 2];
+    let first = rounds[0];
+    Measurement {
+        median_s,
+        min_s: rounds.iter().map(|m| m.min_s).fold(f64::INFINITY, f64::min),
+        max_s: rounds.iter().map(|m| m.max_s).fold(0.0, f64::max),
+        roofline_frac: first.roofline_frac * first.median_s / median_s,
+    }
+}
+
+/// The median time of candidate `i`, infinite when it failed or was not measured.
+fn median_of(results: &[Option<Result<Measurement, MeasureError>>], i: usize) -> f64 {
+    match &results[i] {
+        Some(Ok(m)) => m.median_s,
+        _ => f64::INFINITY,
+    }
 }

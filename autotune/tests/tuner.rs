@@ -54,7 +54,7 @@ fn shape() -> TuneShape {
 }
 
 fn options(strategy: Strategy) -> TuneOptions {
-    TuneOptions { strategy, limits: TargetLimits::cpu() }
+    TuneOptions::new(strategy, TargetLimits::cpu())
 }
 
 #[test]
@@ -135,4 +135,53 @@ fn the_space_holds_the_default_and_the_model_prefers_fewer_weight_passes() {
     assert_eq!(pruned.candidates.len(), 1);
     assert_eq!(pruned.pruned.len(), space.candidates.len() - 1);
     assert!(pruned.pruned[0].reason.contains("KiB"), "{}", pruned.pruned[0].reason);
+}
+
+/// A device on which one config's first measurement is lucky (three times too fast).
+struct Lucky {
+    lucky: Args,
+    calls: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl Measure for Lucky {
+    type Prepared = Args;
+    fn roofline(&self) -> Roofline {
+        Roofline { gbps: 10.0, gflops: 100.0 }
+    }
+    fn parallelism(&self) -> usize {
+        2
+    }
+    fn prepare(&self, _: KernelId, _: &Args, config: &Args) -> Result<Args, MeasureError> {
+        Ok(config.clone())
+    }
+    fn measure(&self, config: &Args) -> Result<Measurement, MeasureError> {
+        let mut calls = self.calls.lock().unwrap();
+        let n = calls.entry(config.to_string()).or_insert(0);
+        *n += 1;
+        let v = |k: &str| config.get(k).unwrap().parse::<f64>().unwrap().log2();
+        let mut t = 1e-4 * (1.0 + (v("block_n") - 5.0).powi(2) + (v("block_k") - 6.0).powi(2) + v("split_k"));
+        if *config == self.lucky && *n == 1 {
+            t /= 3.0;
+        }
+        Ok(Measurement { median_s: t, min_s: t, max_s: t, roofline_frac: 2e-5 / t })
+    }
+}
+
+#[test]
+fn a_lucky_first_measurement_does_not_win() {
+    let lucky = Args::parse("block_m=1,block_n=64,block_k=64,split_k=1").unwrap();
+    let device = Lucky { lucky: lucky.clone(), calls: Default::default() };
+    let far = Instant::now() + Duration::from_secs(3600);
+    let r = tune_shape(&device, &shape(), &options(Strategy::Exhaustive), far, &|_| {}).unwrap();
+    let (best, _) = r.best.unwrap();
+    assert_ne!(best, lucky);
+    assert_eq!(best.get("block_n"), Some("32"));
+    // The lucky config's record holds the median over its rounds, not the lucky figure.
+    let record = r.records.iter().find(|x| x.config == lucky.to_string()).unwrap();
+    let honest = 1e-4 * (1.0 + 1.0) * 1e6;
+    assert!((record.median_us.unwrap() - honest).abs() < 1e-6, "{record:?}");
+    // Without confirmation rounds, the lucky one wins: the rounds are what fixes it.
+    let device = Lucky { lucky: lucky.clone(), calls: Default::default() };
+    let once = TuneOptions { confirm_rounds: 0, ..options(Strategy::Exhaustive) };
+    assert_eq!(tune_shape(&device, &shape(), &once, far, &|_| {}).unwrap().best.unwrap().0, lucky);
 }

@@ -46,6 +46,8 @@ pub struct CpuMeasure<'d> {
     options: MeasureOptions,
     roofline: Roofline,
     cases: Mutex<HashMap<(KernelId, Args), Arc<Case>>>,
+    /// One lock per launch kernel (by its IR text) being compiled.
+    compiling: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 /// A compiled candidate.
@@ -67,7 +69,13 @@ impl<'d> CpuMeasure<'d> {
 
     /// A measurer with a known roofline (tests, or a roofline measured earlier).
     pub fn with_roofline(device: &'d CpuDevice, options: MeasureOptions, roofline: Roofline) -> CpuMeasure<'d> {
-        CpuMeasure { device, options, roofline, cases: Mutex::new(HashMap::new()) }
+        CpuMeasure {
+            device,
+            options,
+            roofline,
+            cases: Mutex::new(HashMap::new()),
+            compiling: Mutex::new(HashMap::new()),
+        }
     }
 
     fn case(&self, kernel: KernelId, shape: &Args) -> Result<Arc<Case>, MeasureError> {
@@ -109,6 +117,15 @@ impl Measure for CpuMeasure<'_> {
     fn prepare(&self, kernel: KernelId, shape: &Args, config: &Args) -> Result<CpuPrepared, MeasureError> {
         let k = kernel.kernel();
         let plan = k.plan(shape, config).map_err(|e| MeasureError::Compile(e.to_string()))?;
+        // Configs often share a launch (a split-K or split-KV combine kernel): candidates compiled
+        // in parallel must not build the same source at once, as the compile cache writes one
+        // temporary file per process and source. The first builds; the others then find it loaded.
+        for launch in &plan.launches {
+            let text = kiln_ir::text::print(&launch.kernel);
+            let lock = self.compiling.lock().unwrap_or_else(|p| p.into_inner()).entry(text).or_default().clone();
+            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.device.load(&launch.kernel).map_err(launch_error)?;
+        }
         let loaded = LoadedPlan::load(self.device, plan).map_err(launch_error)?;
         let case = self.case(kernel, shape)?;
         Ok(CpuPrepared { kernel, shape: shape.clone(), loaded, case })

@@ -164,6 +164,8 @@ fn tune(args: &TuneArgs) -> Result<String, CliError> {
         }),
     };
 
+    // The budget covers the whole run, the roofline measurement included.
+    let start = Instant::now();
     let device = kiln_runtime::cpu::CpuDevice::host(args.threads)?;
     let fingerprint = Fingerprint::host_cpu(device.threads());
     // Refuse a database of another target before spending any time.
@@ -174,8 +176,7 @@ fn tune(args: &TuneArgs) -> Result<String, CliError> {
     let measure = CpuMeasure::new(&device, MeasureOptions::default())?;
     spinner.finish_and_clear();
 
-    let options = TuneOptions { strategy, limits: TargetLimits::cpu() };
-    let start = Instant::now();
+    let options = TuneOptions::new(strategy, TargetLimits::cpu());
     let budget = Duration::from_secs_f64(args.budget);
     let mut results = Vec::new();
     for (i, shape) in shapes.iter().enumerate() {
