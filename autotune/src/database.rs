@@ -23,9 +23,10 @@
 //! stay in the file but are never chosen. Files are written atomically ([`Database::save`]);
 //! records are kept sorted, so the same results give the same bytes.
 //!
-//! Lookup ([`DbProvider`], a [`ConfigProvider`]): the fastest `ok` record of the exact bucket, else
+//! Lookup ([`DbProvider`], a [`ConfigProvider`]): the best `ok` record of the exact bucket, else
 //! of the nearest tuned bucket of the same kernel (same keys outside the bucketed ones), else the
-//! kernel's default config; ties go to the smaller config text. A chosen config must be in the
+//! kernel's default config. Best means ([`rank`]): confirmed over several rounds before measured
+//! once, then the fastest median, then the smaller config text. A chosen config must be in the
 //! kernel's legal space for the actual problem, or the next option is taken.
 
 use crate::lookup::{Choice, ConfigProvider, ConfigSource};
@@ -93,6 +94,10 @@ pub struct Record {
     pub max_us: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roofline_frac: Option<f64>,
+    /// Measurement rounds behind the figures: more than one for the candidates the tuner's
+    /// confirmation rounds re-measured, which outrank single measurements in lookup.
+    #[serde(default = "one")]
+    pub rounds: u32,
     /// Whether this was the kernel's default config for the shape.
     #[serde(default)]
     pub default: bool,
@@ -109,6 +114,15 @@ impl Record {
     pub fn is_ok(&self) -> bool {
         self.status == "ok" && self.median_us.is_some_and(f64::is_finite)
     }
+
+    /// Whether the figures were confirmed over several rounds.
+    pub fn confirmed(&self) -> bool {
+        self.rounds > 1
+    }
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -246,10 +260,22 @@ pub fn open_host_cpu(path: &Path, threads: usize) -> Result<DbProvider, DbError>
     Database::open(path)?.provider(path, &Fingerprint::host_cpu(threads), false)
 }
 
-/// `a` is faster than `b`, or as fast with the smaller config text (a deterministic tie-break).
-fn better(a: &Record, b: &Record) -> bool {
-    let (ta, tb) = (a.median_us.unwrap_or(f64::INFINITY), b.median_us.unwrap_or(f64::INFINITY));
-    ta < tb || (ta == tb && a.config < b.config)
+/// Whether `a` wins over `b`: a confirmed record over a single measurement, then the faster,
+/// then the smaller config text (a deterministic tie-break).
+pub fn better(a: &Record, b: &Record) -> bool {
+    rank(a) < rank(b)
+}
+
+/// The lookup order of records: correct before failed, confirmed before single, faster first,
+/// then by config text.
+pub fn rank(r: &Record) -> (bool, bool, f64, &str) {
+    let t = if r.is_ok() { r.median_us.unwrap_or(f64::INFINITY) } else { f64::INFINITY };
+    (!r.is_ok(), !r.confirmed(), t, r.config.as_str())
+}
+
+/// Orders records as lookup prefers them (see [`rank`]); figures are finite or infinite, never NaN.
+pub fn lookup_order(a: &Record, b: &Record) -> std::cmp::Ordering {
+    rank(a).partial_cmp(&rank(b)).unwrap_or(std::cmp::Ordering::Equal)
 }
 
 /// A problem's bucket: the canonical problem with [`BUCKETED_KEYS`] rounded up to a power of two.

@@ -40,6 +40,16 @@ impl Strategy {
     }
 }
 
+impl Strategy {
+    /// The most candidates a search of a space of `n` measures (for progress bars).
+    pub fn planned(&self, n: usize) -> usize {
+        match self {
+            Strategy::Guided(o) if n > o.small_space => ((o.max_fraction * n as f64).floor() as usize).clamp(1, n),
+            Strategy::Exhaustive | Strategy::Guided(_) => n,
+        }
+    }
+}
+
 /// Settings of the guided search.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GuidedOptions {

@@ -33,8 +33,9 @@ impl TuneOptions {
 /// What the tuner reports while it works (for progress bars).
 #[derive(Debug)]
 pub enum Event<'a> {
-    /// A shape starts: its legal candidates and how many were pruned.
-    Start { kernel: KernelId, shape: &'a Args, legal: usize, pruned: usize },
+    /// A shape starts: its legal candidates, how many were pruned, and the most the strategy
+    /// will measure.
+    Start { kernel: KernelId, shape: &'a Args, legal: usize, pruned: usize, planned: usize },
     /// One candidate was measured (or failed).
     Measured { config: &'a Args, result: &'a Result<Measurement, MeasureError> },
 }
@@ -89,7 +90,13 @@ pub fn tune_shape<M: Measure>(
     let space = legal_space(kernel, &target.shape, &options.limits, &measure.roofline(), measure.parallelism())?;
     let configs = space.configs();
     let predicted: Vec<f64> = space.candidates.iter().map(|c| c.estimate.seconds).collect();
-    on_event(Event::Start { kernel, shape: &space.problem, legal: configs.len(), pruned: space.pruned.len() });
+    on_event(Event::Start {
+        kernel,
+        shape: &space.problem,
+        legal: configs.len(),
+        pruned: space.pruned.len(),
+        planned: options.strategy.planned(configs.len()),
+    });
 
     let mut results: Vec<Option<Result<Measurement, MeasureError>>> = vec![None; configs.len()];
     let mut fatal = None;
@@ -121,6 +128,7 @@ pub fn tune_shape<M: Measure>(
     top.sort_by(|&a, &b| median_of(&results, a).total_cmp(&median_of(&results, b)).then(a.cmp(&b)));
     top.truncate(CONFIRMED);
     let mut best_index = outcome.best;
+    let mut confirmed = vec![1u32; configs.len()];
     if top.len() > 1 && options.confirm_rounds > 0 && Instant::now() < deadline {
         let prepared: Vec<Result<M::Prepared, MeasureError>> =
             top.par_iter().map(|&i| measure.prepare(kernel, &space.problem, &configs[i])).collect();
@@ -142,6 +150,7 @@ pub fn tune_shape<M: Measure>(
         for (slot, &i) in top.iter().enumerate() {
             if let Some(Ok(_)) = results[i] {
                 results[i] = Some(Ok(combine(&rounds[slot])));
+                confirmed[i] = rounds[slot].len() as u32;
             }
         }
         best_index = top
@@ -169,11 +178,13 @@ pub fn tune_shape<M: Measure>(
             min_us: None,
             max_us: None,
             roofline_frac: None,
+            rounds: 1,
             default: i == space.default,
             detail: String::new(),
         };
         match result {
             Ok(m) => {
+                r.rounds = confirmed[i];
                 // Nanosecond resolution and four digits of fraction: more is noise, and shorter
                 // numbers keep the file readable.
                 let us = |s: f64| Some((s * 1e9).round() / 1e3);

@@ -40,6 +40,7 @@ fn record(m: u32, config: &str, median_us: Option<f64>) -> Record {
         min_us: median_us.map(|t| t * 0.9),
         max_us: median_us.map(|t| t * 1.2),
         roofline_frac: median_us.map(|t| 10.0 / t),
+        rounds: 1,
         default: false,
         detail: if median_us.is_some() { String::new() } else { "out: rel error 1.0e0".into() },
     }
@@ -243,4 +244,16 @@ fn buckets_round_m_and_ctx_up_to_powers_of_two() {
     assert_eq!(b.to_string(), "ctx=512,heads=9,m=8,n=576,tokens=16");
     assert_eq!(bucket(&Args::parse("m=8").unwrap()).get("m"), Some("8"));
     assert_eq!(bucket(&Args::parse("m=1").unwrap()).get("m"), Some("1"));
+}
+
+#[test]
+fn confirmed_records_outrank_single_measurements() {
+    let path = PathBuf::from("unused.toml");
+    let mut confirmed = record(1, SLOW, Some(20.0));
+    confirmed.rounds = 3;
+    let mut db = Database::new(target());
+    db.merge([confirmed, record(1, FAST, Some(10.0))]);
+    let p = db.provider(&path, &target(), false).unwrap();
+    let c = p.choose(KernelId::DequantGemmW4, &gemm_problem(1)).unwrap();
+    assert_eq!((c.config.to_string().as_str(), c.source), (SLOW, ConfigSource::Exact));
 }

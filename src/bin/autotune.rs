@@ -189,8 +189,8 @@ fn tune(args: &TuneArgs) -> Result<String, CliError> {
         );
         bar.set_prefix(format!("{}/{}", i + 1, shapes.len()));
         let on_event = |e: Event<'_>| match e {
-            Event::Start { kernel, shape, legal, .. } => {
-                bar.set_length(legal as u64);
+            Event::Start { kernel, shape, planned, .. } => {
+                bar.set_length(planned as u64);
                 bar.set_message(format!("{kernel} {shape}"));
             }
             Event::Measured { .. } => bar.inc(1),
@@ -275,17 +275,8 @@ fn show(path: &Path) -> Result<String, CliError> {
         for &(_, hash, bucket) in keys.iter().filter(|k| k.0 == kernel) {
             let mut records: Vec<_> =
                 db.records.iter().filter(|r| r.kernel == kernel && r.ir_hash == hash && r.bucket == bucket).collect();
-            // Correct ones by time (ties by config text, as lookup breaks them), then failures.
-            records.sort_by(|a, b| {
-                let t = |r: &kiln_autotune::database::Record| {
-                    if r.is_ok() {
-                        r.median_us.unwrap_or(f64::INFINITY)
-                    } else {
-                        f64::INFINITY
-                    }
-                };
-                t(a).total_cmp(&t(b)).then_with(|| a.config.cmp(&b.config))
-            });
+            // In lookup's order: correct, confirmed, fastest, config text; failures last.
+            records.sort_by(|a, b| kiln_autotune::database::lookup_order(a, b));
             for (i, r) in records.iter().enumerate() {
                 let mut mark = Vec::new();
                 if i == 0 && r.is_ok() {
@@ -293,6 +284,9 @@ fn show(path: &Path) -> Result<String, CliError> {
                 }
                 if r.default {
                     mark.push("default");
+                }
+                if r.confirmed() {
+                    mark.push("confirmed");
                 }
                 let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
                 table.push_record([
