@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 /// For every (kernel, shape) of the shape set, the legal configs are listed from the kernel's
 /// knobs and pruned for the target, ranked by a roofline cost model, compiled in parallel and
 /// measured one at a time: warm-up, the median of repeats over inputs rotated beyond the caches.
+/// The fastest three are measured again in interleaved rounds before a winner is named.
 /// Every candidate's output is checked against the kernel's f64 reference before it may win;
 /// failures (compile error, wrong result, launch error, out of resources) are recorded, not fatal.
 /// The default config is always measured. The database is rewritten atomically after each shape,
@@ -82,6 +83,11 @@ struct TuneArgs {
     /// Guided search: measure at most this fraction of a shape's legal configs.
     #[arg(long, default_value_t = 0.25)]
     max_fraction: f64,
+    /// Extra rounds in which the three fastest candidates of a shape are measured again,
+    /// interleaved; the winner is the fastest by the median over rounds (one measurement on a
+    /// busy machine can be off by tens of percent). 0 turns confirmation off.
+    #[arg(long, default_value_t = 2)]
+    confirm_rounds: usize,
     /// The database to create or update (required unless a subcommand is given).
     #[arg(long)]
     db: Option<PathBuf>,
@@ -176,7 +182,8 @@ fn tune(args: &TuneArgs) -> Result<String, CliError> {
     let measure = CpuMeasure::new(&device, MeasureOptions::default())?;
     spinner.finish_and_clear();
 
-    let options = TuneOptions::new(strategy, TargetLimits::cpu());
+    let options =
+        TuneOptions { confirm_rounds: args.confirm_rounds, ..TuneOptions::new(strategy, TargetLimits::cpu()) };
     let budget = Duration::from_secs_f64(args.budget);
     let mut results = Vec::new();
     for (i, shape) in shapes.iter().enumerate() {
