@@ -14,10 +14,10 @@
 //! - [`target`]: target names and fingerprints.
 //!
 //! ```no_run
-//! use kiln_autotune::{database::Database, lookup::ConfigProvider, target::Fingerprint};
+//! use kiln_autotune::{database, lookup::ConfigProvider};
 //! use kiln_kernels::{Args, KernelId};
-//! let path = std::path::Path::new("cpu.toml");
-//! let provider = Database::open(path)?.provider(path, &Fingerprint::host_cpu(2), false)?;
+//! // The database `autotune --db cpu.toml` wrote on this machine, for a 2-thread CPU device.
+//! let provider = database::open_host_cpu(std::path::Path::new("cpu.toml"), 2)?;
 //! let problem = Args::parse("m=1,n=576,k=576,group=32,act=f32,quant=asym")?;
 //! let choice = provider.choose(KernelId::DequantGemmW4, &problem)?;
 //! println!("{} ({:?})", choice.config, choice.source);
