@@ -176,11 +176,8 @@ pub enum CliError {
     Fetch(#[from] kiln_runtime::model::fetch::FetchError),
     #[error(transparent)]
     Generate(#[from] kiln_runtime::generate::GenerateError),
-    #[error(
-        "the tuning database (`--db {0}`) is not available yet: kiln runs every kernel with its default \
-         config until the autotuner's database lands; leave out --db"
-    )]
-    NoTuningDb(PathBuf),
+    #[error(transparent)]
+    TuningDb(#[from] kiln_autotune::database::DbError),
     #[error("target `{0}`: kiln has no CUDA backend yet; run on the CPU with `--target cpu`")]
     NoCuda(String),
     #[error(transparent)]
@@ -380,7 +377,7 @@ pub struct BenchGenerateArgs {
     /// cache, 1024)).
     #[arg(long)]
     pub working_set_mib: Option<u64>,
-    /// Tuning database (not available yet: kernels run with their default configs).
+    /// Tuning database written by `autotune` for this CPU (default: every kernel's default config).
     #[arg(long)]
     pub db: Option<PathBuf>,
     /// Print one JSON object instead of a table.
@@ -396,21 +393,24 @@ fn model_path(model: &Option<PathBuf>) -> Result<PathBuf, CliError> {
     }
 }
 
-/// The config provider: the kernels' defaults (the tuning database is not wired yet).
+/// The config provider: the tuning database for this CPU and thread count (`--db`, written by
+/// `autotune`; exact bucket, else the nearest tuned one, else the default), or every kernel's
+/// default config.
 fn config_provider(
     db: &Option<PathBuf>,
+    threads: usize,
 ) -> Result<std::sync::Arc<dyn kiln_autotune::lookup::ConfigProvider + Send + Sync>, CliError> {
     match db {
-        Some(path) => Err(CliError::NoTuningDb(path.clone())),
+        Some(path) => Ok(std::sync::Arc::new(kiln_autotune::database::open_host_cpu(path, threads)?)),
         None => Ok(std::sync::Arc::new(kiln_autotune::lookup::Defaults)),
     }
 }
 
 fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
     use kiln_runtime::model::llama::{LlamaModel, ModelOptions};
-    let provider = config_provider(&args.db)?;
-    let gguf = kiln_runtime::model::gguf::GgufFile::open(model_path(&args.model)?)?;
     let device = std::sync::Arc::new(kiln_runtime::cpu::CpuDevice::host(args.threads)?);
+    let provider = config_provider(&args.db, device.threads())?;
+    let gguf = kiln_runtime::model::gguf::GgufFile::open(model_path(&args.model)?)?;
     let options = ModelOptions {
         max_seq_len: (args.prefill_tokens + args.decode_tokens + 128).next_multiple_of(16),
         kv_blocks: None,
@@ -488,7 +488,7 @@ pub struct GenerateArgs {
     /// Device: `cpu` (`cuda:N` arrives with the PTX backend).
     #[arg(long, default_value = "cpu")]
     pub target: String,
-    /// Tuning database (not available yet: kernels run with their default configs).
+    /// Tuning database written by `autotune` for this CPU (default: every kernel's default config).
     #[arg(long)]
     pub db: Option<PathBuf>,
     /// The GGUF model (default: SmolLM2-135M-Instruct, fetched with pinned hashes when missing).
@@ -513,7 +513,8 @@ fn generate(args: &GenerateArgs) -> Result<String, CliError> {
         t if t.starts_with("cuda") => return Err(CliError::NoCuda(t.to_string())),
         t => return Err(CliError::UnknownTarget(t.to_string())),
     }
-    let provider = config_provider(&args.db)?;
+    let device = std::sync::Arc::new(kiln_runtime::cpu::CpuDevice::host(args.threads)?);
+    let provider = config_provider(&args.db, device.threads())?;
     let sampling =
         SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
     sampling.validate().map_err(gen::GenerateError::from)?;
@@ -539,7 +540,6 @@ fn generate(args: &GenerateArgs) -> Result<String, CliError> {
     let block = ModelOptions::default().block_size;
     let max_seq_len = needed.next_multiple_of(block);
     let options = ModelOptions { max_seq_len, kv_blocks: Some(max_seq_len / block), ..ModelOptions::default() };
-    let device = std::sync::Arc::new(kiln_runtime::cpu::CpuDevice::host(args.threads)?);
     let mut model = LlamaModel::load(&gguf, device, provider, options)?;
     let stop = tokenizer.stop_ids();
     let options = GenerateOptions { max_tokens: args.max_tokens, sampling, stop: stop.clone() };

@@ -53,7 +53,7 @@ fn seeded_sampling_repeats() {
 fn bad_requests_are_errors_that_name_the_fix() {
     for (args, needle) in [
         (&["--target", "cuda:0"][..], "--target cpu"),
-        (&["--db", "tuning.toml"][..], "leave out --db"),
+        (&["--db", "/nonexistent/tuning.toml"][..], "cannot read tuning database /nonexistent/tuning.toml"),
         (&["--max-tokens", "9000"][..], "lower --max-tokens"),
         (&["--top-p", "0"][..], "top-p 0 must be in (0, 1]"),
         (&["--temperature=-1"][..], "temperature -1 must be finite"),
