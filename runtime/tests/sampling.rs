@@ -116,3 +116,34 @@ fn bad_parameters_and_logits_are_typed_errors() {
     assert!(matches!(s.sample(&[0.0, f32::NAN]), Err(SampleError::NonFinite { index: 1, .. })));
     assert!(matches!(argmax(&[f32::INFINITY]), Err(SampleError::NonFinite { index: 0, .. })));
 }
+
+#[test]
+fn unfiltered_draws_follow_the_softmax() {
+    let logits: Vec<f32> = vec![2.0, 1.0, 0.5, 0.0, -1.0, -3.0];
+    let mut s = Sampler::new(params(0.7, 0, 1.0, 9)).unwrap();
+    let draws: Vec<u32> = (0..20_000).map(|_| s.sample(&logits).unwrap()).collect();
+    for (tok, p) in sorted_probs(&logits, 0.7) {
+        let freq = draws.iter().filter(|&&d| d == tok).count() as f64 / draws.len() as f64;
+        assert!((freq - p).abs() < 0.018, "token {tok}: frequency {freq}, probability {p}");
+    }
+}
+
+#[test]
+fn top_p_over_a_flat_vocabulary_of_smollm2_s_size() {
+    // A flat distribution needs tens of thousands of tokens to reach p: the partial selection
+    // must keep growing until it holds the nucleus, and still keep exactly the sorted prefix.
+    let logits = random_logits(5, 49152).iter().map(|x| x / 4.0).collect::<Vec<f32>>();
+    for p in [0.3, 0.9, 0.999] {
+        let kept = candidates(&logits, &params(1.0, 0, p, 0)).unwrap();
+        let sorted = sorted_probs(&logits, 1.0);
+        let mut mass = 0.0;
+        let n = sorted.iter().take_while(|x| {
+            let before = mass;
+            mass += x.1;
+            before < p
+        });
+        let want: Vec<u32> = n.map(|x| x.0).collect();
+        assert_eq!(kept.len(), want.len(), "p = {p}");
+        assert_eq!(kept.iter().map(|x| x.0).collect::<Vec<_>>(), want);
+    }
+}

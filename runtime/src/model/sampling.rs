@@ -83,11 +83,56 @@ pub fn argmax(logits: &[f32]) -> Result<u32, SampleError> {
 
 /// The tokens sampling may pick and their renormalised probabilities, most likely first (ties by
 /// token id). Greedy gives the argmax alone with probability 1.
+///
+/// Only what the filters keep is sorted: top-k partitions the vocabulary in linear time, and top-p
+/// partitions out the 64, 256, 1024, ... most likely tokens until they hold the mass `p` (which a
+/// peaked next-token distribution reaches within the first step), so a step does not sort the
+/// whole vocabulary.
 pub fn candidates(logits: &[f32], params: &SamplingParams) -> Result<Vec<(u32, f64)>, SampleError> {
     params.validate()?;
     if params.is_greedy() {
         return Ok(vec![(argmax(logits)?, 1.0)]);
     }
+    let mut probs = weights(logits, params.temperature)?;
+    if params.top_k > 0 && params.top_k < probs.len() {
+        probs.select_nth_unstable_by(params.top_k - 1, more_likely);
+        probs.truncate(params.top_k);
+    }
+    let total: f64 = probs.iter().map(|p| p.1).sum();
+    let mut keep = probs.len();
+    if params.top_p < 1.0 {
+        let mut head = probs.len().min(64);
+        loop {
+            if head < probs.len() {
+                probs.select_nth_unstable_by(head - 1, more_likely);
+            }
+            let mass: f64 = probs[..head].iter().map(|p| p.1).sum();
+            if mass >= params.top_p * total || head == probs.len() {
+                break;
+            }
+            head = (head * 4).min(probs.len());
+        }
+        // The top `head` tokens hold at least the mass p: the nucleus is a prefix of them.
+        probs[..head].sort_by(more_likely);
+        let mut mass = 0.0;
+        keep = head;
+        for (i, &(_, p)) in probs[..head].iter().enumerate() {
+            mass += p / total;
+            if mass >= params.top_p {
+                keep = i + 1;
+                break;
+            }
+        }
+    } else {
+        probs.sort_by(more_likely);
+    }
+    probs.truncate(keep);
+    normalise(&mut probs);
+    Ok(probs)
+}
+
+/// `(token, e^((logit − max) / temperature))` for every token; fails on non-finite logits.
+fn weights(logits: &[f32], temperature: f64) -> Result<Vec<(u32, f64)>, SampleError> {
     if let Some((index, &value)) = logits.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         return Err(SampleError::NonFinite { index, value });
     }
@@ -95,27 +140,12 @@ pub fn candidates(logits: &[f32], params: &SamplingParams) -> Result<Vec<(u32, f
         return Err(SampleError::Empty);
     }
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let mut probs: Vec<(u32, f64)> =
-        logits.iter().enumerate().map(|(i, &l)| (i as u32, ((l as f64 - max) / params.temperature).exp())).collect();
-    probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    if params.top_k > 0 {
-        probs.truncate(params.top_k);
-    }
-    normalise(&mut probs);
-    if params.top_p < 1.0 {
-        let mut mass = 0.0;
-        let mut keep = probs.len();
-        for (i, &(_, p)) in probs.iter().enumerate() {
-            mass += p;
-            if mass >= params.top_p {
-                keep = i + 1;
-                break;
-            }
-        }
-        probs.truncate(keep);
-        normalise(&mut probs);
-    }
-    Ok(probs)
+    Ok(logits.iter().enumerate().map(|(i, &l)| (i as u32, ((l as f64 - max) / temperature).exp())).collect())
+}
+
+/// Most likely first, ties towards the lower token id.
+fn more_likely(a: &(u32, f64), b: &(u32, f64)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
 }
 
 fn normalise(probs: &mut [(u32, f64)]) {
@@ -142,6 +172,19 @@ impl Sampler {
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32, SampleError> {
         if self.params.is_greedy() {
             return argmax(logits);
+        }
+        if self.params.top_k == 0 && self.params.top_p >= 1.0 {
+            // Nothing filtered: draw from the whole distribution in token order, unsorted.
+            let w = weights(logits, self.params.temperature)?;
+            let total: f64 = w.iter().map(|p| p.1).sum();
+            let mut u = self.rng.random::<f64>() * total;
+            for &(token, p) in &w {
+                if u < p {
+                    return Ok(token);
+                }
+                u -= p;
+            }
+            return w.last().map(|&(t, _)| t).ok_or(SampleError::Empty);
         }
         let kept = candidates(logits, &self.params)?;
         let u: f64 = self.rng.random();
