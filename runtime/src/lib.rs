@@ -4,7 +4,9 @@
 //! - [`cpu`]: the CPU device — render to C, compile (cached), load, run the grid on rayon;
 //! - [`bench`]: benchmarks with rotated inputs and the roofline measured in the same run;
 //! - [`model`]: model files, the Llama configuration, tokenizer and forward pass;
-//! - [`generate`]: the generation loop (prefill, sample, decode) with its timings.
+//! - [`generate`]: the generation loop (prefill, sample, decode) with its timings;
+//! - [`speculative`]: speculative decoding — draft sources, batched verification, acceptance
+//!   rules, adaptive `k`, the loop and its benchmark.
 //!
 //! Architecture Invariant: only `runtime` touches devices.
 
@@ -12,3 +14,4 @@ pub mod bench;
 pub mod cpu;
 pub mod generate;
 pub mod model;
+pub mod speculative;
