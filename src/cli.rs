@@ -563,7 +563,7 @@ fn generate(args: &GenerateArgs) -> Result<String, CliError> {
 // Speculative decoding: the `--speculative` flags of `generate` and `bench-speculative`.
 
 /// Default n-gram length of prompt lookup.
-const DEFAULT_NGRAM: usize = 3;
+const DEFAULT_NGRAM: usize = 6;
 /// Default bound of the adaptive draft length.
 const DEFAULT_MAX_DRAFT: usize = 8;
 
@@ -739,7 +739,9 @@ const BENCH_PROMPTS: [(&str, &str); 2] = [
          def __init__(self, width, height):\n        self.width = width\n        self.height = height\n\n    \
          def area(self):\n        return self.width * self.height\n\n    def perimeter(self):\n        \
          return 2 * (self.width + self.height)\n\n    def scale(self, factor):\n        \
-         return Rectangle(self.width * factor, self.height * factor)\n```",
+         return Rectangle(self.width * factor, self.height * factor)\n\n    def is_square(self):\n        \
+         return self.width == self.height\n\n    def diagonal(self):\n        \
+         return (self.width ** 2 + self.height ** 2) ** 0.5\n```",
     ),
     ("free-form", "Write a short story about a lighthouse keeper who finds a message in a bottle."),
 ];

@@ -437,3 +437,51 @@ fn ngram_lookup_continues_the_latest_longest_match() {
     assert!(d.lookup(&[1, 2, 3], 5).is_empty());
     assert!(d.lookup(&[4], 5).is_empty());
 }
+
+mod common;
+
+/// A tokenizer GGUF: the 256 byte-level characters, `extra` merged tokens and two control tokens.
+fn tokenizer_file(extra: &[&str]) -> kiln_runtime::model::tokenizer::Tokenizer {
+    use common::gguf_writer::{GgufWriter, Value};
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let mut next = 256u32;
+    let mut tokens: Vec<String> = Vec::new();
+    for b in 0..=255u8 {
+        let c = if printable(b) {
+            char::from(b)
+        } else {
+            next += 1;
+            char::from_u32(next - 1).unwrap()
+        };
+        tokens.push(c.to_string());
+    }
+    tokens.extend(extra.iter().map(|s| s.to_string()));
+    tokens.extend(["<|im_end|>", "<|endoftext|>"].map(String::from));
+    let mut types = vec![1; 256 + extra.len()];
+    types.extend([3, 3]);
+    let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    let w = GgufWriter::new()
+        .meta("tokenizer.ggml.model", Value::str("gpt2"))
+        .meta("tokenizer.ggml.pre", Value::str("smollm"))
+        .meta("tokenizer.ggml.tokens", Value::strings(&refs))
+        .meta("tokenizer.ggml.token_type", Value::i32s(&types))
+        .meta("tokenizer.ggml.merges", Value::strings(&[]))
+        .meta("tokenizer.ggml.bos_token_id", Value::U32(256 + extra.len() as u32 + 1))
+        .meta("tokenizer.ggml.eos_token_id", Value::U32(256 + extra.len() as u32));
+    let file = kiln_runtime::model::gguf::GgufFile::from_bytes("tok.gguf", w.write().bytes).unwrap();
+    kiln_runtime::model::tokenizer::Tokenizer::from_gguf(&file).unwrap()
+}
+
+#[test]
+fn a_draft_with_another_tokenizer_is_refused() {
+    use kiln_runtime::speculative::draft::check_same_tokenizer;
+    let target = tokenizer_file(&["Ġt", "Ġth"]);
+    check_same_tokenizer(&target, &tokenizer_file(&["Ġt", "Ġth"])).unwrap();
+    // Same size, one token spelled differently.
+    let err = check_same_tokenizer(&target, &tokenizer_file(&["Ġt", "Ġta"])).err().unwrap();
+    assert!(matches!(err, SpecError::TokenizerMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("token 257") && err.to_string().contains("Ġta"), "{err}");
+    // Another size.
+    let err = check_same_tokenizer(&target, &tokenizer_file(&["Ġt"])).err().unwrap();
+    assert!(matches!(err, SpecError::VocabMismatch { draft: 259, target: 260 }), "{err}");
+}

@@ -414,9 +414,16 @@ impl LlamaModel {
     /// decode step's time goes. It recomputes the last decode step, so the cache is rewritten with
     /// the values it holds.
     pub fn profile_decode(&mut self) -> Result<Vec<(String, usize, f64)>, ModelError> {
-        let launches = self.step_launches(1, 1, self.config.n_layers)?;
+        self.profile_step(1)
+    }
+
+    /// [`LlamaModel::profile_decode`] for a step of one lane of `q_len` tokens with logits for
+    /// every token (a speculative verification), the output head included.
+    pub fn profile_step(&mut self, q_len: usize) -> Result<Vec<(String, usize, f64)>, ModelError> {
+        let mut launches: Vec<Arc<Vec<Resolved>>> = vec![self.step_launches(1, q_len, self.config.n_layers)?];
+        launches.push(self.head_launches(q_len.min(HEAD_ROWS), true)?);
         let mut by_name: Vec<(String, usize, f64)> = Vec::new();
-        for launch in launches.iter() {
+        for launch in launches.iter().flat_map(|l| l.iter()) {
             let t = std::time::Instant::now();
             self.run(std::slice::from_ref(launch))?;
             let dt = t.elapsed().as_secs_f64();

@@ -7,18 +7,26 @@
 //!
 //! - `α` is a running estimate: kept drafts over kept drafts plus rejections (one per step that
 //!   rejected a draft), both decayed by [`DECAY`] per step so that the estimate follows the text
-//!   (copying a passage, then writing freely), with a prior of one kept and one rejected draft
-//!   that steps without drafts drift back to (a policy that stopped drafting tries again).
+//!   (copying a passage, then writing freely), with an optimistic prior ([`PRIOR`]) that steps
+//!   without drafts drift back to (a policy that stopped drafting tries again).
 //! - `t_draft` is the measured time per drafted token (proposal and catch-up), a running mean.
 //! - `t_verify(k)` is the measured time of verification steps of `k + 1` tokens, a running mean per
 //!   size (each size is its own tuned shape, so sizes are not assumed to cost alike); a size not
 //!   measured yet is estimated from the nearest measured sizes, and costs as the largest measured
 //!   size above it when none is, which is optimistic and so tries larger `k` once.
 //!
-//! A fixed `k` (`--k`) skips all this.
+//! [`KPolicy::calibrate`] measures every size once before generation starts; a fixed `k` (`--k`)
+//! skips all this.
+
+use crate::model::llama::{LlamaModel, Logits, ModelError, SeqInput};
+use std::time::Instant;
 
 /// Weight of the past per step in the running estimates.
 pub const DECAY: f64 = 0.9;
+
+/// The prior of the acceptance estimate, (kept, rejected): α = 0.75, optimistic, so that drafting
+/// is tried whenever a verification of two tokens costs less than 1.75 of one.
+pub const PRIOR: (f64, f64) = (3.0, 1.0);
 
 /// The `k` policy of one generation.
 #[derive(Clone, Debug)]
@@ -44,8 +52,8 @@ impl KPolicy {
         KPolicy {
             max,
             fixed: false,
-            kept: 1.0,
-            rejected: 1.0,
+            kept: PRIOR.0,
+            rejected: PRIOR.1,
             draft_secs: 0.0,
             drafted: 0.0,
             verify: vec![(0.0, 0.0); max + 1],
@@ -110,6 +118,35 @@ impl KPolicy {
         best.0
     }
 
+    /// Whether every verification size has a measurement.
+    pub fn is_calibrated(&self) -> bool {
+        self.verify.iter().all(|v| v.1 > 0.0)
+    }
+
+    /// Measures a verification step of every size `1..=max + 1` on `model` (a scratch sequence of
+    /// `tokens`' first tokens, freed after), so that the first steps already know which sizes are
+    /// cheap: on a CPU the GEMM path for 5 or more rows can cost several times the GEMV path's.
+    pub fn calibrate(&mut self, model: &mut LlamaModel, tokens: &[u32]) -> Result<(), ModelError> {
+        if self.fixed || tokens.is_empty() {
+            return Ok(());
+        }
+        for k in 0..=self.max {
+            let input: Vec<u32> = tokens.iter().copied().cycle().take(k + 1).collect();
+            model.prepare(&[k + 1])?;
+            let mut best = f64::INFINITY;
+            for _ in 0..2 {
+                let seq = model.add_sequence();
+                let t = Instant::now();
+                let out = model.step(&[SeqInput { seq, tokens: &input, logits: Logits::All }]);
+                best = best.min(t.elapsed().as_secs_f64());
+                model.free_sequence(seq)?;
+                out?;
+            }
+            self.verify[k] = (best, 1.0);
+        }
+        Ok(())
+    }
+
     /// Records a step: `proposed` tokens drafted in `draft_secs`, `accepted` of them kept, and a
     /// verification of `proposed + 1` tokens in `verify_secs`.
     pub fn observe(&mut self, proposed: usize, accepted: usize, draft_secs: f64, verify_secs: f64) {
@@ -119,8 +156,8 @@ impl KPolicy {
         } else {
             // A step with nothing drafted says nothing about acceptance: the estimate drifts back
             // to the prior, so that a policy that stopped drafting tries again later.
-            self.kept = self.kept * DECAY + (1.0 - DECAY);
-            self.rejected = self.rejected * DECAY + (1.0 - DECAY);
+            self.kept = self.kept * DECAY + PRIOR.0 * (1.0 - DECAY);
+            self.rejected = self.rejected * DECAY + PRIOR.1 * (1.0 - DECAY);
         }
         if proposed > 0 {
             self.draft_secs = self.draft_secs * DECAY + draft_secs;

@@ -5,7 +5,7 @@
 
 use super::accept::Greedy;
 use super::adaptive::KPolicy;
-use super::decode::generate_speculative;
+use super::decode::{generate_speculative, SpecGeneration};
 use super::draft::DraftSource;
 use super::SpecError;
 use crate::generate::{generate, GenerateOptions};
@@ -54,22 +54,25 @@ pub fn bench_speculative(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<SpecBenchRow>, SpecError> {
     let options = GenerateOptions { max_tokens, sampling: SamplingParams::greedy(), stop: Vec::new() };
+    // Every run starts from the same measured verification costs.
+    let mut policy = policy.clone();
+    if let Some(p) = prompts.first() {
+        progress("measuring verification steps");
+        policy.calibrate(model, &p.tokens)?;
+    }
     let mut rows = Vec::new();
     for prompt in prompts {
-        progress(&format!("{}: target only", prompt.name));
-        let mut baseline = Vec::new();
-        let mut speeds = Vec::new();
+        // Repeats interleave the baseline and the sources, so that a change in the machine's load
+        // during the run falls on all of them alike.
+        let mut baseline = (Vec::new(), Vec::new());
+        let mut runs: Vec<(Vec<f64>, Option<SpecGeneration>)> = drafts.iter().map(|_| (Vec::new(), None)).collect();
         for _ in 0..repeats.max(1) {
+            progress(&format!("{}: target only", prompt.name));
             let g = generate(model, &prompt.tokens, &options, &mut |_| Ok(()))?;
-            speeds.push(g.decode_tok_s());
-            baseline = g.tokens;
-        }
-        let baseline_tokens_per_s = median(speeds);
-        for draft in drafts.iter_mut() {
-            progress(&format!("{}: {}", prompt.name, draft.name()));
-            let mut speeds = Vec::new();
-            let mut last = None;
-            for _ in 0..repeats.max(1) {
+            baseline.0.push(g.decode_tok_s());
+            baseline.1 = g.tokens;
+            for (draft, run) in drafts.iter_mut().zip(runs.iter_mut()) {
+                progress(&format!("{}: {}", prompt.name, draft.name()));
                 let g = generate_speculative(
                     model,
                     draft.as_mut(),
@@ -79,10 +82,13 @@ pub fn bench_speculative(
                     &options,
                     &mut |_| Ok(()),
                 )?;
-                speeds.push(g.tokens_per_s());
-                last = Some(g);
+                run.0.push(g.tokens_per_s());
+                run.1 = Some(g);
             }
-            let g = last.ok_or_else(|| SpecError::Internal("no run".into()))?;
+        }
+        let baseline_tokens_per_s = median(baseline.0);
+        for (draft, (speeds, g)) in drafts.iter().zip(runs) {
+            let g = g.ok_or_else(|| SpecError::Internal("no run".into()))?;
             let tokens_per_s = median(speeds);
             rows.push(SpecBenchRow {
                 prompt: prompt.name.clone(),
@@ -94,7 +100,7 @@ pub fn bench_speculative(
                 tokens_per_s,
                 baseline_tokens_per_s,
                 speedup: tokens_per_s / baseline_tokens_per_s,
-                same_as_baseline: g.tokens == baseline,
+                same_as_baseline: g.tokens == baseline.1,
             });
         }
     }

@@ -230,6 +230,9 @@ pub fn generate_speculative(
         model.prepare(&[k + 1])?;
     }
     draft.prepare(model, prompt.len(), policy.max())?;
+    if !policy.is_fixed() && !policy.is_calibrated() {
+        policy.calibrate(model, prompt)?;
+    }
 
     let mut s = Speculator::new(model, draft, rule, policy, options.sampling)?;
     let start = Instant::now();
