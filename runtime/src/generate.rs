@@ -181,6 +181,8 @@ pub struct GenerateBench {
     pub prefill_tok_s: f64,
     /// Where a decode step's time goes: (IR kernel, launches, ms), slowest first.
     pub decode_profile: Vec<(String, usize, f64)>,
+    /// The same for a pass of the prefill.
+    pub prefill_profile: Vec<(String, usize, f64)>,
 }
 
 /// Decode tokens/s at batch 1 against the memory roofline, and prefill tokens/s for a prompt of
@@ -245,6 +247,10 @@ pub fn bench_generate(
         prefill.push(t.elapsed().as_secs_f64());
     }
     let prefill_s = median(&mut prefill);
+    let (lanes, q_len) =
+        (prefill_tokens.div_ceil(16).min(model.options.max_step_tokens / 16).max(1), 16.min(prefill_tokens));
+    let prefill_profile =
+        model.profile(lanes, q_len)?.into_iter().map(|(name, n, secs)| (name, n, secs * 1e3)).collect::<Vec<_>>();
     Ok(GenerateBench {
         threads: model.threads(),
         read_gbps: roofline.gbps,
@@ -259,6 +265,7 @@ pub fn bench_generate(
         prefill_ms: prefill_s * 1e3,
         prefill_tok_s: prefill_tokens as f64 / prefill_s,
         decode_profile,
+        prefill_profile,
     })
 }
 

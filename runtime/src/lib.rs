@@ -3,6 +3,7 @@
 //!
 //! - [`cpu`]: the CPU device — render to C, compile (cached), load, run the grid on rayon;
 //! - [`bench`]: benchmarks with rotated inputs and the roofline measured in the same run;
+//! - [`measure`]: the CPU device as the autotuner's `Measure` (checked, rotated, timed candidates);
 //! - [`model`]: model files, the Llama configuration, tokenizer and forward pass;
 //! - [`generate`]: the generation loop (prefill, sample, decode) with its timings;
 //! - [`speculative`]: speculative decoding — draft sources, batched verification, acceptance
@@ -13,5 +14,6 @@
 pub mod bench;
 pub mod cpu;
 pub mod generate;
+pub mod measure;
 pub mod model;
 pub mod speculative;

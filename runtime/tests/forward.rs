@@ -111,9 +111,9 @@ fn random_model(seed: u64) -> MemSource {
 }
 
 mod common;
-use common::{reference_logits, rel_error};
+use common::reference::{reference_logits, rel_error};
 
-/// The f64 reference over the source (the test's own dequantization and forward, `common`).
+/// The f64 reference over the source (the test's own dequantization and forward, `common::reference`).
 struct Reference<'a>(&'a MemSource);
 
 impl Reference<'_> {
@@ -306,4 +306,26 @@ fn bad_inputs_are_typed_errors() {
     broken.tensors.get_mut("blk.0.attn_k.weight").unwrap().shape = vec![256, 64];
     let err = LlamaModel::load(&broken, device(), Arc::new(Defaults), ModelOptions::default()).err().unwrap();
     assert!(matches!(err, ModelError::Shape { .. }) && err.to_string().contains("attn_k"), "{err}");
+}
+
+#[test]
+fn long_steps_run_in_passes_and_return_every_row() {
+    let src = random_model(6);
+    let reference = Reference::new(&src);
+    // Passes of at most 32 tokens: a 75-token prompt with a row per token (more than one output
+    // head launch of 64 rows) and a 9-token prompt in the same step take several passes.
+    let mut m = model(&src, ModelOptions { max_step_tokens: 32, ..ModelOptions::default() });
+    let mut rng = StdRng::seed_from_u64(66);
+    let (long, short) = (random_tokens(&mut rng, 75), random_tokens(&mut rng, 9));
+    let (a, b) = (m.add_sequence(), m.add_sequence());
+    let out = m
+        .step(&[
+            SeqInput { seq: a, tokens: &long, logits: Logits::All },
+            SeqInput { seq: b, tokens: &short, logits: Logits::Last },
+        ])
+        .unwrap();
+    assert_eq!(out[0].len(), 75 * 300);
+    assert!(rel_error(&out[0], &reference.logits(&long)) < TOLERANCE);
+    let want = reference.logits(&short);
+    assert!(rel_error(&out[1], &want[8..]) < TOLERANCE);
 }

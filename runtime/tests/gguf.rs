@@ -381,7 +381,10 @@ proptest! {
     /// Corrupting any bytes of a valid file gives a result or a typed error, never a panic, and
     /// whatever opens hands out tensors of the size its info says.
     #[test]
-    fn corrupt_files_never_panic(seed in any::<u64>(), flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+    fn corrupt_files_never_panic(
+        seed in any::<u64>(),
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+    ) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut bytes = tiny_llama(&mut rng, true).meta("t", Value::strings(&["x", "yz"])).write().bytes;
         let header_len = bytes.len().min(2048);

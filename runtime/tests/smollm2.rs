@@ -1,7 +1,8 @@
 //! The real model: SmolLM2-135M-Instruct (GGUF Q4_1, fetched with pinned hashes when missing)
 //! answers the chat prompt "What is the capital of France?" — the logits at the first generated
-//! position match the f64 reference forward of `common`, and greedy decoding gives "The capital
-//! of France is Paris." token for token.
+//! position match the f64 reference forward of `common::reference`, and greedy decoding gives "The capital
+//! of France is Paris." token for token; a batch of prompts of different lengths gives each
+//! prompt's logits alone.
 
 mod common;
 
@@ -36,8 +37,8 @@ fn chat_prompt_logits_match_the_f64_reference() {
     let mut m = model();
     let seq = m.add_sequence();
     let got = m.step(&[SeqInput { seq, tokens: &CHAT_IDS, logits: Logits::Last }]).unwrap().remove(0);
-    let want = common::reference_logits(gguf(), &CHAT_IDS, &[CHAT_IDS.len() - 1]);
-    let err = common::rel_error(&got, &want);
+    let want = common::reference::reference_logits(gguf(), &CHAT_IDS, &[CHAT_IDS.len() - 1]);
+    let err = common::reference::rel_error(&got, &want);
     // f32 activations and cache against f64 over 30 layers: each layer's f32 roundings (~6e-8
     // relative per stage, a dozen stages) compound through the residual stream, and attention
     // and SwiGLU amplify some directions; measured 5.4e-6 here. 1e-4 leaves room for other
@@ -63,4 +64,31 @@ fn greedy_decoding_says_paris() {
         logits = m.step(&[SeqInput { seq, tokens: &[next], logits: Logits::Last }]).unwrap().remove(0);
     }
     assert_eq!(out, ANSWER);
+}
+
+#[test]
+fn a_batch_of_prompts_gives_each_prompt_s_logits_alone() {
+    // The chat prompt, its first 5 tokens, and a 40-token prompt (three lanes) in one step.
+    let long: Vec<u32> = (0..40).map(|i| 100 + 37 * i).collect();
+    let prompts: [&[u32]; 3] = [&CHAT_IDS, &CHAT_IDS[..5], &long];
+    let mut m = model();
+    let alone: Vec<Vec<f32>> = prompts
+        .iter()
+        .map(|p| {
+            let seq = m.add_sequence();
+            let out = m.step(&[SeqInput { seq, tokens: p, logits: Logits::Last }]).unwrap().remove(0);
+            m.free_sequence(seq).unwrap();
+            out
+        })
+        .collect();
+    let seqs: Vec<_> = prompts.iter().map(|_| m.add_sequence()).collect();
+    let inputs: Vec<SeqInput> =
+        prompts.iter().zip(&seqs).map(|(p, &seq)| SeqInput { seq, tokens: p, logits: Logits::Last }).collect();
+    let together = m.step(&inputs).unwrap();
+    for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
+        // Other batch shapes run other GEMM tilings: equal up to f32 summation order.
+        let a64 = vec![a.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>()];
+        let err = common::reference::rel_error(t, &a64);
+        assert!(err < 1e-4, "prompt {i}: batch and alone differ by {err:.3e}");
+    }
 }

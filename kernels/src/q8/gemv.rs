@@ -8,11 +8,14 @@
 //!
 //! Grid: `[ceil(n / block_n), 1, 1]`; each program computes `block_n` outputs for all `m` rows,
 //! walking `k` in `block_k`-wide steps (masked past `k`, which is a multiple of 32 but need not be
-//! one of `block_k`). Weights are dequantized to f32 in the tile: `q · d` is exact in f32 (8 bits
-//! times an 11-bit significand), so the only roundings are the f32 accumulation and the final
-//! store. With `m = 1` a step is `Σ_k w[k, n] · x[k]` as an elementwise product and a sum over
-//! `k` (a GEMV); with `m > 1` it is a `dot` of `[pow2(m), block_k] · [block_k, block_n]` into an
-//! f32 accumulator, so each weight tile is read once for every row of `x`.
+//! one of `block_k`). With `m = 1` (a GEMV) the weight tile is read as it lies, `[block_n,
+//! block_k]` contiguous int8 rows; `q · x` is summed per Q8_0 block along the row and each block's
+//! sum is scaled once, `Σ_k q·d·x = Σ_blocks d · Σ q·x` (2.4× faster on the CPU than a transposed
+//! `[block_k, block_n]` tile of dequantized weights: 3.5 ms instead of 8.6 ms for SmolLM2's head
+//! on 2 AVX-512 cores). With `m > 1` the weights are dequantized to f32 in the tile (`q · d` is
+//! exact in f32: 8 bits times an 11-bit significand) and a step is a `dot` of `[pow2(m), block_k]
+//! · [block_k, block_n]` into an f32 accumulator, so each weight tile is read once for every row
+//! of `x`. Either way every rounding is an f32 product or sum and the final store.
 
 use crate::args::parse_dtype;
 use crate::args::{Args, ArgsKind, Reader};
@@ -251,10 +254,22 @@ fn build(p: &Q8GemvProblem, c: &Q8GemvConfig) -> Result<kiln_ir::Kernel, kiln_ir
     });
 
     if p.m == 1 {
+        // GEMV: the weight tile is read as it lies, `[block_n, block_k]` contiguous int8 rows,
+        // multiplied by x along the row and summed per Q8_0 block, and each block's sum is scaled
+        // once: Σ_k q·d·x = Σ_blocks d · Σ_{k ∈ block} q·x. No transposed loads, one multiply by
+        // a scale per 32 weights.
+        let per_step = c.block_k / 32;
+        let blocks = b.arange(0, per_step as i32);
         let [acc] = b.for_range(0, k, block_k, [b.zeros(&[c.block_n], F32).named("acc0")], |k0, [acc]| {
             let ks = k0 + b.arange(0, block_k);
-            let xk = b.load_masked(x, ks, ks.lt(k), 0.0).cast(F32);
-            [acc + (weights(k0) * xk.col()).sum(0)]
+            let k_ok = ks.lt(k);
+            let xk = b.load_masked(x, ks, k_ok, 0.0).cast(F32);
+            let q = b.load_masked(qs, cols.col() * k + ks.row(), col_ok.col() & k_ok.row(), 0i8).cast(F32);
+            let sums = (q * xk.row()).reshape(&[c.block_n, per_step, 32]).sum(2);
+            let blk = k0 / q8 + blocks;
+            let blk_ok = blk.lt(k / q8);
+            let d = b.load_masked(scales, cols.col() * (k / q8) + blk.row(), col_ok.col() & blk_ok.row(), 0.0);
+            [acc + (sums * d.cast(F32)).sum(1)]
         });
         b.store_masked(y, cols, acc.cast(p.out), col_ok);
     } else {

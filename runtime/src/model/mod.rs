@@ -13,11 +13,14 @@
 //! - [`sampling`]: greedy, temperature, top-k and top-p sampling with a seed.
 //! - [`tokenizer`]: GPT-2 byte-level BPE from the GGUF metadata, control tokens, the ChatML chat
 //!   prompt and a streaming decoder.
+//! - [`safetensors`]: Hugging Face Llama checkpoints (f16 / bf16 / f32 safetensors and
+//!   `config.json`) under GGUF names, Q/K rows permuted for adjacent-pair RoPE.
 
 pub mod fetch;
 pub mod gguf;
 pub mod kv_cache;
 pub mod llama;
+pub mod safetensors;
 pub mod sampling;
 pub mod tensor;
 pub mod tokenizer;
