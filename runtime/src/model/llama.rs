@@ -236,7 +236,8 @@ pub struct LlamaModel {
     /// Per layer: q, k, v, o, gate, up, down.
     linears: Vec<[Linear; 7]>,
     plans: HashMap<(KernelId, Args), Arc<Built>>,
-    steps: HashMap<(usize, usize), Arc<Vec<Resolved>>>,
+    /// Launch lists by (lanes, q_len, layers run).
+    steps: HashMap<(usize, usize, usize), Arc<Vec<Resolved>>>,
     heads: HashMap<(usize, bool), Arc<Vec<Resolved>>>,
     chosen: Vec<ChosenConfig>,
     /// Reused argument list of the launch loop.
@@ -368,6 +369,16 @@ impl LlamaModel {
         Ok(self.cache.truncate(seq, n)?)
     }
 
+    /// The device the model runs on (a draft model can share it).
+    pub fn device(&self) -> Arc<CpuDevice> {
+        self.device.clone()
+    }
+
+    /// Where the model's kernel configs come from (a draft model can share it).
+    pub fn provider(&self) -> Arc<dyn ConfigProvider + Send + Sync> {
+        self.provider.clone()
+    }
+
     /// Worker threads of the device.
     pub fn threads(&self) -> usize {
         self.device.threads()
@@ -377,7 +388,7 @@ impl LlamaModel {
     /// (0 when that shape was never prepared).
     pub fn launch_count(&self, lanes: usize, q_len: usize) -> usize {
         let head = self.heads.get(&(lanes.min(HEAD_ROWS), true)).map_or(0, |h| h.len());
-        self.steps.get(&(lanes, q_len)).map_or(0, |s| s.len() + head)
+        self.steps.get(&(lanes, q_len, self.config.n_layers)).map_or(0, |s| s.len() + head)
     }
 
     /// Seconds per launch of a tiny kernel (`silu_mul` on 32 elements, one program) run 200 times
@@ -413,7 +424,7 @@ impl LlamaModel {
 
     /// [`LlamaModel::profile_decode`] for a pass of `lanes` lanes of `q_len` tokens (prepared).
     pub fn profile(&mut self, lanes: usize, q_len: usize) -> Result<Vec<(String, usize, f64)>, ModelError> {
-        let step = self.step_launches(lanes, q_len)?;
+        let step = self.step_launches(lanes, q_len, self.config.n_layers)?;
         let head = self.head_launches(lanes.min(HEAD_ROWS), q_len == 1)?;
         let mut by_name: Vec<(String, usize, f64)> = Vec::new();
         for launch in step.iter().chain(head.iter()) {
@@ -462,6 +473,20 @@ impl LlamaModel {
     /// logits it asked for (`[rows, vocab]` row-major). All or nothing for the cache: when a
     /// sequence cannot take its tokens, no sequence changes.
     pub fn step(&mut self, inputs: &[SeqInput<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.step_layers(inputs, self.config.n_layers)
+    }
+
+    /// [`LlamaModel::step`] through the first `layers` layers only, then the final norm and the
+    /// head: the self-speculative draft. It writes the K/V of those layers for the new tokens;
+    /// the deeper layers' slots stay stale until a full step rewrites the same positions, so roll
+    /// the tokens back ([`LlamaModel::truncate`]) before running them through the whole model.
+    pub fn step_layers(&mut self, inputs: &[SeqInput<'_>], layers: usize) -> Result<Vec<Vec<f32>>, ModelError> {
+        if layers == 0 || layers > self.config.n_layers {
+            return Err(ModelError::Config(format!(
+                "a step through {layers} layers: the model has {} (choose 1..={0})",
+                self.config.n_layers
+            )));
+        }
         let vocab = self.config.vocab_size;
         for (i, input) in inputs.iter().enumerate() {
             if input.tokens.is_empty() {
@@ -487,7 +512,7 @@ impl LlamaModel {
                 }
             }
         }
-        let result = self.run_step(inputs, &starts);
+        let result = self.run_step(inputs, &starts, layers);
         if result.is_err() {
             for input in inputs {
                 self.cache.truncate(input.seq, input.tokens.len())?;
@@ -515,10 +540,15 @@ impl LlamaModel {
     /// Builds (and compiles) everything a step with inputs of `lens` new tokens runs, without
     /// running it, so that timing a step measures the step alone.
     pub fn prepare(&mut self, lens: &[usize]) -> Result<(), ModelError> {
+        self.prepare_layers(lens, self.config.n_layers)
+    }
+
+    /// [`LlamaModel::prepare`] for [`LlamaModel::step_layers`].
+    pub fn prepare_layers(&mut self, lens: &[usize], layers: usize) -> Result<(), ModelError> {
         let (q_len, lanes) = Self::lanes(lens);
         let per_pass = (self.options.max_step_tokens / q_len).max(1);
         for pass in lanes.chunks(per_pass) {
-            self.step_launches(pass.len(), q_len)?;
+            self.step_launches(pass.len(), q_len, layers.clamp(1, self.config.n_layers))?;
             let rows = pass.len().min(HEAD_ROWS);
             self.head_launches(rows, true)?;
             self.head_launches(rows, false)?;
@@ -526,7 +556,12 @@ impl LlamaModel {
         Ok(())
     }
 
-    fn run_step(&mut self, inputs: &[SeqInput<'_>], starts: &[usize]) -> Result<Vec<Vec<f32>>, ModelError> {
+    fn run_step(
+        &mut self,
+        inputs: &[SeqInput<'_>],
+        starts: &[usize],
+        layers: usize,
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
         let vocab = self.config.vocab_size;
         let lens: Vec<usize> = inputs.iter().map(|i| i.tokens.len()).collect();
         let (q_len, lanes) = Self::lanes(&lens);
@@ -573,7 +608,7 @@ impl LlamaModel {
                     self.store.i32_mut(cl_i)?[lane] = (starts[i] + at + take) as i32;
                 }
             }
-            let launches = self.step_launches(pass.len(), q_len)?;
+            let launches = self.step_launches(pass.len(), q_len, layers)?;
             self.run(&launches)?;
             // The output head, HEAD_ROWS rows at a time.
             for chunk in rows.chunks(HEAD_ROWS) {
@@ -756,9 +791,10 @@ impl LlamaModel {
         self.emit(out, KernelId::Rmsnorm, problem, &bind)
     }
 
-    /// The launches of a pass of `lanes` lanes of `q_len` tokens, resolved once per shape.
-    fn step_launches(&mut self, lanes: usize, q_len: usize) -> Result<Arc<Vec<Resolved>>, ModelError> {
-        if let Some(l) = self.steps.get(&(lanes, q_len)) {
+    /// The launches of a pass of `lanes` lanes of `q_len` tokens through the first `layers`
+    /// layers, resolved once per shape.
+    fn step_launches(&mut self, lanes: usize, q_len: usize, layers: usize) -> Result<Arc<Vec<Resolved>>, ModelError> {
+        if let Some(l) = self.steps.get(&(lanes, q_len, layers)) {
             return Ok(l.clone());
         }
         let c = self.config.clone();
@@ -768,7 +804,7 @@ impl LlamaModel {
             Args::new().with("tokens", m).with("vocab", c.vocab_size).with("dim", c.dim).with("dtype", "f32");
         let bind = [("ids", "ids"), ("qs", "token_embd.qs"), ("scales", "token_embd.scales"), ("out", "resid")];
         self.emit(&mut out, KernelId::Embedding, embedding, &bind)?;
-        for l in 0..c.n_layers {
+        for l in 0..layers.min(c.n_layers) {
             let attn_norm = format!("blk.{l}.attn_norm.weight");
             if l == 0 {
                 self.rmsnorm(&mut out, m, "resid", &attn_norm, false)?;
@@ -837,7 +873,7 @@ impl LlamaModel {
         }
         self.rmsnorm(&mut out, m, "ffn_out", "output_norm.weight", true)?;
         let launches = Arc::new(out);
-        self.steps.insert((lanes, q_len), launches.clone());
+        self.steps.insert((lanes, q_len, layers), launches.clone());
         Ok(launches)
     }
 
