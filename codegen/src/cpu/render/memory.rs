@@ -187,17 +187,30 @@ impl Emitter<'_> {
             self.emit_load_transposed(acc, &form, out, mask.as_ref(), other.as_ref(), zero);
         } else if let Some(form) = self.a.contiguous_form(self.k, acc.offsets).cloned() {
             let len = *self.k.ty(acc.offsets).shape.dims().last().unwrap_or(&1);
+            let tile_copy = keep && !direct && Self::affine_rows(&form);
+            if tile_copy {
+                self.open_tile_copy(acc, &form, out);
+            }
+            let gathered = !Self::affine_rows(&form);
+            if keep && gathered && self.loop_depth > 0 {
+                // Rows at gathered starts (pages of a paged cache) do not continue anywhere
+                // predictable; ask for all of the tile's rows first, so their misses overlap
+                // instead of each row waiting for its own.
+                let (opened, _) = self.open_rows(&form, acc);
+                self.prefetch_row(&b, len as usize * dtype.size_bytes());
+                self.close_n(opened);
+            }
             let (opened, coords) = self.open_rows(&form, acc);
             let o_at = |e: &Self, j: &str| e.access(&out_repr, &e.lane(&out_repr, &coords, j));
             let m_at = |e: &Self, j: &str| mask.as_ref().map(|m| e.access(m, &e.lane(m, &coords, j)));
             let other_at =
                 |e: &Self, j: &str| other.as_ref().map_or(zero.to_string(), |o| e.access(o, &e.lane(o, &coords, j)));
-            if keep && self.loop_depth > 0 {
+            if keep && !gathered && self.loop_depth > 0 {
                 // Rows read inside a loop usually continue where this one ends on the next
                 // iterations (a stream along k, or the next tokens of a block); the hardware
                 // prefetcher does not run far enough ahead of a compute-heavy loop, so ask for
                 // the line PREFETCH_BYTES ahead (a hint: it never faults, even past the buffer).
-                self.line(&format!("__builtin_prefetch((const char *)&{b}[s] + {PREFETCH_BYTES});"));
+                self.prefetch_continuation(&b, len as usize * dtype.size_bytes());
             }
             // A row with no active lane (positions past a sequence's length, the far side of a
             // ragged edge) takes `other` without touching memory.
@@ -283,6 +296,9 @@ impl Emitter<'_> {
                 self.close();
             }
             self.close_n(opened);
+            if tile_copy {
+                self.close_n(2);
+            }
         } else if let Some(form) = self.a.strided_form(self.k, acc.offsets).cloned() {
             self.emit_load_strided(acc, &form, keep.then_some(out), mask.as_ref(), other.as_ref(), zero);
         } else {
@@ -322,7 +338,7 @@ impl Emitter<'_> {
     /// (prefetching the rows' continuation inside a loop), and opens the `else` branch in which
     /// the caller copies the tile as usual. The caller closes it.
     fn emit_load_direct(&mut self, acc: &Access, out: Value) {
-        let (b, n, dtype) = self.buf(acc.buffer);
+        let (b, _, dtype) = self.buf(acc.buffer);
         let form = self.a.contiguous_form(self.k, acc.offsets).expect("direct loads have contiguous rows").clone();
         let dims = self.k.ty(out).shape.dims().to_vec();
         let lead = dims.len() - 1;
@@ -338,7 +354,47 @@ impl Emitter<'_> {
             self.line(&format!("int64_t {} KILN_UNUSED = {fixed};", stride.as_deref().unwrap_or_default()));
         }
         self.open("");
-        let start = self.wrap(acc.offsets, &self.sym(&form.uniform));
+        self.emit_tile_check(acc, &form, &dims);
+        self.open("if (dk_ok)");
+        self.line(&format!("{name} = &{b}[dk_s];"));
+        for (d, stride) in strides.iter().enumerate().take(lead) {
+            self.line(&format!("{} = dk_c{d};", stride.as_deref().unwrap_or_default()));
+        }
+        if self.loop_depth > 0 {
+            // As for copied rows (see `emit_load`): the rows usually continue on the next
+            // iterations, further than the hardware prefetcher runs ahead.
+            let coords: Vec<String> = (0..lead).map(|d| format!("r{d}")).collect();
+            let mut opened = 0;
+            for (d, &extent) in dims[..lead].iter().enumerate() {
+                self.open(&format!("for (int64_t r{d} = 0; r{d} < {extent}; r{d}++)"));
+                opened += 1;
+            }
+            let row = coords.iter().enumerate().map(|(d, r)| format!(" + {r} * dk_c{d}")).collect::<String>();
+            self.line(&format!("const int64_t s = dk_s{row};"));
+            self.prefetch_continuation(&b, len as usize * dtype.size_bytes());
+            self.close_n(opened);
+        }
+        self.close_else();
+    }
+
+    /// Declares `dk_s` (the offset of the first row), `dk_c0, ...` (the step per lead dim) and
+    /// `dk_ok`: whether every lane of a tile of whole rows at affine row starts is in bounds
+    /// (the corner rows bound the others, none wraps) and active.
+    fn emit_tile_check(&mut self, acc: &Access, form: &Form, dims: &[u32]) {
+        let (_, n, _) = self.buf(acc.buffer);
+        let lead = dims.len() - 1;
+        let len = dims[lead];
+        // Gathered terms do not vary over the tile (see `affine_rows`): element 0 of each.
+        let mut start = self.sym(&form.uniform);
+        for g in &form.gathers {
+            let e = self.access(&g.repr, "0");
+            let e = match g.dtype {
+                DType::U32 => format!("(uint64_t){e}"),
+                _ => format!("(uint64_t)(int64_t){e}"),
+            };
+            start = format!("{start} + {} * {e}", self.sym(&g.scale));
+        }
+        let start = self.wrap(acc.offsets, &start);
         self.line(&format!("const int64_t dk_s = {start};"));
         self.line("int dk_ok = 1;");
         self.line("int64_t dk_lo = dk_s, dk_hi = dk_s;");
@@ -371,25 +427,75 @@ impl Emitter<'_> {
             self.line(&format!("dk_ok &= ({m}) != 0;"));
             self.close_n(opened);
         }
+    }
+
+    /// Whether a contiguous-row form has row starts affine in the row coordinates.
+    fn affine_rows(form: &Form) -> bool {
+        form.gathers.iter().all(|g| g.repr.strides.iter().all(|&s| s == 0))
+    }
+
+    /// The fast path of a row load whose rows start at affine offsets: when the whole tile is
+    /// in bounds and active (one check), every row is copied without checks; opens the `else`
+    /// branch for the row-by-row path, which the caller closes with two `close`s.
+    fn open_tile_copy(&mut self, acc: &Access, form: &Form, out: Value) {
+        let (b, _, dtype) = self.buf(acc.buffer);
+        let dims = self.k.ty(acc.offsets).shape.dims().to_vec();
+        let lead = dims.len() - 1;
+        let len = dims[lead];
+        let out_repr = self.a.repr(out).clone();
+        self.open("");
+        self.emit_tile_check(acc, form, &dims);
         self.open("if (dk_ok)");
-        self.line(&format!("{name} = &{b}[dk_s];"));
-        for (d, stride) in strides.iter().enumerate().take(lead) {
-            self.line(&format!("{} = dk_c{d};", stride.as_deref().unwrap_or_default()));
-        }
-        if self.loop_depth > 0 {
-            // As for copied rows (see `emit_load`): the rows usually continue on the next
-            // iterations, further than the hardware prefetcher runs ahead.
-            let coords: Vec<String> = (0..lead).map(|d| format!("r{d}")).collect();
-            let mut opened = 0;
-            for (d, &extent) in dims[..lead].iter().enumerate() {
-                self.open(&format!("for (int64_t r{d} = 0; r{d} < {extent}; r{d}++)"));
+        let mut coords = Vec::with_capacity(lead);
+        let mut opened = 0;
+        for (d, &extent) in dims[..lead].iter().enumerate() {
+            if extent == 1 {
+                coords.push("0".to_string());
+            } else {
+                self.open(&format!("for (int r{d} = 0; r{d} < {extent}; r{d}++)"));
+                coords.push(format!("r{d}"));
                 opened += 1;
             }
-            let row = coords.iter().enumerate().map(|(d, r)| format!(" + {r} * dk_c{d}")).collect::<String>();
-            self.line(&format!("__builtin_prefetch((const char *)&{b}[dk_s{row}] + {PREFETCH_BYTES});"));
-            self.close_n(opened);
         }
+        let row: String = coords
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| *c != "0")
+            .map(|(d, c)| format!(" + (int64_t){c} * dk_c{d}"))
+            .collect();
+        self.line(&format!("const int64_t s = dk_s{row};"));
+        if self.loop_depth > 0 {
+            self.prefetch_continuation(&b, len as usize * dtype.size_bytes());
+        }
+        let dst = self.access(&out_repr, &self.lane(&out_repr, &coords, "0"));
+        match dtype {
+            DType::F16 => self.line(&format!("kiln_f16_load_n(&{dst}, &{b}[s], {len});")),
+            DType::BF16 => self.line(&format!("kiln_bf16_load_n(&{dst}, &{b}[s], {len});")),
+            DType::Bool => {
+                self.open(&format!("for (int j = 0; j < {len}; j++)"));
+                let o = self.access(&out_repr, &self.lane(&out_repr, &coords, "j"));
+                self.line(&format!("{o} = {};", from_storage(dtype, &format!("{b}[s + j]"))));
+                self.close();
+            }
+            DType::F32 | DType::I32 | DType::U32 | DType::I8 | DType::U8 => {
+                self.line(&format!("memcpy(&{dst}, &{b}[s], {len} * sizeof({b}[0]));"))
+            }
+        }
+        self.close_n(opened);
         self.close_else();
+    }
+
+    /// Inside a loop, asks for the line `PREFETCH_BYTES` past the row at `&b[s]` (rows read in
+    /// loops usually continue there on later iterations; see `emit_load`). A row shorter than a
+    /// cache line asks only when it starts in a line's first `row_bytes` bytes, once per line as
+    /// it walks forward, instead of on every iteration.
+    fn prefetch_continuation(&mut self, b: &str, row_bytes: usize) {
+        let hint = format!("__builtin_prefetch((const char *)&{b}[s] + {PREFETCH_BYTES});");
+        if row_bytes >= 64 {
+            self.line(&hint);
+        } else {
+            self.line(&format!("if (((uintptr_t)&{b}[s] & 63) < {row_bytes}) {hint}"));
+        }
     }
 
     /// A load whose rows are evenly spaced lanes `s, s + d, ...` (a uniform step `d`, not 1): a

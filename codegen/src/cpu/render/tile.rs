@@ -17,6 +17,10 @@ use kiln_ir::{ReduceOp, Value, ValueDef};
 pub(crate) struct Nest {
     pub headers: Vec<String>,
     pub index: Vec<String>,
+    /// Loop variable and trip count of the innermost loop, if there is a loop.
+    pub innermost: Option<(String, u64)>,
+    /// Per operand, its constant stride along the innermost loop (`None` when runtime).
+    pub inner_strides: Vec<Option<i64>>,
 }
 
 /// Builds a nest over `dims` for operands with the given strides, merging dims that every
@@ -80,7 +84,15 @@ pub(crate) fn collapsed_nest_with(
             }
         })
         .collect();
-    Nest { headers, index }
+    let innermost = groups.last().zip(vars.last()).map(|((extent, _, _), v)| (v.clone(), *extent));
+    let inner_strides = (0..strides.len())
+        .map(|k| match groups.last() {
+            Some((_, d, s)) if runtime_at(k, *d).is_none() => Some(s[k]),
+            Some(_) => None,
+            None => Some(0),
+        })
+        .collect();
+    Nest { headers, index, innermost, inner_strides }
 }
 
 /// `Σ stride · var` as C, `0` when empty.
@@ -153,6 +165,12 @@ impl Emitter<'_> {
         let mut runtime = vec![None];
         runtime.extend(leaves.iter().map(|&l| self.a.direct[l.index()].then(|| self.runtime_strides(l))));
         let nest = collapsed_nest_with(&dims, &strides, &runtime, "i");
+        if self.emit_vector_map(out, inst, &operands, &nest) {
+            if round {
+                self.emit_round(out);
+            }
+            return;
+        }
         let n = self.open_nest(&nest);
         let mut pos = 1;
         let args: Vec<String> = operands.iter().map(|&o| self.tree_expr(o, &nest.index, &mut pos)).collect();
