@@ -33,8 +33,12 @@ use super::tile::{collapsed_nest, sum_expr};
 use super::Emitter;
 use kiln_ir::{DType, Inst, Param, Value};
 
-/// How far ahead of a row read inside a loop its software prefetch reaches.
+/// How far ahead of a row read inside a loop its software prefetch reaches, at most.
 const PREFETCH_BYTES: usize = 1024;
+
+/// How far ahead of the whole tile, in bytes of tile, row prefetches aim: about what two cores
+/// stream during one DRAM latency, with margin.
+const PREFETCH_LEAD_BYTES: usize = 8192;
 
 /// Contiguous stores of rows at least this long may use non-temporal stores (a few cache lines,
 /// so that the unaligned head and tail stay small beside the streamed part).
@@ -209,8 +213,8 @@ impl Emitter<'_> {
                 // Rows read inside a loop usually continue where this one ends on the next
                 // iterations (a stream along k, or the next tokens of a block); the hardware
                 // prefetcher does not run far enough ahead of a compute-heavy loop, so ask for
-                // the line PREFETCH_BYTES ahead (a hint: it never faults, even past the buffer).
-                self.prefetch_continuation(&b, len as usize * dtype.size_bytes());
+                // a line a few iterations ahead (a hint: it never faults, even past the buffer).
+                self.prefetch_continuation(&b, len as usize * dtype.size_bytes(), acc.offsets);
             }
             // A row with no active lane (positions past a sequence's length, the far side of a
             // ragged edge) takes `other` without touching memory.
@@ -371,7 +375,7 @@ impl Emitter<'_> {
             }
             let row = coords.iter().enumerate().map(|(d, r)| format!(" + {r} * dk_c{d}")).collect::<String>();
             self.line(&format!("const int64_t s = dk_s{row};"));
-            self.prefetch_continuation(&b, len as usize * dtype.size_bytes());
+            self.prefetch_continuation(&b, len as usize * dtype.size_bytes(), acc.offsets);
             self.close_n(opened);
         }
         self.close_else();
@@ -465,7 +469,7 @@ impl Emitter<'_> {
             .collect();
         self.line(&format!("const int64_t s = dk_s{row};"));
         if self.loop_depth > 0 {
-            self.prefetch_continuation(&b, len as usize * dtype.size_bytes());
+            self.prefetch_continuation(&b, len as usize * dtype.size_bytes(), acc.offsets);
         }
         let dst = self.access(&out_repr, &self.lane(&out_repr, &coords, "0"));
         match dtype {
@@ -485,12 +489,21 @@ impl Emitter<'_> {
         self.close_else();
     }
 
-    /// Inside a loop, asks for the line `PREFETCH_BYTES` past the row at `&b[s]` (rows read in
-    /// loops usually continue there on later iterations; see `emit_load`). A row shorter than a
-    /// cache line asks only when it starts in a line's first `row_bytes` bytes, once per line as
-    /// it walks forward, instead of on every iteration.
-    fn prefetch_continuation(&mut self, b: &str, row_bytes: usize) {
-        let hint = format!("__builtin_prefetch((const char *)&{b}[s] + {PREFETCH_BYTES});");
+    /// Inside a loop, asks for the line a few iterations ahead of the row at `&b[s]` (rows read
+    /// in loops usually continue there on later iterations; see `emit_load`). How far: enough
+    /// iterations that the tile's rows together run [`PREFETCH_LEAD_BYTES`] ahead (a DRAM
+    /// latency's worth of streaming), at most `PREFETCH_BYTES`. Further costs twice: the head of
+    /// every row, up to the distance, is never prefetched (a 2 KiB weight row prefetched 1 KiB
+    /// ahead misses on half its lines), and far lines of many rows evict each other from L1
+    /// before use. A row shorter than a cache line asks only when it starts in a line's first
+    /// `row_bytes` bytes, once per line as it walks forward, instead of on every iteration.
+    fn prefetch_continuation(&mut self, b: &str, row_bytes: usize, offsets: Value) {
+        let dims = self.k.ty(offsets).shape.dims().to_vec();
+        let rows: usize = dims[..dims.len().saturating_sub(1)].iter().map(|&d| d as usize).product();
+        let tile_bytes = (rows * row_bytes).max(1);
+        let iterations = PREFETCH_LEAD_BYTES.div_ceil(tile_bytes).max(1);
+        let distance = (iterations * row_bytes).div_ceil(64).clamp(1, PREFETCH_BYTES / 64) * 64;
+        let hint = format!("__builtin_prefetch((const char *)&{b}[s] + {distance});");
         if row_bytes >= 64 {
             self.line(&hint);
         } else {
