@@ -41,12 +41,15 @@
 //! - `block_m > 1`: each k tile of the weights is unpacked with shifts and masks, dequantized in
 //!   f32, rounded to the activation dtype and multiplied with `b.dot` (f16 · f16 or f32 · f32 with
 //!   an f32 accumulator), the tensor-core-shaped path;
-//! - `block_m = 1` (GEMV): the weight tile is read as it lies, `[block_n, block_k / 2]` byte rows;
-//!   low nibbles multiply the even columns of x and high nibbles the odd ones, in f32, and the
-//!   group parameters are factored out of the sum per group of the tile:
-//!   `Σ (q·s + min)·x = s·Σ q·x + min·Σ x` (sym: `s·(Σ q·x − 8·Σ x)`). The weights are never
-//!   rounded to f16; the sums are f32 (exact products, f32 additions), so the result differs from
-//!   dequantize-then-multiply only by f32 rounding order, far inside the tolerances.
+//! - `block_m = 1` (GEMV): the weight tile is read as it lies, `[block_n, block_k / 2]` byte rows
+//!   (seen as `[block_n, tile_groups, per_group / 2]`); low nibbles multiply the even columns of x
+//!   and high nibbles the odd ones, in f32. Each step adds `scale · (lo·x_even + hi·x_odd)` into
+//!   a per-lane accumulator of the tile's shape, and `min · Σ x` (sym: `−8 · scale · Σ x`) per
+//!   group into a per-column one: `Σ (q·s + min)·x = Σ s·q·x + min·Σ x`. Both are summed once,
+//!   after the loop, so a step is one elementwise pass over the bytes as they lie, with no
+//!   horizontal sums. The weights are never rounded to
+//!   f16; the sums are f32, so the result differs from dequantize-then-multiply only by f32
+//!   rounding order, far inside the tolerances.
 //!
 //! `block_k` must divide `k`. When `block_k ≤ group` (both powers of two, so `block_k` divides
 //! `group`) a k tile never straddles groups and one row of scales (and mins) serves the tile;
