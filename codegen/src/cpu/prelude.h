@@ -21,6 +21,36 @@ typedef int32_t kiln_i32v __attribute__((vector_size(KILN_VECTOR_BYTES)));
 static inline KILN_UNUSED kiln_f32v kiln_loadv(const float *p) { kiln_f32v v; memcpy(&v, p, sizeof v); return v; }
 static inline KILN_UNUSED void kiln_storev(float *p, kiln_f32v v) { memcpy(p, &v, sizeof v); }
 
+/* KILN_VL lanes of the other held types, for elementwise loops rendered a vector at a time
+ * (`render/vector.rs`): loads read KILN_VL elements, splats repeat one (through GCC's scalar
+ * broadcast in a vector op; x - 0 is x for every float, -0 and NaN included). */
+typedef uint32_t kiln_u32v __attribute__((vector_size(KILN_VECTOR_BYTES)));
+typedef uint8_t kiln_u8v __attribute__((vector_size(KILN_VECTOR_BYTES / 4)));
+typedef int8_t kiln_i8v __attribute__((vector_size(KILN_VECTOR_BYTES / 4)));
+#define KILN_VECTOR_HELPERS(T, V)                                                                   \
+    static inline KILN_UNUSED V V##_load(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }    \
+    static inline KILN_UNUSED V V##_splat(T x) { return x - (V){0}; /* x in every lane, exactly */ }
+KILN_VECTOR_HELPERS(float, kiln_f32v)
+KILN_VECTOR_HELPERS(int32_t, kiln_i32v)
+KILN_VECTOR_HELPERS(uint32_t, kiln_u32v)
+KILN_VECTOR_HELPERS(uint8_t, kiln_u8v)
+KILN_VECTOR_HELPERS(int8_t, kiln_i8v)
+/* Bytes zero-extended to i32 lanes: one instruction on x86, where GCC 12 converts a loaded byte
+ * vector lane by lane through general registers. */
+static inline KILN_UNUSED kiln_i32v kiln_u8v_widen(kiln_u8v b) {
+#if KILN_X86 && KILN_VECTOR_BYTES == 64
+    __m128i x; memcpy(&x, &b, 16);
+    __m512i y = _mm512_cvtepu8_epi32(x);
+    kiln_i32v r; memcpy(&r, &y, 64); return r;
+#elif KILN_X86 && KILN_VECTOR_BYTES == 32
+    __m128i x = _mm_setzero_si128(); memcpy(&x, &b, 8);
+    __m256i y = _mm256_cvtepu8_epi32(x);
+    kiln_i32v r; memcpy(&r, &y, 32); return r;
+#else
+    return __builtin_convertvector(b, kiln_i32v);
+#endif
+}
+
 static inline KILN_UNUSED uint32_t kiln_f32_bits(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
 static inline KILN_UNUSED float kiln_bits_f32(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
 
@@ -66,6 +96,8 @@ static inline KILN_UNUSED void kiln_f16_load_n(float *dst, const uint16_t *src, 
 #if KILN_F16C
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i + 4 <= n; i += 4)
+        _mm_storeu_ps(dst + i, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(src + i))));
 #endif
     for (; i < n; i++) dst[i] = kiln_f16_value(src[i]);
 }

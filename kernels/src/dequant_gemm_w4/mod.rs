@@ -41,12 +41,15 @@
 //! - `block_m > 1`: each k tile of the weights is unpacked with shifts and masks, dequantized in
 //!   f32, rounded to the activation dtype and multiplied with `b.dot` (f16 · f16 or f32 · f32 with
 //!   an f32 accumulator), the tensor-core-shaped path;
-//! - `block_m = 1` (GEMV): the weight tile is read as it lies, `[block_n, block_k / 2]` byte rows;
-//!   low nibbles multiply the even columns of x and high nibbles the odd ones, in f32, and the
-//!   group parameters are factored out of the sum per group of the tile:
-//!   `Σ (q·s + min)·x = s·Σ q·x + min·Σ x` (sym: `s·(Σ q·x − 8·Σ x)`). The weights are never
-//!   rounded to f16; the sums are f32 (exact products, f32 additions), so the result differs from
-//!   dequantize-then-multiply only by f32 rounding order, far inside the tolerances.
+//! - `block_m = 1` (GEMV): the weight tile is read as it lies, `[block_n, block_k / 2]` byte rows
+//!   (seen as `[block_n, tile_groups, per_group / 2]`); low nibbles multiply the even columns of x
+//!   and high nibbles the odd ones, in f32. Each step adds `scale · (lo·x_even + hi·x_odd)` into
+//!   a per-lane accumulator of the tile's shape, and `min · Σ x` (sym: `−8 · scale · Σ x`) per
+//!   group into a per-column one: `Σ (q·s + min)·x = Σ s·q·x + min·Σ x`. Both are summed once,
+//!   after the loop, so a step is one elementwise pass over the bytes as they lie, with no
+//!   horizontal sums. The weights are never rounded to
+//!   f16; the sums are f32, so the result differs from dequantize-then-multiply only by f32
+//!   rounding order, far inside the tolerances.
 //!
 //! `block_k` must divide `k`. When `block_k ≤ group` (both powers of two, so `block_k` divides
 //! `group`) a k tile never straddles groups and one row of scales (and mins) serves the tile;
@@ -234,12 +237,13 @@ impl TileKernel for DequantGemmW4 {
             17..=32 => 32,
             _ => 64,
         };
-        // Every legal k is a multiple of 32 (the smallest group). The GEMV streams its weights:
-        // 128 rows of 64 bytes per step (k = 4096, n = 14336 on a 2-core AVX-512 host: 3.1 ms
-        // against 4.2 ms for 64 × 32 bytes) keeps enough independent lines in flight.
+        // Every legal k is a multiple of 32 (the smallest group). The GEMV streams its weights
+        // as 64 rows of 64 bytes per step: its per-lane accumulator (16 KiB) and the step's
+        // bytes stay in L1 (k = 4096, n = 14336 on a 2-core AVX-512 host: ~1.6 ms against
+        // ~1.85 ms for 128 rows).
         let (block_n, block_k) = if block_m == 1 {
             let block_k = [128, 64, 32].into_iter().find(|&b| p.k.is_multiple_of(b)).unwrap_or(32);
-            (p.n.next_power_of_two().clamp(16, 128), block_k)
+            (p.n.next_power_of_two().clamp(16, 64), block_k)
         } else {
             (p.n.next_power_of_two().clamp(16, 64), if p.k.is_multiple_of(64) { 64 } else { 32 })
         };
@@ -406,42 +410,55 @@ fn build_gemm(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
 
     if bm == 1 {
         // GEMV: one token per program row of the grid, no masks on m. The weight tile is read as
-        // it lies in memory, `[block_n, block_k / 2]` whole byte rows; the low nibbles multiply
-        // the even columns of x and the high nibbles the odd ones, so nothing is transposed or
-        // unpacked into k order. The group parameters are factored out of the inner sum:
-        // Σ (q·s + min)·x = s·Σ q·x + min·Σ x (asym), Σ (q − 8)·s·x = s·(Σ q·x − 8·Σ x) (sym).
+        // it lies in memory, `[block_n, block_k / 2]` whole byte rows, viewed as `[block_n,
+        // tile_groups, per_group / 2]`; the low nibbles multiply the even columns of x and the
+        // high nibbles the odd ones, so nothing is transposed or unpacked into k order. The
+        // products are scaled per group and added into an accumulator of the tile's own shape,
+        // summed only after the loop: every step is then one elementwise pass over the bytes
+        // (no per-row horizontal sums inside the loop), and the mins, which multiply Σ x of a
+        // group, go into a per-column accumulator of their own:
+        // Σ (q·s + min)·x = Σ s·q·x + min·Σ x (asym), Σ (q − 8)·s·x = Σ s·q·x − 8·s·Σ x (sym).
         let row = b.program_id(1);
-        let half_bk = bk / 2;
         let per_group = bk.min(group);
         let tile_groups = bk / per_group;
-        let j = b.arange(0, half_bk);
-        let [acc] = b.for_range(k_lo, k_hi, bk, [b.zeros(&[bn as u32], F32).named("acc0")], |k0, [acc]| {
+        let half_pg = per_group / 2;
+        let shape3 = [bn as u32, tile_groups as u32, half_pg as u32];
+        // Byte `j` of group `t` of the tile: k column `k0 + t·per_group + 2j` (low nibble) and the
+        // next one (high nibble).
+        let tg = b.arange(0, tile_groups);
+        let j = (tg.col() * half_pg + b.arange(0, half_pg).row()).named("j");
+        let acc_init =
+            [b.zeros(&shape3, F32).named("acc_qx"), b.zeros(&[bn as u32, tile_groups as u32], F32).named("acc_x")];
+        let [acc_qx, acc_x] = b.for_range(k_lo, k_hi, bk, acc_init, |k0, [acc_qx, acc_x]| {
             let x_even = to_dtype(b.load(x, row * k + k0 + j * 2), F32);
             let x_odd = to_dtype(b.load(x, row * k + k0 + j * 2 + 1), F32);
-            let bytes = b.load_masked(w, cols.col() * half_k + (k0 / 2 + j).row(), col_ok.col(), 0u8);
+            // (`expand_dims`, not `reshape`: the offsets stay affine in the row, so the backends
+            // compute each row's start instead of reading it from a tile.)
+            let offs = (cols * half_k).col().expand_dims(2) + (k0 / 2 + j).expand_dims(0);
+            let bytes = b.load_masked(w, offs, col_ok.col().expand_dims(2), 0u8);
             let lo = (bytes & 0xFu8).cast(F32);
             let hi = (bytes >> 4u8).cast(F32);
-            let tile_shape = [bn as u32, tile_groups as u32, (per_group / 2) as u32];
-            // Σ q·x per (column, group of the tile) `[block_n, tile_groups]` and Σ x per group of the
-            // tile `[1, tile_groups]`.
-            // (A tile within one group reduces the products directly: no reshape between them and
-            // the sum, so the backends can fuse the two.)
-            let products = lo * x_even.row() + hi * x_odd.row();
-            let x_pairs = x_even + x_odd;
-            let (qx, sx) = if tile_groups == 1 {
-                (products.sum(1).col(), x_pairs.sum(0).reshape(&[1, 1]))
-            } else {
-                let per_row = [tile_groups as u32, (per_group / 2) as u32];
-                (products.reshape(&tile_shape).sum(2), x_pairs.reshape(&per_row).sum(1).row())
+            // The group parameters `[block_n, tile_groups]`; with one group per tile, as one
+            // strided column (a single bounds check) rather than rows of one element.
+            let group_values = |buffer| {
+                if tile_groups == 1 {
+                    b.load_masked(buffer, cols * groups + k0 / group, col_ok, 0.0).cast(F32).col()
+                } else {
+                    let g = (cols * groups).col() + (k0 / group + tg).row();
+                    b.load_masked(buffer, g, col_ok.col(), 0.0).cast(F32)
+                }
             };
-            let g = (cols * groups).col() + (k0 / group + b.arange(0, tile_groups)).row();
-            let scale = b.load_masked(scales, g, col_ok.col(), 0.0).cast(F32);
-            let part = match mins {
-                None => scale * (qx - sx * 8.0),
-                Some(mins) => scale * qx + b.load_masked(mins, g, col_ok.col(), 0.0).cast(F32) * sx,
+            let scale = group_values(scales);
+            // Σ x per group of the tile, `[1, tile_groups]`.
+            let sx = (x_even + x_odd).sum(1).row();
+            let offset = match mins {
+                None => scale * sx * -8.0,
+                Some(mins) => group_values(mins) * sx,
             };
-            [acc + part.sum(1)]
+            let products = (lo * x_even.expand_dims(0) + hi * x_odd.expand_dims(0)) * scale.expand_dims(2);
+            [acc_qx + products, acc_x + offset]
         });
+        let acc = acc_qx.sum(2).sum(1) + acc_x.sum(1);
         b.store_masked(out, out_base + row * n + cols, to_dtype(acc, out_dtype(p, c)), col_ok);
     } else {
         let rows = (b.program_id(1) * bm + b.arange(0, bm)).named("rows");

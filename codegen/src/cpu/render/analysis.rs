@@ -23,6 +23,13 @@
 //!   materialised tile per op. Integer `i32` / `u32` tiles (offset forms name their storage),
 //!   f16 / bf16 results (rounded a whole tile at a time) and `div` / `rem` (which check their
 //!   divisor's storage) are never inlined.
+//! - **In-place loop updates** ([`Analysis::compute_in_place`]): a loop-carried float tile
+//!   yielded as an elementwise update of itself (`acc + f(...)`), read by nothing else, is
+//!   computed straight into the carried storage instead of a new tile copied back every
+//!   iteration.
+//! - **Loads read in place** ([`Analysis::direct`]): a tile of whole rows at affine row starts,
+//!   read only by elementwise loops, points into the buffer when all its lanes are active and in
+//!   bounds, instead of being copied into a local array first.
 
 use kiln_ir::{BinaryOp, DType, Inst, Kernel, Literal, Op, UnaryOp, Value, ValueDef};
 
@@ -194,6 +201,8 @@ pub(crate) struct Analysis {
     pub forms: Vec<Option<Form>>,
     pub needed: Vec<bool>,
     pub inlined: Vec<bool>,
+    /// Loads read in place: see [`Analysis::compute_direct`].
+    pub direct: Vec<bool>,
 }
 
 impl Analysis {
@@ -203,6 +212,7 @@ impl Analysis {
             forms: vec![None; kernel.values.len()],
             needed: vec![false; kernel.values.len()],
             inlined: vec![false; kernel.values.len()],
+            direct: vec![false; kernel.values.len()],
         };
         for p in &kernel.params {
             if let kiln_ir::ParamKind::Scalar { value } = p.kind {
@@ -214,7 +224,162 @@ impl Analysis {
         }
         a.compute_needed(kernel);
         a.compute_inlined(kernel);
+        a.compute_in_place(kernel);
+        a.compute_direct(kernel);
         a
+    }
+
+    /// Marks the loads whose tile can be read where it lies in the buffer instead of copied into
+    /// a local array: whole contiguous rows at row starts affine in the row coordinates, of a
+    /// dtype held as stored (no conversion), read only by elementwise loops (which index rows
+    /// through runtime strides, see [`super::tile::collapsed_nest_with`]). The load still checks
+    /// bounds and the mask; only when every lane is active and in bounds does the tile point
+    /// into the buffer, otherwise it is copied as before.
+    fn compute_direct(&mut self, kernel: &Kernel) {
+        let mut users: Vec<Vec<Inst>> = vec![Vec::new(); kernel.values.len()];
+        for (inst, _) in kernel.walk() {
+            for v in kernel.inst(inst).op.operands() {
+                users[v.index()].push(inst);
+            }
+        }
+        for (inst, _) in kernel.walk() {
+            let data = kernel.inst(inst);
+            let Op::Load { buffer, offsets, .. } = &data.op else { continue };
+            let v = data.results[0];
+            let dtype = kernel.buffer_dtype(*buffer);
+            let held_as_stored = matches!(dtype, Some(DType::U8 | DType::I8 | DType::F32 | DType::I32 | DType::U32));
+            let affine_rows = self
+                .contiguous_form(kernel, *offsets)
+                .is_some_and(|f| f.gathers.iter().all(|g| g.repr.strides.iter().all(|&s| s == 0)));
+            // Another program (or this one) writing the buffer would change what the tile reads.
+            let written = kernel.walk().iter().any(|&(i, _)| match &kernel.inst(i).op {
+                Op::Store { buffer: b, .. } | Op::AtomicAdd { buffer: b, .. } => b == buffer,
+                _ => false,
+            });
+            let ty = kernel.ty(v);
+            if written
+                || !held_as_stored
+                || !affine_rows
+                || ty.shape.rank() < 2
+                || !self.needed[v.index()]
+                || self.repr(v).root != v
+                || users[v.index()].is_empty()
+            {
+                continue;
+            }
+            // Every reader is an elementwise loop: an emitted map, or an expression inlined into
+            // one (not into a reduction, which indexes its operands with constant strides).
+            let read_by_maps = users[v.index()].iter().all(|&user| self.feeds_a_map(kernel, &users, user));
+            self.direct[v.index()] = read_by_maps;
+        }
+    }
+
+    /// Whether `inst` is elementwise and its loop is an emitted map (itself or the map it is
+    /// inlined into).
+    fn feeds_a_map(&self, kernel: &Kernel, users: &[Vec<Inst>], inst: Inst) -> bool {
+        let data = kernel.inst(inst);
+        if !is_elementwise(kernel, &data.op) {
+            return false;
+        }
+        let [result] = data.results[..] else { return false };
+        if !self.inlined[result.index()] {
+            return true;
+        }
+        match users[result.index()][..] {
+            [user] => self.feeds_a_map(kernel, users, user),
+            _ => false,
+        }
+    }
+
+    /// Points a loop's yielded tile at the loop's carried storage when it is an elementwise
+    /// update of that storage (`acc + f(...)`): each element reads its own carried element and
+    /// nothing else reads the carried value, so writing the result in place is exact and saves
+    /// a tile copy per iteration (see the module doc).
+    fn compute_in_place(&mut self, kernel: &Kernel) {
+        let mut users: Vec<Vec<Inst>> = vec![Vec::new(); kernel.values.len()];
+        for (inst, _) in kernel.walk() {
+            for v in kernel.inst(inst).op.operands() {
+                users[v.index()].push(inst);
+            }
+        }
+        for (inst, _) in kernel.walk() {
+            let Op::For { body, .. } = &kernel.inst(inst).op else { continue };
+            let block = kernel.block(*body);
+            let Some(&yield_inst) = block.insts.last() else { continue };
+            let Op::Yield { values } = &kernel.inst(yield_inst).op else { continue };
+            for (i, &v) in values.iter().enumerate() {
+                let carried = block.args[i + 1];
+                if self.can_update_in_place(kernel, &users, &block.insts, yield_inst, carried, v) {
+                    let strides = row_major(kernel.ty(v).shape.dims());
+                    self.reprs[v.index()] = Some(Repr { root: carried, scalar_root: false, strides });
+                }
+            }
+        }
+    }
+
+    fn can_update_in_place(
+        &self,
+        kernel: &Kernel,
+        users: &[Vec<Inst>],
+        body: &[Inst],
+        yield_inst: Inst,
+        carried: Value,
+        v: Value,
+    ) -> bool {
+        let ty = kernel.ty(v);
+        let ValueDef::Result(def, _) = kernel.value(v).def else { return false };
+        let simple = is_elementwise(kernel, &kernel.inst(def).op)
+            && body.contains(&def)
+            && !ty.is_scalar()
+            && ty.dtype.is_float()
+            && !matches!(ty.dtype, DType::F16 | DType::BF16)
+            && *kernel.ty(carried) == *ty
+            && self.needed[v.index()]
+            && !self.inlined[v.index()]
+            && self.repr(v).root == v
+            && self.repr(carried).root == carried
+            && users[v.index()][..] == [yield_inst];
+        if !simple {
+            return false;
+        }
+        // The instructions whose C is the one loop computing `v`.
+        let mut tree = Vec::new();
+        self.tree_insts(kernel, v, &mut tree);
+        // Every reader of the carried storage (directly or through a view) is in that loop and
+        // reads element i at element i.
+        let own = row_major(ty.shape.dims());
+        let mut leaves = Vec::new();
+        self.tree_leaves(kernel, v, &mut leaves);
+        if leaves.iter().any(|&l| self.repr(l).root == carried && self.repr(l).strides != own) {
+            return false;
+        }
+        let mut pending = vec![carried];
+        while let Some(w) = pending.pop() {
+            for &user in &users[w.index()] {
+                if tree.contains(&user) {
+                    continue;
+                }
+                let data = kernel.inst(user);
+                let views = matches!(data.op, Op::Broadcast { .. } | Op::ExpandDims { .. } | Op::Reshape { .. })
+                    && data.results.iter().all(|&r| self.repr(r).root == carried);
+                if !views {
+                    return false;
+                }
+                pending.extend(data.results.iter().copied());
+            }
+        }
+        true
+    }
+
+    /// The instructions of `v`'s inlined expression, `v`'s own included.
+    fn tree_insts(&self, kernel: &Kernel, v: Value, out: &mut Vec<Inst>) {
+        let ValueDef::Result(inst, _) = kernel.value(v).def else { return };
+        out.push(inst);
+        for operand in kernel.inst(inst).op.operands() {
+            if self.inlined[operand.index()] {
+                self.tree_insts(kernel, operand, out);
+            }
+        }
     }
 
     /// Marks the values that are computed inside their single user's loop (see the module doc).
@@ -294,6 +459,20 @@ impl Analysis {
             return None;
         }
         self.forms[offsets.index()].as_ref().filter(|f| f.contiguous_rows())
+    }
+
+    /// The offset form of a load's offsets whose rows are evenly spaced but not contiguous
+    /// (`start, start + d, start + 2d, ...` for a uniform `d`): the even or odd elements of a
+    /// row, or one element per row of a matrix, such as a column of per-row scales.
+    pub fn strided_form(&self, kernel: &Kernel, offsets: Value) -> Option<&Form> {
+        if kernel.ty(offsets).shape.rank() == 0 {
+            return None;
+        }
+        self.forms[offsets.index()].as_ref().filter(|f| {
+            !f.contiguous_rows()
+                && !matches!(f.coefs.last(), Some(Sym::Const(0)))
+                && f.gathers.iter().all(|g| g.repr.strides.last() == Some(&0))
+        })
     }
 
     /// The offset form of a rank-2 memory op's offsets whose *columns* are contiguous (each
@@ -610,7 +789,12 @@ impl Analysis {
                     }
                     _ => None,
                 };
-                let form_deps = self.contiguous_form(kernel, *offsets).or(transposed).map(Form::deps);
+                // A strided load reads its offsets through the form too (see `emit_load`).
+                let strided = match &data.op {
+                    Op::Load { .. } if transposed.is_none() => self.strided_form(kernel, *offsets),
+                    _ => None,
+                };
+                let form_deps = self.contiguous_form(kernel, *offsets).or(transposed).or(strided).map(Form::deps);
                 for v in data.op.operands() {
                     if v == *offsets {
                         match &form_deps {

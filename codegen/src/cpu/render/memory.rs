@@ -17,6 +17,11 @@
 //!   attention's `kᵀ`) reads each column as a row into a scratch tile and transposes it through
 //!   registers; if any column is not wholly in bounds, every lane goes on its own, in row-major
 //!   order.
+//! - **in place**: a row load the analysis marks `direct` checks the whole tile (affine row
+//!   starts: the corner rows bound all others) and the mask once, and then only points the
+//!   tile at the buffer, with runtime row strides its readers index by; otherwise it copies.
+//! - **strided rows**: a load whose rows are evenly spaced lanes (`s, s + d, ...`: the even
+//!   elements of x, a column of per-row scales) checks a row by its first and last lane.
 //! - **lanes**: otherwise each lane is checked and moved on its own (a gather or scatter).
 //!
 //! Loads check and read row by row (reading has no effect, so a failure in a later row leaves
@@ -28,8 +33,12 @@ use super::tile::{collapsed_nest, sum_expr};
 use super::Emitter;
 use kiln_ir::{DType, Inst, Param, Value};
 
-/// How far ahead of a row read inside a loop its software prefetch reaches.
+/// How far ahead of a row read inside a loop its software prefetch reaches, at most.
 const PREFETCH_BYTES: usize = 1024;
+
+/// How far ahead of the whole tile, in bytes of tile, row prefetches aim: about what two cores
+/// stream during one DRAM latency, with margin.
+const PREFETCH_LEAD_BYTES: usize = 8192;
 
 /// Contiguous stores of rows at least this long may use non-temporal stores (a few cache lines,
 /// so that the unaligned head and tail stay small beside the streamed part).
@@ -157,7 +166,10 @@ impl Emitter<'_> {
 
     pub(crate) fn emit_load(&mut self, acc: &Access, other: Option<Value>, out: Value) {
         let keep = self.a.needed[out.index()];
-        if keep {
+        let direct = self.a.direct[out.index()];
+        if direct {
+            self.emit_load_direct(acc, out);
+        } else if keep {
             self.declare(out);
         }
         let (b, n, dtype) = self.buf(acc.buffer);
@@ -179,17 +191,30 @@ impl Emitter<'_> {
             self.emit_load_transposed(acc, &form, out, mask.as_ref(), other.as_ref(), zero);
         } else if let Some(form) = self.a.contiguous_form(self.k, acc.offsets).cloned() {
             let len = *self.k.ty(acc.offsets).shape.dims().last().unwrap_or(&1);
+            let tile_copy = keep && !direct && Self::affine_rows(&form);
+            if tile_copy {
+                self.open_tile_copy(acc, &form, out);
+            }
+            let gathered = !Self::affine_rows(&form);
+            if keep && gathered && self.loop_depth > 0 {
+                // Rows at gathered starts (pages of a paged cache) do not continue anywhere
+                // predictable; ask for all of the tile's rows first, so their misses overlap
+                // instead of each row waiting for its own.
+                let (opened, _) = self.open_rows(&form, acc);
+                self.prefetch_row(&b, len as usize * dtype.size_bytes());
+                self.close_n(opened);
+            }
             let (opened, coords) = self.open_rows(&form, acc);
             let o_at = |e: &Self, j: &str| e.access(&out_repr, &e.lane(&out_repr, &coords, j));
             let m_at = |e: &Self, j: &str| mask.as_ref().map(|m| e.access(m, &e.lane(m, &coords, j)));
             let other_at =
                 |e: &Self, j: &str| other.as_ref().map_or(zero.to_string(), |o| e.access(o, &e.lane(o, &coords, j)));
-            if keep && self.loop_depth > 0 {
+            if keep && !gathered && self.loop_depth > 0 {
                 // Rows read inside a loop usually continue where this one ends on the next
                 // iterations (a stream along k, or the next tokens of a block); the hardware
                 // prefetcher does not run far enough ahead of a compute-heavy loop, so ask for
-                // the line PREFETCH_BYTES ahead (a hint: it never faults, even past the buffer).
-                self.line(&format!("__builtin_prefetch((const char *)&{b}[s] + {PREFETCH_BYTES});"));
+                // a line a few iterations ahead (a hint: it never faults, even past the buffer).
+                self.prefetch_continuation(&b, len as usize * dtype.size_bytes(), acc.offsets);
             }
             // A row with no active lane (positions past a sequence's length, the far side of a
             // ragged edge) takes `other` without touching memory.
@@ -275,6 +300,11 @@ impl Emitter<'_> {
                 self.close();
             }
             self.close_n(opened);
+            if tile_copy {
+                self.close_n(2);
+            }
+        } else if let Some(form) = self.a.strided_form(self.k, acc.offsets).cloned() {
+            self.emit_load_strided(acc, &form, keep.then_some(out), mask.as_ref(), other.as_ref(), zero);
         } else {
             let dims = self.k.ty(acc.offsets).shape.dims().to_vec();
             let off_repr = self.a.repr(acc.offsets).clone();
@@ -300,6 +330,246 @@ impl Emitter<'_> {
             self.close_n(opened);
         }
         self.close();
+        if direct {
+            // The `else` branch and the block `emit_load_direct` opened.
+            self.close_n(2);
+        }
+    }
+
+    /// The start of a load read in place (see [`super::analysis::Analysis::compute_direct`]):
+    /// declares the fallback tile, the pointer the readers index (`vN`) and its row strides
+    /// (`vN_sD`); when every row is in bounds and every lane active, points them at the buffer
+    /// (prefetching the rows' continuation inside a loop), and opens the `else` branch in which
+    /// the caller copies the tile as usual. The caller closes it.
+    fn emit_load_direct(&mut self, acc: &Access, out: Value) {
+        let (b, _, dtype) = self.buf(acc.buffer);
+        let form = self.a.contiguous_form(self.k, acc.offsets).expect("direct loads have contiguous rows").clone();
+        let dims = self.k.ty(out).shape.dims().to_vec();
+        let lead = dims.len() - 1;
+        let len = dims[lead];
+        let name = self.name(out);
+        let t = super::ops::held_type(dtype);
+        let numel: u64 = dims.iter().map(|&d| u64::from(d)).product();
+        let fixed = row_major(&dims);
+        let strides = self.runtime_strides(out);
+        self.line(&format!("{t} {name}_tile[{numel}] __attribute__((aligned(64)));"));
+        self.line(&format!("{t} *{name} = {name}_tile;"));
+        for (stride, fixed) in strides.iter().zip(&fixed).take(lead) {
+            self.line(&format!("int64_t {} KILN_UNUSED = {fixed};", stride.as_deref().unwrap_or_default()));
+        }
+        self.open("");
+        self.emit_tile_check(acc, &form, &dims);
+        self.open("if (dk_ok)");
+        self.line(&format!("{name} = &{b}[dk_s];"));
+        for (d, stride) in strides.iter().enumerate().take(lead) {
+            self.line(&format!("{} = dk_c{d};", stride.as_deref().unwrap_or_default()));
+        }
+        if self.loop_depth > 0 {
+            // As for copied rows (see `emit_load`): the rows usually continue on the next
+            // iterations, further than the hardware prefetcher runs ahead.
+            let coords: Vec<String> = (0..lead).map(|d| format!("r{d}")).collect();
+            let mut opened = 0;
+            for (d, &extent) in dims[..lead].iter().enumerate() {
+                self.open(&format!("for (int64_t r{d} = 0; r{d} < {extent}; r{d}++)"));
+                opened += 1;
+            }
+            let row = coords.iter().enumerate().map(|(d, r)| format!(" + {r} * dk_c{d}")).collect::<String>();
+            self.line(&format!("const int64_t s = dk_s{row};"));
+            self.prefetch_continuation(&b, len as usize * dtype.size_bytes(), acc.offsets);
+            self.close_n(opened);
+        }
+        self.close_else();
+    }
+
+    /// Declares `dk_s` (the offset of the first row), `dk_c0, ...` (the step per lead dim) and
+    /// `dk_ok`: whether every lane of a tile of whole rows at affine row starts is in bounds
+    /// (the corner rows bound the others, none wraps) and active.
+    fn emit_tile_check(&mut self, acc: &Access, form: &Form, dims: &[u32]) {
+        let (_, n, _) = self.buf(acc.buffer);
+        let lead = dims.len() - 1;
+        let len = dims[lead];
+        // Gathered terms do not vary over the tile (see `affine_rows`): element 0 of each.
+        let mut start = self.sym(&form.uniform);
+        for g in &form.gathers {
+            let e = self.access(&g.repr, "0");
+            let e = match g.dtype {
+                DType::U32 => format!("(uint64_t){e}"),
+                _ => format!("(uint64_t)(int64_t){e}"),
+            };
+            start = format!("{start} + {} * {e}", self.sym(&g.scale));
+        }
+        let start = self.wrap(acc.offsets, &start);
+        self.line(&format!("const int64_t dk_s = {start};"));
+        self.line("int dk_ok = 1;");
+        self.line("int64_t dk_lo = dk_s, dk_hi = dk_s;");
+        for (d, &extent) in dims[..lead].iter().enumerate() {
+            self.line(&format!("const int64_t dk_c{d} = (int64_t)({});", self.sym(&form.coefs[d])));
+            self.line(&format!("dk_ok &= dk_c{d} >= -2147483648LL && dk_c{d} <= 2147483647LL;"));
+            if extent > 1 {
+                self.line(&format!(
+                    "if (dk_c{d} < 0) dk_lo += dk_c{d} * {}; else dk_hi += dk_c{d} * {};",
+                    extent - 1,
+                    extent - 1
+                ));
+            }
+        }
+        self.line(&format!(
+            "dk_ok &= dk_lo >= 0 && dk_hi + {} < {n} && dk_hi + {} <= {};",
+            len - 1,
+            len - 1,
+            self.max_offset(acc.offsets)
+        ));
+        if let Some(m) = acc.mask {
+            // Every lane active: walk only the dims along which the mask changes.
+            let repr = self.a.repr(m).clone();
+            let (mdims, mstrides): (Vec<u32>, Vec<i64>) =
+                dims.iter().zip(&repr.strides).filter(|(_, &s)| s != 0).map(|(&d, &s)| (d, s)).unzip();
+            let repr = Repr { strides: mstrides, ..repr };
+            let nest = collapsed_nest(&mdims, std::slice::from_ref(&repr.strides), "i");
+            let opened = self.open_nest(&nest);
+            let m = self.access(&repr, &nest.index[0]);
+            self.line(&format!("dk_ok &= ({m}) != 0;"));
+            self.close_n(opened);
+        }
+    }
+
+    /// Whether a contiguous-row form has row starts affine in the row coordinates.
+    fn affine_rows(form: &Form) -> bool {
+        form.gathers.iter().all(|g| g.repr.strides.iter().all(|&s| s == 0))
+    }
+
+    /// The fast path of a row load whose rows start at affine offsets: when the whole tile is
+    /// in bounds and active (one check), every row is copied without checks; opens the `else`
+    /// branch for the row-by-row path, which the caller closes with two `close`s.
+    fn open_tile_copy(&mut self, acc: &Access, form: &Form, out: Value) {
+        let (b, _, dtype) = self.buf(acc.buffer);
+        let dims = self.k.ty(acc.offsets).shape.dims().to_vec();
+        let lead = dims.len() - 1;
+        let len = dims[lead];
+        let out_repr = self.a.repr(out).clone();
+        self.open("");
+        self.emit_tile_check(acc, form, &dims);
+        self.open("if (dk_ok)");
+        let mut coords = Vec::with_capacity(lead);
+        let mut opened = 0;
+        for (d, &extent) in dims[..lead].iter().enumerate() {
+            if extent == 1 {
+                coords.push("0".to_string());
+            } else {
+                self.open(&format!("for (int r{d} = 0; r{d} < {extent}; r{d}++)"));
+                coords.push(format!("r{d}"));
+                opened += 1;
+            }
+        }
+        let row: String = coords
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| *c != "0")
+            .map(|(d, c)| format!(" + (int64_t){c} * dk_c{d}"))
+            .collect();
+        self.line(&format!("const int64_t s = dk_s{row};"));
+        if self.loop_depth > 0 {
+            self.prefetch_continuation(&b, len as usize * dtype.size_bytes(), acc.offsets);
+        }
+        let dst = self.access(&out_repr, &self.lane(&out_repr, &coords, "0"));
+        match dtype {
+            DType::F16 => self.line(&format!("kiln_f16_load_n(&{dst}, &{b}[s], {len});")),
+            DType::BF16 => self.line(&format!("kiln_bf16_load_n(&{dst}, &{b}[s], {len});")),
+            DType::Bool => {
+                self.open(&format!("for (int j = 0; j < {len}; j++)"));
+                let o = self.access(&out_repr, &self.lane(&out_repr, &coords, "j"));
+                self.line(&format!("{o} = {};", from_storage(dtype, &format!("{b}[s + j]"))));
+                self.close();
+            }
+            DType::F32 | DType::I32 | DType::U32 | DType::I8 | DType::U8 => {
+                self.line(&format!("memcpy(&{dst}, &{b}[s], {len} * sizeof({b}[0]));"))
+            }
+        }
+        self.close_n(opened);
+        self.close_else();
+    }
+
+    /// Inside a loop, asks for the line a few iterations ahead of the row at `&b[s]` (rows read
+    /// in loops usually continue there on later iterations; see `emit_load`). How far: enough
+    /// iterations that the tile's rows together run [`PREFETCH_LEAD_BYTES`] ahead (a DRAM
+    /// latency's worth of streaming), at most `PREFETCH_BYTES`. Further costs twice: the head of
+    /// every row, up to the distance, is never prefetched (a 2 KiB weight row prefetched 1 KiB
+    /// ahead misses on half its lines), and far lines of many rows evict each other from L1
+    /// before use. A row shorter than a cache line asks only when it starts in a line's first
+    /// `row_bytes` bytes, once per line as it walks forward, instead of on every iteration.
+    fn prefetch_continuation(&mut self, b: &str, row_bytes: usize, offsets: Value) {
+        let dims = self.k.ty(offsets).shape.dims().to_vec();
+        let rows: usize = dims[..dims.len().saturating_sub(1)].iter().map(|&d| d as usize).product();
+        let tile_bytes = (rows * row_bytes).max(1);
+        let iterations = PREFETCH_LEAD_BYTES.div_ceil(tile_bytes).max(1);
+        let distance = (iterations * row_bytes).div_ceil(64).clamp(1, PREFETCH_BYTES / 64) * 64;
+        let hint = format!("__builtin_prefetch((const char *)&{b}[s] + {distance});");
+        if row_bytes >= 64 {
+            self.line(&hint);
+        } else {
+            self.line(&format!("if (((uintptr_t)&{b}[s] & 63) < {row_bytes}) {hint}"));
+        }
+    }
+
+    /// A load whose rows are evenly spaced lanes `s, s + d, ...` (a uniform step `d`, not 1): a
+    /// row whose first and last lanes are in bounds has every lane in bounds (the lanes lie
+    /// between them and none wraps), so it is read with one check and a plain loop; masked-off
+    /// lanes then take `other`. Any other row goes lane by lane with exact wrapped offsets.
+    fn emit_load_strided(
+        &mut self,
+        acc: &Access,
+        form: &Form,
+        out: Option<Value>,
+        mask: Option<&Repr>,
+        other: Option<&Repr>,
+        zero: &str,
+    ) {
+        let (b, n, dtype) = self.buf(acc.buffer);
+        let len = *self.k.ty(acc.offsets).shape.dims().last().unwrap_or(&1);
+        let out_repr = out.map(|v| self.a.repr(v).clone());
+        let (opened, coords) = self.open_rows(form, acc);
+        let step = self.sym(form.coefs.last().expect("a strided form has a last dim"));
+        self.line(&format!("const int64_t d = (int64_t)({step});"));
+        let o_at = |e: &Self, j: &str| out_repr.as_ref().map(|r| e.access(r, &e.lane(r, &coords, j)));
+        let m_at = |e: &Self, j: &str| mask.map(|m| e.access(m, &e.lane(m, &coords, j)));
+        let other_at = |e: &Self, j: &str| other.map_or(zero.to_string(), |o| e.access(o, &e.lane(o, &coords, j)));
+        let last = format!("s + {} * d", len - 1);
+        let in_bounds = format!(
+            "d >= -2147483648LL && d <= 2147483647LL && s >= 0 && s < {n} && {last} >= 0 && {last} < {n} && {last} <= {}",
+            self.max_offset(acc.offsets)
+        );
+        if out.is_some() {
+            self.open(&format!("if ({in_bounds})"));
+            self.open(&format!("for (int j = 0; j < {len}; j++)"));
+            let o = o_at(self, "j").unwrap_or_default();
+            self.line(&format!("{o} = {};", from_storage(dtype, &format!("{b}[s + (int64_t)j * d]"))));
+            self.close();
+            if let Some(m) = m_at(self, "j") {
+                self.open(&format!("for (int j = 0; j < {len}; j++)"));
+                let (o, x) = (o_at(self, "j").unwrap_or_default(), other_at(self, "j"));
+                self.line(&format!("{o} = {m} ? {o} : {x};"));
+                self.close();
+            }
+            self.close_else();
+        } else {
+            self.open(&format!("if (!({in_bounds}))"));
+        }
+        self.open(&format!("for (int j = 0; j < {len}; j++)"));
+        let active = m_at(self, "j").unwrap_or_else(|| "1".into());
+        let o_lane = self.wrap(acc.offsets, "(uint64_t)s + (uint64_t)j * (uint64_t)d");
+        let fail = self.oob(acc, "o");
+        self.open(&format!("if ({active})"));
+        self.line(&format!("const int64_t o = {o_lane};"));
+        self.line(&format!("if (o < 0 || o >= {n}) {fail}"));
+        if let Some(o) = o_at(self, "j") {
+            self.line(&format!("{o} = {};", from_storage(dtype, &format!("{b}[o]"))));
+            self.close_else();
+            self.line(&format!("{o} = {};", other_at(self, "j")));
+        }
+        self.close();
+        self.close();
+        self.close();
+        self.close_n(opened);
     }
 
     /// A float load whose offsets run down the columns (`[R, C]` with each column

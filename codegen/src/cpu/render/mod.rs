@@ -18,6 +18,7 @@ mod analysis;
 mod memory;
 mod ops;
 mod tile;
+mod vector;
 
 use super::target::CpuTarget;
 use analysis::Analysis;

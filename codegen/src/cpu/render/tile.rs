@@ -17,33 +17,82 @@ use kiln_ir::{ReduceOp, Value, ValueDef};
 pub(crate) struct Nest {
     pub headers: Vec<String>,
     pub index: Vec<String>,
+    /// Loop variable and trip count of the innermost loop, if there is a loop.
+    pub innermost: Option<(String, u64)>,
+    /// Per operand, its constant stride along the innermost loop (`None` when runtime).
+    pub inner_strides: Vec<Option<i64>>,
 }
 
 /// Builds a nest over `dims` for operands with the given strides, merging dims that every
 /// operand walks contiguously and dropping dims of size 1.
 pub(crate) fn collapsed_nest(dims: &[u32], strides: &[Vec<i64>], var: &str) -> Nest {
-    // Groups of merged dims: (extent, stride of the innermost merged dim per operand).
-    let mut groups: Vec<(u64, Vec<i64>)> = Vec::new();
+    collapsed_nest_with(dims, strides, &[], var)
+}
+
+/// [`collapsed_nest`] where some operands have runtime strides: `runtime[k]`, when present,
+/// names per dim the C variable holding operand `k`'s stride (`None` for a dim whose constant
+/// stride in `strides` holds). Dims are never merged across a runtime stride.
+pub(crate) fn collapsed_nest_with(
+    dims: &[u32],
+    strides: &[Vec<i64>],
+    runtime: &[Option<Vec<Option<String>>>],
+    var: &str,
+) -> Nest {
+    let runtime_at = |k: usize, d: usize| runtime.get(k).and_then(|r| r.as_ref()).and_then(|r| r[d].clone());
+    // Groups of merged dims: (extent, innermost merged dim, stride of that dim per operand).
+    let mut groups: Vec<(u64, usize, Vec<i64>)> = Vec::new();
     for (d, &n) in dims.iter().enumerate() {
         if n == 1 {
             continue;
         }
         let here: Vec<i64> = strides.iter().map(|s| s[d]).collect();
-        if let Some((extent, inner)) = groups.last_mut() {
-            if inner.iter().zip(&here).all(|(&outer, &s)| outer == s * i64::from(n)) {
+        if let Some((extent, inner_dim, inner)) = groups.last_mut() {
+            let fixed = (0..strides.len()).all(|k| runtime_at(k, d).is_none() && runtime_at(k, *inner_dim).is_none());
+            if fixed && inner.iter().zip(&here).all(|(&outer, &s)| outer == s * i64::from(n)) {
                 *extent *= u64::from(n);
+                *inner_dim = d;
                 *inner = here;
                 continue;
             }
         }
-        groups.push((u64::from(n), here));
+        groups.push((u64::from(n), d, here));
     }
     let vars: Vec<String> = (0..groups.len()).map(|g| format!("{var}{g}")).collect();
-    let headers =
-        groups.iter().zip(&vars).map(|((extent, _), v)| format!("for (int {v} = 0; {v} < {extent}; {v}++)")).collect();
-    let index =
-        (0..strides.len()).map(|k| sum_expr(groups.iter().zip(&vars).map(|((_, s), v)| (s[k], v.as_str())))).collect();
-    Nest { headers, index }
+    let headers = groups
+        .iter()
+        .zip(&vars)
+        .map(|((extent, _, _), v)| format!("for (int {v} = 0; {v} < {extent}; {v}++)"))
+        .collect();
+    let index = (0..strides.len())
+        .map(|k| {
+            let fixed = sum_expr(
+                groups
+                    .iter()
+                    .zip(&vars)
+                    .filter(|((_, d, _), _)| runtime_at(k, *d).is_none())
+                    .map(|((_, _, s), v)| (s[k], v.as_str())),
+            );
+            let dynamic: Vec<String> = groups
+                .iter()
+                .zip(&vars)
+                .filter_map(|((_, d, _), v)| runtime_at(k, *d).map(|s| format!("(int64_t){v} * {s}")))
+                .collect();
+            if dynamic.is_empty() {
+                fixed
+            } else {
+                format!("{} + {fixed}", dynamic.join(" + "))
+            }
+        })
+        .collect();
+    let innermost = groups.last().zip(vars.last()).map(|((extent, _, _), v)| (v.clone(), *extent));
+    let inner_strides = (0..strides.len())
+        .map(|k| match groups.last() {
+            Some((_, d, s)) if runtime_at(k, *d).is_none() => Some(s[k]),
+            Some(_) => None,
+            None => Some(0),
+        })
+        .collect();
+    Nest { headers, index, innermost, inner_strides }
 }
 
 /// `Σ stride · var` as C, `0` when empty.
@@ -100,7 +149,10 @@ impl Emitter<'_> {
     pub(crate) fn emit_map(&mut self, out: Value) {
         let ValueDef::Result(inst, _) = self.k.value(out).def else { unreachable!("maps are results") };
         let (operands, round, f) = self.elementwise(inst);
-        self.declare(out);
+        // An in-place loop update writes its loop's carried storage, declared before the loop.
+        if self.a.repr(out).root == out {
+            self.declare(out);
+        }
         let dims = self.k.ty(out).shape.dims().to_vec();
         let out_repr = self.a.repr(out).clone();
         let mut leaves = Vec::new();
@@ -109,7 +161,16 @@ impl Emitter<'_> {
         }
         let mut strides = vec![out_repr.strides.clone()];
         strides.extend(leaves.iter().map(|&l| self.a.repr(l).strides.clone()));
-        let nest = collapsed_nest(&dims, &strides, "i");
+        // Loads read in place index their rows through the row strides they set at run time.
+        let mut runtime = vec![None];
+        runtime.extend(leaves.iter().map(|&l| self.a.direct[l.index()].then(|| self.runtime_strides(l))));
+        let nest = collapsed_nest_with(&dims, &strides, &runtime, "i");
+        if self.emit_vector_map(out, inst, &operands, &nest) {
+            if round {
+                self.emit_round(out);
+            }
+            return;
+        }
         let n = self.open_nest(&nest);
         let mut pos = 1;
         let args: Vec<String> = operands.iter().map(|&o| self.tree_expr(o, &nest.index, &mut pos)).collect();
@@ -119,6 +180,13 @@ impl Emitter<'_> {
         if round {
             self.emit_round(out);
         }
+    }
+
+    /// The C variables holding the row strides of a load read in place (the last dim is
+    /// contiguous and keeps its constant stride).
+    pub(crate) fn runtime_strides(&self, v: Value) -> Vec<Option<String>> {
+        let rank = self.k.ty(v).shape.rank();
+        (0..rank).map(|d| (d + 1 < rank).then(|| format!("{}_s{d}", self.name(v)))).collect()
     }
 
     /// Rounds a freshly computed float value to its dtype, if it is f16 or bf16.
