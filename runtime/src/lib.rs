@@ -4,7 +4,8 @@
 //! - [`cpu`]: the CPU device — render to C, compile (cached), load, run the grid on rayon;
 //! - [`bench`]: benchmarks with rotated inputs and the roofline measured in the same run;
 //! - [`measure`]: the CPU device as the autotuner's `Measure` (checked, rotated, timed candidates);
-//! - [`model`]: model files, the Llama configuration, tokenizer and forward pass.
+//! - [`model`]: model files, the Llama configuration, tokenizer and forward pass;
+//! - [`simt`]: the PTX backend's SIMT simulator as an executor for the conformance suite.
 //!
 //! Architecture Invariant: only `runtime` touches devices.
 
@@ -12,3 +13,4 @@ pub mod bench;
 pub mod cpu;
 pub mod measure;
 pub mod model;
+pub mod simt;

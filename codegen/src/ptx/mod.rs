@@ -4,7 +4,9 @@
 //! 1. [`lower()`] (`lower.rs`): a verified tile-IR kernel → [`ThreadKernel`] under one layout
 //!    (blocked tiles, replicated scalars, shared memory for data movement; see its module doc);
 //! 2. [`print()`] (`print.rs`): the thread kernel → PTX text, one line per instruction;
-//! 3. [`ptxas`]: assembling the text with NVIDIA's `ptxas` as a check (registers, spills), with
+//! 3. [`sim`]: the SIMT simulator, which runs the thread kernel on host memory (the check that
+//!    needs no GPU: the conformance suite runs it against the interpreter);
+//! 4. [`ptxas`]: assembling the text with NVIDIA's `ptxas` as a check (registers, spills), with
 //!    a typed error naming the saved PTX and the command that reproduces a failure.
 //!
 //! **Kernel ABI.** One program is one CUDA block of `num_warps × 32` threads (`.reqntid`), the
@@ -15,14 +17,14 @@
 //! **Not done yet** (a later issue continues here): offset analysis (contiguity, divisibility,
 //! constancy) for `.v2` / `.v4` accesses — the thread IR and printer support them, the lowering
 //! emits scalar accesses; a coalescing layout (thread-contiguous slots make a warp's accesses
-//! strided); bounds checks against the buffer lengths; tensor cores; dynamic shared memory; the
-//! SIMT simulator; float `rem`; atomic adds on 16- and 8-bit types.
+//! strided); bounds checks against the buffer lengths; tensor cores; dynamic shared memory; float `rem`; atomic adds on 16- and 8-bit types.
 //!
 //! Architecture Invariant: nothing here runs what it generates; `ptxas` only assembles it.
 
 mod lower;
 mod print;
 pub mod ptxas;
+pub mod sim;
 pub mod thread;
 
 pub use lower::lower;
