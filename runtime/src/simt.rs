@@ -19,31 +19,35 @@ impl kiln_kernels::check::Executor for SimtExecutor {
     }
 
     fn launch(&mut self, launch: &kiln_kernels::Launch, buffers: &mut kiln_kernels::Buffers) -> Result<(), String> {
-        let thread = ptx::lower(&launch.kernel, &self.options).map_err(|e| e.to_string())?;
-        kiln_kernels::check::with_args(launch, buffers, |args| {
-            kiln_ir::interp::check_launch(&launch.kernel, launch.grid, args).map_err(|e| e.to_string())?;
-            let mut memory = Vec::new();
-            let mut params = Vec::new();
-            for arg in args.iter() {
-                match arg {
-                    Arg::Buffer(b) => {
-                        params.push(sim::buffer_address(memory.len()));
-                        params.push(b.len() as u64);
-                        memory.push(to_bytes(b));
-                    }
-                    Arg::Scalar(s) => params.push(scalar_bits(*s)),
-                }
-            }
-            sim::run(&thread, launch.grid, &params, &mut memory).map_err(|e| e.to_string())?;
-            let mut bytes = memory.into_iter();
-            for arg in args.iter_mut() {
-                if let Arg::Buffer(b) = arg {
-                    from_bytes(b, &bytes.next().unwrap_or_default());
-                }
-            }
-            Ok(())
-        })
+        kiln_kernels::check::with_args(launch, buffers, |args| run(&launch.kernel, launch.grid, args, &self.options))
     }
+}
+
+/// Lowers `kernel` for `options` and runs it in the simulator on `args` (interpreter arguments,
+/// checked by the interpreter's launch rules).
+pub fn run(kernel: &kiln_ir::Kernel, grid: [u32; 3], args: &mut [Arg], options: &PtxOptions) -> Result<(), String> {
+    let thread = ptx::lower(kernel, options).map_err(|e| e.to_string())?;
+    kiln_ir::interp::check_launch(kernel, grid, args).map_err(|e| e.to_string())?;
+    let mut memory = Vec::new();
+    let mut params = Vec::new();
+    for arg in args.iter() {
+        match arg {
+            Arg::Buffer(b) => {
+                params.push(sim::buffer_address(memory.len()));
+                params.push(b.len() as u64);
+                memory.push(to_bytes(b));
+            }
+            Arg::Scalar(s) => params.push(scalar_bits(*s)),
+        }
+    }
+    sim::run(&thread, grid, &params, &mut memory).map_err(|e| e.to_string())?;
+    let mut bytes = memory.into_iter();
+    for arg in args.iter_mut() {
+        if let Arg::Buffer(b) = arg {
+            from_bytes(b, &bytes.next().unwrap_or_default());
+        }
+    }
+    Ok(())
 }
 
 fn scalar_bits(s: Scalar) -> u64 {

@@ -542,7 +542,7 @@ impl<'k> Lowerer<'k> {
                 if dtype == DType::F32 {
                     f
                 } else {
-                    self.from_f32(f, dtype)
+                    self.round_from_f32(f, dtype)
                 }
             }
             DType::I32 | DType::U32 | DType::I8 | DType::U8 => {
@@ -567,7 +567,7 @@ impl<'k> Lowerer<'k> {
     }
 
     /// A float register of `dtype` widened to f32 (f32 itself is returned as is).
-    fn to_f32(&mut self, r: Reg, dtype: DType) -> Reg {
+    fn widen_to_f32(&mut self, r: Reg, dtype: DType) -> Reg {
         match dtype {
             DType::F16 => {
                 let f = self.reg(RegClass::F32);
@@ -595,7 +595,7 @@ impl<'k> Lowerer<'k> {
     }
 
     /// An f32 register rounded to the float `dtype`.
-    fn from_f32(&mut self, f: Reg, dtype: DType) -> Reg {
+    fn round_from_f32(&mut self, f: Reg, dtype: DType) -> Reg {
         let dst_ty = match dtype {
             DType::F16 => Ty::F16,
             DType::BF16 => Ty::Bf16,
@@ -632,7 +632,7 @@ impl<'k> Lowerer<'k> {
             return Ok(r);
         }
         if dtype.is_float() {
-            let f = self.to_f32(a, dtype);
+            let f = self.widen_to_f32(a, dtype);
             let un = match op {
                 UnaryOp::Neg => UnOp::Neg,
                 UnaryOp::Abs => UnOp::Abs,
@@ -645,7 +645,7 @@ impl<'k> Lowerer<'k> {
             };
             let r = self.reg(RegClass::F32);
             self.emit(Instr::Un { op: un, ty: Ty::F32, dst: r, a: f.into() });
-            return Ok(self.from_f32(r, dtype));
+            return Ok(self.round_from_f32(r, dtype));
         }
         let ty = int_ty(dtype);
         let r = self.reg(RegClass::B32);
@@ -689,10 +689,10 @@ impl<'k> Lowerer<'k> {
                     "float rem (fmod) has no PTX instruction and is not lowered yet",
                 ));
             }
-            let (fa, fb) = (self.to_f32(a, dtype), self.to_f32(b, dtype));
+            let (fa, fb) = (self.widen_to_f32(a, dtype), self.widen_to_f32(b, dtype));
             let r = self.reg(RegClass::F32);
             self.emit(Instr::Bin { op: bin, ty: Ty::F32, dst: r, a: fa.into(), b: fb.into() });
-            return Ok(self.from_f32(r, dtype));
+            return Ok(self.round_from_f32(r, dtype));
         }
         let ty = match op {
             BinaryOp::And | BinaryOp::Or | BinaryOp::Xor | BinaryOp::Shl => Ty::B32,
@@ -724,7 +724,7 @@ impl<'k> Lowerer<'k> {
             return r;
         }
         if dtype.is_float() {
-            let (fa, fb) = (self.to_f32(a, dtype), self.to_f32(b, dtype));
+            let (fa, fb) = (self.widen_to_f32(a, dtype), self.widen_to_f32(b, dtype));
             self.emit(Instr::Setp { cmp, ty: Ty::F32, dst: r, a: fa.into(), b: fb.into() });
         } else {
             self.emit(Instr::Setp { cmp, ty: int_ty(dtype), dst: r, a: a.into(), b: b.into() });
@@ -761,7 +761,7 @@ impl<'k> Lowerer<'k> {
                 DType::F32 | DType::F16 | DType::BF16 => {
                     let f = self.reg(RegClass::F32);
                     self.emit(Instr::Selp { ty: Ty::F32, dst: f, a: Operand::F32(1.0), b: Operand::F32(0.0), pred: a });
-                    self.from_f32(f, to)
+                    self.round_from_f32(f, to)
                 }
                 _ => {
                     let r = self.reg(RegClass::B32);
@@ -773,7 +773,7 @@ impl<'k> Lowerer<'k> {
         if to.is_bool() {
             let p = self.reg(RegClass::Pred);
             if from.is_float() {
-                let f = self.to_f32(a, from);
+                let f = self.widen_to_f32(a, from);
                 self.emit(Instr::Setp { cmp: Cmp::Ne, ty: Ty::F32, dst: p, a: f.into(), b: Operand::F32(0.0) });
             } else {
                 self.emit(Instr::Setp { cmp: Cmp::Ne, ty: Ty::U32, dst: p, a: a.into(), b: Operand::Int(0) });
@@ -782,12 +782,12 @@ impl<'k> Lowerer<'k> {
         }
         match (from.is_float(), to.is_float()) {
             (true, true) => {
-                let f = self.to_f32(a, from);
-                self.from_f32(f, to)
+                let f = self.widen_to_f32(a, from);
+                self.round_from_f32(f, to)
             }
             (true, false) => {
                 // cvt.rzi saturates to the 32-bit range and maps NaN to 0; i8 / u8 clamp further.
-                let f = self.to_f32(a, from);
+                let f = self.widen_to_f32(a, from);
                 let r = self.reg(RegClass::B32);
                 let ty = int_ty(to);
                 self.emit(Instr::Cvt { dst_ty: ty, src_ty: Ty::F32, dst: r, src: f });
@@ -805,7 +805,7 @@ impl<'k> Lowerer<'k> {
             (false, true) => {
                 let f = self.reg(RegClass::F32);
                 self.emit(Instr::Cvt { dst_ty: Ty::F32, src_ty: int_ty(from), dst: f, src: a });
-                self.from_f32(f, to)
+                self.round_from_f32(f, to)
             }
             // Held sign- or zero-extended, so widening is free and narrowing wraps.
             (false, false) => self.wrap(a, to),
@@ -975,7 +975,7 @@ impl<'k> Lowerer<'k> {
     /// Widens an element to the accumulator's register (f16 / bf16 to f32; others as they are).
     fn widen(&mut self, r: Reg, dtype: DType) -> Reg {
         if dtype.is_float() {
-            self.to_f32(r, dtype)
+            self.widen_to_f32(r, dtype)
         } else {
             r
         }
@@ -984,7 +984,7 @@ impl<'k> Lowerer<'k> {
     /// The accumulator rounded or wrapped back to `dtype`.
     fn narrow(&mut self, acc: Reg, dtype: DType) -> Reg {
         if dtype.is_float() {
-            self.from_f32(acc, dtype)
+            self.round_from_f32(acc, dtype)
         } else {
             self.wrap(acc, dtype)
         }

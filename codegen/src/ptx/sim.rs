@@ -9,7 +9,7 @@
 //! - two threads writing one shared-memory word between barriers, [`SimError::SharedRace`];
 //! - a branch that splits a warp ([`SimError::Divergent`]: the lowering only emits uniform ones);
 //! - an access outside a buffer or outside shared memory, integer division by zero, `trap`, and
-//!   a block running more than [`STEP_LIMIT`] warp instructions.
+//!   a block running more than [`STEP_LIMIT`] warp instructions (a hang).
 //!
 //! Memory: buffer `i` lives at [`buffer_address`]`(i)` (its index in the top bits), shared memory
 //! at address 0 of its own space.
@@ -18,7 +18,7 @@ use super::thread::{BinOp, Cmp, Instr, Label, Operand, Reg, RegClass, Space, Spe
 use half::{bf16, f16};
 use std::collections::HashMap;
 
-/// Warp instructions one block may run before the simulator calls it a hang.
+/// Warp instructions one block may run before [`run`] calls it a hang.
 pub const STEP_LIMIT: u64 = 200_000_000;
 
 const BUFFER_SHIFT: u32 = 40;
@@ -39,8 +39,8 @@ pub enum SimError {
     Divergent { block: [u32; 3], warp: u32, pc: usize },
     #[error("block {block:?}, thread {thread}: {what} at pc {pc}")]
     Fault { block: [u32; 3], thread: u32, pc: usize, what: String },
-    #[error("block {block:?}: more than {STEP_LIMIT} warp instructions; the kernel does not terminate")]
-    Hang { block: [u32; 3] },
+    #[error("block {block:?}: more than {limit} warp instructions; the kernel does not terminate")]
+    Hang { block: [u32; 3], limit: u64 },
     #[error("bad launch: {0}")]
     Launch(String),
 }
@@ -48,10 +48,21 @@ pub enum SimError {
 /// Runs `kernel` over `grid`. `params` holds the raw bits of each kernel parameter (pointers as
 /// given by [`buffer_address`]); `buffers` the bytes of each buffer.
 pub fn run(kernel: &ThreadKernel, grid: [u32; 3], params: &[u64], buffers: &mut [Vec<u8>]) -> Result<(), SimError> {
+    run_with_limit(kernel, grid, params, buffers, STEP_LIMIT)
+}
+
+/// [`run`] with another limit on the warp instructions of one block.
+pub fn run_with_limit(
+    kernel: &ThreadKernel,
+    grid: [u32; 3],
+    params: &[u64],
+    buffers: &mut [Vec<u8>],
+    step_limit: u64,
+) -> Result<(), SimError> {
     if params.len() != kernel.params.len() {
         return Err(SimError::Launch(format!("{} parameters, got {}", kernel.params.len(), params.len())));
     }
-    if kernel.threads % 32 != 0 || kernel.threads == 0 {
+    if !kernel.threads.is_multiple_of(32) || kernel.threads == 0 {
         return Err(SimError::Launch(format!("{} threads is not a whole number of warps", kernel.threads)));
     }
     let labels: HashMap<Label, usize> = kernel
@@ -66,7 +77,7 @@ pub fn run(kernel: &ThreadKernel, grid: [u32; 3], params: &[u64], buffers: &mut 
         offsets[i] = total;
         total += n as usize;
     }
-    let sim = Sim { kernel, params, labels, offsets, total, grid };
+    let sim = Sim { kernel, params, labels, offsets, total, grid, step_limit };
     for z in 0..grid[2] {
         for y in 0..grid[1] {
             for x in 0..grid[0] {
@@ -84,6 +95,7 @@ struct Sim<'a> {
     offsets: [usize; 5],
     total: usize,
     grid: [u32; 3],
+    step_limit: u64,
 }
 
 struct Warp {
@@ -117,8 +129,8 @@ impl Sim<'_> {
             for (w, warp) in warps.iter_mut().enumerate() {
                 while !warp.done && !warp.waiting {
                     steps += 1;
-                    if steps > STEP_LIMIT {
-                        return Err(SimError::Hang { block });
+                    if steps > self.step_limit {
+                        return Err(SimError::Hang { block, limit: self.step_limit });
                     }
                     self.step(block, w as u32, warp, &mut shared, buffers)?;
                 }
@@ -197,17 +209,13 @@ impl Sim<'_> {
             }
             Instr::ShflBfly { dst, src, lane_mask } => {
                 let before: Vec<u64> = (0..32).map(|l| warp.regs[self.index(*src) + l]).collect();
-                for lane in 0..32 {
-                    if active[lane] {
-                        warp.regs[self.index(*dst) + lane] = before[lane ^ (*lane_mask as usize & 31)];
-                    }
+                let dst = self.index(*dst);
+                for (lane, _) in active.iter().enumerate().filter(|(_, &a)| a) {
+                    warp.regs[dst + lane] = before[lane ^ (*lane_mask as usize & 31)];
                 }
             }
             instr => {
-                for lane in 0..32 {
-                    if !active[lane] {
-                        continue;
-                    }
+                for (lane, _) in active.iter().enumerate().filter(|(_, &a)| a) {
                     let thread = w * 32 + lane as u32;
                     self.lane(instr, block, thread, lane, warp, shared, buffers, &get).map_err(|what| {
                         if let LaneError::Race { word, first } = what {
