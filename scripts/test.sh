@@ -35,6 +35,24 @@ if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null
 fi
 cargo run --release --locked --quiet --bin kiln -- fetch-model
 
+# The PTX tests assemble every kernel with NVIDIA's ptxas. Without one on PATH, install it once
+# from the nvidia-cuda-nvcc-cu12 PyPI package into the cache (pip --target, no CUDA toolkit) and
+# tell the tests where it is through KILN_PTXAS. The tests fail loudly if it cannot be had.
+if [ -z "${KILN_PTXAS:-}" ]; then
+    if command -v ptxas >/dev/null 2>&1; then
+        KILN_PTXAS=$(command -v ptxas)
+    else
+        ptxas_dir="${XDG_CACHE_HOME:-$HOME/.cache}/kiln/ptxas"
+        KILN_PTXAS="$ptxas_dir/nvidia/cuda_nvcc/bin/ptxas"
+        if [ ! -x "$KILN_PTXAS" ]; then
+            echo "no ptxas found: installing nvidia-cuda-nvcc-cu12 into $ptxas_dir" >&2
+            python3 -m pip install --quiet --no-deps --only-binary=:all: --target "$ptxas_dir" nvidia-cuda-nvcc-cu12 \
+                || echo "warning: could not install ptxas; the PTX tests will fail" >&2
+        fi
+    fi
+    export KILN_PTXAS
+fi
+
 # Kernels run in tests through the interpreter, so the test profile is optimised (see Cargo.toml).
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

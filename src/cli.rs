@@ -111,10 +111,12 @@ pub struct EmitArgs {
     /// Tile config as `key=value,...`; missing knobs take the default config's values.
     #[arg(long, requires = "kernel", default_value = "")]
     pub config: String,
-    /// What to print: the tile IR, or the C the CPU backend generates (PTX arrives with the
-    /// PTX backend).
+    /// What to print: the tile IR, the C the CPU backend generates, or the PTX of the PTX backend.
     #[arg(long, value_enum, default_value_t = EmitFormat::Ir)]
     pub format: EmitFormat,
+    /// The GPU generation `--format ptx` targets: 80 (sm_80) or 90 (sm_90).
+    #[arg(long, default_value_t = 80)]
+    pub sm: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -158,6 +160,8 @@ pub enum EmitFormat {
     Ir,
     /// The C source the CPU backend generates for this machine's CPU.
     C,
+    /// PTX text (ISA 8.0) for `--sm`, one program per block of 4 warps.
+    Ptx,
 }
 
 /// Why a command failed; the message is what the user sees.
@@ -177,6 +181,8 @@ pub enum CliError {
     Bench(#[from] kiln_runtime::bench::BenchError),
     #[error("rendering C failed: {0}")]
     Render(String),
+    #[error(transparent)]
+    Ptx(#[from] kiln_codegen::ptx::PtxError),
     #[error("target `{0}` is not available: only `cpu` is, until the PTX backend lands")]
     UnknownTarget(String),
     #[error(transparent)]
@@ -201,8 +207,8 @@ pub enum CliError {
 pub fn run(cli: Cli) -> Result<String, CliError> {
     match cli.command {
         Command::Emit(args) => match (&args.kernel, &args.file) {
-            (Some(name), _) => emit_library_kernel(name, &args.shape, &args.config, args.format),
-            (None, Some(file)) => emit_file(file, args.format),
+            (Some(name), _) => emit_library_kernel(name, &args.shape, &args.config, args.format, args.sm),
+            (None, Some(file)) => emit_file(file, args.format, args.sm),
             // clap requires one of the two.
             (None, None) => Ok(String::new()),
         },
@@ -299,7 +305,7 @@ fn bench(args: &BenchArgs) -> Result<String, CliError> {
     ))
 }
 
-fn emit_file(file: &Path, format: EmitFormat) -> Result<String, CliError> {
+fn emit_file(file: &Path, format: EmitFormat, sm: u32) -> Result<String, CliError> {
     let path = file.display().to_string();
     let src = read_source(file).map_err(|source| CliError::Read { path: path.clone(), source })?;
     let (kernel, map) =
@@ -307,22 +313,26 @@ fn emit_file(file: &Path, format: EmitFormat) -> Result<String, CliError> {
     if let Err(errs) = kiln_ir::verify(&kernel) {
         return Err(CliError::Verify { rendered: text::render_verify_errors(&errs, &map, &path) });
     }
-    render(&kernel, format)
+    render(&kernel, format, sm)
 }
 
 /// One kernel in the requested format.
-fn render(kernel: &kiln_ir::Kernel, format: EmitFormat) -> Result<String, CliError> {
+fn render(kernel: &kiln_ir::Kernel, format: EmitFormat, sm: u32) -> Result<String, CliError> {
     match format {
         EmitFormat::Ir => Ok(text::print(kernel)),
         EmitFormat::C => kiln_codegen::cpu::render(kernel, &kiln_codegen::cpu::CpuTarget::host())
             .map(|src| src.code)
             .map_err(|e| CliError::Render(e.to_string())),
+        EmitFormat::Ptx => {
+            let options = kiln_codegen::ptx::PtxOptions::new(kiln_codegen::ptx::Sm::from_number(sm)?);
+            Ok(kiln_codegen::ptx::emit(kernel, &options)?)
+        }
     }
 }
 
 /// Plans a library kernel and prints every launch, each headed by comment lines saying what it
 /// is (the text after them is a valid `.tir` kernel).
-fn emit_library_kernel(name: &str, shape: &str, config: &str, format: EmitFormat) -> Result<String, CliError> {
+fn emit_library_kernel(name: &str, shape: &str, config: &str, format: EmitFormat, sm: u32) -> Result<String, CliError> {
     let kernel = kiln_kernels::lookup(name)?;
     let shape = kernel.example_problem().overlaid(&Args::parse(shape)?);
     let shape = kernel.problem(&shape)?;
@@ -334,7 +344,7 @@ fn emit_library_kernel(name: &str, shape: &str, config: &str, format: EmitFormat
         let [x, y, z] = launch.grid;
         out += &format!("// {name} shape: {shape}\n// {name} config: {config}\n");
         out += &format!("// launch {} of {n}: grid [{x}, {y}, {z}]\n", i + 1);
-        out += &render(&launch.kernel, format)?;
+        out += &render(&launch.kernel, format, sm)?;
         if i + 1 < n {
             out.push('\n');
         }

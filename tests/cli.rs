@@ -167,6 +167,20 @@ fn emit_prints_the_c_of_a_library_kernel() {
 }
 
 #[test]
+fn emit_prints_the_ptx_of_a_library_kernel_for_each_sm() {
+    for sm in ["80", "90"] {
+        let o = kiln(&["emit", "--kernel", "softmax", "--format", "ptx", "--sm", sm]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = stdout(&o);
+        assert!(out.contains(&format!(".target sm_{sm}")) && out.contains(".version 8.0"), "{out}");
+        assert!(out.contains(".visible .entry kiln_softmax(") && out.contains("shfl.sync.bfly.b32"), "{out}");
+    }
+    let o = kiln(&["emit", "--kernel", "softmax", "--format", "ptx", "--sm", "75"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("sm 75 is not supported; use 80 or 90"), "{}", stderr(&o));
+}
+
+#[test]
 fn bench_prints_json_with_the_documented_fields() {
     // A tiny working set keeps this quick; it says nothing about speed, only about the output.
     let o = kiln(&[

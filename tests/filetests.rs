@@ -235,8 +235,24 @@ fn run_kernel(kernel: &Kernel, grid: [u32; 3], spec: &Spec) -> Result<String, St
             },
         });
     }
+    // The PTX backend runs every file too, in the SIMT simulator, and must agree with the interpreter.
+    let mut simt_args = args.clone();
+    let options = kiln::codegen::ptx::PtxOptions::new(kiln::codegen::ptx::Sm::Sm80);
+    let simt = kiln::runtime::simt::run(kernel, grid, &mut simt_args, &options);
     if let Err(e) = run(kernel, grid, &mut args) {
+        if let Ok(()) = simt {
+            return Err(format!("the interpreter failed ({e}) but the SIMT simulator ran"));
+        }
         return if spec.expect_error { Ok(format!("error: {e}\n")) } else { Err(format!("the run failed: {e}")) };
+    }
+    simt.map_err(|e| format!("the SIMT simulator failed: {e}"))?;
+    for (p, (a, b)) in kernel.params.iter().zip(args.iter().zip(&simt_args)) {
+        if let (Arg::Buffer(want), Arg::Buffer(got)) = (a, b) {
+            let ((dtype, want), (_, got)) = (buffer_to_f64(want), buffer_to_f64(got));
+            if let Some(msg) = compare(dtype, &got, &want) {
+                return Err(format!("{}: the SIMT simulator differs from the interpreter: {msg}", sigil_name(p)));
+            }
+        }
     }
     if spec.expect_error {
         return Err("expected the run to fail, but it succeeded".to_string());

@@ -3,8 +3,9 @@
 //!
 //! - [`cpu`]: the C renderer and the CPU target description. Compiling the C and loading it is
 //!   the runtime's job, so this crate runs no compiler.
-//! - The PTX backend is an issue of its own and not here yet.
+//! - [`ptx`]: the PTX backend: tile IR → thread-level IR → PTX text, and the `ptxas` check.
 //!
 //! Architecture Invariant: `codegen` knows no kernels; it lowers whatever verified IR it is given.
 
 pub mod cpu;
+pub mod ptx;

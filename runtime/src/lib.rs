@@ -7,7 +7,8 @@
 //! - [`model`]: model files, the Llama configuration, tokenizer and forward pass;
 //! - [`generate`]: the generation loop (prefill, sample, decode) with its timings;
 //! - [`speculative`]: speculative decoding — draft sources, batched verification, acceptance
-//!   rules, adaptive `k`, the loop and its benchmark.
+//!   rules, adaptive `k`, the loop and its benchmark;
+//! - [`simt`]: the PTX backend's SIMT simulator as an executor for the conformance suite.
 //!
 //! Architecture Invariant: only `runtime` touches devices.
 
@@ -17,3 +18,4 @@ pub mod generate;
 pub mod measure;
 pub mod model;
 pub mod speculative;
+pub mod simt;
