@@ -856,8 +856,10 @@ fn bench_speculative(args: &BenchSpeculativeArgs) -> Result<String, CliError> {
     };
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let mut calibration = Vec::new();
     let result = kiln_runtime::speculative::bench::bench_speculative(
         &mut model,
+        &mut calibration,
         &mut drafts,
         &prompts,
         args.max_tokens,
@@ -889,8 +891,15 @@ fn bench_speculative(args: &BenchSpeculativeArgs) -> Result<String, CliError> {
         Some(k) => format!("k = {k}"),
         None => format!("adaptive k ≤ {}", args.max_draft),
     };
+    let costs: Vec<String> =
+        calibration.iter().enumerate().filter_map(|(k, c)| c.map(|s| format!("{}: {:.1}", k + 1, s * 1e3))).collect();
+    let costs = if costs.is_empty() {
+        String::new()
+    } else {
+        format!("\nverification ms by tokens scored: {}", costs.join(", "))
+    };
     Ok(format!(
-        "{}\n{} tokens per run, greedy, {k}, {} threads\n",
+        "{}\n{} tokens per run, greedy, {k}, {} threads{costs}\n",
         table.build().with(tabled::settings::Style::rounded()),
         args.max_tokens,
         model.threads()

@@ -15,6 +15,9 @@
 //!   measured yet is estimated from the nearest measured sizes, and costs as the largest measured
 //!   size above it when none is, which is optimistic and so tries larger `k` once.
 //!
+//! When drafting does not pay, the policy still drafts once every [`EXPLORE`] steps, so that a
+//! turn of the text towards copying is noticed.
+//!
 //! [`KPolicy::calibrate`] measures every size once before generation starts; a fixed `k` (`--k`)
 //! skips all this.
 
@@ -23,6 +26,9 @@ use std::time::Instant;
 
 /// Weight of the past per step in the running estimates.
 pub const DECAY: f64 = 0.9;
+
+/// Steps without drafts after which the policy drafts once anyway.
+pub const EXPLORE: usize = 4;
 
 /// The prior of the acceptance estimate, (kept, rejected): α = 0.75, optimistic, so that drafting
 /// is tried whenever a verification of two tokens costs less than 1.75 of one.
@@ -39,6 +45,8 @@ pub struct KPolicy {
     drafted: f64,
     /// Per verification size `k`: decayed (seconds, steps).
     verify: Vec<(f64, f64)>,
+    /// Steps since the last one that drafted.
+    idle: usize,
 }
 
 impl KPolicy {
@@ -57,6 +65,7 @@ impl KPolicy {
             draft_secs: 0.0,
             drafted: 0.0,
             verify: vec![(0.0, 0.0); max + 1],
+            idle: 0,
         }
     }
 
@@ -103,8 +112,11 @@ impl KPolicy {
         }
         let alpha = self.alpha().min(1.0 - 1e-9);
         let t_draft = if self.drafted > 0.0 { self.draft_secs / self.drafted } else { 0.0 };
+        // After EXPLORE steps without drafts, try the best k ≥ 1 anyway: the acceptance estimate
+        // only moves on steps that draft, and the text may have turned into a copy.
+        let from = usize::from(self.idle >= EXPLORE && max > 0);
         let mut best = (max, f64::NEG_INFINITY);
-        for k in 0..=max {
+        for k in from..=max {
             let Some(t_verify) = self.verify_cost(k) else {
                 // Nothing measured: start from the bound.
                 return max;
@@ -116,6 +128,11 @@ impl KPolicy {
             }
         }
         best.0
+    }
+
+    /// Mean seconds of a verification step of `k + 1` tokens, per `k` (`None`: not measured).
+    pub fn verify_costs(&self) -> Vec<Option<f64>> {
+        self.verify.iter().map(|v| (v.1 > 0.0).then(|| v.0 / v.1)).collect()
     }
 
     /// Whether every verification size has a measurement.
@@ -150,6 +167,7 @@ impl KPolicy {
     /// Records a step: `proposed` tokens drafted in `draft_secs`, `accepted` of them kept, and a
     /// verification of `proposed + 1` tokens in `verify_secs`.
     pub fn observe(&mut self, proposed: usize, accepted: usize, draft_secs: f64, verify_secs: f64) {
+        self.idle = if proposed > 0 { 0 } else { self.idle + 1 };
         if proposed > 0 {
             self.kept = self.kept * DECAY + accepted as f64;
             self.rejected = self.rejected * DECAY + f64::from(u8::from(accepted < proposed));

@@ -43,9 +43,11 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 /// Runs the baseline and every source on every prompt, `repeats` times each (medians reported),
 /// generating `max_tokens` tokens (past stop tokens: every run times the same number of tokens).
-/// `policy` is the `k` policy each speculative run starts from.
+/// `policy` is the `k` policy each speculative run starts from; `calibration` receives its measured
+/// verification costs (seconds per step of `k + 1` tokens, per `k`).
 pub fn bench_speculative(
     model: &mut LlamaModel,
+    calibration: &mut Vec<Option<f64>>,
     drafts: &mut [Box<dyn DraftSource>],
     prompts: &[BenchPrompt],
     max_tokens: usize,
@@ -60,6 +62,7 @@ pub fn bench_speculative(
         progress("measuring verification steps");
         policy.calibrate(model, &p.tokens)?;
     }
+    *calibration = policy.verify_costs();
     let mut rows = Vec::new();
     for prompt in prompts {
         // Repeats interleave the baseline and the sources, so that a change in the machine's load
