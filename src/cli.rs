@@ -272,37 +272,7 @@ fn bench(args: &BenchArgs) -> Result<String, CliError> {
     if args.json {
         return Ok(format!("{}\n", serde_json::to_string(&case).unwrap_or_default()));
     }
-    let mut table = tabled::builder::Builder::default();
-    table.push_record([
-        "kernel",
-        "shape",
-        "config",
-        "threads",
-        "median µs",
-        "min..max µs",
-        "GB/s",
-        "GFLOP/s",
-        "roofline",
-    ]);
-    table.push_record([
-        case.kernel.clone(),
-        case.shape.clone(),
-        case.config.clone(),
-        case.threads.to_string(),
-        format!("{:.1}", case.median_us),
-        format!("{:.1}..{:.1}", case.min_us, case.max_us),
-        format!("{:.1}", case.gbps),
-        format!("{:.1}", case.gflops),
-        format!("{:.0}%", case.roofline_frac * 100.0),
-    ]);
-    Ok(format!(
-        "{}\nroofline: {:.1} GB/s read, {:.1} GFLOP/s ({} threads, {})\n",
-        table.build().with(tabled::settings::Style::rounded()),
-        case.roofline_gbps,
-        case.roofline_gflops,
-        case.threads,
-        case.target
-    ))
+    Ok(bench::render_table(std::slice::from_ref(&case)))
 }
 
 fn emit_file(file: &Path, format: EmitFormat, sm: u32) -> Result<String, CliError> {

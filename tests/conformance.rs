@@ -7,44 +7,9 @@
 use kiln::kernels::check::{sweep, Executor};
 use kiln::kernels::{Args, KernelId};
 
-/// Shapes each kernel is checked on, by backend-independent problem keys.
+/// Shapes each kernel is checked on (shared with `kiln gpu-check`).
 fn shapes(id: KernelId) -> &'static [&'static str] {
-    match id {
-        KernelId::DequantGemmW4 => &[
-            "m=1,n=45,k=256,group=32,quant=sym,act=f32",
-            "m=3,n=70,k=384,group=128,quant=asym,act=f16",
-            "m=17,n=33,k=128,group=64,quant=asym,act=f32",
-        ],
-        KernelId::Q8Gemv => &["m=1,n=77,k=96,act=f32", "m=5,n=40,k=160,act=f16,out=f16"],
-        KernelId::Embedding => &["tokens=5,vocab=37,dim=96,dtype=f32", "tokens=3,vocab=10,dim=64,dtype=f16"],
-        KernelId::PagedKvAppend => &[
-            "tokens=7,kv_heads=3,head_dim=64,block=16,n_blocks=4",
-            "tokens=5,kv_heads=2,head_dim=128,block=5,n_blocks=9,dtype=f32",
-        ],
-        KernelId::PagedKvGather => &[
-            "batch=3,ctx=37,kv_heads=3,head_dim=64,block=16",
-            "batch=2,ctx=20,kv_heads=1,head_dim=128,block=8,dtype=f32",
-        ],
-        KernelId::AttentionDecodePaged => &[
-            "batch=2,q_len=1,ctx=70,heads=9,kv_heads=3,head_dim=64,block=16",
-            "batch=1,q_len=4,ctx=45,heads=4,kv_heads=1,head_dim=128,block=8,dtype=f32",
-            "batch=3,q_len=3,ctx=33,heads=8,kv_heads=2,head_dim=64,block=5",
-        ],
-        KernelId::AttentionPrefill => &[
-            "batch=3,seq=37,heads=9,kv_heads=3,head_dim=64",
-            "batch=1,seq=20,heads=4,kv_heads=4,head_dim=128,dtype=f32",
-        ],
-        KernelId::Rmsnorm => {
-            &["tokens=3,dim=100,dtype=f32", "tokens=2,dim=576,dtype=f16,fused=1", "tokens=1,dim=65,dtype=bf16"]
-        }
-        KernelId::Rope => &[
-            "tokens=3,heads=9,kv_heads=3,head_dim=64,max_pos=40,base=100000,variant=adjacent",
-            "tokens=2,heads=4,kv_heads=2,head_dim=32,max_pos=9,variant=half,dtype=f16",
-        ],
-        KernelId::SiluMul => &["tokens=3,dim=100,dtype=f16", "tokens=2,dim=1000,dtype=bf16"],
-        KernelId::Argmax => &["rows=3,vocab=1000,dtype=f32", "rows=2,vocab=77,dtype=f16"],
-        KernelId::Softmax => &["rows=3,vocab=1000,dtype=f32,temperature=0.7", "rows=2,vocab=77,dtype=f16"],
-    }
+    kiln::kernels::check::conformance_shapes(id)
 }
 
 /// Checks one kernel on every shape of its list with up to three configs each.

@@ -15,6 +15,8 @@ pub enum BenchError {
     Kernel(#[from] KernelError),
     #[error(transparent)]
     Cpu(#[from] CpuError),
+    #[error(transparent)]
+    Cuda(#[from] crate::cuda::CudaError),
     #[error("{kernel}: the benchmarked output does not match the reference: {detail}")]
     WrongResult { kernel: String, detail: String },
 }
@@ -64,7 +66,8 @@ pub struct Roofline {
     pub gflops: f64,
 }
 
-/// One benchmarked case, with the fields of `kiln bench --json`.
+/// One benchmarked case, with the fields of `kiln bench --json` (CPU and CUDA alike; on a GPU
+/// `threads` is the threads per block).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BenchCase {
     pub kernel: String,
@@ -242,4 +245,41 @@ pub fn bench(
         roofline_gflops: roofline.gflops,
         roofline_frac: roof_time / t,
     })
+}
+
+/// The `kiln bench` table of `cases` (CPU or CUDA), with the roofline and target as a footer.
+pub fn render_table(cases: &[BenchCase]) -> String {
+    let mut table = tabled::builder::Builder::default();
+    table.push_record([
+        "kernel",
+        "shape",
+        "config",
+        "threads",
+        "median µs",
+        "min..max µs",
+        "GB/s",
+        "GFLOP/s",
+        "roofline",
+    ]);
+    for case in cases {
+        table.push_record([
+            case.kernel.clone(),
+            case.shape.clone(),
+            case.config.clone(),
+            case.threads.to_string(),
+            format!("{:.1}", case.median_us),
+            format!("{:.1}..{:.1}", case.min_us, case.max_us),
+            format!("{:.1}", case.gbps),
+            format!("{:.1}", case.gflops),
+            format!("{:.0}%", case.roofline_frac * 100.0),
+        ]);
+    }
+    let mut out = table.build().with(tabled::settings::Style::rounded()).to_string();
+    if let Some(case) = cases.first() {
+        out += &format!(
+            "\nroofline: {:.1} GB/s read, {:.1} GFLOP/s ({} threads, {})",
+            case.roofline_gbps, case.roofline_gflops, case.threads, case.target
+        );
+    }
+    out + "\n"
 }

@@ -1,4 +1,4 @@
-//! kiln's runtime: devices (CPU now; CUDA through cudarc with dynamic loading later), the kernel
+//! kiln's runtime: devices (CPU; CUDA through cudarc with dynamic loading), the kernel
 //! cache, model loading and the Llama forward pass, the paged KV cache and speculative decoding.
 //!
 //! - [`cpu`]: the CPU device — render to C, compile (cached), load, run the grid on rayon;
@@ -8,14 +8,20 @@
 //! - [`generate`]: the generation loop (prefill, sample, decode) with its timings;
 //! - [`speculative`]: speculative decoding — draft sources, batched verification, acceptance
 //!   rules, adaptive `k`, the loop and its benchmark;
-//! - [`simt`]: the PTX backend's SIMT simulator as an executor for the conformance suite.
+//! - [`simt`]: the PTX backend's SIMT simulator as an executor for the conformance suite;
+//! - [`cuda`]: the CUDA device (cudarc, driver API loaded at run time) and its executor;
+//! - [`cuda_bench`]: `kiln bench --target cuda:N` and `kiln gpu-check`;
+//! - [`ptx_abi`]: launch arguments → PTX parameters, shared by `simt` and `cuda`.
 //!
 //! Architecture Invariant: only `runtime` touches devices.
 
 pub mod bench;
 pub mod cpu;
+pub mod cuda;
+pub mod cuda_bench;
 pub mod generate;
 pub mod measure;
 pub mod model;
 pub mod speculative;
+pub mod ptx_abi;
 pub mod simt;

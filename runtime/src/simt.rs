@@ -2,11 +2,12 @@
 //! `kiln_codegen::ptx::sim` on host buffers, so the conformance suite checks the PTX backend
 //! against the interpreter on machines without a GPU.
 //!
-//! Buffers cross as little-endian bytes (`bool` as one byte, 0 or 1); scalars as the bits of
-//! their `.param` (`i8` sign-extended and `u8` / `bool` zero-extended to 32 bits).
+//! Buffers cross as little-endian bytes (`bool` as one byte, 0 or 1); parameters are packed by
+//! [`crate::ptx_abi`], the same code the CUDA device uses.
 
+use crate::ptx_abi::{self, AbiArg, ParamValue};
 use kiln_codegen::ptx::{self, sim, PtxOptions};
-use kiln_ir::interp::{Arg, HostBuffer, Scalar};
+use kiln_ir::interp::{Arg, HostBuffer};
 
 /// Runs launches in the SIMT simulator.
 pub struct SimtExecutor {
@@ -28,18 +29,19 @@ impl kiln_kernels::check::Executor for SimtExecutor {
 pub fn run(kernel: &kiln_ir::Kernel, grid: [u32; 3], args: &mut [Arg], options: &PtxOptions) -> Result<(), String> {
     let thread = ptx::lower(kernel, options).map_err(|e| e.to_string())?;
     kiln_ir::interp::check_launch(kernel, grid, args).map_err(|e| e.to_string())?;
-    let mut memory = Vec::new();
-    let mut params = Vec::new();
-    for arg in args.iter() {
-        match arg {
-            Arg::Buffer(b) => {
-                params.push(sim::buffer_address(memory.len()));
-                params.push(b.len() as u64);
-                memory.push(to_bytes(b));
-            }
-            Arg::Scalar(s) => params.push(scalar_bits(*s)),
-        }
-    }
+    let abi = args.iter().map(|a| match a {
+        Arg::Buffer(b) => AbiArg::Buffer { len: b.len() },
+        Arg::Scalar(s) => AbiArg::Scalar(*s),
+    });
+    let params: Vec<u64> = ptx_abi::pack(&thread, abi)?
+        .iter()
+        .map(|p| match p.value {
+            ParamValue::Pointer { buffer } => sim::buffer_address(buffer),
+            ParamValue::Word(w) => w,
+        })
+        .collect();
+    let mut memory: Vec<Vec<u8>> =
+        args.iter().filter_map(|a| if let Arg::Buffer(b) = a { Some(to_bytes(b)) } else { None }).collect();
     sim::run(&thread, grid, &params, &mut memory).map_err(|e| e.to_string())?;
     let mut bytes = memory.into_iter();
     for arg in args.iter_mut() {
@@ -50,20 +52,7 @@ pub fn run(kernel: &kiln_ir::Kernel, grid: [u32; 3], args: &mut [Arg], options: 
     Ok(())
 }
 
-fn scalar_bits(s: Scalar) -> u64 {
-    match s {
-        Scalar::F32(x) => u64::from(x.to_bits()),
-        Scalar::F16(x) => u64::from(x.to_bits()),
-        Scalar::BF16(x) => u64::from(x.to_bits()),
-        Scalar::I32(x) => u64::from(x as u32),
-        Scalar::U32(x) => u64::from(x),
-        Scalar::I8(x) => u64::from(i32::from(x) as u32),
-        Scalar::U8(x) => u64::from(x),
-        Scalar::Bool(x) => u64::from(x),
-    }
-}
-
-fn to_bytes(b: &HostBuffer) -> Vec<u8> {
+pub(crate) fn to_bytes(b: &HostBuffer) -> Vec<u8> {
     match b {
         HostBuffer::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         HostBuffer::F16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
@@ -76,7 +65,7 @@ fn to_bytes(b: &HostBuffer) -> Vec<u8> {
     }
 }
 
-fn from_bytes(b: &mut HostBuffer, bytes: &[u8]) {
+pub(crate) fn from_bytes(b: &mut HostBuffer, bytes: &[u8]) {
     let two = |c: &[u8]| u16::from_le_bytes([c[0], c[1]]);
     let four = |c: &[u8]| [c[0], c[1], c[2], c[3]];
     match b {
