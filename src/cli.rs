@@ -46,6 +46,16 @@ pub enum Command {
     /// `roofline_frac` is the roofline time, max(bytes / bandwidth, flops / peak), over the
     /// measured median.
     Bench(BenchArgs),
+    /// Check the PTX backend on a real GPU: the conformance suite, then the headline benchmarks.
+    ///
+    /// Every kernel of the library on its conformance shapes with its default config and a
+    /// spread of others (`--configs`), with fresh random inputs and poisoned outputs, compared
+    /// with the naive reference; then `kiln bench --target cuda:N` on the headline shapes
+    /// (dequant_gemm_w4 at m = 1, 4, 16 with k = 4096, n = 14336; attention_decode_paged and
+    /// paged_kv_gather at batch 16, ctx 4096, 32 / 8 heads of 128), with the roofline measured
+    /// on the GPU in the same run. One table; exit status 1 on any mismatch or error. Without a
+    /// CUDA driver or GPU it says so in one line and exits with status 1.
+    GpuCheck(GpuCheckArgs),
     /// Benchmark the model: decode tokens/s at batch 1 as a fraction of the memory roofline
     /// (bytes read per token — every weight and the context's K/V — over the read bandwidth
     /// measured in the same run), the per-launch overhead, and prefill tokens/s for a long prompt.
@@ -120,8 +130,25 @@ pub struct EmitArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct GpuCheckArgs {
+    /// The GPU: `cuda:N`.
+    #[arg(long, default_value = "cuda:0")]
+    pub target: String,
+    /// Configs per kernel and shape: the default and a spread over the legal space.
+    #[arg(long, default_value_t = 3)]
+    pub configs: usize,
+    /// Skip the headline benchmarks (conformance only).
+    #[arg(long)]
+    pub no_bench: bool,
+    /// Print one JSON object per row instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Device: `cpu` (CUDA targets arrive with the PTX backend).
+    /// Device: `cpu`, or `cuda:N` for GPU N (PTX backend, CUDA events, the roofline measured on
+    /// the GPU; `--threads` does not apply).
     #[arg(long, default_value = "cpu")]
     pub target: String,
     /// The kernel to benchmark (see `kiln kernels`); required unless `--roofline`.
@@ -183,8 +210,12 @@ pub enum CliError {
     Render(String),
     #[error(transparent)]
     Ptx(#[from] kiln_codegen::ptx::PtxError),
-    #[error("target `{0}` is not available: only `cpu` is, until the PTX backend lands")]
+    #[error("target `{0}` is not available: use `cpu` or `cuda:N`")]
     UnknownTarget(String),
+    #[error(transparent)]
+    Cuda(#[from] kiln_runtime::cuda::CudaError),
+    #[error("{report}gpu-check: {failed} of {total} cases failed")]
+    GpuCheckFailed { report: String, failed: usize, total: usize },
     #[error(transparent)]
     Model(#[from] kiln_runtime::model::llama::ModelError),
     #[error(transparent)]
@@ -214,6 +245,7 @@ pub fn run(cli: Cli) -> Result<String, CliError> {
         },
         Command::Kernels => Ok(list_kernels()),
         Command::Bench(args) => bench(&args),
+        Command::GpuCheck(args) => gpu_check(&args),
         Command::BenchGenerate(args) => bench_generate(&args),
         Command::Generate(args) => generate(&args),
         Command::BenchSpeculative(args) => bench_speculative(&args),
@@ -224,6 +256,9 @@ pub fn run(cli: Cli) -> Result<String, CliError> {
 
 fn bench(args: &BenchArgs) -> Result<String, CliError> {
     use kiln_runtime::bench::{self, BenchOptions};
+    if args.target.starts_with("cuda:") {
+        return bench_cuda(args);
+    }
     if args.target != "cpu" {
         return Err(CliError::UnknownTarget(args.target.clone()));
     }
@@ -273,6 +308,79 @@ fn bench(args: &BenchArgs) -> Result<String, CliError> {
         return Ok(format!("{}\n", serde_json::to_string(&case).unwrap_or_default()));
     }
     Ok(bench::render_table(std::slice::from_ref(&case)))
+}
+
+/// `kiln bench --target cuda:N`.
+fn bench_cuda(args: &BenchArgs) -> Result<String, CliError> {
+    use kiln_runtime::{bench, cuda, cuda_bench};
+    let device = cuda::CudaDevice::open(cuda::parse_target(&args.target)?)?;
+    let mut opts = cuda_bench::default_options(&device);
+    opts.warmup = args.warmup;
+    opts.repeats = args.repeats.max(1);
+    if let Some(mib) = args.working_set_mib {
+        opts.working_set_bytes = mib.max(1) << 20;
+    }
+    let request = match &args.kernel {
+        Some(name) if !args.roofline => {
+            let kernel = kiln_kernels::lookup(name)?;
+            let shape = kernel.problem(&kernel.example_problem().overlaid(&Args::parse(&args.shape)?))?;
+            let config = kernel.default_config(&shape)?.overlaid(&Args::parse(&args.config)?);
+            kernel.plan(&shape, &config)?;
+            Some((kernel, shape, config))
+        }
+        _ => None,
+    };
+    let roofline = cuda_bench::measure_roofline(&device, &opts)?;
+    let Some((kernel, shape, config)) = request else {
+        return Ok(if args.json {
+            format!("{}\n", serde_json::to_string(&roofline).unwrap_or_default())
+        } else {
+            format!(
+                "roofline on {} ({}, {}): read bandwidth {:.1} GB/s, peak f32 multiply-add {:.1} GFLOP/s\n",
+                device.target(),
+                device.name,
+                device.sm.name(),
+                roofline.gbps,
+                roofline.gflops
+            )
+        });
+    };
+    let case = cuda_bench::bench(&device, kernel, &shape, &config, &opts, &roofline)?;
+    if args.json {
+        return Ok(format!("{}\n", serde_json::to_string(&case).unwrap_or_default()));
+    }
+    Ok(bench::render_table(std::slice::from_ref(&case)))
+}
+
+/// `kiln gpu-check`: the conformance suite and the headline benchmarks on a GPU.
+fn gpu_check(args: &GpuCheckArgs) -> Result<String, CliError> {
+    use kiln_runtime::{cuda, cuda_bench};
+    let device = cuda::CudaDevice::open(cuda::parse_target(&args.target)?)?;
+    let mut rows = cuda_bench::conformance(&device, args.configs.max(1));
+    let mut footer = String::new();
+    if !args.no_bench {
+        let opts = cuda_bench::default_options(&device);
+        let roofline = cuda_bench::measure_roofline(&device, &opts)?;
+        footer = format!(
+            "roofline on {} ({}, {}): read {:.1} GB/s, f32 multiply-add {:.1} GFLOP/s\n",
+            device.target(),
+            device.name,
+            device.sm.name(),
+            roofline.gbps,
+            roofline.gflops
+        );
+        rows.extend(cuda_bench::headline(&device, &opts, &roofline));
+    }
+    let report = if args.json {
+        rows.iter().map(|r| serde_json::to_string(r).unwrap_or_default() + "\n").collect()
+    } else {
+        cuda_bench::render_check(&rows) + &footer
+    };
+    let failed = rows.iter().filter(|r| !r.passed()).count();
+    if failed > 0 {
+        return Err(CliError::GpuCheckFailed { report, failed, total: rows.len() });
+    }
+    Ok(report)
 }
 
 fn emit_file(file: &Path, format: EmitFormat, sm: u32) -> Result<String, CliError> {
