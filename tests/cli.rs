@@ -234,3 +234,33 @@ fn bench_rejects_unknown_targets_and_kernels() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("unknown kernel `nope`"), "{}", stderr(&o));
 }
+
+/// Without a CUDA driver, the GPU commands say so in one line and exit non-zero.
+#[test]
+fn gpu_commands_without_a_driver_fail_in_one_line() {
+    if kiln::runtime::cuda::driver_present() {
+        eprintln!("SKIPPING: a CUDA driver is present here, so the no-driver message cannot be checked");
+        return;
+    }
+    for args in [&["gpu-check"][..], &["bench", "--target", "cuda:0", "--kernel", "rmsnorm"]] {
+        let o = kiln(args);
+        assert!(!o.status.success(), "{args:?} succeeded without a driver");
+        let err = stderr(&o);
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: no CUDA driver found (libcuda.so)"), "{args:?}: {err}");
+        assert!(stdout(&o).is_empty(), "{args:?}");
+    }
+    let o = kiln(&["gpu-check", "--target", "gpu0"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is not a CUDA target"), "{}", stderr(&o));
+}
+
+#[test]
+fn gpu_check_help_documents_the_command() {
+    let o = kiln(&["gpu-check", "--help"]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    for needle in ["conformance suite", "poisoned outputs", "--target", "--configs", "--json", "exit status 1"] {
+        assert!(out.contains(needle), "gpu-check --help lacks {needle:?}:\n{out}");
+    }
+}
