@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 pub enum CudaError {
     #[error("no CUDA driver found (libcuda.so): {0}")]
     NoDriver(String),
-    #[error("no CUDA device {ordinal}: the driver reports {count} device(s)")]
+    #[error("no CUDA device {ordinal}: the driver reports {count} GPU(s)")]
     NoDevice { ordinal: usize, count: i32 },
     #[error("`{0}` is not a CUDA target; write `cuda:N` (e.g. `cuda:0`)")]
     BadTarget(String),
@@ -188,7 +188,11 @@ impl CudaDevice {
         }
         // cudarc's loader panics when a symbol is missing (a driver older than CUDA 12.8's API).
         let opened = std::panic::catch_unwind(|| -> Result<_, CudaError> {
-            let count = CudaContext::device_count().map_err(driver("cuDeviceGetCount"))?;
+            let count = match CudaContext::device_count() {
+                // A driver without a GPU (or with every GPU hidden) fails cuInit this way.
+                Err(DriverError(sys::CUresult::CUDA_ERROR_NO_DEVICE)) => 0,
+                other => other.map_err(driver("cuInit / cuDeviceGetCount"))?,
+            };
             if ordinal >= count.max(0) as usize {
                 return Err(CudaError::NoDevice { ordinal, count });
             }
