@@ -1,8 +1,10 @@
 //! Lowering a verified tile-IR kernel to the thread-level IR with one simple layout.
 //!
 //! **Layout.** One program is one CUDA block of `num_warps × 32` threads. A tile of `n > 1`
-//! elements is *blocked*: thread `t` owns the `per = ceil(n / threads)` consecutive row-major
-//! elements `t·per .. t·per + per`, one register per slot; slots at or past `n` are *invalid*
+//! elements is *blocked* with one element per thread per slot: thread `t` owns the
+//! `per = ceil(n / threads)` row-major elements `j·threads + t` (`j < per`), one register per
+//! slot, so in every slot a warp holds 32 consecutive elements and its accesses to a contiguous
+//! tile coalesce into full 128-byte lines; slots at or past `n` are *invalid*
 //! (they compute garbage that never reaches memory or a reduction). A value of one element
 //! (scalars, `[1]` tiles) is *replicated*: every thread holds it, so uniform control flow and
 //! scalar arguments need no communication. Because the layout depends only on the element count,
@@ -235,7 +237,9 @@ impl<'k> Lowerer<'k> {
         r
     }
 
-    /// The row-major index of the element in slot `j` of this thread.
+    /// The row-major index of the element in slot `j` of this thread: `j · threads + tid`, so
+    /// the threads of a warp hold consecutive elements in each slot and their accesses to a
+    /// contiguous tile coalesce.
     fn elem_index(&mut self, lay: Layout, j: u32) -> Operand {
         if lay.replicated {
             return Operand::Int(0);
@@ -244,14 +248,12 @@ impl<'k> Lowerer<'k> {
             return r.into();
         }
         let tid = self.tid();
+        if j == 0 {
+            return tid.into();
+        }
         let r = self.reg(RegClass::B32);
-        self.pro(Instr::Fma {
-            ty: Ty::U32,
-            dst: r,
-            a: tid.into(),
-            b: Operand::Int(lay.per.into()),
-            c: Operand::Int(j.into()),
-        });
+        let start = i64::from(j) * i64::from(self.threads);
+        self.pro(Instr::Bin { op: BinOp::Add, ty: Ty::U32, dst: r, a: tid.into(), b: Operand::Int(start) });
         self.elem_index.insert((lay.per, j), r);
         r.into()
     }

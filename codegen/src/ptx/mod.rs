@@ -16,8 +16,8 @@
 //!
 //! **Not done yet** (a later issue continues here): offset analysis (contiguity, divisibility,
 //! constancy) for `.v2` / `.v4` accesses — the thread IR and printer support them, the lowering
-//! emits scalar accesses; a coalescing layout (thread-contiguous slots make a warp's accesses
-//! strided); bounds checks against the buffer lengths; tensor cores; dynamic shared memory;
+//! emits scalar accesses (the layout puts a warp's 32 consecutive elements in each slot, so
+//! contiguous scalar accesses coalesce); bounds checks against the buffer lengths; tensor cores; dynamic shared memory;
 //! float `rem`; atomic adds on 16- and 8-bit types.
 //!
 //! Architecture Invariant: nothing here loads PTX on a device (the runtime will); the simulator
