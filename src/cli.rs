@@ -226,7 +226,7 @@ pub enum CliError {
     Generate(#[from] kiln_runtime::generate::GenerateError),
     #[error(transparent)]
     TuningDb(#[from] kiln_autotune::database::DbError),
-    #[error("target `{0}`: kiln has no CUDA backend yet; run on the CPU with `--target cpu`")]
+    #[error("target `{0}`: the model runs on the CPU backend only (the GPU runs library kernels: `kiln gpu-check`); use `--target cpu`")]
     NoCuda(String),
     #[error(transparent)]
     Tokenizer(#[from] kiln_runtime::model::tokenizer::TokenizerError),

@@ -300,6 +300,8 @@ impl CudaDevice {
     /// Copies a device buffer back into `into` (same dtype and length).
     pub fn download(&self, buffer: &DeviceBuffer, into: &mut HostBuffer) -> Result<(), CudaError> {
         let bytes = self.stream.clone_dtoh(&buffer.bytes).map_err(driver("cuMemcpyDtoH"))?;
+        // The copy is asynchronous on the stream; the bytes are read only after it completed.
+        self.synchronize()?;
         from_bytes(into, &bytes);
         Ok(())
     }
