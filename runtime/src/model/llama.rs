@@ -426,11 +426,21 @@ impl LlamaModel {
     pub fn profile(&mut self, lanes: usize, q_len: usize) -> Result<Vec<(String, usize, f64)>, ModelError> {
         let step = self.step_launches(lanes, q_len, self.config.n_layers)?;
         let head = self.head_launches(lanes.min(HEAD_ROWS), q_len == 1)?;
+        let all: Vec<&Resolved> = step.iter().chain(head.iter()).collect();
+        // Every launch timed from inside the pool, as a step runs them: the per-launch hand-off
+        // into the pool would otherwise dominate the small kernels' figures.
+        let device = self.device.clone();
+        let times = device.install(|| {
+            let mut times = Vec::with_capacity(all.len());
+            for launch in &all {
+                let t = std::time::Instant::now();
+                self.run_here(std::slice::from_ref(*launch))?;
+                times.push(t.elapsed().as_secs_f64());
+            }
+            Ok::<_, ModelError>(times)
+        })?;
         let mut by_name: Vec<(String, usize, f64)> = Vec::new();
-        for launch in step.iter().chain(head.iter()) {
-            let t = std::time::Instant::now();
-            self.run(std::slice::from_ref(launch))?;
-            let dt = t.elapsed().as_secs_f64();
+        for (launch, dt) in all.iter().zip(times) {
             let name = launch.module.kernel_name().to_string();
             match by_name.iter_mut().find(|(n, ..)| *n == name) {
                 Some(e) => {
