@@ -83,4 +83,12 @@ fn bench_generate_reports_decode_against_the_roofline() {
     let profile = v["decode_profile"].as_array().unwrap();
     let launches: u64 = profile.iter().map(|e| e[1].as_u64().unwrap()).sum();
     assert_eq!(launches, num("launches_per_token") as u64, "the profile covers every launch");
+    // Each entry's weight bandwidth times its time is the weight bytes it read; over a decode step
+    // every weight is read once: the ~91 MiB of the per-token bytes that are not the context's K/V.
+    let weight_mib: f64 =
+        profile.iter().map(|e| e[2].as_f64().unwrap() * 1e-3 * e[3].as_f64().unwrap() * 1e9).sum::<f64>() / 1048576.0;
+    assert!((85.0..mib).contains(&weight_mib), "{weight_mib} MiB of weights in the profile, {mib} MiB per token");
+    let head = profile.iter().find(|e| e[0] == "q8_gemv").expect("the head in the profile");
+    let head_mib = head[2].as_f64().unwrap() * 1e-3 * head[3].as_f64().unwrap() * 1e9 / 1048576.0;
+    assert!((27.0..29.0).contains(&head_mib), "the Q8_0 head reads {head_mib} MiB");
 }

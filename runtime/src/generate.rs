@@ -179,10 +179,11 @@ pub struct GenerateBench {
     pub prefill_tokens: usize,
     pub prefill_ms: f64,
     pub prefill_tok_s: f64,
-    /// Where a decode step's time goes: (IR kernel, launches, ms), slowest first.
-    pub decode_profile: Vec<(String, usize, f64)>,
+    /// Where a decode step's time goes: (IR kernel, launches, ms, GB/s of weights read), slowest
+    /// first; the last over `read_gbps` is how close the kernel comes to the memory roofline.
+    pub decode_profile: Vec<(String, usize, f64, f64)>,
     /// The same for a pass of the prefill.
-    pub prefill_profile: Vec<(String, usize, f64)>,
+    pub prefill_profile: Vec<(String, usize, f64, f64)>,
 }
 
 /// Decode tokens/s at batch 1 against the memory roofline, and prefill tokens/s for a prompt of
@@ -233,8 +234,7 @@ pub fn bench_generate(
     let bytes = model.weight_bytes() + model.kv_bytes_per_token() * mean_context as u64;
     let launches = model.launch_count(1, 1);
     let launch_overhead_us = model.launch_overhead()? * 1e6;
-    let decode_profile =
-        model.profile_decode()?.into_iter().map(|(name, n, secs)| (name, n, secs * 1e3)).collect::<Vec<_>>();
+    let decode_profile = model.profile_decode()?.into_iter().map(profile_row).collect::<Vec<_>>();
 
     // Prefill: the whole prompt in one step, a fresh sequence each time.
     model.prepare(&[prefill_tokens])?;
@@ -249,8 +249,7 @@ pub fn bench_generate(
     let prefill_s = median(&mut prefill);
     let (lanes, q_len) =
         (prefill_tokens.div_ceil(16).min(model.options.max_step_tokens / 16).max(1), 16.min(prefill_tokens));
-    let prefill_profile =
-        model.profile(lanes, q_len)?.into_iter().map(|(name, n, secs)| (name, n, secs * 1e3)).collect::<Vec<_>>();
+    let prefill_profile = model.profile(lanes, q_len)?.into_iter().map(profile_row).collect::<Vec<_>>();
     Ok(GenerateBench {
         threads: model.threads(),
         read_gbps: roofline.gbps,
@@ -267,6 +266,12 @@ pub fn bench_generate(
         decode_profile,
         prefill_profile,
     })
+}
+
+/// (kernel, launches, ms, GB/s of weights read) of a profile entry.
+fn profile_row(p: crate::model::llama::KernelProfile) -> (String, usize, f64, f64) {
+    let gbps = if p.seconds > 0.0 { p.weight_bytes as f64 / p.seconds / 1e9 } else { 0.0 };
+    (p.kernel, p.launches, p.seconds * 1e3, gbps)
 }
 
 fn median(xs: &mut [f64]) -> f64 {

@@ -197,6 +197,19 @@ struct Resolved {
     args: Vec<Slot>,
 }
 
+/// Where a profiled pass's time went, per IR kernel ([`LlamaModel::profile`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelProfile {
+    pub kernel: String,
+    pub launches: usize,
+    /// Total seconds of the kernel's launches, each timed from inside the device's pool.
+    pub seconds: f64,
+    /// Weight bytes the launches read (projections, norms, the head; activations and the KV
+    /// cache not counted; a weight bound by several launches counts for the last), so
+    /// `weight_bytes / seconds` is the bandwidth the kernel reached.
+    pub weight_bytes: u64,
+}
+
 /// A config the provider chose, for reports.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChosenConfig {
@@ -415,32 +428,74 @@ impl LlamaModel {
     }
 
     /// Runs the launches of a decode step (1 lane of 1 token) and its output head one at a time on
-    /// the metadata of the last step and returns (IR kernel name, launches, total seconds), slowest first: where a
-    /// decode step's time goes. It recomputes the last decode step, so the cache is rewritten with
-    /// the values it holds.
-    pub fn profile_decode(&mut self) -> Result<Vec<(String, usize, f64)>, ModelError> {
+    /// the metadata of the last step and returns, per IR kernel and slowest first, the launches,
+    /// their total seconds and the weight bytes they read: where a decode step's time goes, and
+    /// how close each kernel comes to the read bandwidth. It recomputes the last decode step, so
+    /// the cache is rewritten with the values it holds.
+    pub fn profile_decode(&mut self) -> Result<Vec<KernelProfile>, ModelError> {
         self.profile(1, 1)
     }
 
     /// [`LlamaModel::profile_decode`] for a pass of `lanes` lanes of `q_len` tokens (prepared).
-    pub fn profile(&mut self, lanes: usize, q_len: usize) -> Result<Vec<(String, usize, f64)>, ModelError> {
+    pub fn profile(&mut self, lanes: usize, q_len: usize) -> Result<Vec<KernelProfile>, ModelError> {
         let step = self.step_launches(lanes, q_len, self.config.n_layers)?;
         let head = self.head_launches(lanes.min(HEAD_ROWS), q_len == 1)?;
-        let mut by_name: Vec<(String, usize, f64)> = Vec::new();
-        for launch in step.iter().chain(head.iter()) {
-            let t = std::time::Instant::now();
-            self.run(std::slice::from_ref(launch))?;
-            let dt = t.elapsed().as_secs_f64();
-            let name = launch.module.kernel_name().to_string();
-            match by_name.iter_mut().find(|(n, ..)| *n == name) {
-                Some(e) => {
-                    e.1 += 1;
-                    e.2 += dt;
+        let all: Vec<&Resolved> = step.iter().chain(head.iter()).collect();
+        // Every launch timed from inside the pool, as a step runs them: the per-launch hand-off
+        // into the pool would otherwise dominate the small kernels' figures.
+        let device = self.device.clone();
+        let times = device.install(|| {
+            let mut times = Vec::with_capacity(all.len());
+            for launch in &all {
+                let t = std::time::Instant::now();
+                self.run_here(std::slice::from_ref(*launch))?;
+                times.push(t.elapsed().as_secs_f64());
+            }
+            Ok::<_, ModelError>(times)
+        })?;
+        let mut weight = vec![false; self.store.bufs.len()];
+        for (name, &i) in &self.store.names {
+            weight[i] = self.is_weight(name);
+        }
+        // A weight counts once, for the last launch that binds it: the head reads the whole tied
+        // embedding, the embedding lookup before it only a row per token.
+        let mut last_use = vec![usize::MAX; self.store.bufs.len()];
+        for (at, launch) in all.iter().enumerate() {
+            for slot in &launch.args {
+                if let Slot::Buffer(i) = *slot {
+                    last_use[i] = at;
                 }
-                None => by_name.push((name, 1, dt)),
             }
         }
-        by_name.sort_by(|a, b| b.2.total_cmp(&a.2));
+        let mut by_name: Vec<KernelProfile> = Vec::new();
+        for (at, (launch, seconds)) in all.iter().zip(times).enumerate() {
+            let kernel = launch.module.kernel_name();
+            let bytes: u64 = launch
+                .args
+                .iter()
+                .filter_map(|slot| match *slot {
+                    Slot::Buffer(i) if weight[i] && last_use[i] == at => {
+                        let b = &self.store.bufs[i];
+                        Some((b.len() * b.dtype().size_bytes()) as u64)
+                    }
+                    _ => None,
+                })
+                .sum();
+            match by_name.iter_mut().find(|e| e.kernel == kernel) {
+                Some(e) => {
+                    e.launches += 1;
+                    e.seconds += seconds;
+                    e.weight_bytes += bytes;
+                }
+                None => by_name.push(KernelProfile {
+                    kernel: kernel.to_string(),
+                    launches: 1,
+                    seconds,
+                    weight_bytes: bytes,
+                }),
+            }
+        }
+        by_name.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
         Ok(by_name)
     }
 
@@ -453,15 +508,20 @@ impl LlamaModel {
     pub fn weight_bytes(&self) -> u64 {
         let mut total = 0u64;
         for (name, &i) in &self.store.names {
-            let is_weight = name.starts_with("blk.") && !name.ends_with("_cache")
-                || name.starts_with("token_embd.") && self.config.tied_head
-                || name.starts_with("output");
-            if is_weight {
+            if self.is_weight(name) {
                 let b = &self.store.bufs[i];
                 total += (b.len() * b.dtype().size_bytes()) as u64;
             }
         }
         total
+    }
+
+    /// Whether the store buffer `name` is a weight a decode token reads once (projections, norms,
+    /// the output head; not the KV cache, nor the embedding unless it doubles as the head).
+    fn is_weight(&self, name: &str) -> bool {
+        name.starts_with("blk.") && !name.ends_with("_cache")
+            || name.starts_with("token_embd.") && self.config.tied_head
+            || name.starts_with("output")
     }
 
     /// Bytes of K and V one token of context adds (all layers), as the attention reads them.
