@@ -183,24 +183,23 @@ fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
 
     let nb = bk / XQ_BLOCK as i32;
     let shape4 = [bn as u32, nb as u32, 4, 4];
-    // Byte (i, l, t) of a weight row's tile: block i, VNNI lane l, byte t of the lane.
     let blk = b.arange(0, nb);
-    let lane_byte =
-        (blk.expand_dims(1).expand_dims(2) * 16 + b.arange(0, 4).expand_dims(0).expand_dims(2) * 4)
-            + b.arange(0, 4).expand_dims(0).expand_dims(1);
-    let lane_byte = lane_byte.named("lane_byte");
-    let row_bytes = (cols * half_k).expand_dims(1).expand_dims(2).expand_dims(3);
-    let mask4 = col_ok.expand_dims(1).expand_dims(2).expand_dims(3);
+    let row_bytes = (cols * half_k).col();
+    let tile_bytes = b.arange(0, bk / 2).row();
+    // The 16 even (then odd) columns of each block of the tile, `[nb, 16]`.
+    let x_cols = (blk * XQ_BLOCK as i32).col() + b.arange(0, 16).row();
+    let shape = kiln_ir::Shape::new(shape4);
     let acc_init = [b.zeros(&[bn as u32, nb as u32, 4], F32).named("acc_qx"), b.zeros(&[bn as u32, nb as u32], F32)];
     let [acc_qx, acc_x] = b.for_range(k_lo, k_hi, bk, acc_init, |k0, [acc_qx, acc_x]| {
-        let bytes = b.load_masked(w, row_bytes + (k0 / 2 + lane_byte).expand_dims(0), mask4, 0u8);
+        // Whole rows of `block_k / 2` bytes as they lie, then seen as `[block_n, nb, 4, 4]`:
+        // byte (i, l, t) of a row is byte t of VNNI lane l of block i.
+        let bytes = b.load_masked(w, row_bytes + k0 / 2 + tile_bytes, col_ok.col(), 0u8).reshape(&shape4);
         let lo = bytes & 0xFu8;
         let hi = bytes >> 4u8;
         // Block i of the tile holds its 16 even columns at 32·i.. and the odd ones 16 later.
-        let x_at = row * k + k0 + lane_byte + blk.expand_dims(1).expand_dims(2) * 16;
-        let shape = kiln_ir::Shape::new(shape4);
-        let x_even = b.load(xq, x_at).expand_dims(0).broadcast_to(&shape);
-        let x_odd = b.load(xq, x_at + 16).expand_dims(0).broadcast_to(&shape);
+        let x_at = row * k + k0 + x_cols;
+        let x_even = b.load(xq, x_at).reshape(&shape4[1..]).expand_dims(0).broadcast_to(&shape);
+        let x_odd = b.load(xq, x_at + 16).reshape(&shape4[1..]).expand_dims(0).broadcast_to(&shape);
         let products = lo.cast(I32) * x_even.cast(I32) + hi.cast(I32) * x_odd.cast(I32);
         let lanes = products.sum(3).named("lanes");
         // Per block of the tile: `s_w · s_x`; one group's scale serves the tile when
@@ -214,15 +213,24 @@ fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
             }
         };
         let blocks_at = row * blocks + k0 / XQ_BLOCK as i32 + blk;
-        let s_x = b.load(xs, blocks_at).row();
+        let s_x = b.load(xs, blocks_at);
         let sums = b.load(xsums, blocks_at).row();
         let s_w = block_values(scales);
-        let factor = (s_w * s_x).named("factor");
+        // `s_x` per i32 lane, `[nb, 4]` with storage of its own (the sum with zeros is not a
+        // view), so that a row of lanes is one contiguous vector for the multiply below.
+        let s_x_lanes = (s_x.col() + b.zeros(&[nb as u32, 4], F32)).named("s_x_lanes");
+        let weighted = if bk <= group {
+            // One weight scale per row: uniform along the row's lanes.
+            lanes.cast(F32) * s_x_lanes.expand_dims(0) * s_w.expand_dims(2)
+        } else {
+            let factor = (s_w.expand_dims(2) * s_x_lanes.expand_dims(0)).named("factor");
+            lanes.cast(F32) * factor
+        };
         let offset = match mins {
             None => s_w * sums * -8.0,
             Some(mins) => block_values(mins) * sums,
         };
-        [acc_qx + lanes.cast(F32) * factor.expand_dims(2), acc_x + offset]
+        [acc_qx + weighted, acc_x + offset]
     });
     let acc = acc_qx.sum(2).sum(1) + acc_x.sum(1);
     b.store_masked(out, out_base + row * n + cols, to_dtype(acc, out_dtype(p, c)), col_ok);

@@ -31,13 +31,14 @@ impl Emitter<'_> {
         self.declare(out);
         let o = self.name(out);
         let scalar_out = self.a.repr(out).scalar_root;
+        // The vector form writes every output once; the scalar one accumulates into zeros.
+        if !scalar_out && self.emit_vnni_dot(&o, arg, &nest) {
+            return;
+        }
         if scalar_out {
             self.line(&format!("{o} = 0;"));
         } else {
             self.line(&format!("memset({o}, 0, sizeof {o});"));
-        }
-        if !scalar_out && self.emit_vnni_dot(&o, arg, &nest) {
-            return;
         }
         let n = self.open_nest(&nest);
         let at = if scalar_out { o.clone() } else { format!("{o}[({}) / {len}]", nest.index[0]) };
