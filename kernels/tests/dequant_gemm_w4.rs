@@ -457,6 +457,8 @@ fn dequant_gemm_w4_int8_activations_match_reference() {
     assert_conformance(NAME, "m=3,n=70,k=384,group=128,act=f16,xq=i8", 3, 41);
     assert_config("m=2,n=20,k=256,group=32,act=f32,xq=i8", "block_m=1,block_n=16,block_k=128,split_k=2", 42);
     assert_config("m=1,n=33,k=128,group=64,act=f32,quant=sym,xq=i8", "block_m=1,block_n=32,block_k=32,split_k=4", 43);
+    // Groups of 64 inside tiles of 128: each group's scale serves two blocks of 32.
+    assert_config("m=1,n=40,k=512,group=64,act=f32,xq=i8", "block_m=1,block_n=16,block_k=128,split_k=1", 44);
 }
 
 #[test]

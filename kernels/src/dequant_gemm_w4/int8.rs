@@ -208,8 +208,18 @@ fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
             if bk <= group {
                 b.load_masked(buffer, cols * groups + k0 / group, col_ok, 0.0).cast(F32).col()
             } else {
-                let g = (cols * groups).col() + ((k0 + blk * XQ_BLOCK as i32) / group).row();
-                b.load_masked(buffer, g, col_ok.col(), 0.0).cast(F32)
+                // The tile's groups, `[block_n, tile_groups]` (contiguous in each row), then one
+                // value per block of 32 columns: a group of g columns spans g / 32 blocks.
+                let tile_groups = (bk / group) as u32;
+                let g = (cols * groups).col() + (k0 / group + b.arange(0, tile_groups as i32)).row();
+                let per_group = b.load_masked(buffer, g, col_ok.col(), 0.0).cast(F32);
+                if group == XQ_BLOCK as i32 {
+                    per_group
+                } else {
+                    let repeat = (group / XQ_BLOCK as i32) as u32;
+                    let wide = kiln_ir::Shape::new([bn as u32, tile_groups, repeat]);
+                    (per_group.expand_dims(2).broadcast_to(&wide) + 0.0).reshape(&[bn as u32, nb as u32])
+                }
             }
         };
         let blocks_at = row * blocks + k0 / XQ_BLOCK as i32 + blk;
