@@ -5,7 +5,9 @@
 //! # Shapes and dtypes
 //!
 //! Shape keys `m`, `n`, `k`, `group`, plus `act` (`f16` default, or `f32`: the dtype of `x` and of
-//! `y`) and `quant` (`asym` default, or `sym`). Constraints: `m, n, k ≥ 1`, `m ≤ 65535` (one grid
+//! `y`), `quant` (`asym` default, or `sym`) and `xq` (`f32` default, or `i8`: activations
+//! quantized to int8 per 32 columns and integer products, the path of [`int8`], which needs
+//! `block_m = 1` and `block_k ≥ 32`). Constraints: `m, n, k ≥ 1`, `m ≤ 65535` (one grid
 //! row per token when `block_m = 1`), `group ∈ {32, 64, 128}`, `k % group == 0`, and every
 //! buffer offset fits an `i32`.
 //!
