@@ -36,8 +36,8 @@
 //! chooses among configs of a given problem, so it can never switch activations to int8 on its
 //! own; a caller (the bench, a runtime flag) asks for the `xq=i8` problem explicitly.
 
-use super::{out_dtype, to_dtype, DequantGemmW4Config, DequantGemmW4Problem, NAME};
 use super::layout::Quant;
+use super::{out_dtype, to_dtype, DequantGemmW4Config, DequantGemmW4Problem, NAME};
 use crate::plan::{buf, i32_arg, BufferSpec, Launch, Role};
 use crate::KernelError;
 use kiln_ir::{DType, Kernel, KernelBuilder};

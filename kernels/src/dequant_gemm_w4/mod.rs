@@ -72,8 +72,8 @@ use crate::plan::{buf, i32_arg, BufferSpec, Buffers, Launch, Plan, Reference, Ro
 use crate::random;
 use crate::registry::KernelId;
 use crate::{ensure, KernelError};
-use kiln_ir::{Buf, DType, Kernel, KernelBuilder, Tile};
 use int8::ActQuant;
+use kiln_ir::{Buf, DType, Kernel, KernelBuilder, Tile};
 use layout::{Quant, GROUPS};
 
 const NAME: &str = "dequant_gemm_w4";

@@ -118,7 +118,13 @@ pub const INT8_ACTIVATION_MAX_TOKENS: usize = 4;
 
 impl Default for ModelOptions {
     fn default() -> ModelOptions {
-        ModelOptions { max_seq_len: 2048, block_size: 16, kv_blocks: None, max_step_tokens: 512, int8_activations: false }
+        ModelOptions {
+            max_seq_len: 2048,
+            block_size: 16,
+            kv_blocks: None,
+            max_step_tokens: 512,
+            int8_activations: false,
+        }
     }
 }
 
