@@ -606,6 +606,10 @@ pub struct GenerateArgs {
     /// Worker threads (default: every core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Quantize the activations of the linear layers to int8 while decoding (integer dot
+    /// products, VNNI where the CPU has it); changes the numerics slightly. Prefill stays f32.
+    #[arg(long)]
+    pub int8_activations: bool,
     /// Print one JSON object at the end instead of streaming: `prompt_tokens` (the prompt's ids),
     /// `tokens` (the generated ids), `text`, `prefill_tok_s`, `decode_tok_s`; with
     /// `--speculative` also `acceptance_rate`, `mean_accepted`, `tokens_per_s`,
@@ -652,7 +656,12 @@ fn generate(args: &GenerateArgs) -> Result<String, CliError> {
     // KV cache and rope tables for exactly this generation (rounded up to whole blocks).
     let block = ModelOptions::default().block_size;
     let max_seq_len = needed.next_multiple_of(block);
-    let options = ModelOptions { max_seq_len, kv_blocks: Some(max_seq_len / block), ..ModelOptions::default() };
+    let options = ModelOptions {
+        max_seq_len,
+        kv_blocks: Some(max_seq_len / block),
+        int8_activations: args.int8_activations,
+        ..ModelOptions::default()
+    };
     let mut model = LlamaModel::load(&gguf, device, provider, options)?;
     let stop = tokenizer.stop_ids();
     let options = GenerateOptions { max_tokens: args.max_tokens, sampling, stop: stop.clone() };

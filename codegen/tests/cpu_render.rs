@@ -712,3 +712,42 @@ fn edge_cases_match_the_interpreter() {
         }
     }
 }
+
+// ---- byte dots ----
+
+/// The int8-activation GEMV of `dequant_gemm_w4` (`xq=i8`), whose inner loop is a byte dot:
+/// AVX-512 VNNI sources use `vpdpbusd`, the others the scalar form, and every target this machine
+/// runs matches the reference (group inside one tile, groups of 32 and of 64 across a tile of
+/// 128, split-K, ragged n, f16 and f32).
+#[test]
+fn int8_gemv_byte_dots_use_vnni_and_match_the_reference() {
+    if !have_gcc() {
+        eprintln!("SKIPPED: no C compiler on this machine");
+        return;
+    }
+    let k = registry::lookup("dequant_gemm_w4").expect("kernel");
+    let cases = [
+        ("m=1,n=45,k=256,group=128,act=f32,xq=i8", "block_m=1,block_n=32,block_k=128,split_k=1"),
+        ("m=2,n=70,k=256,group=32,act=f16,quant=sym,xq=i8", "block_m=1,block_n=64,block_k=128,split_k=1"),
+        ("m=1,n=33,k=512,group=64,act=f32,xq=i8", "block_m=1,block_n=16,block_k=128,split_k=2"),
+        ("m=1,n=20,k=128,group=32,act=f32,xq=i8", "block_m=1,block_n=16,block_k=64,split_k=1"),
+    ];
+    let mut failures = Vec::new();
+    for (shape, config) in cases {
+        let (shape, config) = (Args::parse(shape).unwrap(), Args::parse(config).unwrap());
+        let plan = k.plan(&shape, &config).expect("plan");
+        let gemv = &plan.launches[1].kernel;
+        for t in all_targets() {
+            let code = render(gemv, &t).expect("renders").code;
+            let vnni = code.contains("_dpbusd_epi32(");
+            assert_eq!(vnni, t.vnni && t.isa == kiln_codegen::cpu::CpuIsa::Avx512, "[{}] {shape}", t.fingerprint());
+        }
+        for t in run_targets() {
+            let report = kiln_kernels::check::check(k, &shape, &config, &mut Cpu(t.clone()), 5).expect("check");
+            if !report.passed() {
+                failures.push(format!("[{}] {report}", t.fingerprint()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -67,6 +67,31 @@ fn greedy_decoding_says_paris() {
 }
 
 #[test]
+fn greedy_decoding_with_int8_activations_says_paris() {
+    // Decode steps (one token) run the linear layers with int8 activations; the answer must not
+    // change.
+    let device = Arc::new(CpuDevice::host(None).unwrap());
+    let options = ModelOptions { max_seq_len: 256, int8_activations: true, ..ModelOptions::default() };
+    let mut m = LlamaModel::load(gguf(), device, Arc::new(Defaults), options).unwrap();
+    let seq = m.add_sequence();
+    let mut logits = m.step(&[SeqInput { seq, tokens: &CHAT_IDS, logits: Logits::Last }]).unwrap().remove(0);
+    let mut out = Vec::new();
+    while out.len() < ANSWER.len() {
+        let next = argmax(&logits).unwrap();
+        out.push(next);
+        if next == 2 {
+            break;
+        }
+        logits = m.step(&[SeqInput { seq, tokens: &[next], logits: Logits::Last }]).unwrap().remove(0);
+    }
+    assert_eq!(out, ANSWER);
+    assert!(
+        m.chosen_configs().iter().any(|c| c.problem.get("xq") == Some("i8")),
+        "no linear layer ran with int8 activations"
+    );
+}
+
+#[test]
 fn a_batch_of_prompts_gives_each_prompt_s_logits_alone() {
     // The chat prompt, its first 5 tokens, and a 40-token prompt (three lanes) in one step.
     let long: Vec<u32> = (0..40).map(|i| 100 + 37 * i).collect();

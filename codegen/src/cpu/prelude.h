@@ -337,3 +337,11 @@ static inline KILN_UNUSED int32_t kiln_fail(kiln_error *err, int32_t code, int32
     err->program = program;
     return code;
 }
+
+/* Byte vectors of 16, 32 and 64 lanes for the byte dots (`vpdpbusd` operands). */
+typedef uint8_t kiln_u8x16 __attribute__((vector_size(16)));
+typedef int8_t kiln_i8x16 __attribute__((vector_size(16)));
+typedef uint8_t kiln_u8x32 __attribute__((vector_size(32)));
+typedef int8_t kiln_i8x32 __attribute__((vector_size(32)));
+typedef uint8_t kiln_u8x64 __attribute__((vector_size(64)));
+typedef int8_t kiln_i8x64 __attribute__((vector_size(64)));

@@ -105,11 +105,26 @@ pub struct ModelOptions {
     pub kv_blocks: Option<usize>,
     /// Most tokens (padding included) one pass of a step computes; longer steps run in passes.
     pub max_step_tokens: usize,
+    /// Quantize the activations of the linear layers to int8 (per 32, `dequant_gemm_w4` with
+    /// `xq=i8`) in steps of at most [`INT8_ACTIVATION_MAX_TOKENS`] tokens (decoding), for integer
+    /// dot products; off by default, since it changes the numerics (relative error ≈ 4e-3 per
+    /// product). Longer steps (prefill) keep f32 activations.
+    pub int8_activations: bool,
 }
+
+/// The most tokens a step may have for its linear layers to use int8 activations: the int8 path
+/// is a GEMV reading the weights once per token.
+pub const INT8_ACTIVATION_MAX_TOKENS: usize = 4;
 
 impl Default for ModelOptions {
     fn default() -> ModelOptions {
-        ModelOptions { max_seq_len: 2048, block_size: 16, kv_blocks: None, max_step_tokens: 512 }
+        ModelOptions {
+            max_seq_len: 2048,
+            block_size: 16,
+            kv_blocks: None,
+            max_step_tokens: 512,
+            int8_activations: false,
+        }
     }
 }
 
@@ -821,13 +836,16 @@ impl LlamaModel {
         let (n, k) =
             [(q_dim, dim), (kv_dim, dim), (kv_dim, dim), (dim, q_dim), (ffn, dim), (ffn, dim), (dim, ffn)][which];
         let quant = self.linears[layer][which].quant;
-        let problem = Args::new()
+        let mut problem = Args::new()
             .with("m", m)
             .with("n", n)
             .with("k", k)
             .with("group", 32)
             .with("act", "f32")
             .with("quant", quant);
+        if self.options.int8_activations && m <= INT8_ACTIVATION_MAX_TOKENS {
+            problem = problem.with("xq", "i8");
+        }
         let name = format!("blk.{layer}.{}.weight", LINEARS[which]);
         let (w, scales, mins) = (format!("{name}.w"), format!("{name}.scales"), format!("{name}.mins"));
         let mut bind = vec![("x", x), ("w", w.as_str()), ("scales", scales.as_str()), ("y", y)];

@@ -27,11 +27,15 @@
 //!   yielded as an elementwise update of itself (`acc + f(...)`), read by nothing else, is
 //!   computed straight into the carried storage instead of a new tile copied back every
 //!   iteration.
+//! - **Byte dots** ([`Analysis::byte_dot`]): an `i32` sum along a last axis of 4 of
+//!   `Σ cast(u8 a) · cast(i8 b)` (the lanes of an x86 VNNI `vpdpbusd`) has its whole product
+//!   tree inlined, `i32` nodes included, so the renderer sees the byte operands and can emit the
+//!   dot instruction (see [`byte_dot_pairs`]); its operands are walked by a nest of their own.
 //! - **Loads read in place** ([`Analysis::direct`]): a tile of whole rows at affine row starts,
 //!   read only by elementwise loops, points into the buffer when all its lanes are active and in
 //!   bounds, instead of being copied into a local array first.
 
-use kiln_ir::{BinaryOp, DType, Inst, Kernel, Literal, Op, UnaryOp, Value, ValueDef};
+use kiln_ir::{BinaryOp, DType, Inst, Kernel, Literal, Op, ReduceOp, UnaryOp, Value, ValueDef};
 
 /// Where a value's elements live: element `idx` is `root[Σ idx_d · strides_d]`, or the scalar
 /// `root` itself when `scalar_root`.
@@ -203,6 +207,8 @@ pub(crate) struct Analysis {
     pub inlined: Vec<bool>,
     /// Loads read in place: see [`Analysis::compute_direct`].
     pub direct: Vec<bool>,
+    /// Reductions that are byte dots: see [`Analysis::compute_byte_dots`].
+    pub byte_dot: Vec<bool>,
 }
 
 impl Analysis {
@@ -213,6 +219,7 @@ impl Analysis {
             needed: vec![false; kernel.values.len()],
             inlined: vec![false; kernel.values.len()],
             direct: vec![false; kernel.values.len()],
+            byte_dot: vec![false; kernel.values.len()],
         };
         for p in &kernel.params {
             if let kiln_ir::ParamKind::Scalar { value } = p.kind {
@@ -224,6 +231,7 @@ impl Analysis {
         }
         a.compute_needed(kernel);
         a.compute_inlined(kernel);
+        a.compute_byte_dots(kernel);
         a.compute_in_place(kernel);
         a.compute_direct(kernel);
         a
@@ -432,6 +440,48 @@ impl Analysis {
             if last_axis_float || !leaves.iter().all(|&l| reduce_strides(&self.repr(l).strides, &dims, axis).is_some())
             {
                 self.inlined[v.index()] = false;
+            }
+        }
+    }
+
+    /// Marks the `i32` sums along a last axis of 4 of `Σ cast(u8) · cast(i8)` products and
+    /// inlines their product trees (adds, muls and casts read once, in the reduction's block), so
+    /// the reduction is one loop over the byte operands.
+    fn compute_byte_dots(&mut self, kernel: &Kernel) {
+        let mut uses = vec![0usize; kernel.values.len()];
+        let mut block_of: Vec<Option<usize>> = vec![None; kernel.insts.len()];
+        for (b, data) in kernel.blocks.iter().enumerate() {
+            for &inst in &data.insts {
+                block_of[inst.index()] = Some(b);
+                for v in kernel.inst(inst).op.operands() {
+                    uses[v.index()] += 1;
+                }
+            }
+        }
+        for (i, data) in kernel.insts.iter().enumerate() {
+            let Op::Reduce { op: ReduceOp::Sum, arg, axis } = data.op else { continue };
+            let dims = kernel.ty(arg).shape.dims();
+            let Some(&result) = data.results.first() else { continue };
+            if kernel.ty(result).dtype != DType::I32 || axis as usize + 1 != dims.len() || dims[axis as usize] != 4 {
+                continue;
+            }
+            let mut tree = Vec::new();
+            if byte_dot_tree(kernel, arg, &mut tree).is_none() {
+                continue;
+            }
+            let own = |v: Value| {
+                let ValueDef::Result(def, _) = kernel.value(v).def else { return false };
+                uses[v.index()] == 1
+                    && block_of[def.index()].is_some()
+                    && block_of[def.index()] == block_of[i]
+                    && self.needed[v.index()]
+                    && self.repr(v).root == v
+            };
+            if tree.iter().all(|&v| own(v)) {
+                for v in tree {
+                    self.inlined[v.index()] = true;
+                }
+                self.byte_dot[result.index()] = true;
             }
         }
     }
@@ -913,4 +963,44 @@ pub(crate) fn reduce_strides(strides: &[i64], dims: &[u32], axis: usize) -> Opti
     // `outer` is the stride of the innermost outer dim; its unit in the flattened index is one
     // outer step, so it already is the per-`o` stride.
     Some((outer, reduced, if inner_len == 1 { 0 } else { inner }))
+}
+
+/// The `(u8, i8)` operand pairs of an `i32` expression `Σ cast(a) · cast(b)` (adds of products
+/// of a `u8` and an `i8` tile each cast to `i32`, in either order), in operand order; `None`
+/// when `v` is not of that form.
+pub(crate) fn byte_dot_pairs(kernel: &Kernel, v: Value) -> Option<Vec<(Value, Value)>> {
+    let mut tree = Vec::new();
+    byte_dot_tree(kernel, v, &mut tree)
+}
+
+/// [`byte_dot_pairs`], also collecting the `i32` nodes of the tree (adds, muls, casts).
+fn byte_dot_tree(kernel: &Kernel, v: Value, tree: &mut Vec<Value>) -> Option<Vec<(Value, Value)>> {
+    let ValueDef::Result(inst, _) = kernel.value(v).def else { return None };
+    if kernel.ty(v).dtype != DType::I32 {
+        return None;
+    }
+    let Op::Binary { op, lhs, rhs } = kernel.inst(inst).op else { return None };
+    tree.push(v);
+    match op {
+        BinaryOp::Add => {
+            let mut pairs = byte_dot_tree(kernel, lhs, tree)?;
+            pairs.extend(byte_dot_tree(kernel, rhs, tree)?);
+            Some(pairs)
+        }
+        BinaryOp::Mul => {
+            let widened = |w: Value| -> Option<Value> {
+                let ValueDef::Result(cast, _) = kernel.value(w).def else { return None };
+                let Op::Cast { arg, to: DType::I32 } = kernel.inst(cast).op else { return None };
+                Some(arg)
+            };
+            let (a, b) = (widened(lhs)?, widened(rhs)?);
+            tree.extend([lhs, rhs]);
+            match (kernel.ty(a).dtype, kernel.ty(b).dtype) {
+                (DType::U8, DType::I8) => Some(vec![(a, b)]),
+                (DType::I8, DType::U8) => Some(vec![(b, a)]),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }

@@ -40,6 +40,13 @@ const PREFETCH_BYTES: usize = 1024;
 /// stream during one DRAM latency, with margin.
 const PREFETCH_LEAD_BYTES: usize = 8192;
 
+/// [`PREFETCH_LEAD_BYTES`] for kernels with a byte dot (`vpdpbusd`): a step of such a loop costs
+/// a few instructions per 64 bytes, so it runs through its tile several times faster than a
+/// loop converting bytes to floats and must ask further ahead to cover the same latency
+/// (measured on the int8 GEMV of `dequant_gemm_w4`; a float GEMV asking this far ahead slows
+/// down, its far lines evicted before use).
+const PREFETCH_LEAD_BYTES_BYTE_DOT: usize = 32768;
+
 /// Contiguous stores of rows at least this long may use non-temporal stores (a few cache lines,
 /// so that the unaligned head and tail stay small beside the streamed part).
 const STREAM_MIN_ROW_BYTES: usize = 256;
@@ -501,7 +508,8 @@ impl Emitter<'_> {
         let dims = self.k.ty(offsets).shape.dims().to_vec();
         let rows: usize = dims[..dims.len().saturating_sub(1)].iter().map(|&d| d as usize).product();
         let tile_bytes = (rows * row_bytes).max(1);
-        let iterations = PREFETCH_LEAD_BYTES.div_ceil(tile_bytes).max(1);
+        let lead = if self.a.byte_dot.iter().any(|&d| d) { PREFETCH_LEAD_BYTES_BYTE_DOT } else { PREFETCH_LEAD_BYTES };
+        let iterations = lead.div_ceil(tile_bytes).max(1);
         let distance = (iterations * row_bytes).div_ceil(64).clamp(1, PREFETCH_BYTES / 64) * 64;
         let hint = format!("__builtin_prefetch((const char *)&{b}[s] + {distance});");
         if row_bytes >= 64 {

@@ -15,6 +15,7 @@
 //! elementwise ops is in [`ops`], whole-tile loops in [`tile`], memory in [`memory`].
 
 mod analysis;
+mod bytedot;
 mod memory;
 mod ops;
 mod tile;

@@ -229,6 +229,10 @@ impl Emitter<'_> {
     }
 
     pub(crate) fn emit_reduce(&mut self, out: Value, op: ReduceOp, arg: Value, axis: usize) {
+        if self.a.byte_dot[out.index()] {
+            self.emit_byte_dot(out, arg);
+            return;
+        }
         let ty = self.k.ty(arg).clone();
         let dtype = ty.dtype;
         let dims = ty.shape.dims();

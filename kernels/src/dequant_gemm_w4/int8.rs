@@ -1,0 +1,248 @@
+//! The int8-activation GEMV of `dequant_gemm_w4` (shape key `xq=i8`): activations quantized to
+//! int8 per block of 32 columns, int4 × int8 products summed in integers, one conversion to f32
+//! per 8 products (the GGUF Q4 × Q8 scheme).
+//!
+//! # Launches
+//!
+//! 1. **Quantize x** (grid `[⌈k / 32 / 8⌉, m, 1]`, 8 blocks of 32 columns per program): per
+//!    block, `s_x = max |x| / 127`, `x_q = round(x / s_x)` (half away from zero, `|x_q| ≤ 127`;
+//!    an all-zero block gets `s_x = 0`, `x_q = 0`), stored **de-interleaved**: the 16 even
+//!    columns of the block, then the 16 odd ones, so the low nibbles of a weight byte row pair
+//!    with the first half and the high nibbles with the second half without shuffles. Also
+//!    `xsums = s_x · Σ x_q` per block (f32).
+//! 2. **GEMV** (grid `[⌈n / block_n⌉, m, split_k]`): per k step, the weight tile
+//!    `[block_n, block_k / 32, 4, 4]` bytes as they lie; `Σ_t lo·x_even + hi·x_odd` over the
+//!    trailing axis of 4 bytes (`reduce_sum` of `cast(u8 → i32) · cast(i8 → i32)`, the shape
+//!    of one VNNI `vpdpbusd` lane, which the CPU renderer emits as such; other backends run it
+//!    as written) gives i32 lanes of 8 products each, converted once and scaled by
+//!    `s_w · s_x` into a per-lane f32 accumulator. The asym `min` term is `min · s_x · Σ x_q`
+//!    per block, the sym offset `−8 · s_w · s_x · Σ x_q`: using the quantized sums (not the exact
+//!    `Σ x`) makes the error of each term that of the dequantized weight `w = q·s + min`, which
+//!    is centred, rather than that of `q·s` alone.
+//! 3. With `split_k > 1`, the f32 partials are summed by the shared reduce launch.
+//!
+//! # Numerics and tolerance
+//!
+//! The quantization error of an activation is at most `s_x / 2 = max|x| / 254` and, for
+//! activations spread over their block's range, uniform with standard deviation
+//! `s_x / √12`. Output `j` then errs by `Σ_i w_ji · e_i`, against `y_j = Σ_i w_ji · x_i`: the
+//! relative error norm is about `(max|x| / (127 · √12)) / rms(x)`. For the library's inputs
+//! (uniform on [−1, 1]: `max|x| ≈ 1`, `rms = 1/√3`) that is `0.0039`; [`TOLERANCE`] allows 2.5×
+//! that, and a scale off by 2% (an error of 0.02) fails it (the kernel tests show both).
+//!
+//! # Who picks it
+//!
+//! `xq` is a shape key, not a tuning knob: it changes the numerics, and the autotuner only
+//! chooses among configs of a given problem, so it can never switch activations to int8 on its
+//! own; a caller (the bench, a runtime flag) asks for the `xq=i8` problem explicitly.
+
+use super::layout::Quant;
+use super::{out_dtype, to_dtype, DequantGemmW4Config, DequantGemmW4Problem, NAME};
+use crate::plan::{buf, i32_arg, BufferSpec, Launch, Role};
+use crate::KernelError;
+use kiln_ir::{DType, Kernel, KernelBuilder};
+use std::fmt;
+
+/// How `x` enters the products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActQuant {
+    /// `x` as given, f32 products (exact up to f32 rounding).
+    F32,
+    /// `x` quantized to int8 per block of [`XQ_BLOCK`] columns, integer products.
+    I8,
+}
+
+impl fmt::Display for ActQuant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ActQuant::F32 => "f32",
+            ActQuant::I8 => "i8",
+        })
+    }
+}
+
+/// Columns of `x` per int8 scale.
+pub const XQ_BLOCK: u32 = 32;
+/// Blocks of 32 columns per program of the quantize launch.
+const QUANTIZE_BLOCKS: u32 = 8;
+/// The relative error norm allowed with `xq=i8` (see the module doc for the derivation).
+pub const TOLERANCE: f64 = 1e-2;
+
+/// Why a config does not fit the int8 path, if it does not.
+pub(super) fn check_config(c: &DequantGemmW4Config) -> Result<(), String> {
+    if c.block_m != 1 {
+        return Err(format!("xq=i8 is a GEMV path and needs block_m = 1, not {}", c.block_m));
+    }
+    if !c.block_k.is_multiple_of(XQ_BLOCK) {
+        return Err(format!("xq=i8 needs block_k to be a multiple of {XQ_BLOCK}, not {}", c.block_k));
+    }
+    Ok(())
+}
+
+/// The buffers and launches of the int8 path (`check_config` already passed).
+pub(super) fn plan(
+    p: &DequantGemmW4Problem,
+    c: &DequantGemmW4Config,
+) -> Result<(Vec<BufferSpec>, Vec<Launch>), KernelError> {
+    let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+    let blocks = k / XQ_BLOCK as usize;
+    let groups = (p.k / p.group) as usize;
+    let k_tiles = p.k / c.block_k;
+    let k_per_split = k_tiles.div_ceil(c.split_k) * c.block_k;
+    let split = c.split_k > 1;
+    let spec = |name: &str, dtype, len, role| BufferSpec { name: name.into(), dtype, len, role };
+    let mut buffers = vec![
+        spec("x", p.act, m * k, Role::Input),
+        spec("w", DType::U8, n * k / 2, Role::Input),
+        spec("scales", DType::F16, n * groups, Role::Input),
+    ];
+    if p.quant == Quant::Asym {
+        buffers.push(spec("mins", DType::F16, n * groups, Role::Input));
+    }
+    buffers.push(spec("y", p.act, m * n, Role::Output));
+    buffers.push(spec("xq", DType::I8, m * k, Role::Scratch));
+    buffers.push(spec("xs", DType::F32, m * blocks, Role::Scratch));
+    buffers.push(spec("xsums", DType::F32, m * blocks, Role::Scratch));
+
+    let quantize = Launch {
+        kernel: build_quantize(p.act)?,
+        grid: [(blocks as u32).div_ceil(QUANTIZE_BLOCKS), p.m, 1],
+        args: vec![buf("x"), buf("xq"), buf("xs"), buf("xsums"), i32_arg(k as i64), i32_arg(blocks as i64)],
+    };
+    let mut args = vec![buf("xq"), buf("xs"), buf("xsums"), buf("w"), buf("scales")];
+    if p.quant == Quant::Asym {
+        args.push(buf("mins"));
+    }
+    args.push(buf(if split { "partials" } else { "y" }));
+    args.extend([i32_arg(n as i64), i32_arg(k as i64), i32_arg(k_per_split as i64)]);
+    let gemv = Launch { kernel: build_gemv(p, c)?, grid: [p.n.div_ceil(c.block_n), p.m, c.split_k], args };
+    Ok((buffers, vec![quantize, gemv]))
+}
+
+fn build_error(source: kiln_ir::BuildError) -> KernelError {
+    KernelError::Build { kernel: NAME, source }
+}
+
+/// Launch 1: `x` → de-interleaved int8 blocks, their scales and their scaled sums.
+fn build_quantize(act: DType) -> Result<Kernel, KernelError> {
+    use DType::{F32, I32, I8};
+    let b = KernelBuilder::new("dequant_gemm_w4_quantize_x");
+    let (x, xq) = (b.buffer("x", act), b.buffer("xq", I8));
+    let (xs, xsums) = (b.buffer("xs", F32), b.buffer("xsums", F32));
+    let (k, blocks) = (b.scalar("k", I32), b.scalar("blocks", I32));
+    let qb = QUANTIZE_BLOCKS as i32;
+    let row = b.program_id(1);
+    let blk = (b.program_id(0) * qb + b.arange(0, qb)).named("blk");
+    let ok = blk.lt(blocks);
+    let ok3 = ok.expand_dims(1).expand_dims(2);
+    // `[blocks, parity, 16]`: element (i, h, p) is column 32·i + 2p + h of the row, so the tile
+    // is the de-interleaved block as loaded.
+    let base = (row * k + blk * XQ_BLOCK as i32).expand_dims(1).expand_dims(2);
+    let parity = b.arange(0, 2).expand_dims(0).expand_dims(2);
+    let pair = b.arange(0, 16).expand_dims(0).expand_dims(1);
+    let xv = to_dtype(b.load_masked(x, base + pair * 2 + parity, ok3, 0.0), F32);
+    let amax = xv.abs().max(2).max(1).named("amax");
+    let scale = (amax / 127.0).named("scale");
+    let inv = b.select(amax.gt(0.0), (amax.maximum(1e-30).recip() * 127.0).named("inv_nonzero"), 0.0);
+    let t = xv * inv.expand_dims(1).expand_dims(2);
+    let half = b.select(t.ge(0.0), b.full(&[QUANTIZE_BLOCKS, 2, 16], 0.5, F32), -0.5);
+    // |t| ≤ 127 (up to one rounding), so the truncated `t ± 0.5` is within ±127.
+    let q = (t + half).cast(I8).named("q");
+    b.store_masked(xq, base + parity * 16 + pair, q, ok3);
+    let qsum = q.cast(I32).sum(2).sum(1).cast(F32) * scale;
+    let at = row * blocks + blk;
+    b.store_masked(xs, at, scale, ok);
+    b.store_masked(xsums, at, qsum, ok);
+    b.finish().map_err(build_error)
+}
+
+/// Launch 2: the integer GEMV over one k split (see the module doc).
+fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kernel, KernelError> {
+    use DType::{F32, I32, I8, U8};
+    let (bn, bk, group) = (c.block_n as i32, c.block_k as i32, p.group as i32);
+    let split = c.split_k > 1;
+    let b = KernelBuilder::new(if split { "dequant_gemm_w4_i8_partial" } else { "dequant_gemm_w4_i8" });
+    let xq = b.buffer("xq", I8);
+    let (xs, xsums) = (b.buffer("xs", F32), b.buffer("xsums", F32));
+    let w = b.buffer("w", U8);
+    let scales = b.buffer("scales", DType::F16);
+    let mins = match p.quant {
+        Quant::Sym => None,
+        Quant::Asym => Some(b.buffer("mins", DType::F16)),
+    };
+    let out = if split { b.buffer("partials", F32) } else { b.buffer("y", p.act) };
+    let (n, k, k_per_split) = (b.scalar("n", I32), b.scalar("k", I32), b.scalar("k_per_split", I32));
+
+    let row = b.program_id(1);
+    let cols = (b.program_id(0) * bn + b.arange(0, bn)).named("cols");
+    let col_ok = cols.lt(n);
+    let k_lo = (b.program_id(2) * k_per_split).named("k_lo");
+    let k_hi = (k_lo + k_per_split).minimum(k).named("k_hi");
+    let (half_k, groups, blocks) = (k / 2, k / group, k / XQ_BLOCK as i32);
+    let out_base = if split { b.program_id(2) * b.num_programs(1) * n } else { b.constant(0, I32) };
+
+    let nb = bk / XQ_BLOCK as i32;
+    let shape4 = [bn as u32, nb as u32, 4, 4];
+    let blk = b.arange(0, nb);
+    let row_bytes = (cols * half_k).col();
+    let tile_bytes = b.arange(0, bk / 2).row();
+    // The 16 even (then odd) columns of each block of the tile, `[nb, 16]`.
+    let x_cols = (blk * XQ_BLOCK as i32).col() + b.arange(0, 16).row();
+    let shape = kiln_ir::Shape::new(shape4);
+    let acc_init = [b.zeros(&[bn as u32, nb as u32, 4], F32).named("acc_qx"), b.zeros(&[bn as u32, nb as u32], F32)];
+    let [acc_qx, acc_x] = b.for_range(k_lo, k_hi, bk, acc_init, |k0, [acc_qx, acc_x]| {
+        // Whole rows of `block_k / 2` bytes as they lie, then seen as `[block_n, nb, 4, 4]`:
+        // byte (i, l, t) of a row is byte t of VNNI lane l of block i.
+        let bytes = b.load_masked(w, row_bytes + k0 / 2 + tile_bytes, col_ok.col(), 0u8).reshape(&shape4);
+        let lo = bytes & 0xFu8;
+        let hi = bytes >> 4u8;
+        // Block i of the tile holds its 16 even columns at 32·i.. and the odd ones 16 later.
+        let x_at = row * k + k0 + x_cols;
+        let x_even = b.load(xq, x_at).reshape(&shape4[1..]).expand_dims(0).broadcast_to(&shape);
+        let x_odd = b.load(xq, x_at + 16).reshape(&shape4[1..]).expand_dims(0).broadcast_to(&shape);
+        let products = lo.cast(I32) * x_even.cast(I32) + hi.cast(I32) * x_odd.cast(I32);
+        let lanes = products.sum(3).named("lanes");
+        // Per block of the tile: `s_w · s_x`; one group's scale serves the tile when
+        // block_k ≤ group, else one per block.
+        let block_values = |buffer| {
+            if bk <= group {
+                b.load_masked(buffer, cols * groups + k0 / group, col_ok, 0.0).cast(F32).col()
+            } else {
+                // The tile's groups, `[block_n, tile_groups]` (contiguous in each row), then one
+                // value per block of 32 columns: a group of g columns spans g / 32 blocks.
+                let tile_groups = (bk / group) as u32;
+                let g = (cols * groups).col() + (k0 / group + b.arange(0, tile_groups as i32)).row();
+                let per_group = b.load_masked(buffer, g, col_ok.col(), 0.0).cast(F32);
+                if group == XQ_BLOCK as i32 {
+                    per_group
+                } else {
+                    let repeat = (group / XQ_BLOCK as i32) as u32;
+                    let wide = kiln_ir::Shape::new([bn as u32, tile_groups, repeat]);
+                    (per_group.expand_dims(2).broadcast_to(&wide) + 0.0).reshape(&[bn as u32, nb as u32])
+                }
+            }
+        };
+        let blocks_at = row * blocks + k0 / XQ_BLOCK as i32 + blk;
+        let s_x = b.load(xs, blocks_at);
+        let sums = b.load(xsums, blocks_at).row();
+        let s_w = block_values(scales);
+        // `s_x` per i32 lane, `[nb, 4]` with storage of its own (the sum with zeros is not a
+        // view), so that a row of lanes is one contiguous vector for the multiply below.
+        let s_x_lanes = (s_x.col() + b.zeros(&[nb as u32, 4], F32)).named("s_x_lanes");
+        let weighted = if bk <= group {
+            // One weight scale per row: uniform along the row's lanes.
+            lanes.cast(F32) * s_x_lanes.expand_dims(0) * s_w.expand_dims(2)
+        } else {
+            let factor = (s_w.expand_dims(2) * s_x_lanes.expand_dims(0)).named("factor");
+            lanes.cast(F32) * factor
+        };
+        let offset = match mins {
+            None => s_w * sums * -8.0,
+            Some(mins) => block_values(mins) * sums,
+        };
+        [acc_qx + weighted, acc_x + offset]
+    });
+    let acc = acc_qx.sum(2).sum(1) + acc_x.sum(1);
+    b.store_masked(out, out_base + row * n + cols, to_dtype(acc, out_dtype(p, c)), col_ok);
+    b.finish().map_err(build_error)
+}
