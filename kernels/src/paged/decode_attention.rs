@@ -457,6 +457,7 @@ impl TileKernel for AttentionDecodePaged {
 fn build_split_kernel(p: &AttentionDecodePagedProblem, c: &AttentionDecodePagedConfig) -> Result<Kernel, KernelError> {
     let (rows_pad, d, bn) = (p.rows_pad() as i32, p.head_dim as i32, c.block_n as i32);
     let (q_len, group) = (p.q_len as i32, p.group() as i32);
+    let (page, n_kv) = (p.block as i32, p.kv_heads as i32);
     let split = split_layout(p.ctx, c.block_n, c.splits).1 > 1;
     let qk_dtype = p.qk_dtype();
     let b = KernelBuilder::new(if split { "attention_decode_paged_split" } else { NAME });
@@ -471,8 +472,9 @@ fn build_split_kernel(p: &AttentionDecodePagedProblem, c: &AttentionDecodePagedC
         vec![b.buffer("out", p.q_dtype)]
     };
     let heads = b.scalar("heads", DType::I32);
-    let kv_heads = b.scalar("kv_heads", DType::I32);
-    let block = b.scalar("block", DType::I32);
+    // Bound for the plan's argument list; the program uses the problem's constants instead.
+    let _kv_heads = b.scalar("kv_heads", DType::I32);
+    let _block = b.scalar("block", DType::I32);
     let max_blocks = b.scalar("max_blocks", DType::I32);
     let split_size = b.scalar("split_size", DType::I32);
     let n_splits = b.scalar("n_splits", DType::I32);
@@ -504,9 +506,11 @@ fn build_split_kernel(p: &AttentionDecodePagedProblem, c: &AttentionDecodePagedC
     let [m, l, acc] = b.for_range(start, end, bn, init, |t, [m, l, acc]| {
         let keys = t + b.arange(0, bn);
         let key_ok = keys.lt(end);
-        let block_id = b.load_masked(block_tables, table_row + keys / block, key_ok, 0i32);
-        let slot = block_id * block + keys % block;
-        let base = (slot * kv_heads + kvh) * d;
+        // The page size and KV head count are problem constants: `keys / page` becomes a shift
+        // instead of a division per key, and the row offsets' coefficients are known.
+        let block_id = b.load_masked(block_tables, table_row + keys / page, key_ok, 0i32);
+        let slot = block_id * page + keys % page;
+        let base = (slot * n_kv + kvh) * d;
         // kᵀ [head_dim, block_n] straight from memory: transposed offsets, no transpose op.
         let k_t = cast_to(b.load_masked(k_cache, dims.col() + base.row(), key_ok.row(), 0.0), qk_dtype);
         let v = b.load_masked(v_cache, base.col() + dims.row(), key_ok.col(), 0.0);
