@@ -9,7 +9,7 @@
 //!   handles `R` tokens. Each weight tile is read and dequantized ONCE per step (`lo · scale`,
 //!   `hi · scale`, `[block_n, tile_groups, per_group / 2]` in f32) and multiplied with the x of
 //!   every row into a per-lane accumulator `[R, block_n, tile_groups, per_group / 2]`; rows past
-//!   `m` are masked (their x reads as zero and their outputs are not stored). So the weights
+//!   `m` read row `m − 1` and their outputs are not stored. So the weights
 //!   stream from memory once for `R` tokens instead of `R` times, where the `dot` path would
 //!   transpose and unpack every tile.
 //!
@@ -150,16 +150,17 @@ fn emit_rows(parts: &GemvParts<'_>) {
     let j = geo.j;
     let rows = (b.program_id(1) * bm + b.arange(0, bm)).named("rows");
     let row_ok = rows.lt(parts.m);
-    // `[R, 1, 1]`, broadcast over a row's `[tile_groups, per_group / 2]` x values.
-    let row_base = (rows * k).col().expand_dims(2);
-    let row_ok3 = row_ok.col().expand_dims(2);
+    // `[R, 1, 1]`, broadcast over a row's `[tile_groups, per_group / 2]` x values. Rows past m
+    // read row m − 1 (their results are never stored), so the x loads need no mask and stay
+    // whole strided rows for the backends.
+    let row_base = (rows.minimum(parts.m - 1) * k).col().expand_dims(2);
     let (tgs, hpg) = (geo.tile_groups as u32, geo.half_pg as u32);
     let acc_init =
         [b.zeros(&[bm as u32, bn, tgs, hpg], F32).named("acc_qx"), b.zeros(&[bm as u32, bn, tgs], F32).named("acc_x")];
     let [acc_qx, acc_x] = b.for_range(parts.k_lo, parts.k_hi, parts.block_k, acc_init, |k0, [acc_qx, acc_x]| {
         // `[R, tile_groups, per_group / 2]`: the even and odd k columns of every row.
-        let x_even = to_dtype(b.load_masked(x, row_base + (k0 + j * 2).expand_dims(0), row_ok3, 0.0), F32);
-        let x_odd = to_dtype(b.load_masked(x, row_base + (k0 + j * 2 + 1).expand_dims(0), row_ok3, 0.0), F32);
+        let x_even = to_dtype(b.load(x, row_base + (k0 + j * 2).expand_dims(0)), F32);
+        let x_odd = to_dtype(b.load(x, row_base + (k0 + j * 2 + 1).expand_dims(0)), F32);
         let bytes = parts.bytes(&geo, k0);
         let scale = parts.group_values(&geo, parts.scales, k0);
         // The tile dequantized once for all rows, `[block_n, tile_groups, per_group / 2]`.

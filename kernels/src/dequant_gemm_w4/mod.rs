@@ -158,6 +158,9 @@ pub struct DequantGemmW4Config {
 const BLOCK_MS: [u32; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
 /// The GEMV path's `block_m`: one token, or up to 16 sharing each weight tile.
 const GEMV_BLOCK_MS: [u32; 5] = [1, 2, 4, 8, 16];
+/// Largest per-lane accumulator of the multi-row GEMV in the space (elements): its sum after the
+/// loop goes through shared memory on GPUs, whose static limit is 48 KiB.
+const MAX_GEMV_ACC: u64 = 8192;
 /// The `dot` path's `block_m`: the smallest is one 16-row tile.
 const DOT_MIN_BLOCK_M: u32 = 16;
 const BLOCK_NS: [u32; 4] = [16, 32, 64, 128];
@@ -290,8 +293,11 @@ impl TileKernel for DequantGemmW4 {
                         let (m, n, k) = (u64::from(block_m), u64::from(block_n), u64::from(block_k));
                         // The GEMV's largest tile is its per-lane accumulator, `[block_m,
                         // block_n, block_k / 2]`; the dot path's are its three 2-D tiles.
-                        let tiles_fit =
-                            if gemv == 1 { fits(m * n * k / 2) } else { fits(m * k) && fits(k * n) && fits(m * n) };
+                        let tiles_fit = if gemv == 1 {
+                            fits(m * n * k / 2) && (m == 1 || m * n * k / 2 <= MAX_GEMV_ACC)
+                        } else {
+                            fits(m * k) && fits(k * n) && fits(m * n)
+                        };
                         if tiles_fit && check_config(p, &c).is_ok() {
                             space.push(c);
                         }
@@ -386,6 +392,15 @@ impl TileKernel for DequantGemmW4 {
         // Every weight, scale, min, activation and output byte once (split-K partials are
         // scratch and not counted); one multiply-add per weight and row of x.
         Cost { flops: 2 * p.m as u64 * p.n as u64 * p.k as u64, ..Cost::from_buffers(plan) }
+    }
+
+    fn regime(&self, p: &DequantGemmW4Problem) -> u32 {
+        // The default's three kinds of config: one-token GEMV, multi-row GEMV, dot tiles.
+        match p.m {
+            1 => 0,
+            2..=16 => 1,
+            _ => 2,
+        }
     }
 }
 
