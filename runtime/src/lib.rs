@@ -17,5 +17,5 @@ pub mod cpu;
 pub mod generate;
 pub mod measure;
 pub mod model;
-pub mod simt;
 pub mod speculative;
+pub mod simt;
