@@ -38,18 +38,22 @@
 //! Launch 1 has grid `[⌈n / block_n⌉, ⌈m / block_m⌉, split_k]`: program `(i, j, s)` computes
 //! the `block_m × block_n` tile of outputs at rows `j·block_m..`, columns `i·block_n..` over its
 //! share of k, `block_k` columns at a time.
-//! - `block_m > 1`: each k tile of the weights is unpacked with shifts and masks, dequantized in
-//!   f32, rounded to the activation dtype and multiplied with `b.dot` (f16 · f16 or f32 · f32 with
-//!   an f32 accumulator), the tensor-core-shaped path;
-//! - `block_m = 1` (GEMV): the weight tile is read as it lies, `[block_n, block_k / 2]` byte rows
-//!   (seen as `[block_n, tile_groups, per_group / 2]`); low nibbles multiply the even columns of x
-//!   and high nibbles the odd ones, in f32. Each step adds `scale · (lo·x_even + hi·x_odd)` into
-//!   a per-lane accumulator of the tile's shape, and `min · Σ x` (sym: `−8 · scale · Σ x`) per
-//!   group into a per-column one: `Σ (q·s + min)·x = Σ s·q·x + min·Σ x`. Both are summed once,
-//!   after the loop, so a step is one elementwise pass over the bytes as they lie, with no
-//!   horizontal sums. The weights are never rounded to
-//!   f16; the sums are f32, so the result differs from dequantize-then-multiply only by f32
-//!   rounding order, far inside the tolerances.
+//! - `gemv = 0` (the `dot` path, `block_m ≥ 16`): each k tile of the weights is unpacked with
+//!   shifts and masks, dequantized in f32, rounded to the activation dtype and multiplied with
+//!   `b.dot` (f16 · f16 or f32 · f32 with an f32 accumulator), the tensor-core-shaped path;
+//! - `gemv = 1` (the GEMV path, `block_m ∈ {1, 2, 4, 8, 16}`, in `gemv.rs`): the weight tile is read
+//!   as it lies, `[block_n, block_k / 2]` byte rows; low nibbles multiply the even columns of x
+//!   and high nibbles the odd ones, in f32, into per-lane accumulators summed after the loop. With
+//!   `block_m > 1` each tile is dequantized once and multiplied with the x of all `block_m` rows,
+//!   so the weights stream once for several tokens (speculative verification, small batches).
+//!   The weights are never rounded to f16; the sums are f32, so the result differs from
+//!   dequantize-then-multiply only by f32 rounding order, far inside the tolerances.
+//!
+//! The default takes the GEMV path up to m = 16 (one token: `block_m = 1`; more: up to 8 rows per
+//! program) and the `dot` path for prefill. In `key=value` form `gemv` may be left out: it is then
+//! 1 below `block_m = 16` and 0 from there (callers that overlay the default config inherit its
+//! `gemv`). Each problem's m falls in a regime (`TileKernel::regime`: 1, 2..16, more) that the
+//! tuning database's nearest-bucket lookup does not cross.
 //!
 //! `block_k` must divide `k`. When `block_k ≤ group` (both powers of two, so `block_k` divides
 //! `group`) a k tile never straddles groups and one row of scales (and mins) serves the tile;
