@@ -163,13 +163,13 @@ impl TileKernel for Q8Gemv {
     }
 
     fn default_config(&self, p: &Q8GemvProblem) -> Q8GemvConfig {
-        // The widest step up to 256 that divides k, so no step is masked (576 = 9 · 64).
         if (2..=MAX_GEMV_ROWS).contains(&p.m) {
-            // The multi-row GEMV: a per-lane accumulator of `[pow2(m), 16, 64]` f32 (up to 64 KiB
-            // at 16 rows), 64-wide steps when they divide k.
-            let block_k = if p.k.is_multiple_of(64) { 64 } else { 32 };
-            return Q8GemvConfig { block_n: 16, block_k };
+            // The multi-row GEMV: 16 outputs per program and 64-wide steps when they divide k and
+            // the per-lane accumulator `[m, 16, block_k]` stays within `MAX_GEMV_ACC`.
+            let wide = p.k.is_multiple_of(64) && u64::from(p.m) * 16 * 64 <= MAX_GEMV_ACC;
+            return Q8GemvConfig { block_n: 16, block_k: if wide { 64 } else { 32 } };
         }
+        // The widest step up to 256 that divides k, so no step is masked (576 = 9 · 64).
         let block_k = BLOCK_K.into_iter().rev().find(|&b| b <= 256 && p.k.is_multiple_of(b)).unwrap_or(32);
         Q8GemvConfig { block_n: covering(&BLOCK_N, p.n.min(64)), block_k }
     }
