@@ -24,8 +24,9 @@
 //! records are kept sorted, so the same results give the same bytes.
 //!
 //! Lookup ([`DbProvider`], a [`ConfigProvider`]): the best `ok` record of the exact bucket, else
-//! of the nearest tuned bucket of the same kernel (same keys outside the bucketed ones), else the
-//! kernel's default config. Best means ([`rank`]): confirmed over several rounds before measured
+//! of the nearest tuned bucket of the same kernel (same keys outside the bucketed ones) and of the
+//! same regime ([`kiln_kernels::TileKernel::regime`]: never a one-token GEMV config for a prefill),
+//! else the kernel's default config. Best means ([`rank`]): confirmed over several rounds before measured
 //! once, then the fastest median, then the smaller config text. A chosen config must be in the
 //! kernel's legal space for the actual problem, or the next option is taken.
 
@@ -366,13 +367,18 @@ impl ConfigProvider for DbProvider {
         let want = bucket(&problem);
         let hash = self.hash(kernel)?;
         let legal = k.space(&problem, &SpaceLimits::default())?;
+        let regime = k.regime(&problem)?;
         let mut options: Vec<(u32, &Record, Args)> = self
             .db
             .best_per_bucket(kernel, &hash)
             .into_iter()
             .filter_map(|r| {
                 let b = Args::parse(&r.bucket).ok()?;
-                Some((bucket_distance(&want, &b)?, r, b))
+                let distance = bucket_distance(&want, &b)?;
+                // A nearer bucket of another regime (a GEMV tuned at m = 1 for a prefill at
+                // m = 128) is legal but no sensible fallback: the default serves better.
+                let same_regime = distance == 0 || k.regime(&b).is_ok_and(|r| r == regime);
+                same_regime.then_some((distance, r, b))
             })
             .collect();
         options.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.2.cmp(&b.2)));

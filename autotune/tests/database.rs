@@ -46,8 +46,11 @@ fn record(m: u32, config: &str, median_us: Option<f64>) -> Record {
     }
 }
 
-const FAST: &str = "block_k=64,block_m=1,block_n=32,split_k=1";
-const SLOW: &str = "block_k=32,block_m=1,block_n=64,split_k=2";
+const FAST: &str = "block_k=64,block_m=1,block_n=32,gemv=1,split_k=1";
+const SLOW: &str = "block_k=32,block_m=1,block_n=64,gemv=1,split_k=2";
+/// A multi-row GEMV config (m = 2..16) and a dot config (prefill).
+const ROWS: &str = "block_k=32,block_m=2,block_n=32,gemv=1,split_k=1";
+const DOT: &str = "block_k=32,block_m=64,block_n=32,gemv=0,split_k=1";
 
 #[test]
 fn round_trip_is_exact_and_bytes_are_deterministic() {
@@ -174,8 +177,11 @@ fn lookup_takes_the_exact_bucket_then_the_nearest_then_the_default() {
         // m = 1: FAST wins over SLOW; a failed record never wins however "fast".
         record(1, SLOW, Some(20.0)),
         record(1, FAST, Some(10.0)),
-        record(1, "block_k=16,block_m=1,block_n=16,split_k=1", None),
-        // m = 128 (bucket 128): SLOW.
+        record(1, "block_k=16,block_m=1,block_n=16,gemv=1,split_k=1", None),
+        // m = 4 (bucket 4): a multi-row GEMV.
+        record(4, ROWS, Some(15.0)),
+        // m = 128 (bucket 128): a dot tile, and SLOW, slower.
+        record(128, DOT, Some(40.0)),
         record(128, SLOW, Some(50.0)),
     ]);
     let p = db.provider(&path, &target(), false).unwrap();
@@ -185,15 +191,16 @@ fn lookup_takes_the_exact_bucket_then_the_nearest_then_the_default() {
     assert_eq!((c.config.to_string().as_str(), &c.source), (FAST, &ConfigSource::Exact));
     // m = 100 is in bucket 128.
     let c = p.choose(k, &gemm_problem(100)).unwrap();
-    assert_eq!((c.config.to_string().as_str(), &c.source), (SLOW, &ConfigSource::Exact));
-    // m = 2 (bucket 2): nearest is m = 1 (1 step in log2) rather than 128.
+    assert_eq!((c.config.to_string().as_str(), &c.source), (DOT, &ConfigSource::Exact));
+    // m = 2 (bucket 2): m = 1 and m = 4 are both one step away in log2; m = 1 is another
+    // regime (one-token GEMV), so nearest is m = 4.
     let c = p.choose(k, &gemm_problem(2)).unwrap();
-    assert_eq!(c.config.to_string(), FAST);
+    assert_eq!(c.config.to_string(), ROWS);
     let ConfigSource::Nearest { bucket: b } = &c.source else { panic!("{:?}", c.source) };
-    assert_eq!(b.get("m"), Some("1"));
-    // m = 64: 128 is one step away, 1 six: nearest is 128.
+    assert_eq!(b.get("m"), Some("4"));
+    // m = 64: 128 is one step away: nearest is 128.
     let c = p.choose(k, &gemm_problem(64)).unwrap();
-    assert_eq!(c.config.to_string(), SLOW);
+    assert_eq!(c.config.to_string(), DOT);
     assert!(matches!(c.source, ConfigSource::Nearest { .. }));
     // Another n: nothing tuned applies: the default, and it says so.
     let other = Args::parse("m=1,n=576,k=576,group=32,act=f32,quant=asym").unwrap();
@@ -223,9 +230,40 @@ fn lookup_ignores_other_ir_hashes_versions_and_illegal_configs() {
     // A config legal at m = 128 (block_m = 128) is not in the space of m = 1 (block_m ≤ 16):
     // the nearest bucket's record is skipped and the default is used.
     let mut db = Database::new(target());
-    db.merge([record(128, "block_k=32,block_m=128,block_n=32,split_k=1", Some(5.0))]);
+    db.merge([record(128, "block_k=32,block_m=128,block_n=32,gemv=0,split_k=1", Some(5.0))]);
     let p = db.provider(&path, &target(), false).unwrap();
     assert_eq!(p.choose(k, &gemm_problem(1)).unwrap().source, ConfigSource::Default);
+}
+
+#[test]
+fn nearest_never_crosses_the_gemv_gemm_boundary() {
+    // Only m = 1 was tuned, with a one-token GEMV config, legal for every m. A prefill (m = 128)
+    // and a verification step (m = 16) must not inherit it: each gets the kernel's default.
+    let path = PathBuf::from("unused.toml");
+    let mut db = Database::new(target());
+    db.merge([record(1, FAST, Some(10.0))]);
+    let p = db.provider(&path, &target(), false).unwrap();
+    let k = KernelId::DequantGemmW4;
+    for m in [16, 128] {
+        let problem = gemm_problem(m);
+        assert!(
+            k.kernel().space(&problem, &Default::default()).unwrap().contains(&Args::parse(FAST).unwrap()),
+            "FAST must be legal at m = {m} for this test to mean anything"
+        );
+        let c = p.choose(k, &problem).unwrap();
+        assert_eq!(c.source, ConfigSource::Default, "m = {m}");
+        assert_eq!(c.config, k.kernel().default_config(&problem).unwrap());
+    }
+    // The default at m = 128 is a dot tile, at m = 16 a multi-row GEMV.
+    assert_eq!(k.kernel().default_config(&gemm_problem(128)).unwrap().get("gemv"), Some("0"));
+    assert_ne!(k.kernel().default_config(&gemm_problem(16)).unwrap().get("block_m"), Some("1"));
+    // Within a regime the nearest bucket still serves: m = 2 from a tuned m = 8.
+    let mut db = Database::new(target());
+    db.merge([record(8, ROWS, Some(10.0))]);
+    let p = db.provider(&path, &target(), false).unwrap();
+    let c = p.choose(k, &gemm_problem(2)).unwrap();
+    assert_eq!(c.config.to_string(), ROWS);
+    assert!(matches!(c.source, ConfigSource::Nearest { .. }));
 }
 
 #[test]

@@ -118,7 +118,7 @@ fn a_spent_budget_measures_the_default_only() {
 #[test]
 fn the_space_holds_the_default_and_the_model_prefers_fewer_weight_passes() {
     let roofline = Roofline { gbps: 10.0, gflops: 100.0 };
-    // m = 16: one 16-row tile reads the weights once; the GEMV path reads them 16 times.
+    // m = 16: one 16-row tile reads the weights once; the one-token GEMV reads them 16 times.
     let problem = Args::parse("m=16,n=512,k=512,group=32,act=f32,quant=asym").unwrap();
     let space = legal_space(KernelId::DequantGemmW4, &problem, &TargetLimits::cpu(), &roofline, 2).unwrap();
     assert!(space.candidates.len() > 10);
@@ -128,7 +128,10 @@ fn the_space_holds_the_default_and_the_model_prefers_fewer_weight_passes() {
         let c = Args::parse(cfg).unwrap();
         space.candidates.iter().find(|x| x.config == c).unwrap().estimate.seconds
     };
-    assert!(time("block_m=16,block_n=64,block_k=64,split_k=1") < time("block_m=1,block_n=64,block_k=64,split_k=1"));
+    assert!(
+        time("block_m=16,gemv=0,block_n=64,block_k=64,split_k=1")
+            < time("block_m=1,gemv=1,block_n=64,block_k=64,split_k=1")
+    );
     // A tiny per-program budget prunes everything but the default, with reasons.
     let tight = TargetLimits { max_program_bytes: 1, ..TargetLimits::cpu() };
     let pruned = legal_space(KernelId::DequantGemmW4, &problem, &tight, &roofline, 2).unwrap();
@@ -169,7 +172,7 @@ impl Measure for Lucky {
 
 #[test]
 fn a_lucky_first_measurement_does_not_win() {
-    let lucky = Args::parse("block_m=1,block_n=64,block_k=64,split_k=1").unwrap();
+    let lucky = Args::parse("block_m=1,gemv=1,block_n=64,block_k=64,split_k=1").unwrap();
     let device = Lucky { lucky: lucky.clone(), calls: Default::default() };
     let far = Instant::now() + Duration::from_secs(3600);
     let r = tune_shape(&device, &shape(), &options(Strategy::Exhaustive), far, &|_| {}).unwrap();

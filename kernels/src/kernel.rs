@@ -75,6 +75,13 @@ pub trait TileKernel: Sync + 'static {
     fn cost(&self, _problem: &Self::Problem, plan: &Plan, _inputs: &Buffers) -> Cost {
         Cost::from_buffers(plan)
     }
+    /// Which regime `problem` falls in, for kernels whose best configs differ in kind between
+    /// problem sizes (a GEMV for one token, a multi-row GEMV for a few, a tiled `dot` for many).
+    /// A config tuned in one regime is no sensible fallback for a problem of another: the tuning
+    /// database's nearest-bucket lookup never crosses regimes. One regime by default.
+    fn regime(&self, _problem: &Self::Problem) -> u32 {
+        0
+    }
 }
 
 /// Bytes moved and floating-point operations of one run of a kernel.
@@ -128,6 +135,8 @@ pub trait DynKernel: Sync {
     fn reference(&self, shape: &Args, inputs: &Buffers) -> Result<Reference, KernelError>;
     fn tolerance(&self, shape: &Args, dtype: DType) -> Result<f64, KernelError>;
     fn cost(&self, shape: &Args, plan: &Plan, inputs: &Buffers) -> Result<Cost, KernelError>;
+    /// See [`TileKernel::regime`].
+    fn regime(&self, shape: &Args) -> Result<u32, KernelError>;
 }
 
 impl<K: TileKernel> DynKernel for K {
@@ -169,5 +178,8 @@ impl<K: TileKernel> DynKernel for K {
     }
     fn cost(&self, shape: &Args, plan: &Plan, inputs: &Buffers) -> Result<Cost, KernelError> {
         Ok(TileKernel::cost(self, &K::Problem::from_args(shape)?, plan, inputs))
+    }
+    fn regime(&self, shape: &Args) -> Result<u32, KernelError> {
+        Ok(TileKernel::regime(self, &K::Problem::from_args(shape)?))
     }
 }

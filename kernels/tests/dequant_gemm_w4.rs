@@ -31,7 +31,7 @@ fn assert_config(shape: &str, config: &str, seed: u64) {
 
 #[test]
 fn dequant_gemm_w4_decode_matches_reference() {
-    // m = 1 takes the GEMV path by default, m = 4 a 16-row dot tile; n ragged against every block_n.
+    // m = 1 takes the GEMV path by default, m = 4 the multi-row GEMV; n ragged against every block_n.
     for (i, shape) in [
         "m=1,n=40,k=256,group=32,quant=sym",
         "m=1,n=72,k=384,group=128,act=f32",
@@ -57,22 +57,51 @@ fn dequant_gemm_w4_paths_and_group_handling() {
     // GEMV path with f16 and f32 activations, for m > 1 too (one grid row per token).
     assert_config("m=3,n=20,k=128,group=32,act=f16", "block_m=1,block_n=16,block_k=64,split_k=1", 30);
     assert_config("m=2,n=20,k=128,group=64,act=f32,quant=sym", "block_m=1,block_n=32,block_k=16,split_k=1", 31);
-    // block_k > group: scales and mins gathered per k column (group 32 inside 128-wide tiles).
-    assert_config("m=5,n=24,k=256,group=32,act=f32", "block_m=16,block_n=16,block_k=128,split_k=1", 32);
+    // The dot path for a few rows (`gemv=0`); block_k > group: scales and mins gathered per k
+    // column (group 32 inside 128-wide tiles).
+    assert_config("m=5,n=24,k=256,group=32,act=f32", "block_m=16,gemv=0,block_n=16,block_k=128,split_k=1", 32);
     assert_config("m=1,n=24,k=256,group=32,act=f16,quant=sym", "block_m=1,block_n=32,block_k=128,split_k=1", 33);
     // block_k < group: one scale row serves several tiles.
     assert_config("m=17,n=24,k=256,group=128,act=f16", "block_m=32,block_n=16,block_k=16,split_k=1", 34);
 }
 
 #[test]
+fn dequant_gemm_w4_multi_row_gemv_matches_reference() {
+    // Several tokens per program on the GEMV path, m ragged against block_m (masked rows read
+    // zeros and store nothing), sym and asym, f16 and f32, block_k above, at and below group.
+    assert_config("m=5,n=40,k=256,group=32,act=f32", "block_m=8,gemv=1,block_n=16,block_k=128,split_k=1", 50);
+    assert_config("m=3,n=33,k=128,group=64,act=f16,quant=sym", "block_m=2,gemv=1,block_n=32,block_k=64,split_k=1", 51);
+    assert_config("m=11,n=20,k=256,group=128,act=f16", "block_m=16,gemv=1,block_n=16,block_k=32,split_k=1", 52);
+    assert_config("m=7,n=24,k=192,group=32,act=f32,quant=sym", "block_m=4,gemv=1,block_n=16,block_k=64,split_k=1", 53);
+    // With split-K: 5 k tiles over 4 splits of 2, the last split empty.
+    assert_config("m=6,n=18,k=160,group=32,act=f32", "block_m=4,gemv=1,block_n=16,block_k=32,split_k=4", 54);
+    // The defaults for m = 2..16 take this path.
+    for (i, m) in [2, 5, 9, 16].into_iter().enumerate() {
+        assert_conformance(NAME, &format!("m={m},n=36,k=128,group=32,act=f32"), 2, 55 + i as u64);
+    }
+}
+
+#[test]
+fn dequant_gemm_w4_path_and_block_m_must_agree() {
+    assert_constraint(NAME, "m=4,n=32,k=128,group=32", "block_m=32,gemv=1,block_n=16,block_k=32,split_k=1", "gemv = 1");
+    assert_constraint(
+        NAME,
+        "m=4,n=32,k=128,group=32",
+        "block_m=4,gemv=0,block_n=16,block_k=32,split_k=1",
+        "smallest dot tile",
+    );
+    assert_constraint(NAME, "m=4,n=32,k=128,group=32", "block_m=4,gemv=2,block_n=16,block_k=32,split_k=1", "gemv");
+}
+
+#[test]
 fn dequant_gemm_w4_split_k_matches_reference() {
     // Even splits, on the dot and the GEMV paths.
-    assert_config("m=3,n=40,k=512,group=64,act=f32", "block_m=16,block_n=16,block_k=64,split_k=4", 40);
+    assert_config("m=3,n=40,k=512,group=64,act=f32", "block_m=16,gemv=0,block_n=16,block_k=64,split_k=4", 40);
     assert_config("m=1,n=40,k=512,group=128,act=f16,quant=sym", "block_m=1,block_n=32,block_k=32,split_k=16", 41);
     // 10 k tiles over 4 splits: 3, 3, 3 and a short last one.
-    assert_config("m=5,n=18,k=320,group=64,act=f16", "block_m=16,block_n=32,block_k=32,split_k=4", 42);
+    assert_config("m=5,n=18,k=320,group=64,act=f16", "block_m=16,gemv=0,block_n=32,block_k=32,split_k=4", 42);
     // 5 k tiles over 4 splits of 2: the last split is empty and must contribute zeros.
-    assert_config("m=2,n=18,k=160,group=32,act=f32,quant=sym", "block_m=16,block_n=16,block_k=32,split_k=4", 43);
+    assert_config("m=2,n=18,k=160,group=32,act=f32,quant=sym", "block_m=16,gemv=0,block_n=16,block_k=32,split_k=4", 43);
     // Prefill-sized m with split-K, more outputs than one reduce block.
     assert_config("m=40,n=20,k=256,group=128,act=f32", "block_m=32,block_n=16,block_k=64,split_k=2", 44);
 }
@@ -119,7 +148,7 @@ fn dequant_gemm_w4_rejects_bad_problems() {
     assert_constraint(NAME, "m=1,n=8,k=64,group=32,heads=3", "", "unknown shape key `heads`");
     assert_constraint(NAME, "m=1,n=8,k=96,group=32", "block_k=64", "block_k = 64 does not divide k = 96");
     assert_constraint(NAME, "m=1,n=8,k=64,group=32", "block_k=64,split_k=2", "split_k = 2 exceeds the 1 k tiles");
-    assert_constraint(NAME, "m=1,n=8,k=64,group=32", "block_m=8", "block_m = 8");
+    assert_constraint(NAME, "m=1,n=8,k=64,group=32", "block_m=3", "block_m = 3");
     assert_constraint(NAME, "m=1,n=8,k=64,group=32", "block_n=48", "block_n = 48");
     assert_constraint(NAME, "m=1,n=8,k=64,group=32", "block_k=256", "block_k = 256");
     assert_constraint(NAME, "m=1,n=8,k=64,group=32", "split_k=3", "split_k = 3");

@@ -17,12 +17,16 @@ use rand::{Rng, SeedableRng};
 #[test]
 fn q8_gemv_matches_reference() {
     // n ragged for every block_n; k = 96 and 160 are whole Q8_0 blocks but not whole steps of
-    // 64 or 128, so the last step is masked; m = 3, 17, 64 pad to 4, 32, 64 rows of the dot.
+    // 64 or 128, so the last step is masked; m = 3, 5, 11 and 16 take the multi-row GEMV (rows
+    // padded to 4, 8, 16 and masked), m = 17, 64 pad to 32, 64 rows of the dot.
     let shapes = [
         "n=50,k=96",
         "m=1,n=70,k=576,act=f16",
         "m=1,n=33,k=64,out=f16",
         "m=3,n=70,k=96",
+        "m=5,n=41,k=160,act=f16",
+        "m=11,n=70,k=576",
+        "m=16,n=17,k=96,out=f16",
         "m=17,n=40,k=160,act=f16",
         "m=64,n=20,k=64,act=f16,out=f16",
     ];

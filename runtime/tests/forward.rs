@@ -6,36 +6,13 @@
 //! gives the logits each sequence gives alone; a full KV cache is a typed error that leaves the
 //! other sequences intact; bad token ids and over-long prompts are typed errors.
 
-use half::f16;
 use kiln_autotune::lookup::Defaults;
-use kiln_runtime::cpu::CpuDevice;
 use kiln_runtime::model::kv_cache::KvError;
 use kiln_runtime::model::llama::{LlamaModel, Logits, ModelError, ModelOptions, SeqInput};
-use kiln_runtime::model::tensor::{LlamaConfig, LoadError, RawTensor, TensorData, TensorSource};
+use kiln_runtime::model::tensor::LlamaConfig;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
-
-fn device() -> Arc<CpuDevice> {
-    static DEVICE: OnceLock<Arc<CpuDevice>> = OnceLock::new();
-    DEVICE.get_or_init(|| Arc::new(CpuDevice::host(None).expect("CPU device"))).clone()
-}
-
-/// A model held in memory, as a file reader would hand it out.
-struct MemSource {
-    config: LlamaConfig,
-    tensors: HashMap<String, RawTensor>,
-}
-
-impl TensorSource for MemSource {
-    fn config(&self) -> Result<LlamaConfig, LoadError> {
-        Ok(self.config.clone())
-    }
-    fn tensor(&self, name: &str) -> Result<RawTensor, LoadError> {
-        self.tensors.get(name).cloned().ok_or_else(|| LoadError::MissingTensor { name: name.to_string() })
-    }
-}
+use std::sync::Arc;
 
 fn config() -> LlamaConfig {
     LlamaConfig {
@@ -53,64 +30,13 @@ fn config() -> LlamaConfig {
     }
 }
 
-/// Random Q4_1 blocks for a `[n, k]` weight: codes uniform, `d` of the size real checkpoints
-/// have, `m ≈ −8·d` (a zero-mean row).
-fn q4_1_blocks(rng: &mut StdRng, n: usize, k: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    for _ in 0..n * k / 32 {
-        let d: f32 = rng.random_range(0.01..0.04);
-        let m = -8.0 * d * rng.random_range(0.8..1.2);
-        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-        out.extend_from_slice(&f16::from_f32(m).to_le_bytes());
-        out.extend((0..16).map(|_| rng.random::<u8>()));
-    }
-    out
-}
-
-fn q8_0_blocks(rng: &mut StdRng, rows: usize, cols: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    for _ in 0..rows * cols / 32 {
-        let d: f32 = rng.random_range(0.005..0.02);
-        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-        out.extend((0..32).map(|_| rng.random::<i8>() as u8));
-    }
-    out
-}
-
+/// The test's random model: scales of 0.01..0.04 for the projections, the embedding as drawn.
 fn random_model(seed: u64) -> MemSource {
-    let c = config();
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut tensors = HashMap::new();
-    let mut add = |name: String, shape: Vec<usize>, data: TensorData| {
-        tensors.insert(name.clone(), RawTensor { name, shape, data });
-    };
-    add(
-        "token_embd.weight".into(),
-        vec![c.dim, c.vocab_size],
-        TensorData::Q8_0(q8_0_blocks(&mut rng, c.vocab_size, c.dim)),
-    );
-    let norm = |rng: &mut StdRng| TensorData::F32((0..c.dim).map(|_| rng.random_range(0.5..1.5)).collect());
-    add("output_norm.weight".into(), vec![c.dim], norm(&mut rng));
-    let (q_dim, kv_dim) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
-    for l in 0..c.n_layers {
-        add(format!("blk.{l}.attn_norm.weight"), vec![c.dim], norm(&mut rng));
-        add(format!("blk.{l}.ffn_norm.weight"), vec![c.dim], norm(&mut rng));
-        for (what, n, k) in [
-            ("attn_q", q_dim, c.dim),
-            ("attn_k", kv_dim, c.dim),
-            ("attn_v", kv_dim, c.dim),
-            ("attn_output", c.dim, q_dim),
-            ("ffn_gate", c.ffn_dim, c.dim),
-            ("ffn_up", c.ffn_dim, c.dim),
-            ("ffn_down", c.dim, c.ffn_dim),
-        ] {
-            add(format!("blk.{l}.{what}.weight"), vec![k, n], TensorData::Q4_1(q4_1_blocks(&mut rng, n, k)));
-        }
-    }
-    MemSource { config: c, tensors }
+    common::random_model::random_model(config(), seed, 0.01..0.04, 1.0)
 }
 
 mod common;
+use common::random_model::{device, MemSource};
 use common::reference::{reference_logits, rel_error};
 
 /// The f64 reference over the source (the test's own dequantization and forward, `common::reference`).

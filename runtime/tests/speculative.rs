@@ -12,13 +12,11 @@
 //! - bad input: a draft with another vocabulary, bad `--draft-layers` / `--ngram`, a `k` larger
 //!   than one verification or the remaining output are refused or clamped and said.
 
-use half::f16;
 use kiln_autotune::lookup::Defaults;
-use kiln_runtime::cpu::CpuDevice;
 use kiln_runtime::generate::{generate, GenerateOptions};
 use kiln_runtime::model::llama::{LlamaModel, Logits, ModelOptions, SeqInput};
 use kiln_runtime::model::sampling::{candidates, SamplingParams};
-use kiln_runtime::model::tensor::{LlamaConfig, LoadError, RawTensor, TensorData, TensorSource};
+use kiln_runtime::model::tensor::{LlamaConfig, TensorSource};
 use kiln_runtime::speculative::accept::{rule_for, AcceptanceRule, Greedy, RejectionSampling, Verdict};
 use kiln_runtime::speculative::adaptive::KPolicy;
 use kiln_runtime::speculative::decode::{generate_speculative, Speculator};
@@ -26,27 +24,7 @@ use kiln_runtime::speculative::draft::{DraftModel, DraftSource, LayerPrefix, Ngr
 use kiln_runtime::speculative::SpecError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
-
-fn device() -> Arc<CpuDevice> {
-    static DEVICE: OnceLock<Arc<CpuDevice>> = OnceLock::new();
-    DEVICE.get_or_init(|| Arc::new(CpuDevice::host(None).expect("CPU device"))).clone()
-}
-
-struct MemSource {
-    config: LlamaConfig,
-    tensors: HashMap<String, RawTensor>,
-}
-
-impl TensorSource for MemSource {
-    fn config(&self) -> Result<LlamaConfig, LoadError> {
-        Ok(self.config.clone())
-    }
-    fn tensor(&self, name: &str) -> Result<RawTensor, LoadError> {
-        self.tensors.get(name).cloned().ok_or_else(|| LoadError::MissingTensor { name: name.to_string() })
-    }
-}
+use std::sync::Arc;
 
 fn config(vocab: usize) -> LlamaConfig {
     LlamaConfig {
@@ -67,46 +45,7 @@ fn config(vocab: usize) -> LlamaConfig {
 /// A random model: Q4_1 projections with zero-mean rows, a Q8_0 embedding scaled by `embd_scale`
 /// (larger: more peaked next-token distributions).
 fn random_model(seed: u64, vocab: usize, embd_scale: f32) -> MemSource {
-    let c = config(vocab);
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut tensors = HashMap::new();
-    let mut add = |name: String, shape: Vec<usize>, data: TensorData| {
-        tensors.insert(name.clone(), RawTensor { name, shape, data });
-    };
-    let mut embd = Vec::new();
-    for _ in 0..vocab * c.dim / 32 {
-        let d: f32 = rng.random_range(0.005..0.02) * embd_scale;
-        embd.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-        embd.extend((0..32).map(|_| rng.random::<i8>() as u8));
-    }
-    add("token_embd.weight".into(), vec![c.dim, vocab], TensorData::Q8_0(embd));
-    let norm = |rng: &mut StdRng| TensorData::F32((0..c.dim).map(|_| rng.random_range(0.5..1.5)).collect());
-    add("output_norm.weight".into(), vec![c.dim], norm(&mut rng));
-    let (q_dim, kv_dim) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
-    for l in 0..c.n_layers {
-        add(format!("blk.{l}.attn_norm.weight"), vec![c.dim], norm(&mut rng));
-        add(format!("blk.{l}.ffn_norm.weight"), vec![c.dim], norm(&mut rng));
-        for (what, n, k) in [
-            ("attn_q", q_dim, c.dim),
-            ("attn_k", kv_dim, c.dim),
-            ("attn_v", kv_dim, c.dim),
-            ("attn_output", c.dim, q_dim),
-            ("ffn_gate", c.ffn_dim, c.dim),
-            ("ffn_up", c.ffn_dim, c.dim),
-            ("ffn_down", c.dim, c.ffn_dim),
-        ] {
-            let mut blocks = Vec::new();
-            for _ in 0..n * k / 32 {
-                let d: f32 = rng.random_range(0.02..0.06);
-                let m = -8.0 * d * rng.random_range(0.8..1.2);
-                blocks.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-                blocks.extend_from_slice(&f16::from_f32(m).to_le_bytes());
-                blocks.extend((0..16).map(|_| rng.random::<u8>()));
-            }
-            add(format!("blk.{l}.{what}.weight"), vec![k, n], TensorData::Q4_1(blocks));
-        }
-    }
-    MemSource { config: c, tensors }
+    common::random_model::random_model(config(vocab), seed, 0.02..0.06, embd_scale)
 }
 
 fn load(src: &dyn TensorSource) -> LlamaModel {
@@ -439,6 +378,7 @@ fn ngram_lookup_continues_the_latest_longest_match() {
 }
 
 mod common;
+use common::random_model::{device, MemSource};
 
 /// A tokenizer GGUF: the 256 byte-level characters, `extra` merged tokens and two control tokens.
 fn tokenizer_file(extra: &[&str]) -> kiln_runtime::model::tokenizer::Tokenizer {

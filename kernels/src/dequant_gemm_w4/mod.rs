@@ -40,18 +40,22 @@
 //! Launch 1 has grid `[⌈n / block_n⌉, ⌈m / block_m⌉, split_k]`: program `(i, j, s)` computes
 //! the `block_m × block_n` tile of outputs at rows `j·block_m..`, columns `i·block_n..` over its
 //! share of k, `block_k` columns at a time.
-//! - `block_m > 1`: each k tile of the weights is unpacked with shifts and masks, dequantized in
-//!   f32, rounded to the activation dtype and multiplied with `b.dot` (f16 · f16 or f32 · f32 with
-//!   an f32 accumulator), the tensor-core-shaped path;
-//! - `block_m = 1` (GEMV): the weight tile is read as it lies, `[block_n, block_k / 2]` byte rows
-//!   (seen as `[block_n, tile_groups, per_group / 2]`); low nibbles multiply the even columns of x
-//!   and high nibbles the odd ones, in f32. Each step adds `scale · (lo·x_even + hi·x_odd)` into
-//!   a per-lane accumulator of the tile's shape, and `min · Σ x` (sym: `−8 · scale · Σ x`) per
-//!   group into a per-column one: `Σ (q·s + min)·x = Σ s·q·x + min·Σ x`. Both are summed once,
-//!   after the loop, so a step is one elementwise pass over the bytes as they lie, with no
-//!   horizontal sums. The weights are never rounded to
-//!   f16; the sums are f32, so the result differs from dequantize-then-multiply only by f32
-//!   rounding order, far inside the tolerances.
+//! - `gemv = 0` (the `dot` path, `block_m ≥ 16`): each k tile of the weights is unpacked with
+//!   shifts and masks, dequantized in f32, rounded to the activation dtype and multiplied with
+//!   `b.dot` (f16 · f16 or f32 · f32 with an f32 accumulator), the tensor-core-shaped path;
+//! - `gemv = 1` (the GEMV path, `block_m ∈ {1, 2, 4, 8, 16}`, in `gemv.rs`): the weight tile is read
+//!   as it lies, `[block_n, block_k / 2]` byte rows; low nibbles multiply the even columns of x
+//!   and high nibbles the odd ones, in f32, into per-lane accumulators summed after the loop. With
+//!   `block_m > 1` each tile is dequantized once and multiplied with the x of all `block_m` rows,
+//!   so the weights stream once for several tokens (speculative verification, small batches).
+//!   The weights are never rounded to f16; the sums are f32, so the result differs from
+//!   dequantize-then-multiply only by f32 rounding order, far inside the tolerances.
+//!
+//! The default takes the GEMV path up to m = 16 (one token: `block_m = 1`; more: up to 8 rows per
+//! program) and the `dot` path for prefill. In `key=value` form `gemv` may be left out: it is then
+//! 1 below `block_m = 16` and 0 from there (callers that overlay the default config inherit its
+//! `gemv`). Each problem's m falls in a regime (`TileKernel::regime`: 1, 2..16, more) that the
+//! tuning database's nearest-bucket lookup does not cross.
 //!
 //! `block_k` must divide `k`. When `block_k ≤ group` (both powers of two, so `block_k` divides
 //! `group`) a k tile never straddles groups and one row of scales (and mins) serves the tile;
@@ -62,6 +66,7 @@
 //! then writes zeros) and writes its f32 partial to `partials[s]`; launch 2 sums the partials in
 //! split order (deterministic, no atomics) and rounds to `act`.
 
+mod gemv;
 pub mod int8;
 pub mod layout;
 
@@ -158,8 +163,11 @@ fn constraint(constraint: String) -> KernelError {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct DequantGemmW4Config {
-    /// Rows of `y` per program; 1 selects the GEMV path (no `dot`).
+    /// Rows of `y` (tokens) per program.
     pub block_m: u32,
+    /// 1: the GEMV path (weights read as they lie, no `dot`; `block_m ≤ 16`), 0: the `dot` path
+    /// (`block_m ≥ 16`). Optional in `key=value` form: absent means 1 below `block_m = 16`.
+    pub gemv: u32,
     /// Columns of `y` per program.
     pub block_n: u32,
     /// k columns per loop step; divides `k`.
@@ -168,7 +176,14 @@ pub struct DequantGemmW4Config {
     pub split_k: u32,
 }
 
-const BLOCK_MS: [u32; 5] = [1, 16, 32, 64, 128];
+const BLOCK_MS: [u32; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
+/// The GEMV path's `block_m`: one token, or up to 16 sharing each weight tile.
+const GEMV_BLOCK_MS: [u32; 5] = [1, 2, 4, 8, 16];
+/// Largest per-lane accumulator of the multi-row GEMV in the space (elements): its sum after the
+/// loop goes through shared memory on GPUs, whose static limit is 48 KiB.
+const MAX_GEMV_ACC: u64 = 8192;
+/// The `dot` path's `block_m`: the smallest is one 16-row tile.
+const DOT_MIN_BLOCK_M: u32 = 16;
 const BLOCK_NS: [u32; 4] = [16, 32, 64, 128];
 const BLOCK_KS: [u32; 4] = [16, 32, 64, 128];
 const SPLITS: [u32; 5] = [1, 2, 4, 8, 16];
@@ -178,8 +193,10 @@ const REDUCE_BLOCK: u32 = 256;
 impl Config for DequantGemmW4Config {
     fn from_args(args: &Args) -> Result<Self, KernelError> {
         let mut r = Reader::new(NAME, ArgsKind::Config, args);
+        let block_m = r.get("block_m")?;
         let c = DequantGemmW4Config {
-            block_m: r.get("block_m")?,
+            block_m,
+            gemv: r.get_or("gemv", u32::from(block_m < DOT_MIN_BLOCK_M))?,
             block_n: r.get("block_n")?,
             block_k: r.get("block_k")?,
             split_k: r.get("split_k")?,
@@ -192,12 +209,14 @@ impl Config for DequantGemmW4Config {
         one_of("block_n", c.block_n, &BLOCK_NS)?;
         one_of("block_k", c.block_k, &BLOCK_KS)?;
         one_of("split_k", c.split_k, &SPLITS)?;
+        one_of("gemv", c.gemv, &[0, 1])?;
         Ok(c)
     }
 
     fn to_args(&self) -> Args {
         Args::new()
             .with("block_m", self.block_m)
+            .with("gemv", self.gemv)
             .with("block_n", self.block_n)
             .with("block_k", self.block_k)
             .with("split_k", self.split_k)
@@ -206,6 +225,15 @@ impl Config for DequantGemmW4Config {
 
 /// Whether `c` fits `p`; the constraints `plan` reports and `space` filters by.
 fn check_config(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<(), KernelError> {
+    if c.gemv == 1 {
+        ensure(NAME, GEMV_BLOCK_MS.contains(&c.block_m), || {
+            format!("block_m = {} is not one of {GEMV_BLOCK_MS:?} (gemv = 1)", c.block_m)
+        })?;
+    } else {
+        ensure(NAME, c.block_m >= DOT_MIN_BLOCK_M, || {
+            format!("block_m = {} is below {DOT_MIN_BLOCK_M}, the smallest dot tile (gemv = 0)", c.block_m)
+        })?;
+    }
     ensure(NAME, p.k.is_multiple_of(c.block_k), || format!("block_k = {} does not divide k = {}", c.block_k, p.k))?;
     let k_tiles = p.k / c.block_k;
     ensure(NAME, c.split_k <= k_tiles, || {
@@ -236,7 +264,12 @@ impl TileKernel for DequantGemmW4 {
     fn knobs(&self) -> Vec<Knob> {
         let values = |set: &[u32]| set.iter().map(|&v| i64::from(v)).collect();
         vec![
-            Knob { name: "block_m", values: values(&BLOCK_MS), help: "rows of y per program; 1 is the GEMV path" },
+            Knob { name: "block_m", values: values(&BLOCK_MS), help: "rows of y (tokens) per program" },
+            Knob {
+                name: "gemv",
+                values: vec![0, 1],
+                help: "1: GEMV path, weights read as they lie, block_m <= 16; 0: dot path, block_m >= 16",
+            },
             Knob { name: "block_n", values: values(&BLOCK_NS), help: "columns of y per program" },
             Knob { name: "block_k", values: values(&BLOCK_KS), help: "k columns per loop step (divides k)" },
             Knob {
@@ -248,46 +281,56 @@ impl TileKernel for DequantGemmW4 {
     }
 
     fn default_config(&self, p: &DequantGemmW4Problem) -> DequantGemmW4Config {
-        // Decode (m = 1) and a few tokens take the GEMV path (one weight pass per token; at m = 4,
-        // k = 4096, n = 14336 that is ~4x faster than one 16-row dot tile on the CPU, whose dot
-        // path reads its weight tile transposed); up to 16 tokens one 16-row dot tile; prefill 64.
+        // Up to 16 tokens (decode, speculative verification) take the GEMV path: the weights
+        // stream from memory once per program row, as they lie, and each tile is dequantized once
+        // for every row of the program. The dot path reads its weight tile transposed and
+        // unpacked, which costs ~7x at m = 5..16 on the CPU; it pays off for prefill only.
+        if p.xq == ActQuant::I8 {
+            // The int8 path is a one-row GEMV (a grid row per token). It runs through its bytes
+            // several times faster than the f32 one, so fewer DRAM row streams keep it fed: 32
+            // rows measured ~1.4x faster than 64 at k = 4096, n = 14336 (2 threads, weights from
+            // DRAM).
+            let block_k = [128, 64, 32].into_iter().find(|&b| p.k.is_multiple_of(b)).unwrap_or(32);
+            let block_n = p.n.next_power_of_two().clamp(16, 32);
+            return DequantGemmW4Config { block_m: 1, gemv: 1, block_n, block_k, split_k: 1 };
+        }
+        if p.m <= 16 {
+            return gemv_default(p);
+        }
         let block_m = match p.m {
-            _ if p.xq == ActQuant::I8 => 1,
-            1..=4 => 1,
-            5..=16 => 16,
             17..=32 => 32,
             _ => 64,
         };
-        // Every legal k is a multiple of 32 (the smallest group). The GEMV streams its weights
-        // as 64 rows of 64 bytes per step: its per-lane accumulator (16 KiB) and the step's
-        // bytes stay in L1 (k = 4096, n = 14336 on a 2-core AVX-512 host: ~1.6 ms against
-        // ~1.85 ms for 128 rows).
-        let (block_n, block_k) = if block_m == 1 {
-            let block_k = [128, 64, 32].into_iter().find(|&b| p.k.is_multiple_of(b)).unwrap_or(32);
-            // The int8 path runs through its bytes several times faster, so the DRAM streams of
-            // its rows must be fewer to be kept fed: 32 rows measured ~1.4x faster than 64 at
-            // k = 4096, n = 14336 (2 threads, weights from DRAM).
-            let max_n = if p.xq == ActQuant::I8 { 32 } else { 64 };
-            (p.n.next_power_of_two().clamp(16, max_n), block_k)
-        } else {
-            (p.n.next_power_of_two().clamp(16, 64), if p.k.is_multiple_of(64) { 64 } else { 32 })
-        };
-        DequantGemmW4Config { block_m, block_n, block_k, split_k: 1 }
+        let block_n = p.n.next_power_of_two().clamp(16, 64);
+        let block_k = if p.k.is_multiple_of(64) { 64 } else { 32 };
+        DequantGemmW4Config { block_m, gemv: 0, block_n, block_k, split_k: 1 }
     }
 
     fn space(&self, p: &DequantGemmW4Problem, limits: &SpaceLimits) -> Vec<DequantGemmW4Config> {
         // Tiles much larger than the problem only mask work away: cap block_m and block_n at the
-        // problem rounded up to a power of two (16 at least, the smallest dot tile).
-        let max_m = p.m.next_power_of_two().max(16);
+        // problem rounded up to a power of two (16 at least for the dot path, its smallest tile).
+        let m_cover = p.m.next_power_of_two();
         let max_n = p.n.next_power_of_two().max(16);
-        let fits = |a: u32, b: u32| u64::from(a) * u64::from(b) <= limits.max_tile_elements;
+        let fits = |elements: u64| elements <= limits.max_tile_elements;
         let mut space = Vec::new();
-        for block_m in BLOCK_MS.into_iter().filter(|&v| v <= max_m) {
+        for (gemv, block_m) in GEMV_BLOCK_MS
+            .into_iter()
+            .filter(|&v| v <= m_cover)
+            .map(|v| (1, v))
+            .chain(BLOCK_MS.into_iter().filter(|&v| v >= DOT_MIN_BLOCK_M && v <= m_cover.max(16)).map(|v| (0, v)))
+        {
             for block_n in BLOCK_NS.into_iter().filter(|&v| v <= max_n) {
                 for block_k in BLOCK_KS {
                     for split_k in SPLITS {
-                        let c = DequantGemmW4Config { block_m, block_n, block_k, split_k };
-                        let tiles_fit = fits(block_m, block_k) && fits(block_k, block_n) && fits(block_m, block_n);
+                        let c = DequantGemmW4Config { block_m, gemv, block_n, block_k, split_k };
+                        let (m, n, k) = (u64::from(block_m), u64::from(block_n), u64::from(block_k));
+                        // The GEMV's largest tile is its per-lane accumulator, `[block_m,
+                        // block_n, block_k / 2]`; the dot path's are its three 2-D tiles.
+                        let tiles_fit = if gemv == 1 {
+                            fits(m * n * k / 2) && (m == 1 || m * n * k / 2 <= MAX_GEMV_ACC)
+                        } else {
+                            fits(m * k) && fits(k * n) && fits(m * n)
+                        };
                         if tiles_fit && check_config(p, &c).is_ok() {
                             space.push(c);
                         }
@@ -404,6 +447,42 @@ impl TileKernel for DequantGemmW4 {
         // scratch and not counted); one multiply-add per weight and row of x.
         Cost { flops: 2 * p.m as u64 * p.n as u64 * p.k as u64, ..Cost::from_buffers(plan) }
     }
+
+    fn regime(&self, p: &DequantGemmW4Problem) -> u32 {
+        // The default's three kinds of config: one-token GEMV, multi-row GEMV, dot tiles.
+        match p.m {
+            1 => 0,
+            2..=16 => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// The GEMV path's default for `m ≤ 16`: up to 8 rows per program (`block_m` = m rounded up to a
+/// power of two), so each weight byte is read once or twice per launch.
+fn gemv_default(p: &DequantGemmW4Problem) -> DequantGemmW4Config {
+    let block_m = p.m.next_power_of_two();
+    if block_m == 1 {
+        // Every legal k is a multiple of 32 (the smallest group). The GEMV streams its weights
+        // as 64 rows of 64 bytes per step: its per-lane accumulator (16 KiB) and the step's
+        // bytes stay in L1 (k = 4096, n = 14336 on a 2-core AVX-512 host: ~1.6 ms against
+        // ~1.85 ms for 128 rows).
+        let block_k = [128, 64, 32].into_iter().find(|&b| p.k.is_multiple_of(b)).unwrap_or(32);
+        return DequantGemmW4Config {
+            block_m,
+            gemv: 1,
+            block_n: p.n.next_power_of_two().clamp(16, 64),
+            block_k,
+            split_k: 1,
+        };
+    }
+    // Several rows: 16 outputs and one 32-column k step (a group of the smallest size, so one
+    // scale per row of the tile) per program step, at most 8 rows: the per-lane accumulator
+    // `[block_m, 16, 16]` f32 stays at 8 KiB. Measured at k = 576, n = 1536 (f32, group 32) on
+    // 2 AVX-512 cores: m = 5 ~0.40 ms with 8 rows against ~0.42-0.90 ms for wider tiles or
+    // 64-column steps; m = 16 ~0.79 ms with 2 programs of 8 rows against ~0.92 ms with 16.
+    let block_m = block_m.min(8);
+    DequantGemmW4Config { block_m, gemv: 1, block_n: 16, block_k: 32, split_k: 1 }
 }
 
 /// `y[i, j] = Σ_t x[i, t] · w[j, t]` in f64 (`x [m, k]`, `w [n, k]`).
@@ -452,63 +531,34 @@ fn build_gemm(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
     // Split s writes its partial at partials[s]; without split-K the base is 0.
     let out_base = if split { b.program_id(2) * m * n } else { b.constant(0, I32) };
 
-    let weights = WeightTiles { b: &b, w, scales, mins, cols, col_ok, half_k, groups, group, block_k: bk };
-
-    if bm == 1 {
-        // GEMV: one token per program row of the grid, no masks on m. The weight tile is read as
-        // it lies in memory, `[block_n, block_k / 2]` whole byte rows, viewed as `[block_n,
-        // tile_groups, per_group / 2]`; the low nibbles multiply the even columns of x and the
-        // high nibbles the odd ones, so nothing is transposed or unpacked into k order. The
-        // products are scaled per group and added into an accumulator of the tile's own shape,
-        // summed only after the loop: every step is then one elementwise pass over the bytes
-        // (no per-row horizontal sums inside the loop), and the mins, which multiply Σ x of a
-        // group, go into a per-column accumulator of their own:
-        // Σ (q·s + min)·x = Σ s·q·x + min·Σ x (asym), Σ (q − 8)·s·x = Σ s·q·x − 8·s·Σ x (sym).
-        let row = b.program_id(1);
-        let per_group = bk.min(group);
-        let tile_groups = bk / per_group;
-        let half_pg = per_group / 2;
-        let shape3 = [bn as u32, tile_groups as u32, half_pg as u32];
-        // Byte `j` of group `t` of the tile: k column `k0 + t·per_group + 2j` (low nibble) and the
-        // next one (high nibble).
-        let tg = b.arange(0, tile_groups);
-        let j = (tg.col() * half_pg + b.arange(0, half_pg).row()).named("j");
-        let acc_init =
-            [b.zeros(&shape3, F32).named("acc_qx"), b.zeros(&[bn as u32, tile_groups as u32], F32).named("acc_x")];
-        let [acc_qx, acc_x] = b.for_range(k_lo, k_hi, bk, acc_init, |k0, [acc_qx, acc_x]| {
-            let x_even = to_dtype(b.load(x, row * k + k0 + j * 2), F32);
-            let x_odd = to_dtype(b.load(x, row * k + k0 + j * 2 + 1), F32);
-            // (`expand_dims`, not `reshape`: the offsets stay affine in the row, so the backends
-            // compute each row's start instead of reading it from a tile.)
-            let offs = (cols * half_k).col().expand_dims(2) + (k0 / 2 + j).expand_dims(0);
-            let bytes = b.load_masked(w, offs, col_ok.col().expand_dims(2), 0u8);
-            let lo = (bytes & 0xFu8).cast(F32);
-            let hi = (bytes >> 4u8).cast(F32);
-            // The group parameters `[block_n, tile_groups]`; with one group per tile, as one
-            // strided column (a single bounds check) rather than rows of one element.
-            let group_values = |buffer| {
-                if tile_groups == 1 {
-                    b.load_masked(buffer, cols * groups + k0 / group, col_ok, 0.0).cast(F32).col()
-                } else {
-                    let g = (cols * groups).col() + (k0 / group + tg).row();
-                    b.load_masked(buffer, g, col_ok.col(), 0.0).cast(F32)
-                }
-            };
-            let scale = group_values(scales);
-            // Σ x per group of the tile, `[1, tile_groups]`.
-            let sx = (x_even + x_odd).sum(1).row();
-            let offset = match mins {
-                None => scale * sx * -8.0,
-                Some(mins) => group_values(mins) * sx,
-            };
-            let products = (lo * x_even.expand_dims(0) + hi * x_odd.expand_dims(0)) * scale.expand_dims(2);
-            [acc_qx + products, acc_x + offset]
+    if c.gemv == 1 {
+        gemv::emit(&gemv::GemvParts {
+            b: &b,
+            x,
+            w,
+            scales,
+            mins,
+            out,
+            out_dtype: out_dtype(p, c),
+            m,
+            n,
+            k,
+            k_lo,
+            k_hi,
+            out_base,
+            cols,
+            col_ok,
+            half_k,
+            groups,
+            group,
+            block_m: bm,
+            block_n: bn,
+            block_k: bk,
         });
-        let acc = acc_qx.sum(2).sum(1) + acc_x.sum(1);
-        b.store_masked(out, out_base + row * n + cols, to_dtype(acc, out_dtype(p, c)), col_ok);
     } else {
         let rows = (b.program_id(1) * bm + b.arange(0, bm)).named("rows");
         let row_ok = rows.lt(m);
+        let weights = WeightTiles { b: &b, w, scales, mins, cols, col_ok, half_k, groups, group, block_k: bk };
         let acc0 = b.zeros(&[bm as u32, bn as u32], F32).named("acc0");
         let [acc] = b.for_range(k_lo, k_hi, bk, [acc0], |k0, [acc]| {
             let ks = k0 + b.arange(0, bk);

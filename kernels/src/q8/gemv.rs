@@ -12,7 +12,10 @@
 //! block_k]` contiguous int8 rows; `q · x` is summed per Q8_0 block along the row and each block's
 //! sum is scaled once, `Σ_k q·d·x = Σ_blocks d · Σ q·x` (2.4× faster on the CPU than a transposed
 //! `[block_k, block_n]` tile of dequantized weights: 3.5 ms instead of 8.6 ms for SmolLM2's head
-//! on 2 AVX-512 cores). With `m > 1` the weights are dequantized to f32 in the tile (`q · d` is
+//! on 2 AVX-512 cores). With `2 ≤ m ≤ 16` (speculative verification) the tile is read the same
+//! way, dequantized once per step and multiplied with every row's x into a per-lane
+//! `[m, block_n, block_k]` accumulator summed after the loop, so the weights stream once
+//! for all rows. With `m > 16` the weights are dequantized to f32 in the tile (`q · d` is
 //! exact in f32: 8 bits times an 11-bit significand) and a step is a `dot` of `[pow2(m), block_k]
 //! · [block_k, block_n]` into an f32 accumulator, so each weight tile is read once for every row
 //! of `x`. Either way every rounding is an f32 product or sum and the final store.
@@ -31,6 +34,11 @@ use kiln_ir::{DType, KernelBuilder};
 
 const NAME: &str = "q8_gemv";
 const MAX_M: u32 = 64;
+/// Up to this many rows take the multi-row GEMV path; more take the `dot` path.
+const MAX_GEMV_ROWS: u32 = 16;
+/// Largest per-lane accumulator of the multi-row GEMV in the space (elements): its sum after the
+/// loop goes through shared memory on GPUs, whose static limit is 48 KiB.
+const MAX_GEMV_ACC: u64 = 8192;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Q8GemvProblem {
@@ -117,6 +125,10 @@ impl Q8GemvConfig {
     /// The largest tile a program holds for `p`.
     fn max_tile(&self, p: &Q8GemvProblem) -> u64 {
         let (mt, bn, bk) = (u64::from(p.m_tile()), u64::from(self.block_n), u64::from(self.block_k));
+        if (2..=MAX_GEMV_ROWS).contains(&p.m) {
+            // The multi-row GEMV's per-lane accumulator, `[m, block_n, block_k]`.
+            return u64::from(p.m) * bn * bk;
+        }
         (bk * bn).max(mt * bk).max(mt * bn)
     }
 }
@@ -151,6 +163,12 @@ impl TileKernel for Q8Gemv {
     }
 
     fn default_config(&self, p: &Q8GemvProblem) -> Q8GemvConfig {
+        if (2..=MAX_GEMV_ROWS).contains(&p.m) {
+            // The multi-row GEMV: 16 outputs per program and 64-wide steps when they divide k and
+            // the per-lane accumulator `[m, 16, block_k]` stays within `MAX_GEMV_ACC`.
+            let wide = p.k.is_multiple_of(64) && u64::from(p.m) * 16 * 64 <= MAX_GEMV_ACC;
+            return Q8GemvConfig { block_n: 16, block_k: if wide { 64 } else { 32 } };
+        }
         // The widest step up to 256 that divides k, so no step is masked (576 = 9 · 64).
         let block_k = BLOCK_K.into_iter().rev().find(|&b| b <= 256 && p.k.is_multiple_of(b)).unwrap_or(32);
         Q8GemvConfig { block_n: covering(&BLOCK_N, p.n.min(64)), block_k }
@@ -162,7 +180,8 @@ impl TileKernel for Q8Gemv {
         for block_n in BLOCK_N.into_iter().filter(|&b| b <= cover_n) {
             for block_k in BLOCK_K.into_iter().filter(|&b| b <= cover_k) {
                 let c = Q8GemvConfig { block_n, block_k };
-                if c.max_tile(p) <= limits.max_tile_elements {
+                let acc_fits = !(2..=MAX_GEMV_ROWS).contains(&p.m) || c.max_tile(p) <= MAX_GEMV_ACC;
+                if acc_fits && c.max_tile(p) <= limits.max_tile_elements {
                     space.push(c);
                 }
             }
@@ -228,6 +247,15 @@ impl TileKernel for Q8Gemv {
     fn cost(&self, p: &Q8GemvProblem, plan: &Plan, _inputs: &Buffers) -> Cost {
         Cost { flops: 2 * p.m as u64 * p.n as u64 * p.k as u64, ..Cost::from_buffers(plan) }
     }
+
+    fn regime(&self, p: &Q8GemvProblem) -> u32 {
+        // The three code paths: one-row GEMV, multi-row GEMV, dot.
+        match p.m {
+            1 => 0,
+            2..=MAX_GEMV_ROWS => 1,
+            _ => 2,
+        }
+    }
 }
 
 /// Builds the kernel: program `x` computes outputs `x · block_n ..` for every row of `x`.
@@ -272,7 +300,43 @@ fn build(p: &Q8GemvProblem, c: &Q8GemvConfig) -> Result<kiln_ir::Kernel, kiln_ir
             [acc + (sums * d.cast(F32)).sum(1)]
         });
         b.store_masked(y, cols, acc.cast(p.out), col_ok);
+    } else if p.m <= MAX_GEMV_ROWS {
+        // Several rows (speculative verification, small batches): the weight tile is read as it
+        // lies, `[block_n, block_k]`, dequantized once (`q · d`, exact in f32) and multiplied with
+        // the x of every row into a per-lane accumulator `[m, block_n, block_k]`, summed
+        // once after the loop: the weights stream once for all rows, with no transposed loads
+        // and no horizontal sums in the loop.
+        // The kernel is built for its m, so the rows are exactly `0..m`: no padding, no row masks.
+        let mt = p.m;
+        let rows = b.arange(0, mt as i32).named("rows");
+        let per_step = c.block_k / 32;
+        let blocks = b.arange(0, per_step as i32);
+        // When the steps divide k no column mask is needed: the loads stay unmasked whole rows the
+        // backends can read in place, instead of a mask test per element.
+        let x_rows = rows;
+        let whole_steps = p.k.is_multiple_of(c.block_k);
+        let acc0 = b.zeros(&[mt, c.block_n, c.block_k], F32).named("acc0");
+        let [acc] = b.for_range(0, k, block_k, [acc0], |k0, [acc]| {
+            let ks = k0 + b.arange(0, block_k);
+            let (xt, q) = if whole_steps {
+                let xt = b.load(x, x_rows.col() * k + ks.row());
+                (xt, b.load_masked(qs, cols.col() * k + ks.row(), col_ok.col(), 0i8))
+            } else {
+                let k_ok = ks.lt(k);
+                let xt = b.load_masked(x, x_rows.col() * k + ks.row(), k_ok.row(), 0.0);
+                (xt, b.load_masked(qs, cols.col() * k + ks.row(), col_ok.col() & k_ok.row(), 0i8))
+            };
+            let (xt, q) = (xt.cast(F32), q.cast(F32));
+            let blk = k0 / q8 + blocks;
+            let blk_ok = blk.lt(k / q8);
+            let d = b.load_masked(scales, cols.col() * (k / q8) + blk.row(), col_ok.col() & blk_ok.row(), 0.0);
+            let w =
+                (q.reshape(&[c.block_n, per_step, 32]) * d.cast(F32).expand_dims(2)).reshape(&[c.block_n, c.block_k]);
+            [acc + w.expand_dims(0) * xt.expand_dims(1)]
+        });
+        b.store_masked(y, rows.col() * n + cols.row(), acc.sum(2).cast(p.out), col_ok.row());
     } else {
+        // Many rows: a `dot` per step over dequantized, transposed weight tiles.
         let rows = b.arange(0, p.m_tile() as i32).named("rows");
         let row_ok = rows.lt(m);
         let acc0 = b.zeros(&[p.m_tile(), c.block_n], F32).named("acc0");

@@ -1,2 +1,3 @@
 pub mod gguf_writer;
+pub mod random_model;
 pub mod reference;
