@@ -51,7 +51,7 @@ pub enum SpecError {
          tokenizer; choose a draft from the same model family, or use --draft-layers or --ngram"
     )]
     TokenizerMismatch { detail: String },
-    #[error("--draft-layers {layers}: the target has {n_layers} layers; choose 1..{n_layers} (fewer is cheaper)")]
+    #[error("--draft-layers {layers}: the target has {n_layers} layers and a draft uses fewer; choose 1 to {} (fewer is cheaper)", .n_layers.saturating_sub(1))]
     DraftLayers { layers: usize, n_layers: usize },
     #[error("--ngram {0}: the n-gram length must be at least 1")]
     Ngram(usize),
