@@ -182,6 +182,18 @@ pub struct CheckRow {
 }
 
 impl CheckRow {
+    /// A case that could not run: its kernel and shape, no config, and the error as status.
+    fn error(kernel: &str, shape: &str, error: impl std::fmt::Display) -> CheckRow {
+        CheckRow {
+            kernel: kernel.to_string(),
+            shape: shape.to_string(),
+            config: String::new(),
+            status: format!("ERROR: {error}"),
+            max_rel_error: None,
+            bench: None,
+        }
+    }
+
     pub fn passed(&self) -> bool {
         self.status == "ok"
     }
@@ -207,14 +219,7 @@ pub fn conformance(device: &CudaDevice, max_configs: usize) -> Vec<CheckRow> {
                     max_rel_error: r.comparisons.iter().map(|c| c.rel_error).reduce(f64::max),
                     bench: None,
                 })),
-                Err(e) => rows.push(CheckRow {
-                    kernel: id.name().to_string(),
-                    shape: shape.to_string(),
-                    config: String::new(),
-                    status: format!("ERROR: {e}"),
-                    max_rel_error: None,
-                    bench: None,
-                }),
+                Err(e) => rows.push(CheckRow::error(id.name(), shape, e)),
             }
         }
     }
@@ -238,14 +243,7 @@ pub fn headline(device: &CudaDevice, opts: &BenchOptions, roofline: &Roofline) -
                     max_rel_error: None,
                     bench: Some(case),
                 },
-                Err(e) => CheckRow {
-                    kernel: id.name().to_string(),
-                    shape: shape.to_string(),
-                    config: String::new(),
-                    status: format!("ERROR: {e}"),
-                    max_rel_error: None,
-                    bench: None,
-                },
+                Err(e) => CheckRow::error(id.name(), shape, e),
             }
         })
         .collect()
