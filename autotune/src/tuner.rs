@@ -21,7 +21,7 @@ pub struct TuneOptions {
     pub confirm_rounds: usize,
 }
 
-/// Candidates re-measured in the confirmation rounds.
+/// Leading candidates re-measured in the confirmation rounds (the default is re-measured too).
 pub const CONFIRMED: usize = 3;
 
 impl TuneOptions {
@@ -127,6 +127,12 @@ pub fn tune_shape<M: Measure>(
     let mut top: Vec<usize> = outcome.measured.iter().copied().filter(|&i| matches!(results[i], Some(Ok(_)))).collect();
     top.sort_by(|&a, &b| median_of(&results, a).total_cmp(&median_of(&results, b)).then(a.cmp(&b)));
     top.truncate(CONFIRMED);
+    // The default is the baseline every speedup is quoted against: it is confirmed alongside the
+    // leaders, so the winner is never a re-measured leader that came out slower than the
+    // default's single first-round measurement.
+    if matches!(results[space.default], Some(Ok(_))) && !top.contains(&space.default) {
+        top.push(space.default);
+    }
     let mut best_index = outcome.best;
     let mut confirmed = vec![1u32; configs.len()];
     if top.len() > 1 && options.confirm_rounds > 0 && Instant::now() < deadline {
