@@ -23,6 +23,7 @@
 //! Architecture Invariant: nothing here loads PTX on a device (the runtime will); the simulator
 //! interprets the thread IR and `ptxas` only assembles the text.
 
+pub mod axis;
 mod lower;
 mod print;
 pub mod ptxas;
