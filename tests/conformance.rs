@@ -99,5 +99,5 @@ conformance_suite!(cpu, kiln::runtime::cpu::CpuExecutor { device: cpu_device() }
 // The PTX backend, run by the SIMT simulator (no GPU needed), 4 warps per program.
 conformance_suite!(
     simt,
-    kiln::runtime::simt::SimtExecutor { options: kiln::codegen::ptx::PtxOptions::new(kiln::codegen::ptx::Sm::Sm80) }
+    kiln::runtime::simt::SimtExecutor::new(kiln::codegen::ptx::PtxOptions::new(kiln::codegen::ptx::Sm::Sm80))
 );

@@ -114,6 +114,12 @@ impl Specialization {
         u64::from(self.divisibility.get(index).copied().unwrap_or(1).max(1))
     }
 
+    /// Whether a launch whose arguments have the specialisation `launch` may run PTX lowered
+    /// for `self`: every divisor assumed here divides the launch's.
+    pub fn admits(&self, launch: &Specialization) -> bool {
+        (0..self.divisibility.len()).all(|i| launch.of(i) % self.of(i) == 0)
+    }
+
     /// A short text form for cache keys and names: the divisors joined by `.` (`1.16.4`).
     pub fn key(&self) -> String {
         self.divisibility.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(".")

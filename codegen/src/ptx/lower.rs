@@ -1,14 +1,18 @@
 //! Lowering a verified tile-IR kernel to the thread-level IR with one simple layout.
 //!
 //! **Layout.** One program is one CUDA block of `num_warps × 32` threads. A tile of `n > 1`
-//! elements is *blocked* with one element per thread per slot: thread `t` owns the
-//! `per = ceil(n / threads)` row-major elements `j·threads + t` (`j < per`), one register per
-//! slot, so in every slot a warp holds 32 consecutive elements and its accesses to a contiguous
-//! tile coalesce into full 128-byte lines; slots at or past `n` are *invalid*
+//! elements is *blocked* with `vec` consecutive elements per thread per run (`vec` is 4 or 2
+//! when `n` is a multiple of it and fills every thread `vec` times over, else 1): slot `j` of
+//! thread `t` holds the row-major element `(j / vec)·threads·vec + t·vec + j % vec`, one
+//! register per slot, so a warp covers `32·vec` consecutive elements per run and its accesses
+//! to a contiguous tile coalesce into full 128-byte lines, while each thread's run can be one
+//! `.v2` / `.v4` access when the offset analysis (`axis.rs`) proves it contiguous, aligned and
+//! under one mask value (scalar accesses otherwise); slots at or past `n` are *invalid*
 //! (they compute garbage that never reaches memory or a reduction). A value of one element
 //! (scalars, `[1]` tiles) is *replicated*: every thread holds it, so uniform control flow and
 //! scalar arguments need no communication. Because the layout depends only on the element count,
-//! `reshape` and `expand_dims` move no data.
+//! `reshape` and `expand_dims` move no data. Buffer base pointers are assumed 16-byte aligned (the
+//! CUDA allocator gives 256 bytes; the simulator places buffers likewise and checks alignment).
 //!
 //! **Data movement.** Everything that needs other threads' elements goes through shared memory,
 //! one 4-byte word per element (written by its owner, `bar.sync`, read, `bar.sync`): `broadcast`
@@ -21,13 +25,13 @@
 //! harmless for `+ - × ÷ √`). `i8` / `u8` live in 32-bit registers, sign- or zero-extended, and
 //! are wrapped after each op. `exp2`, `log2` and `rsqrt` use the `.approx` instructions.
 //!
-//! **Not done yet** (see the module doc of `ptx/mod.rs`): vector widths from an offset analysis
-//! (every access is scalar today), bounds checks against the buffer lengths, integer division
+//! **Not done yet** (see the module doc of `ptx/mod.rs`): bounds checks against the buffer lengths, integer division
 //! by zero as an error, and float `rem`, which is [`PtxError::Unsupported`].
 
 use super::thread::{
     BinOp, Cmp, Guard, Instr, KernelParam, Label, Operand, Reg, RegClass, Space, Special, Stmt, ThreadKernel, Ty, UnOp,
 };
+use super::axis::{self, ValueFacts};
 use super::{PtxError, PtxOptions, SHARED_LIMIT_BYTES};
 use kiln_ir::kernel::ParamKind;
 use kiln_ir::{
@@ -40,6 +44,7 @@ pub fn lower(kernel: &Kernel, options: &PtxOptions) -> Result<ThreadKernel, PtxE
     kiln_ir::verify(kernel)?;
     let threads = options.num_warps * 32;
     let mut l = Lowerer::new(kernel, threads);
+    l.facts = axis::analyze(kernel, &options.specialization);
     l.params()?;
     l.block(kernel.entry)?;
     l.body.push(stmt(Instr::Ret));
@@ -73,15 +78,22 @@ struct Layout {
     replicated: bool,
     /// Some slots of some threads are past `n`.
     ragged: bool,
+    /// Consecutive elements per thread per run; divides `n`, so a run is wholly valid or not.
+    vec: u32,
 }
 
+/// The largest run per thread: 4 or 2 elements when `n` is a multiple and fills every thread's
+/// run at least once, so small tiles keep every thread busy.
 fn layout(shape: &Shape, threads: u32) -> Layout {
     let n = shape.numel();
     if n == 1 {
-        return Layout { n, per: 1, replicated: true, ragged: false };
+        return Layout { n, per: 1, replicated: true, ragged: false, vec: 1 };
     }
-    let per = n.div_ceil(u64::from(threads)) as u32;
-    Layout { n, per, replicated: false, ragged: u64::from(per) * u64::from(threads) != n }
+    let t = u64::from(threads);
+    let vec = [4u32, 2].into_iter().find(|&v| n % u64::from(v) == 0 && n >= t * u64::from(v)).unwrap_or(1);
+    let runs = n.div_ceil(t * u64::from(vec));
+    let per = (runs * u64::from(vec)) as u32;
+    Layout { n, per, replicated: false, ragged: u64::from(per) * t != n, vec }
 }
 
 fn class_of(dtype: DType) -> RegClass {
@@ -143,8 +155,12 @@ struct Lowerer<'k> {
     buffers: HashMap<Param, Reg>,
     tid: Option<Reg>,
     smem: Option<Reg>,
-    /// Element index `tid · per + j` by `(per, j)`.
-    elem_index: HashMap<(u32, u32), Reg>,
+    /// What the offset analysis knows of each integer value.
+    facts: HashMap<Value, ValueFacts>,
+    /// `tid · vec` by `vec`.
+    tid_times: HashMap<u32, Reg>,
+    /// Element index of slot `j` by `(per, vec, j)`.
+    elem_index: HashMap<(u32, u32, u32), Reg>,
     /// Whether slot `j` is valid, by `(n, per, j)`.
     valid: HashMap<(u64, u32, u32), Reg>,
     thread0: Option<Reg>,
@@ -168,6 +184,8 @@ impl<'k> Lowerer<'k> {
             buffers: HashMap::new(),
             tid: None,
             smem: None,
+            facts: HashMap::new(),
+            tid_times: HashMap::new(),
             elem_index: HashMap::new(),
             valid: HashMap::new(),
             thread0: None,
@@ -237,24 +255,39 @@ impl<'k> Lowerer<'k> {
         r
     }
 
-    /// The row-major index of the element in slot `j` of this thread: `j · threads + tid`, so
-    /// the threads of a warp hold consecutive elements in each slot and their accesses to a
-    /// contiguous tile coalesce.
+    /// `tid · vec` (the first element of this thread's run).
+    fn tid_times(&mut self, vec: u32) -> Reg {
+        let tid = self.tid();
+        if vec == 1 {
+            return tid;
+        }
+        if let Some(&r) = self.tid_times.get(&vec) {
+            return r;
+        }
+        let r = self.reg(RegClass::B32);
+        self.pro(Instr::Bin { op: BinOp::Mul, ty: Ty::U32, dst: r, a: tid.into(), b: Operand::Int(vec.into()) });
+        self.tid_times.insert(vec, r);
+        r
+    }
+
+    /// The row-major index of the element in slot `j` of this thread:
+    /// `(j / vec) · threads · vec + tid · vec + j % vec`, so the threads of a warp hold
+    /// consecutive runs and their accesses to a contiguous tile coalesce.
     fn elem_index(&mut self, lay: Layout, j: u32) -> Operand {
         if lay.replicated {
             return Operand::Int(0);
         }
-        if let Some(&r) = self.elem_index.get(&(lay.per, j)) {
+        if let Some(&r) = self.elem_index.get(&(lay.per, lay.vec, j)) {
             return r.into();
         }
-        let tid = self.tid();
-        if j == 0 {
-            return tid.into();
+        let first = self.tid_times(lay.vec);
+        let start = i64::from(j / lay.vec) * i64::from(self.threads) * i64::from(lay.vec) + i64::from(j % lay.vec);
+        if start == 0 {
+            return first.into();
         }
         let r = self.reg(RegClass::B32);
-        let start = i64::from(j) * i64::from(self.threads);
-        self.pro(Instr::Bin { op: BinOp::Add, ty: Ty::U32, dst: r, a: tid.into(), b: Operand::Int(start) });
-        self.elem_index.insert((lay.per, j), r);
+        self.pro(Instr::Bin { op: BinOp::Add, ty: Ty::U32, dst: r, a: first.into(), b: Operand::Int(start) });
+        self.elem_index.insert((lay.per, lay.vec, j), r);
         r.into()
     }
 
@@ -1158,6 +1191,38 @@ impl<'k> Lowerer<'k> {
         addr
     }
 
+    /// How many consecutive slots of each run one access may cover: the largest of 4, 2 and 1
+    /// that divides the layout's run and the tile's last dimension (so a group stays in one row),
+    /// spans at most 16 bytes, and over which the offset analysis proves the offsets consecutive
+    /// from a multiple of the width (aligned, as buffer bases are 16-byte aligned) and the mask
+    /// constant.
+    fn access_width(&self, offsets: Value, mask: Option<Value>, dtype: DType, lay: Layout) -> usize {
+        if lay.replicated || lay.vec == 1 {
+            return 1;
+        }
+        let shape = &self.k.ty(offsets).shape;
+        let last = u64::from(shape.dims().last().copied().unwrap_or(1));
+        let Some(offs) = self.facts.get(&offsets).map(ValueFacts::last) else { return 1 };
+        let mask_constancy = match mask {
+            None => u64::MAX,
+            Some(m) => self.facts.get(&m).map(|f| f.last().constancy).unwrap_or(1),
+        };
+        let widest = (16 / dtype.size_bytes().max(1)) as u32;
+        let mut width = lay.vec.min(widest);
+        while width > 1 {
+            let w = u64::from(width);
+            let fits = last % w == 0
+                && offs.contiguity % w == 0
+                && offs.divisibility_at(w) % w == 0
+                && (mask_constancy == u64::MAX || mask_constancy % w == 0);
+            if fits {
+                return width as usize;
+            }
+            width /= 2;
+        }
+        1
+    }
+
     fn mem_ty(dtype: DType) -> Ty {
         match dtype {
             DType::F32 => Ty::F32,
@@ -1183,39 +1248,48 @@ impl<'k> Lowerer<'k> {
         let base = self.buffers[&buffer];
         let lay = layout(&out_ty.shape, self.threads);
         let off_dtype = self.k.ty(offsets).dtype;
+        let width = self.access_width(offsets, mask, dtype, lay);
         let mut regs = Vec::new();
-        for j in 0..lay.per as usize {
-            let valid = self.valid(lay, j as u32);
-            let m = mask.map(|m| self.slot(m, j));
+        for j0 in (0..lay.per as usize).step_by(width) {
+            // A run of `width` slots: one mask value, consecutive aligned addresses (proved by
+            // `access_width`), so one guarded vector load.
+            let valid = self.valid(lay, j0 as u32);
+            let m = mask.map(|m| self.slot(m, j0));
             let guard = self.and_pred(valid, m);
-            let off = self.slot(offsets, j);
+            let off = self.slot(offsets, j0);
             let addr = self.global_addr(base, off, off_dtype, dtype.size_bytes());
             // Bool is stored as a byte; it is loaded into a word and compared.
             let class = if dtype.is_bool() { RegClass::B32 } else { class_of(dtype) };
-            let dst = self.reg(class);
-            let init = match other {
-                Some(o) if dtype.is_bool() => {
-                    let p = self.slot(o, j);
-                    self.emit(Instr::Selp { ty: Ty::U32, dst, a: Operand::Int(1), b: Operand::Int(0), pred: p });
-                    None
+            let mut dsts = Vec::with_capacity(width);
+            for j in j0..j0 + width {
+                let dst = self.reg(class);
+                let init = match other {
+                    Some(o) if dtype.is_bool() => {
+                        let p = self.slot(o, j);
+                        self.emit(Instr::Selp { ty: Ty::U32, dst, a: Operand::Int(1), b: Operand::Int(0), pred: p });
+                        None
+                    }
+                    Some(o) => Some(Operand::Reg(self.slot(o, j))),
+                    None if class == RegClass::F32 => Some(Operand::F32(0.0)),
+                    None => Some(Operand::Int(0)),
+                };
+                if let Some(src) = init {
+                    self.emit(Instr::Mov { ty: mov_ty(class), dst, src });
                 }
-                Some(o) => Some(Operand::Reg(self.slot(o, j))),
-                None if class == RegClass::F32 => Some(Operand::F32(0.0)),
-                None => Some(Operand::Int(0)),
-            };
-            if let Some(src) = init {
-                self.emit(Instr::Mov { ty: mov_ty(class), dst, src });
+                dsts.push(dst);
             }
             self.emit_guarded(
                 guard,
-                Instr::Ld { space: Space::Global, ty: Self::mem_ty(dtype), dsts: vec![dst], addr, offset: 0 },
+                Instr::Ld { space: Space::Global, ty: Self::mem_ty(dtype), dsts: dsts.clone(), addr, offset: 0 },
             );
-            if dtype.is_bool() {
-                let p = self.reg(RegClass::Pred);
-                self.emit(Instr::Setp { cmp: Cmp::Ne, ty: Ty::U32, dst: p, a: dst.into(), b: Operand::Int(0) });
-                regs.push(p);
-            } else {
-                regs.push(dst);
+            for dst in dsts {
+                if dtype.is_bool() {
+                    let p = self.reg(RegClass::Pred);
+                    self.emit(Instr::Setp { cmp: Cmp::Ne, ty: Ty::U32, dst: p, a: dst.into(), b: Operand::Int(0) });
+                    regs.push(p);
+                } else {
+                    regs.push(dst);
+                }
             }
         }
         Ok(regs)
@@ -1237,30 +1311,36 @@ impl<'k> Lowerer<'k> {
         if atomic && !matches!(dtype, DType::F32 | DType::I32 | DType::U32) {
             return Err(unsupported(self.k, inst, format!("atomic_add on {dtype} (only f32, i32 and u32 so far)")));
         }
-        for j in 0..lay.per as usize {
-            let mut valid = self.valid(lay, j as u32);
+        let width = if atomic { 1 } else { self.access_width(offsets, mask, dtype, lay) };
+        for j0 in (0..lay.per as usize).step_by(width) {
+            let mut valid = self.valid(lay, j0 as u32);
             if lay.replicated {
                 // Every thread holds the element; one writes it.
                 valid = Some(self.thread0());
             }
-            let m = mask.map(|m| self.slot(m, j));
+            let m = mask.map(|m| self.slot(m, j0));
             let guard = self.and_pred(valid, m);
-            let off = self.slot(offsets, j);
+            let off = self.slot(offsets, j0);
             let addr = self.global_addr(base, off, off_dtype, dtype.size_bytes());
-            let mut src = self.slot(value, j);
-            if dtype.is_bool() {
-                let w = self.reg(RegClass::B32);
-                self.emit(Instr::Selp { ty: Ty::U32, dst: w, a: Operand::Int(1), b: Operand::Int(0), pred: src });
-                src = w;
+            let mut srcs = Vec::with_capacity(width);
+            for j in j0..j0 + width {
+                let mut src = self.slot(value, j);
+                if dtype.is_bool() {
+                    let w = self.reg(RegClass::B32);
+                    self.emit(Instr::Selp { ty: Ty::U32, dst: w, a: Operand::Int(1), b: Operand::Int(0), pred: src });
+                    src = w;
+                }
+                srcs.push(src);
             }
             let instr = if atomic {
+                let src = srcs[0];
                 Instr::RedAdd { ty: if dtype == DType::F32 { Ty::F32 } else { int_ty(dtype) }, addr, src: src.into() }
             } else {
                 let ty = match dtype {
                     DType::I8 | DType::U8 | DType::Bool => Ty::B8,
                     other => Self::mem_ty(other),
                 };
-                Instr::St { space: Space::Global, ty, srcs: vec![src.into()], addr, offset: 0 }
+                Instr::St { space: Space::Global, ty, srcs: srcs.into_iter().map(Operand::from).collect(), addr, offset: 0 }
             };
             self.emit_guarded(guard, instr);
         }

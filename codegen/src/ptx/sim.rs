@@ -8,7 +8,8 @@
 //! - a barrier reached by only part of the block (some warps returned), [`SimError::PartialBarrier`];
 //! - two threads writing one shared-memory word between barriers, [`SimError::SharedRace`];
 //! - a branch that splits a warp ([`SimError::Divergent`]: the lowering only emits uniform ones);
-//! - an access outside a buffer or outside shared memory, integer division by zero, `trap`, and
+//! - an access outside a buffer or outside shared memory, an access (scalar or `.v2` / `.v4`)
+//!   not aligned to its whole size, integer division by zero, `trap`, and
 //!   a block running more than [`STEP_LIMIT`] warp instructions (a hang).
 //!
 //! Memory: buffer `i` lives at [`buffer_address`]`(i)` (its index in the top bits), shared memory
@@ -282,6 +283,7 @@ impl Sim<'_> {
             Instr::Ld { space, ty, dsts, addr, offset } => {
                 let base = regs[self.index(*addr) + lane].wrapping_add(*offset as u64);
                 let size = ty_bytes(*ty);
+                aligned(base, size * dsts.len())?;
                 for (i, d) in dsts.iter().enumerate() {
                     let at = base + (i * size) as u64;
                     let bytes = match space {
@@ -303,6 +305,7 @@ impl Sim<'_> {
             Instr::St { space, ty, srcs, addr, offset } => {
                 let base = regs[self.index(*addr) + lane].wrapping_add(*offset as u64);
                 let size = ty_bytes(*ty);
+                aligned(base, size * srcs.len())?;
                 for (i, s) in srcs.iter().enumerate() {
                     let at = base + (i * size) as u64;
                     let v = get(regs, *s, lane).to_le_bytes();
@@ -368,6 +371,8 @@ enum LaneError {
     SharedBounds(u64),
     GlobalBounds(u64),
     DivisionByZero,
+    /// A vector (or scalar) access whose address is not a multiple of its total size.
+    Misaligned { at: u64, bytes: usize },
     Unsupported(String),
 }
 
@@ -375,6 +380,13 @@ impl std::fmt::Display for LaneError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LaneError::Race { word, first } => write!(f, "race on shared word {word} with thread {first}"),
+            LaneError::Misaligned { at, bytes } => {
+                let place = match at >> BUFFER_SHIFT {
+                    0 => format!("shared byte {at}"),
+                    b => format!("buffer {} byte {}", b - 1, at & ((1 << BUFFER_SHIFT) - 1)),
+                };
+                write!(f, "misaligned {bytes}-byte access at {place}: an access must be aligned to its whole size")
+            }
             LaneError::SharedBounds(a) => write!(f, "shared-memory access at {a} outside the block's array"),
             LaneError::GlobalBounds(a) => {
                 write!(
@@ -395,6 +407,16 @@ fn global(buffers: &mut [Vec<u8>], at: u64, size: usize) -> Result<&mut [u8], La
     let off = (at & ((1 << BUFFER_SHIFT) - 1)) as usize;
     let buf = index.checked_sub(1).and_then(|i| buffers.get_mut(i)).ok_or(LaneError::GlobalBounds(at))?;
     buf.get_mut(off..off + size).ok_or(LaneError::GlobalBounds(at))
+}
+
+/// Global and shared accesses of `bytes` (an element or a whole vector) must be aligned to it,
+/// as on the GPU, where a misaligned vector access faults.
+fn aligned(at: u64, bytes: usize) -> Result<(), LaneError> {
+    if at % bytes as u64 == 0 {
+        Ok(())
+    } else {
+        Err(LaneError::Misaligned { at, bytes })
+    }
 }
 
 fn shared_slice(bytes: &mut [u8], at: u64, size: usize) -> Result<&mut [u8], LaneError> {
