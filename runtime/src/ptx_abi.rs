@@ -71,7 +71,7 @@ pub fn pack(kernel: &ThreadKernel, args: impl IntoIterator<Item = AbiArg>) -> Re
         .collect()
 }
 
-/// The specialisation a launch needs: each integer scalar argument's divisibility by 16, 8 or
+/// The specialisation a launch needs: each integer scalar argument's divisibility by 32, 16, 8 or
 /// 4. The simulator and the CUDA device both lower with it and key their caches on it, so they
 /// pick the same variant for a launch.
 pub fn specialization(args: impl IntoIterator<Item = AbiArg>) -> Specialization {

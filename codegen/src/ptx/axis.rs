@@ -10,7 +10,7 @@
 //! - **constancy** `k`: inside groups of `k` starting at multiples of `k` the values are equal.
 //!
 //! Facts come from `arange`, constants, `program_id`, the [`Specialization`] of the scalar
-//! arguments (an argument known to be a multiple of 16, 8 or 4) and loop induction variables,
+//! arguments (an argument known to be a multiple of 32, 16, 8 or 4) and loop induction variables,
 //! and flow through broadcast, reshape / expand_dims, casts between integers, `+ - ×`, `/` and
 //! `%` by powers of two, shifts by constants, min / max and comparisons (which is how a mask
 //! such as `offsets < n` is proved constant over a run). Anything else is unknown: `c = 1`,
@@ -87,17 +87,19 @@ impl ValueFacts {
 /// launch must use a variant whose key its values satisfy (see [`Specialization::of_values`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Specialization {
-    /// Per tile-IR parameter: 16, 8, 4 or 1 (buffers and non-integer scalars: 1). Missing
+    /// Per tile-IR parameter: 32, 16, 8, 4 or 1 (buffers and non-integer scalars: 1). Missing
     /// entries are 1, so the empty specialisation assumes nothing.
     pub divisibility: Vec<u32>,
 }
 
-/// The divisors a scalar argument is specialised on, largest first.
-pub const SPECIALIZED_DIVISORS: [u32; 3] = [16, 8, 4];
+/// The divisors a scalar argument is specialised on, largest first. 16 is Triton's choice; 32
+/// is kept too because packed int4 rows are `k / 2` bytes long, so `k` must be known to be a
+/// multiple of 32 for the rows to start 16-byte aligned.
+pub const SPECIALIZED_DIVISORS: [u32; 4] = [32, 16, 8, 4];
 
 impl Specialization {
     /// The key for a launch: for each tile-IR parameter its integer value (`None` for buffers
-    /// and non-integer scalars). Zero counts as a multiple of 16.
+    /// and non-integer scalars). Zero counts as a multiple of 32.
     pub fn of_values(values: &[Option<i64>]) -> Specialization {
         let divisibility = values
             .iter()
@@ -477,14 +479,14 @@ mod tests {
     fn a_mask_against_a_size_is_constant_over_runs_only_when_the_size_is_specialised() {
         let none = Specialization::default();
         assert_eq!(facts_of(BLOCK, &none, "mask").axes, vec![axis(1, 1, 1)]);
-        let by16 = Specialization::of_values(&[None, Some(4096)]);
+        let by16 = Specialization::of_values(&[None, Some(16 * 257)]);
         assert_eq!(by16.divisibility, vec![1, 16]);
         assert_eq!(facts_of(BLOCK, &by16, "nb").axes, vec![axis(1, 16, 256)]);
         assert_eq!(facts_of(BLOCK, &by16, "mask").axes, vec![axis(1, 1, 16)]);
         let by4 = Specialization::of_values(&[None, Some(20)]);
         assert_eq!(by4.divisibility, vec![1, 4]);
         assert_eq!(facts_of(BLOCK, &by4, "mask").axes, vec![axis(1, 1, 4)]);
-        assert_eq!(Specialization::of_values(&[Some(7), None, Some(0)]).divisibility, vec![1, 1, 16]);
+        assert_eq!(Specialization::of_values(&[Some(7), None, Some(0), Some(64)]).divisibility, vec![1, 1, 32, 32]);
     }
 
     const ROWS: &str = "kernel t(@x: ptr<f32>, %stride: i32) {

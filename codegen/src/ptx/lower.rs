@@ -82,18 +82,43 @@ struct Layout {
     vec: u32,
 }
 
-/// The largest run per thread: 4 or 2 elements when `n` is a multiple and fills every thread's
-/// run at least once, so small tiles keep every thread busy.
-fn layout(shape: &Shape, threads: u32) -> Layout {
+/// The largest run per thread up to `cap`: 16, 8, 4 or 2 elements when `n` is a multiple and
+/// fills every thread's run at least once, so small tiles keep every thread busy.
+fn layout(shape: &Shape, threads: u32, cap: u32) -> Layout {
     let n = shape.numel();
     if n == 1 {
         return Layout { n, per: 1, replicated: true, ragged: false, vec: 1 };
     }
     let t = u64::from(threads);
-    let vec = [4u32, 2].into_iter().find(|&v| n % u64::from(v) == 0 && n >= t * u64::from(v)).unwrap_or(1);
+    let vec = [16u32, 8, 4, 2]
+        .into_iter()
+        .find(|&v| v <= cap && n % u64::from(v) == 0 && n >= t * u64::from(v))
+        .unwrap_or(1);
     let runs = n.div_ceil(t * u64::from(vec));
     let per = (runs * u64::from(vec)) as u32;
     Layout { n, per, replicated: false, ragged: u64::from(per) * t != n, vec }
+}
+
+/// The longest run of elements per thread for tiles of each element count: 16 bytes of the
+/// widest dtype any global load or store of that count moves (4 for f32, 8 for f16, 16 for
+/// bytes), so a run is one 16-byte access at most; 4 for counts no access uses.
+fn run_caps(k: &Kernel) -> HashMap<u64, u32> {
+    let mut caps: HashMap<u64, u32> = HashMap::new();
+    for (inst, _) in k.walk() {
+        let data = k.inst(inst);
+        let tile = match &data.op {
+            Op::Load { .. } => data.results.first().map(|&r| k.ty(r)),
+            Op::Store { value, .. } | Op::AtomicAdd { value, .. } => Some(k.ty(*value)),
+            _ => None,
+        };
+        if let Some(ty) = tile {
+            let bytes = if ty.dtype.is_bool() { 4 } else { ty.dtype.size_bytes().max(1) };
+            let cap = (16 / bytes).max(1) as u32;
+            let entry = caps.entry(ty.shape.numel()).or_insert(cap);
+            *entry = (*entry).min(cap);
+        }
+    }
+    caps
 }
 
 fn class_of(dtype: DType) -> RegClass {
@@ -155,6 +180,8 @@ struct Lowerer<'k> {
     buffers: HashMap<Param, Reg>,
     tid: Option<Reg>,
     smem: Option<Reg>,
+    /// The longest run per thread by element count (see [`run_caps`]).
+    run_caps: HashMap<u64, u32>,
     /// What the offset analysis knows of each integer value.
     facts: HashMap<Value, ValueFacts>,
     /// `tid · vec` by `vec`.
@@ -184,6 +211,7 @@ impl<'k> Lowerer<'k> {
             buffers: HashMap::new(),
             tid: None,
             smem: None,
+            run_caps: run_caps(k),
             facts: HashMap::new(),
             tid_times: HashMap::new(),
             elem_index: HashMap::new(),
@@ -220,7 +248,13 @@ impl<'k> Lowerer<'k> {
     }
 
     fn layout_of(&self, v: Value) -> Layout {
-        layout(&self.k.ty(v).shape, self.threads)
+        self.layout(&self.k.ty(v).shape)
+    }
+
+    /// The layout of a tile of `shape` in this kernel (see [`run_caps`]).
+    fn layout(&self, shape: &Shape) -> Layout {
+        let cap = self.run_caps.get(&shape.numel()).copied().unwrap_or(4);
+        layout(shape, self.threads, cap)
     }
 
     fn regs(&self, v: Value) -> Vec<Reg> {
@@ -405,7 +439,7 @@ impl<'k> Lowerer<'k> {
 
     /// New registers for a value of type `ty`, one per slot.
     fn new_tile(&mut self, ty: &Type) -> Vec<Reg> {
-        let lay = layout(&ty.shape, self.threads);
+        let lay = self.layout(&ty.shape);
         let class = class_of(ty.dtype);
         (0..lay.per).map(|_| self.reg(class)).collect()
     }
@@ -427,7 +461,7 @@ impl<'k> Lowerer<'k> {
             }
             Op::Arange { start, .. } => {
                 let ty = out_ty.unwrap_or(Type::scalar(DType::I32));
-                let lay = layout(&ty.shape, self.threads);
+                let lay = self.layout(&ty.shape);
                 let regs = self.new_tile(&ty);
                 for (j, &r) in regs.iter().enumerate() {
                     let e = self.elem_index(lay, j as u32);
@@ -505,7 +539,7 @@ impl<'k> Lowerer<'k> {
             Op::Broadcast { arg, shape } => {
                 let regs = if self.layout_of(*arg).replicated {
                     let r = self.slot(*arg, 0);
-                    vec![r; layout(shape, self.threads).per as usize]
+                    vec![r; self.layout(shape).per as usize]
                 } else {
                     self.broadcast(*arg, shape)
                 };
@@ -524,7 +558,7 @@ impl<'k> Lowerer<'k> {
                 let out = out_ty.unwrap_or(Type::scalar(src.dtype));
                 let regs = if self.layout_of(*arg).replicated {
                     self.regs(*arg)
-                } else if layout(&out.shape, self.threads).replicated {
+                } else if self.layout(&out.shape).replicated {
                     self.reduce_all(*op, *arg)
                 } else {
                     self.reduce_axis(*op, *arg, *axis as usize, &out)
@@ -940,7 +974,7 @@ impl<'k> Lowerer<'k> {
 
     fn broadcast(&mut self, arg: Value, shape: &Shape) -> Vec<Reg> {
         let src = self.k.ty(arg).clone();
-        let out_lay = layout(shape, self.threads);
+        let out_lay = self.layout(shape);
         self.stage(arg, 0);
         self.emit(Instr::BarSync);
         let rank = shape.rank();
@@ -1071,7 +1105,7 @@ impl<'k> Lowerer<'k> {
         let outer: u64 = dims[..axis].iter().product();
         let len = dims[axis];
         let inner: u64 = dims[axis + 1..].iter().product();
-        let out_lay = layout(&out.shape, self.threads);
+        let out_lay = self.layout(&out.shape);
         self.stage(arg, 0);
         self.emit(Instr::BarSync);
         let smem = self.smem();
@@ -1138,7 +1172,7 @@ impl<'k> Lowerer<'k> {
         self.stage(rhs, m * kk);
         self.emit(Instr::BarSync);
         let smem = self.smem();
-        let out_lay = layout(&at.shape, self.threads);
+        let out_lay = self.layout(&at.shape);
         let mut regs = Vec::new();
         for j in 0..out_lay.per {
             let e = self.elem_index(out_lay, j);
@@ -1196,7 +1230,11 @@ impl<'k> Lowerer<'k> {
     /// spans at most 16 bytes, and over which the offset analysis proves the offsets consecutive
     /// from a multiple of the width (aligned, as buffer bases are 16-byte aligned) and the mask
     /// constant.
-    fn access_width(&self, offsets: Value, mask: Option<Value>, dtype: DType, lay: Layout) -> usize {
+    ///
+    /// Runs wider than 4 elements (bytes, f16 / bf16) are one packed `.v2` / `.v4.b32` load split
+    /// into elements afterwards ([`Lowerer::packed_load`]); `max_width` is 4 where that is not
+    /// done (stores, bool).
+    fn access_width(&self, offsets: Value, mask: Option<Value>, dtype: DType, lay: Layout, max_width: u32) -> usize {
         if lay.replicated || lay.vec == 1 {
             return 1;
         }
@@ -1208,7 +1246,7 @@ impl<'k> Lowerer<'k> {
             Some(m) => self.facts.get(&m).map(|f| f.last().constancy).unwrap_or(1),
         };
         let widest = (16 / dtype.size_bytes().max(1)) as u32;
-        let mut width = lay.vec.min(widest);
+        let mut width = lay.vec.min(widest).min(max_width);
         while width > 1 {
             let w = u64::from(width);
             let fits = last % w == 0
@@ -1221,6 +1259,49 @@ impl<'k> Lowerer<'k> {
             width /= 2;
         }
         1
+    }
+
+    /// A run of `others.len()` (8 or 16) one- or two-byte elements as one 16-byte (or 8-byte)
+    /// `ld.global.v4.b32` / `.v2.b32`, split into elements with `bfe` (bytes) or `mov.b32 {lo,
+    /// hi}` (halves); where `guard` is false every element is its `other` (or zero).
+    fn packed_load(&mut self, dtype: DType, addr: Reg, guard: Option<Reg>, others: &[Option<Reg>]) -> Vec<Reg> {
+        let bytes = others.len() * dtype.size_bytes();
+        let words: Vec<Reg> = (0..bytes / 4).map(|_| self.reg(RegClass::B32)).collect();
+        for &w in &words {
+            // Defined even where the load is off, so every later read sees a set register.
+            self.emit(Instr::Mov { ty: Ty::B32, dst: w, src: Operand::Int(0) });
+        }
+        self.emit_guarded(guard, Instr::Ld { space: Space::Global, ty: Ty::B32, dsts: words.clone(), addr, offset: 0 });
+        let class = class_of(dtype);
+        let mut elems = Vec::with_capacity(others.len());
+        for &w in &words {
+            if dtype.size_bytes() == 2 {
+                let (lo, hi) = (self.reg(class), self.reg(class));
+                self.emit(Instr::SplitHalves { lo, hi, src: w });
+                elems.extend([lo, hi]);
+            } else {
+                let ty = if dtype.is_signed_int() { Ty::S32 } else { Ty::U32 };
+                for byte in 0..4 {
+                    let e = self.reg(class);
+                    self.emit(Instr::Bfe { ty, dst: e, a: w, pos: byte * 8, len: 8 });
+                    elems.push(e);
+                }
+            }
+        }
+        let Some(guard) = guard else { return elems };
+        elems
+            .into_iter()
+            .zip(others)
+            .map(|(e, other)| {
+                let fallback = match other {
+                    Some(o) => Operand::Reg(*o),
+                    None => Operand::Int(0),
+                };
+                let r = self.reg(class);
+                self.emit(Instr::Selp { ty: mov_ty(class), dst: r, a: e.into(), b: fallback, pred: guard });
+                r
+            })
+            .collect()
     }
 
     fn mem_ty(dtype: DType) -> Ty {
@@ -1246,11 +1327,22 @@ impl<'k> Lowerer<'k> {
         let Some(out_ty) = out_ty else { return Err(unsupported(self.k, inst, "a load without a result")) };
         let dtype = out_ty.dtype;
         let base = self.buffers[&buffer];
-        let lay = layout(&out_ty.shape, self.threads);
+        let lay = self.layout(&out_ty.shape);
         let off_dtype = self.k.ty(offsets).dtype;
-        let width = self.access_width(offsets, mask, dtype, lay);
+        let max_width = if dtype.is_bool() { 4 } else { 16 };
+        let width = self.access_width(offsets, mask, dtype, lay, max_width);
         let mut regs = Vec::new();
         for j0 in (0..lay.per as usize).step_by(width) {
+            if width > 4 {
+                let valid = self.valid(lay, j0 as u32);
+                let m = mask.map(|m| self.slot(m, j0));
+                let guard = self.and_pred(valid, m);
+                let off = self.slot(offsets, j0);
+                let addr = self.global_addr(base, off, off_dtype, dtype.size_bytes());
+                let others: Vec<Option<Reg>> = (j0..j0 + width).map(|j| other.map(|o| self.slot(o, j))).collect();
+                regs.extend(self.packed_load(dtype, addr, guard, &others));
+                continue;
+            }
             // A run of `width` slots: one mask value, consecutive aligned addresses (proved by
             // `access_width`), so one guarded vector load.
             let valid = self.valid(lay, j0 as u32);
@@ -1311,7 +1403,7 @@ impl<'k> Lowerer<'k> {
         if atomic && !matches!(dtype, DType::F32 | DType::I32 | DType::U32) {
             return Err(unsupported(self.k, inst, format!("atomic_add on {dtype} (only f32, i32 and u32 so far)")));
         }
-        let width = if atomic { 1 } else { self.access_width(offsets, mask, dtype, lay) };
+        let width = if atomic { 1 } else { self.access_width(offsets, mask, dtype, lay, 4) };
         for j0 in (0..lay.per as usize).step_by(width) {
             let mut valid = self.valid(lay, j0 as u32);
             if lay.replicated {

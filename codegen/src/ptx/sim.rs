@@ -272,6 +272,19 @@ impl Sim<'_> {
                     u64::from(a as u32) * u64::from(b as u32)
                 }
             }
+            Instr::Bfe { ty, a, pos, len, .. } => {
+                let bits = (regs[self.index(*a) + lane] as u32) >> pos.min(&31);
+                let len = (*len).clamp(1, 32);
+                let field = if len == 32 { bits } else { bits & ((1u32 << len) - 1) };
+                let sign = *ty == Ty::S32 && len < 32 && field >> (len - 1) & 1 == 1;
+                u64::from(if sign { field | !((1u32 << len) - 1) } else { field })
+            }
+            Instr::SplitHalves { lo, hi, src } => {
+                let v = regs[self.index(*src) + lane];
+                regs[self.index(*lo) + lane] = v & 0xFFFF;
+                regs[self.index(*hi) + lane] = (v >> 16) & 0xFFFF;
+                return Ok(());
+            }
             Instr::Setp { cmp, ty, a, b, .. } => u64::from(setp(*cmp, *ty, get(regs, *a, lane), get(regs, *b, lane))),
             Instr::Selp { ty, a, b, pred, .. } => {
                 let p = regs[self.index(*pred) + lane] != 0;
@@ -356,6 +369,7 @@ impl Sim<'_> {
             | Instr::Setp { dst, .. }
             | Instr::Selp { dst, .. }
             | Instr::Cvt { dst, .. }
+            | Instr::Bfe { dst, .. }
             | Instr::CvtaGlobal { dst, .. }
             | Instr::SharedBase { dst } => *dst,
             _ => return Ok(()),
