@@ -38,12 +38,17 @@ fn default_ptx(id: KernelId, shape: &str, num_warps: u32) -> String {
 
 #[test]
 fn the_headline_kernels_load_with_vector_accesses() {
-    for (id, shape) in CASES {
-        let text = default_ptx(id, shape, 4);
-        let vector = text.lines().filter(|l| l.contains("ld.global.v4") || l.contains("ld.global.v2")).count();
-        assert!(vector > 0, "{id} [{shape}] has no vector load:\n{text}");
-        // Every vector access is aligned to its size, which the simulator checks below.
-        assert!(!text.contains("ld.global.v8"), "{id}: no access is wider than 16 bytes");
+    for num_warps in [1, 4, 8] {
+        for (id, shape) in CASES {
+            let text = default_ptx(id, shape, num_warps);
+            let vector = text.lines().filter(|l| l.contains("ld.global.v4") || l.contains("ld.global.v2")).count();
+            assert!(vector > 0, "{id} [{shape}] at {num_warps} warps has no vector load:\n{text}");
+        }
+    }
+    // Bytes and halves move 16 bytes per thread: one packed `.v4.b32` split into elements.
+    for (id, shape) in &CASES[..3] {
+        let text = default_ptx(*id, shape, 4);
+        assert!(text.contains("ld.global.v4.b32"), "{id} [{shape}] has no 16-byte load:\n{text}");
     }
 }
 
