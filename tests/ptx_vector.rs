@@ -84,3 +84,44 @@ fn vectorised_kernels_match_the_reference_in_the_simulator() {
         }
     }
 }
+
+const SHIFTED: &str = "kernel shifted(@x: ptr<f32>, %base: i32, @y: ptr<f32>) {
+  %i: i32[512] = arange 0, 512
+  %bb: i32[512] = broadcast %base
+  %o: i32[512] = add %bb, %i
+  %v: f32[512] = load @x[%o]
+  store @y[%i], %v
+}";
+
+#[test]
+fn each_launch_gets_the_variant_its_scalars_allow() {
+    use kiln::ir::interp::{Arg, HostBuffer, Scalar};
+    let kernel = kiln::ir::text::parse(SHIFTED).unwrap();
+    let x: Vec<f32> = (0..600).map(|i| i as f32 * 0.5 + 1.0).collect();
+    for base in [0, 2, 16, 33] {
+        let mut args = vec![
+            Arg::Buffer(HostBuffer::F32(x.clone())),
+            Arg::Scalar(Scalar::I32(base)),
+            Arg::Buffer(HostBuffer::F32(vec![f32::NAN; 512])),
+        ];
+        let options = kiln::runtime::simt::launch_options(&PtxOptions::new(Sm::Sm80), &args);
+        let text = ptx::emit(&kernel, &options).unwrap();
+        assert_eq!(text.contains("ld.global.v4.f32"), base % 4 == 0, "base {base}:\n{text}");
+        kiln::runtime::simt::run(&kernel, [1, 1, 1], &mut args, &PtxOptions::new(Sm::Sm80)).unwrap();
+        let Arg::Buffer(HostBuffer::F32(y)) = &args[2] else { unreachable!() };
+        assert!(y.iter().enumerate().all(|(i, &v)| v == x[i + base as usize]), "base {base}");
+    }
+}
+
+#[test]
+fn a_variant_run_with_scalars_it_does_not_admit_faults_on_alignment() {
+    use kiln::codegen::ptx::sim;
+    let kernel = kiln::ir::text::parse(SHIFTED).unwrap();
+    let spec = ptx::Specialization::of_values(&[None, Some(16), None]);
+    assert!(!spec.admits(&ptx::Specialization::of_values(&[None, Some(2), None])));
+    let thread = ptx::lower(&kernel, &PtxOptions::new(Sm::Sm80).with_specialization(spec)).unwrap();
+    let mut memory = vec![vec![0u8; 600 * 4], vec![0u8; 512 * 4]];
+    let params = [sim::buffer_address(0), 600, 2, sim::buffer_address(1), 512];
+    let e = sim::run(&thread, [1, 1, 1], &params, &mut memory).unwrap_err();
+    assert!(e.to_string().contains("misaligned 16-byte access"), "{e}");
+}
