@@ -397,7 +397,11 @@ fn emit_file(file: &Path, format: EmitFormat, sm: u32) -> Result<String, CliErro
 }
 
 /// One kernel in the requested format.
-fn render(kernel: &kiln_ir::Kernel, format: EmitFormat, ptx: &kiln_codegen::ptx::PtxOptions) -> Result<String, CliError> {
+fn render(
+    kernel: &kiln_ir::Kernel,
+    format: EmitFormat,
+    ptx: &kiln_codegen::ptx::PtxOptions,
+) -> Result<String, CliError> {
     match format {
         EmitFormat::Ir => Ok(text::print(kernel)),
         EmitFormat::C => kiln_codegen::cpu::render(kernel, &kiln_codegen::cpu::CpuTarget::host())
@@ -437,7 +441,10 @@ fn emit_library_kernel(name: &str, shape: &str, config: &str, format: EmitFormat
             .with_warps(num_warps)
             .with_specialization(kiln_runtime::ptx_abi::specialization(abi));
         if format == EmitFormat::Ptx {
-            out += &format!("// {num_warps} warps per block; scalar arguments divisible by {}\n", ptx.specialization.key());
+            out += &format!(
+                "// {num_warps} warps per block; scalar arguments divisible by {}\n",
+                ptx.specialization.key()
+            );
         }
         out += &render(&launch.kernel, format, &ptx)?;
         if i + 1 < n {

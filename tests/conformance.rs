@@ -106,13 +106,19 @@ conformance_suite!(
 // depend on the warps per block.
 conformance_suite!(
     simt_1_warp,
-    kiln::runtime::simt::SimtExecutor::new(kiln::codegen::ptx::PtxOptions::new(kiln::codegen::ptx::Sm::Sm80).with_warps(1))
+    kiln::runtime::simt::SimtExecutor::new(
+        kiln::codegen::ptx::PtxOptions::new(kiln::codegen::ptx::Sm::Sm80).with_warps(1)
+    )
 );
 conformance_suite!(
     simt_2_warps,
-    kiln::runtime::simt::SimtExecutor::new(kiln::codegen::ptx::PtxOptions::new(kiln::codegen::ptx::Sm::Sm90).with_warps(2))
+    kiln::runtime::simt::SimtExecutor::new(
+        kiln::codegen::ptx::PtxOptions::new(kiln::codegen::ptx::Sm::Sm90).with_warps(2)
+    )
 );
 conformance_suite!(
     simt_8_warps,
-    kiln::runtime::simt::SimtExecutor::new(kiln::codegen::ptx::PtxOptions::new(kiln::codegen::ptx::Sm::Sm80).with_warps(8))
+    kiln::runtime::simt::SimtExecutor::new(
+        kiln::codegen::ptx::PtxOptions::new(kiln::codegen::ptx::Sm::Sm80).with_warps(8)
+    )
 );

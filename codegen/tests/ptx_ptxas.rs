@@ -9,8 +9,8 @@
 
 use kiln_codegen::ptx::{self, ptxas, PtxError, PtxOptions, Sm, Specialization};
 use kiln_ir::interp::Scalar;
-use kiln_kernels::Binding;
 use kiln_kernels::registry;
+use kiln_kernels::Binding;
 use std::path::PathBuf;
 
 /// Kernels the backend lowers today; a regression on any of them fails the test.

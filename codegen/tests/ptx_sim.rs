@@ -204,7 +204,10 @@ fn packed_words_split_into_bytes_and_halves() {
         s(Instr::Setp { cmp: Cmp::Eq, ty: Ty::U32, dst: P, a: TID.into(), b: Operand::Int(0) }),
     ];
     for (i, &o) in outs.iter().enumerate() {
-        body.push(when(P, Instr::St { space: Space::Global, ty: Ty::U32, srcs: vec![o.into()], addr: OUT, offset: 4 * i as i64 }));
+        body.push(when(
+            P,
+            Instr::St { space: Space::Global, ty: Ty::U32, srcs: vec![o.into()], addr: OUT, offset: 4 * i as i64 },
+        ));
     }
     let mut k = kernel(32, 0, body);
     k.reg_counts = [4, 2, 8, 4, 4];

@@ -129,10 +129,7 @@ pub fn check_registers(name: &str, registers: u32, threads: u32, limits: &Device
 
 /// `cuda:N` → `N`.
 pub fn parse_target(target: &str) -> Result<usize, CudaError> {
-    target
-        .strip_prefix("cuda:")
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| CudaError::BadTarget(target.to_string()))
+    target.strip_prefix("cuda:").and_then(|n| n.parse().ok()).ok_or_else(|| CudaError::BadTarget(target.to_string()))
 }
 
 /// Whether the CUDA driver library can be loaded (no driver call is made).
@@ -276,8 +273,10 @@ impl CudaDevice {
             .map_err(|e| self.rejected(&thread.name, &text, e.to_string()))?;
         use sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_NUM_REGS;
         // SAFETY: the function was just loaded from its module, which it keeps alive.
-        let registers = unsafe { cudarc::driver::result::function::get_function_attribute(function.cu_function(), CU_FUNC_ATTRIBUTE_NUM_REGS) }
-            .map_err(driver("cuFuncGetAttribute"))? as u32;
+        let registers = unsafe {
+            cudarc::driver::result::function::get_function_attribute(function.cu_function(), CU_FUNC_ATTRIBUTE_NUM_REGS)
+        }
+        .map_err(driver("cuFuncGetAttribute"))? as u32;
         check_registers(&thread.name, registers, thread.threads, &self.limits)?;
         let loaded = Arc::new(CudaKernel { thread, options: options.clone(), registers, function });
         self.modules.lock().unwrap_or_else(|e| e.into_inner()).insert(key, loaded.clone());
@@ -427,10 +426,13 @@ pub fn run_host(
 ) -> Result<(), CudaError> {
     kiln_ir::interp::check_launch(kernel, grid, args)
         .map_err(|e| CudaError::BadArgs { kernel: kernel.name.clone(), message: e.to_string() })?;
-    let options = device.launch_options(num_warps, args.iter().map(|a| match a {
-        Arg::Buffer(b) => AbiArg::Buffer { len: b.len() },
-        Arg::Scalar(s) => AbiArg::Scalar(*s),
-    }));
+    let options = device.launch_options(
+        num_warps,
+        args.iter().map(|a| match a {
+            Arg::Buffer(b) => AbiArg::Buffer { len: b.len() },
+            Arg::Scalar(s) => AbiArg::Scalar(*s),
+        }),
+    );
     let loaded = device.load(kernel, &options)?;
     let mut uploaded = Vec::new();
     for arg in args.iter() {

@@ -9,9 +9,9 @@
 
 use crate::bench::{check_outputs, median, rotation_count, BenchCase, BenchError, BenchOptions, Roofline};
 use crate::cuda::{CudaDevice, CudaError, CudaExecutor, CudaKernel, DeviceArg, DeviceBuffer};
+use crate::ptx_abi::AbiArg;
 use kiln_kernels::check::{conformance_shapes, prepare_buffers, sweep};
 use kiln_kernels::{roofline, Args, Binding, Buffers, DynKernel, KernelId, Plan};
-use crate::ptx_abi::AbiArg;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -50,11 +50,10 @@ impl GpuConfig {
         let mut num_warps = default_warps;
         for (key, value) in config.iter() {
             if key == "num_warps" {
-                num_warps = value
-                    .parse()
-                    .ok()
-                    .filter(|w| NUM_WARPS.contains(w))
-                    .ok_or_else(|| BenchError::BadConfig(format!("num_warps = {value} is not one of {NUM_WARPS:?}")))?;
+                num_warps =
+                    value.parse().ok().filter(|w| NUM_WARPS.contains(w)).ok_or_else(|| {
+                        BenchError::BadConfig(format!("num_warps = {value} is not one of {NUM_WARPS:?}"))
+                    })?;
             } else {
                 kernel.set(key, value);
             }
@@ -104,10 +103,12 @@ impl GpuPlan {
                 .args
                 .iter()
                 .map(|b| match b {
-                    Binding::Buffer(name) => buffers.get(name).map(DeviceArg::Buffer).ok_or_else(|| CudaError::BadArgs {
-                        kernel: launch.kernel.name.clone(),
-                        message: format!("buffer `{name}` is not in the plan"),
-                    }),
+                    Binding::Buffer(name) => {
+                        buffers.get(name).map(DeviceArg::Buffer).ok_or_else(|| CudaError::BadArgs {
+                            kernel: launch.kernel.name.clone(),
+                            message: format!("buffer `{name}` is not in the plan"),
+                        })
+                    }
                     Binding::Scalar(s) => Ok(DeviceArg::Scalar(*s)),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -117,7 +118,12 @@ impl GpuPlan {
     }
 
     /// Warm-up, then `repeats` timed runs cycling over `rotations`; sorted seconds.
-    fn time(&self, device: &CudaDevice, rotations: &[DeviceBuffers], opts: &BenchOptions) -> Result<Vec<f64>, CudaError> {
+    fn time(
+        &self,
+        device: &CudaDevice,
+        rotations: &[DeviceBuffers],
+        opts: &BenchOptions,
+    ) -> Result<Vec<f64>, CudaError> {
         let n = rotations.len();
         for i in 0..opts.warmup {
             self.enqueue(device, &rotations[i % n])?;
@@ -266,9 +272,9 @@ fn conformance_with(device: &CudaDevice, max_configs: usize, num_warps: u32) -> 
     for id in KernelId::ALL {
         let kernel = id.kernel();
         for (i, shape) in conformance_shapes(id).iter().enumerate() {
-            let reports = Args::parse(shape)
-                .map_err(|e| e.to_string())
-                .and_then(|shape| sweep(kernel, &shape, &mut exec, 1000 + i as u64, max_configs).map_err(|e| e.to_string()));
+            let reports = Args::parse(shape).map_err(|e| e.to_string()).and_then(|shape| {
+                sweep(kernel, &shape, &mut exec, 1000 + i as u64, max_configs).map_err(|e| e.to_string())
+            });
             match reports {
                 Ok(reports) => rows.extend(reports.iter().map(|r| CheckRow {
                     kernel: r.kernel.to_string(),
@@ -290,9 +296,9 @@ pub fn headline(device: &CudaDevice, opts: &BenchOptions, roofline: &Roofline) -
     HEADLINE
         .iter()
         .map(|(id, shape)| {
-            let case = Args::parse(shape)
-                .map_err(|e| e.to_string())
-                .and_then(|s| bench(device, id.kernel(), &s, &Args::default(), opts, roofline).map_err(|e| e.to_string()));
+            let case = Args::parse(shape).map_err(|e| e.to_string()).and_then(|s| {
+                bench(device, id.kernel(), &s, &Args::default(), opts, roofline).map_err(|e| e.to_string())
+            });
             match case {
                 Ok(case) => CheckRow {
                     kernel: case.kernel.clone(),

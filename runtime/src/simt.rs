@@ -69,7 +69,12 @@ pub fn run(kernel: &kiln_ir::Kernel, grid: [u32; 3], args: &mut [Arg], options: 
 }
 
 /// Runs an already lowered `thread` kernel (of `kernel`) on `args`.
-fn run_lowered(thread: &ThreadKernel, kernel: &kiln_ir::Kernel, grid: [u32; 3], args: &mut [Arg]) -> Result<(), String> {
+fn run_lowered(
+    thread: &ThreadKernel,
+    kernel: &kiln_ir::Kernel,
+    grid: [u32; 3],
+    args: &mut [Arg],
+) -> Result<(), String> {
     kiln_ir::interp::check_launch(kernel, grid, args).map_err(|e| e.to_string())?;
     let params: Vec<u64> = ptx_abi::pack(thread, args.iter().map(abi_arg))?
         .iter()

@@ -27,7 +27,9 @@ fn opening_without_a_driver_is_a_typed_error() {
         let device = CudaDevice::open(0).expect("the driver is present, so device 0 opens");
         let id = KernelId::Rmsnorm;
         let shape = Args::parse(conformance_shapes(id)[0]).unwrap();
-        let reports = sweep(id.kernel(), &shape, &mut cuda::CudaExecutor { device: &device, num_warps: device.num_warps }, 5, 2).unwrap();
+        let reports =
+            sweep(id.kernel(), &shape, &mut cuda::CudaExecutor { device: &device, num_warps: device.num_warps }, 5, 2)
+                .unwrap();
         for r in &reports {
             assert!(r.passed(), "{r}");
         }

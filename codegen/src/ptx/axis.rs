@@ -50,7 +50,7 @@ impl AxisFacts {
     /// The divisibility of the values at positions that are multiples of `c`: group starts when
     /// `c` is a multiple of the contiguity, else a start plus a multiple of `gcd(c, contiguity)`.
     pub fn divisibility_at(&self, c: u64) -> u64 {
-        if c % self.contiguity == 0 {
+        if c.is_multiple_of(self.contiguity) {
             self.divisibility
         } else {
             gcd(self.divisibility, gcd(c, self.contiguity))
@@ -119,7 +119,7 @@ impl Specialization {
     /// Whether a launch whose arguments have the specialisation `launch` may run PTX lowered
     /// for `self`: every divisor assumed here divides the launch's.
     pub fn admits(&self, launch: &Specialization) -> bool {
-        (0..self.divisibility.len()).all(|i| launch.of(i) % self.of(i) == 0)
+        (0..self.divisibility.len()).all(|i| launch.of(i).is_multiple_of(self.of(i)))
     }
 
     /// A short text form for cache keys and names: the divisors joined by `.` (`1.16.4`).
@@ -248,7 +248,10 @@ fn loop_variable(kernel: &Kernel, op: &Op, facts: &mut HashMap<Value, ValueFacts
     let div = |v: &Value| facts.get(v).map(ValueFacts::element_divisibility).unwrap_or(1);
     let d = gcd(div(start), div(step));
     if let Some(&iv) = kernel.block(*body).args.first() {
-        facts.insert(iv, ValueFacts { axes: vec![AxisFacts { contiguity: 1, divisibility: d, constancy: 1 }], constant: None });
+        facts.insert(
+            iv,
+            ValueFacts { axes: vec![AxisFacts { contiguity: 1, divisibility: d, constancy: 1 }], constant: None },
+        );
     }
 }
 
@@ -340,11 +343,9 @@ fn binary_axis(op: BinaryOp, a: &AxisFacts, b: &AxisFacts, b_value: Option<i64>,
         }
         BinaryOp::Shl => match b_value.filter(|s| (0..31).contains(s)) {
             Some(0) => AxisFacts { constancy, ..*a },
-            Some(s) => AxisFacts {
-                contiguity: 1,
-                divisibility: capped_product(a.element_divisibility(), 1 << s),
-                constancy,
-            },
+            Some(s) => {
+                AxisFacts { contiguity: 1, divisibility: capped_product(a.element_divisibility(), 1 << s), constancy }
+            }
             None => AxisFacts { contiguity: 1, divisibility: 1, constancy },
         },
         BinaryOp::Min | BinaryOp::Max => AxisFacts {

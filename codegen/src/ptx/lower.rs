@@ -28,10 +28,10 @@
 //! **Not done yet** (see the module doc of `ptx/mod.rs`): bounds checks against the buffer lengths, integer division
 //! by zero as an error, and float `rem`, which is [`PtxError::Unsupported`].
 
+use super::axis::{self, ValueFacts};
 use super::thread::{
     BinOp, Cmp, Guard, Instr, KernelParam, Label, Operand, Reg, RegClass, Space, Special, Stmt, ThreadKernel, Ty, UnOp,
 };
-use super::axis::{self, ValueFacts};
 use super::{PtxError, PtxOptions, SHARED_LIMIT_BYTES};
 use kiln_ir::kernel::ParamKind;
 use kiln_ir::{
@@ -90,10 +90,8 @@ fn layout(shape: &Shape, threads: u32, cap: u32) -> Layout {
         return Layout { n, per: 1, replicated: true, ragged: false, vec: 1 };
     }
     let t = u64::from(threads);
-    let vec = [16u32, 8, 4, 2]
-        .into_iter()
-        .find(|&v| v <= cap && n % u64::from(v) == 0 && n >= t * u64::from(v))
-        .unwrap_or(1);
+    let vec =
+        [16u32, 8, 4, 2].into_iter().find(|&v| v <= cap && n.is_multiple_of(u64::from(v)) && n >= t * u64::from(v)).unwrap_or(1);
     let runs = n.div_ceil(t * u64::from(vec));
     let per = (runs * u64::from(vec)) as u32;
     Layout { n, per, replicated: false, ragged: u64::from(per) * t != n, vec }
@@ -1432,7 +1430,13 @@ impl<'k> Lowerer<'k> {
                     DType::I8 | DType::U8 | DType::Bool => Ty::B8,
                     other => Self::mem_ty(other),
                 };
-                Instr::St { space: Space::Global, ty, srcs: srcs.into_iter().map(Operand::from).collect(), addr, offset: 0 }
+                Instr::St {
+                    space: Space::Global,
+                    ty,
+                    srcs: srcs.into_iter().map(Operand::from).collect(),
+                    addr,
+                    offset: 0,
+                }
             };
             self.emit_guarded(guard, instr);
         }

@@ -381,12 +381,18 @@ impl Sim<'_> {
 
 #[derive(Debug)]
 enum LaneError {
-    Race { word: u64, first: u32 },
+    Race {
+        word: u64,
+        first: u32,
+    },
     SharedBounds(u64),
     GlobalBounds(u64),
     DivisionByZero,
     /// A vector (or scalar) access whose address is not a multiple of its total size.
-    Misaligned { at: u64, bytes: usize },
+    Misaligned {
+        at: u64,
+        bytes: usize,
+    },
     Unsupported(String),
 }
 
@@ -426,7 +432,7 @@ fn global(buffers: &mut [Vec<u8>], at: u64, size: usize) -> Result<&mut [u8], La
 /// Global and shared accesses of `bytes` (an element or a whole vector) must be aligned to it,
 /// as on the GPU, where a misaligned vector access faults.
 fn aligned(at: u64, bytes: usize) -> Result<(), LaneError> {
-    if at % bytes as u64 == 0 {
+    if at.is_multiple_of(bytes as u64) {
         Ok(())
     } else {
         Err(LaneError::Misaligned { at, bytes })
