@@ -90,8 +90,10 @@ fn layout(shape: &Shape, threads: u32, cap: u32) -> Layout {
         return Layout { n, per: 1, replicated: true, ragged: false, vec: 1 };
     }
     let t = u64::from(threads);
-    let vec =
-        [16u32, 8, 4, 2].into_iter().find(|&v| v <= cap && n.is_multiple_of(u64::from(v)) && n >= t * u64::from(v)).unwrap_or(1);
+    let vec = [16u32, 8, 4, 2]
+        .into_iter()
+        .find(|&v| v <= cap && n.is_multiple_of(u64::from(v)) && n >= t * u64::from(v))
+        .unwrap_or(1);
     let runs = n.div_ceil(t * u64::from(vec));
     let per = (runs * u64::from(vec)) as u32;
     Layout { n, per, replicated: false, ragged: u64::from(per) * t != n, vec }
@@ -1259,17 +1261,29 @@ impl<'k> Lowerer<'k> {
         1
     }
 
-    /// A run of `others.len()` (8 or 16) one- or two-byte elements as one 16-byte (or 8-byte)
+    /// A run of `width` (8 or 16) one- or two-byte elements as one 16-byte (or 8-byte)
     /// `ld.global.v4.b32` / `.v2.b32`, split into elements with `bfe` (bytes) or `mov.b32 {lo,
-    /// hi}` (halves); where `guard` is false every element is its `other` (or zero).
-    fn packed_load(&mut self, dtype: DType, addr: Reg, guard: Option<Reg>, others: &[Option<Reg>]) -> Vec<Reg> {
-        let bytes = others.len() * dtype.size_bytes();
+    /// hi}` (halves). `guard` is the load's predicate and whether elements where it is false must
+    /// be replaced by their `others` (one per element; zero when absent) — not needed when the
+    /// fallback is zero, which the zeroed words already give.
+    fn packed_load(
+        &mut self,
+        dtype: DType,
+        width: usize,
+        addr: Reg,
+        guard: Option<(Reg, bool)>,
+        others: &[Option<Reg>],
+    ) -> Vec<Reg> {
+        let bytes = width * dtype.size_bytes();
         let words: Vec<Reg> = (0..bytes / 4).map(|_| self.reg(RegClass::B32)).collect();
         for &w in &words {
             // Defined even where the load is off, so every later read sees a set register.
             self.emit(Instr::Mov { ty: Ty::B32, dst: w, src: Operand::Int(0) });
         }
-        self.emit_guarded(guard, Instr::Ld { space: Space::Global, ty: Ty::B32, dsts: words.clone(), addr, offset: 0 });
+        self.emit_guarded(
+            guard.map(|(g, _)| g),
+            Instr::Ld { space: Space::Global, ty: Ty::B32, dsts: words.clone(), addr, offset: 0 },
+        );
         let class = class_of(dtype);
         let mut elems = Vec::with_capacity(others.len());
         for &w in &words {
@@ -1286,13 +1300,13 @@ impl<'k> Lowerer<'k> {
                 }
             }
         }
-        let Some(guard) = guard else { return elems };
+        let Some((guard, true)) = guard else { return elems };
         elems
             .into_iter()
-            .zip(others)
-            .map(|(e, other)| {
-                let fallback = match other {
-                    Some(o) => Operand::Reg(*o),
+            .enumerate()
+            .map(|(i, e)| {
+                let fallback = match others.get(i).copied().flatten() {
+                    Some(o) => Operand::Reg(o),
                     None => Operand::Int(0),
                 };
                 let r = self.reg(class);
@@ -1337,8 +1351,15 @@ impl<'k> Lowerer<'k> {
                 let guard = self.and_pred(valid, m);
                 let off = self.slot(offsets, j0);
                 let addr = self.global_addr(base, off, off_dtype, dtype.size_bytes());
-                let others: Vec<Option<Reg>> = (j0..j0 + width).map(|j| other.map(|o| self.slot(o, j))).collect();
-                regs.extend(self.packed_load(dtype, addr, guard, &others));
+                // Zeroed words already give zero elements where the load is off.
+                let zero_other = other.is_none_or(|o| self.facts.get(&o).and_then(|f| f.constant) == Some(0));
+                let others: Vec<Option<Reg>> = if zero_other {
+                    Vec::new()
+                } else {
+                    (j0..j0 + width).map(|j| other.map(|o| self.slot(o, j))).collect()
+                };
+                let guard = if zero_other { guard.map(|g| (g, false)) } else { guard.map(|g| (g, true)) };
+                regs.extend(self.packed_load(dtype, width, addr, guard, &others));
                 continue;
             }
             // A run of `width` slots: one mask value, consecutive aligned addresses (proved by
