@@ -125,3 +125,38 @@ fn a_variant_run_with_scalars_it_does_not_admit_faults_on_alignment() {
     let e = sim::run(&thread, [1, 1, 1], &params, &mut memory).unwrap_err();
     assert!(e.to_string().contains("misaligned 16-byte access"), "{e}");
 }
+
+#[test]
+fn narrow_elements_move_sixteen_bytes_per_thread_both_ways() {
+    use kiln::ir::interp::{Arg, HostBuffer};
+    let src = "kernel copy(@x: ptr<i8>, @y: ptr<i8>, @h: ptr<f16>, @g: ptr<f16>) {
+  %i: i32[4096] = arange 0, 4096
+  %v: i8[4096] = load @x[%i]
+  %one: i8 = const 1
+  %ones: i8[4096] = broadcast %one
+  %w: i8[4096] = add %v, %ones
+  store @y[%i], %w
+  %j: i32[2048] = arange 0, 2048
+  %a: f16[2048] = load @h[%j]
+  store @g[%j], %a
+}";
+    let kernel = kiln::ir::text::parse(src).unwrap();
+    let text = ptx::emit(&kernel, &PtxOptions::new(Sm::Sm80)).unwrap();
+    // 4096 bytes and 2048 halves over 128 threads: two 16-byte runs each.
+    assert_eq!(text.matches("ld.global.v4.b32").count(), 4, "{text}");
+    assert_eq!(text.matches("st.global.v4.b32").count(), 4, "{text}");
+    let x: Vec<i8> = (0..4096).map(|i| (i * 37 % 256) as u8 as i8).collect();
+    let h: Vec<half::f16> = (0..2048).map(|i| half::f16::from_f32(i as f32 * 0.25 - 100.0)).collect();
+    let mut args = vec![
+        Arg::Buffer(HostBuffer::I8(x.clone())),
+        Arg::Buffer(HostBuffer::I8(vec![0x55; 4096])),
+        Arg::Buffer(HostBuffer::F16(h.clone())),
+        Arg::Buffer(HostBuffer::F16(vec![half::f16::NAN; 2048])),
+    ];
+    kiln::runtime::simt::run(&kernel, [1, 1, 1], &mut args, &PtxOptions::new(Sm::Sm80)).unwrap();
+    let (Arg::Buffer(HostBuffer::I8(y)), Arg::Buffer(HostBuffer::F16(g))) = (&args[1], &args[3]) else {
+        unreachable!()
+    };
+    assert!(y.iter().zip(&x).all(|(&y, &x)| y == x.wrapping_add(1)), "bytes: {:?}", &y[..32]);
+    assert!(g.iter().zip(&h).all(|(a, b)| a.to_bits() == b.to_bits()), "halves: {:?}", &g[..8]);
+}

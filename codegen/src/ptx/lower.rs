@@ -1231,9 +1231,9 @@ impl<'k> Lowerer<'k> {
     /// from a multiple of the width (aligned, as buffer bases are 16-byte aligned) and the mask
     /// constant.
     ///
-    /// Runs wider than 4 elements (bytes, f16 / bf16) are one packed `.v2` / `.v4.b32` load split
-    /// into elements afterwards ([`Lowerer::packed_load`]); `max_width` is 4 where that is not
-    /// done (stores, bool).
+    /// Runs wider than 4 elements (bytes, f16 / bf16) are one packed `.v2` / `.v4.b32` access,
+    /// split into elements after a load ([`Lowerer::packed_load`]) or packed before a store
+    /// ([`Lowerer::pack_words`]); `max_width` is 4 where that is not done (bool).
     fn access_width(&self, offsets: Value, mask: Option<Value>, dtype: DType, lay: Layout, max_width: u32) -> usize {
         if lay.replicated || lay.vec == 1 {
             return 1;
@@ -1314,6 +1314,38 @@ impl<'k> Lowerer<'k> {
                 r
             })
             .collect()
+    }
+
+    /// 8 or 16 one- or two-byte elements packed into 32-bit words (little-endian, as memory
+    /// holds them), for one `st.global.v2` / `.v4.b32`.
+    fn pack_words(&mut self, dtype: DType, elems: &[Reg]) -> Vec<Reg> {
+        let per_word = 4 / dtype.size_bytes().max(1);
+        let mut words = Vec::with_capacity(elems.len() / per_word);
+        for chunk in elems.chunks(per_word) {
+            let w = self.reg(RegClass::B32);
+            if dtype.size_bytes() == 2 {
+                self.emit(Instr::PackHalves { dst: w, lo: chunk[0], hi: chunk[1] });
+            } else {
+                // Bytes live sign- or zero-extended in words: mask each, shift it in place, or.
+                self.emit(Instr::Bin { op: BinOp::And, ty: Ty::B32, dst: w, a: chunk[0].into(), b: Operand::Int(255) });
+                for (i, &b) in chunk.iter().enumerate().skip(1) {
+                    let masked = self.reg(RegClass::B32);
+                    self.emit(Instr::Bin {
+                        op: BinOp::And,
+                        ty: Ty::B32,
+                        dst: masked,
+                        a: b.into(),
+                        b: Operand::Int(255),
+                    });
+                    let shifted = self.reg(RegClass::B32);
+                    let by = Operand::Int(8 * i as i64);
+                    self.emit(Instr::Bin { op: BinOp::Shl, ty: Ty::B32, dst: shifted, a: masked.into(), b: by });
+                    self.emit(Instr::Bin { op: BinOp::Or, ty: Ty::B32, dst: w, a: w.into(), b: shifted.into() });
+                }
+            }
+            words.push(w);
+        }
+        words
     }
 
     fn mem_ty(dtype: DType) -> Ty {
@@ -1422,7 +1454,8 @@ impl<'k> Lowerer<'k> {
         if atomic && !matches!(dtype, DType::F32 | DType::I32 | DType::U32) {
             return Err(unsupported(self.k, inst, format!("atomic_add on {dtype} (only f32, i32 and u32 so far)")));
         }
-        let width = if atomic { 1 } else { self.access_width(offsets, mask, dtype, lay, 4) };
+        let max_width = if dtype.is_bool() { 4 } else { 16 };
+        let width = if atomic { 1 } else { self.access_width(offsets, mask, dtype, lay, max_width) };
         for j0 in (0..lay.per as usize).step_by(width) {
             let mut valid = self.valid(lay, j0 as u32);
             if lay.replicated {
@@ -1443,11 +1476,15 @@ impl<'k> Lowerer<'k> {
                 }
                 srcs.push(src);
             }
+            if width > 4 {
+                srcs = self.pack_words(dtype, &srcs);
+            }
             let instr = if atomic {
                 let src = srcs[0];
                 Instr::RedAdd { ty: if dtype == DType::F32 { Ty::F32 } else { int_ty(dtype) }, addr, src: src.into() }
             } else {
                 let ty = match dtype {
+                    _ if width > 4 => Ty::B32,
                     DType::I8 | DType::U8 | DType::Bool => Ty::B8,
                     other => Self::mem_ty(other),
                 };

@@ -16,12 +16,12 @@
 //!
 //! The lowering runs the offset analysis ([`axis`]) first: where it proves a thread's run of
 //! elements contiguous, aligned and under one mask, the access is one `ld` / `st.global.v2` /
-//! `.v4` (loads of 8 or 16 one- or two-byte elements: one `.v4.b32`, split with `bfe` / `mov`). Integer scalar arguments are specialised on their divisibility by 32, 16, 8 or 4
+//! `.v4` (8 or 16 one- or two-byte elements: one `.v4.b32`, split with `bfe` / `mov` after a
+//! load, packed with `mov` / shifts before a store). Integer scalar arguments are specialised on their divisibility by 32, 16, 8 or 4
 //! ([`Specialization`], part of [`PtxOptions`]), so strides and sizes can prove alignment.
 //!
 //! **Not done yet** (a later issue continues here): bounds checks against the buffer lengths;
-//! tensor cores; dynamic shared memory; float `rem`; atomic adds on 16- and 8-bit types; packed
-//! stores of more than 4 narrow elements.
+//! tensor cores; dynamic shared memory; float `rem`; atomic adds on 16- and 8-bit types.
 //!
 //! Architecture Invariant: nothing here loads PTX on a device (the runtime will); the simulator
 //! interprets the thread IR and `ptxas` only assembles the text.

@@ -285,6 +285,9 @@ impl Sim<'_> {
                 regs[self.index(*hi) + lane] = (v >> 16) & 0xFFFF;
                 return Ok(());
             }
+            Instr::PackHalves { lo, hi, .. } => {
+                (regs[self.index(*lo) + lane] & 0xFFFF) | (regs[self.index(*hi) + lane] & 0xFFFF) << 16
+            }
             Instr::Setp { cmp, ty, a, b, .. } => u64::from(setp(*cmp, *ty, get(regs, *a, lane), get(regs, *b, lane))),
             Instr::Selp { ty, a, b, pred, .. } => {
                 let p = regs[self.index(*pred) + lane] != 0;
@@ -370,6 +373,7 @@ impl Sim<'_> {
             | Instr::Selp { dst, .. }
             | Instr::Cvt { dst, .. }
             | Instr::Bfe { dst, .. }
+            | Instr::PackHalves { dst, .. }
             | Instr::CvtaGlobal { dst, .. }
             | Instr::SharedBase { dst } => *dst,
             _ => return Ok(()),

@@ -315,6 +315,12 @@ pub enum Instr {
         hi: Reg,
         src: Reg,
     },
+    /// `mov.b32 dst, {lo, hi}`: two 16-bit values packed into a word for a wide store.
+    PackHalves {
+        dst: Reg,
+        lo: Reg,
+        hi: Reg,
+    },
     /// `red.global.add`: an atomic add whose old value is not needed.
     RedAdd {
         ty: Ty,
