@@ -187,7 +187,8 @@ pub enum EmitFormat {
     Ir,
     /// The C source the CPU backend generates for this machine's CPU.
     C,
-    /// PTX text (ISA 8.0) for `--sm`, one program per block of 4 warps.
+    /// PTX text (ISA 8.0) for `--sm`, one program per block of 4 warps (`num_warps=N` in
+    /// `--config` for a library kernel), specialised on the launch's scalar arguments.
     Ptx,
 }
 
@@ -391,30 +392,40 @@ fn emit_file(file: &Path, format: EmitFormat, sm: u32) -> Result<String, CliErro
     if let Err(errs) = kiln_ir::verify(&kernel) {
         return Err(CliError::Verify { rendered: text::render_verify_errors(&errs, &map, &path) });
     }
-    render(&kernel, format, sm)
+    let options = kiln_codegen::ptx::PtxOptions::new(kiln_codegen::ptx::Sm::from_number(sm)?);
+    render(&kernel, format, &options)
 }
 
 /// One kernel in the requested format.
-fn render(kernel: &kiln_ir::Kernel, format: EmitFormat, sm: u32) -> Result<String, CliError> {
+fn render(
+    kernel: &kiln_ir::Kernel,
+    format: EmitFormat,
+    ptx: &kiln_codegen::ptx::PtxOptions,
+) -> Result<String, CliError> {
     match format {
         EmitFormat::Ir => Ok(text::print(kernel)),
         EmitFormat::C => kiln_codegen::cpu::render(kernel, &kiln_codegen::cpu::CpuTarget::host())
             .map(|src| src.code)
             .map_err(|e| CliError::Render(e.to_string())),
-        EmitFormat::Ptx => {
-            let options = kiln_codegen::ptx::PtxOptions::new(kiln_codegen::ptx::Sm::from_number(sm)?);
-            Ok(kiln_codegen::ptx::emit(kernel, &options)?)
-        }
+        EmitFormat::Ptx => Ok(kiln_codegen::ptx::emit(kernel, ptx)?),
     }
 }
 
 /// Plans a library kernel and prints every launch, each headed by comment lines saying what it
-/// is (the text after them is a valid `.tir` kernel).
+/// is (the text after them is a valid `.tir` kernel). For PTX the config may also set
+/// `num_warps`, and each launch is specialised on its scalar arguments as a device launch is.
 fn emit_library_kernel(name: &str, shape: &str, config: &str, format: EmitFormat, sm: u32) -> Result<String, CliError> {
     let kernel = kiln_kernels::lookup(name)?;
     let shape = kernel.example_problem().overlaid(&Args::parse(shape)?);
     let shape = kernel.problem(&shape)?;
-    let config = kernel.default_config(&shape)?.overlaid(&Args::parse(config)?);
+    let sm = kiln_codegen::ptx::Sm::from_number(sm)?;
+    let mut config = Args::parse(config)?;
+    let mut num_warps = 4;
+    if format == EmitFormat::Ptx {
+        let gpu = kiln_runtime::cuda_bench::GpuConfig::split(&config, num_warps)?;
+        (config, num_warps) = (gpu.kernel, gpu.num_warps);
+    }
+    let config = kernel.default_config(&shape)?.overlaid(&config);
     let plan = kernel.plan(&shape, &config)?;
     let mut out = String::new();
     let n = plan.launches.len();
@@ -422,7 +433,20 @@ fn emit_library_kernel(name: &str, shape: &str, config: &str, format: EmitFormat
         let [x, y, z] = launch.grid;
         out += &format!("// {name} shape: {shape}\n// {name} config: {config}\n");
         out += &format!("// launch {} of {n}: grid [{x}, {y}, {z}]\n", i + 1);
-        out += &render(&launch.kernel, format, sm)?;
+        let abi = launch.args.iter().map(|b| match b {
+            kiln_kernels::Binding::Buffer(_) => kiln_runtime::ptx_abi::AbiArg::Buffer { len: 0 },
+            kiln_kernels::Binding::Scalar(s) => kiln_runtime::ptx_abi::AbiArg::Scalar(*s),
+        });
+        let ptx = kiln_codegen::ptx::PtxOptions::new(sm)
+            .with_warps(num_warps)
+            .with_specialization(kiln_runtime::ptx_abi::specialization(abi));
+        if format == EmitFormat::Ptx {
+            out += &format!(
+                "// {num_warps} warps per block; scalar arguments divisible by {}\n",
+                ptx.specialization.key()
+            );
+        }
+        out += &render(&launch.kernel, format, &ptx)?;
         if i + 1 < n {
             out.push('\n');
         }

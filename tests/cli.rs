@@ -181,6 +181,25 @@ fn emit_prints_the_ptx_of_a_library_kernel_for_each_sm() {
 }
 
 #[test]
+fn emit_ptx_takes_num_warps_and_shows_the_specialisation_and_vector_loads() {
+    let shape = "tokens=2,dim=1024,dtype=f32";
+    let o = kiln(&["emit", "--kernel", "rmsnorm", "--shape", shape, "--format", "ptx", "--config", "num_warps=8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("// 8 warps per block; scalar arguments divisible by") && out.contains(".reqntid 256, 1, 1"),
+        "{out}"
+    );
+    assert!(out.contains("ld.global.v4.f32"), "{out}");
+    let o = kiln(&["emit", "--kernel", "rmsnorm", "--shape", shape, "--format", "ptx", "--config", "num_warps=3"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("num_warps = 3 is not one of [1, 2, 4, 8]"), "{}", stderr(&o));
+    // The knob is the GPU launch's: the tile IR (and the CPU backend) do not know it.
+    let o = kiln(&["emit", "--kernel", "rmsnorm", "--shape", shape, "--config", "num_warps=8"]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+}
+
+#[test]
 fn bench_prints_json_with_the_documented_fields() {
     // A tiny working set keeps this quick; it says nothing about speed, only about the output.
     let o = kiln(&[

@@ -99,5 +99,26 @@ conformance_suite!(cpu, kiln::runtime::cpu::CpuExecutor { device: cpu_device() }
 // The PTX backend, run by the SIMT simulator (no GPU needed), 4 warps per program.
 conformance_suite!(
     simt,
-    kiln::runtime::simt::SimtExecutor { options: kiln::codegen::ptx::PtxOptions::new(kiln::codegen::ptx::Sm::Sm80) }
+    kiln::runtime::simt::SimtExecutor::new(kiln::codegen::ptx::PtxOptions::new(kiln::codegen::ptx::Sm::Sm80))
+);
+
+// The same suite with other block sizes: the layout, reductions and shared-memory staging all
+// depend on the warps per block.
+conformance_suite!(
+    simt_1_warp,
+    kiln::runtime::simt::SimtExecutor::new(
+        kiln::codegen::ptx::PtxOptions::new(kiln::codegen::ptx::Sm::Sm80).with_warps(1)
+    )
+);
+conformance_suite!(
+    simt_2_warps,
+    kiln::runtime::simt::SimtExecutor::new(
+        kiln::codegen::ptx::PtxOptions::new(kiln::codegen::ptx::Sm::Sm90).with_warps(2)
+    )
+);
+conformance_suite!(
+    simt_8_warps,
+    kiln::runtime::simt::SimtExecutor::new(
+        kiln::codegen::ptx::PtxOptions::new(kiln::codegen::ptx::Sm::Sm80).with_warps(8)
+    )
 );

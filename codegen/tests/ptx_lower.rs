@@ -31,7 +31,7 @@ fn the_module_header_and_the_parameters_follow_the_target_and_the_tile_ir_order(
         assert_eq!(text.matches("st.global.f32").count(), 2, "{text}");
         assert!(text.lines().filter(|l| l.contains("ld.global") || l.contains("st.global")).all(|l| l.contains('@')));
     }
-    let text = emit(VADD, &PtxOptions { sm: Sm::Sm80, num_warps: 8 }).unwrap();
+    let text = emit(VADD, &PtxOptions::new(Sm::Sm80).with_warps(8)).unwrap();
     assert!(text.contains(".reqntid 256, 1, 1") && text.matches("ld.global.b16").count() == 1, "{text}");
 }
 
@@ -74,7 +74,7 @@ fn a_kernel_needing_too_much_shared_memory_is_rejected_with_the_limit() {
 #[test]
 fn bad_options_and_invalid_kernels_are_errors() {
     for warps in [0, 33] {
-        let e = emit(VADD, &PtxOptions { sm: Sm::Sm80, num_warps: warps }).unwrap_err();
+        let e = emit(VADD, &PtxOptions::new(Sm::Sm80).with_warps(warps)).unwrap_err();
         assert!(matches!(e, PtxError::BadOptions(_)), "{e}");
     }
     assert!(matches!(Sm::from_number(75), Err(PtxError::BadOptions(_))));

@@ -1,12 +1,16 @@
 //! Every library kernel's default config (and a sample of others) lowered to PTX and assembled by
 //! `ptxas` for sm_80 and sm_90; registers and spills are recorded in a table printed by the test.
+//! Each launch is specialised on its scalar arguments as a device launch is (so the vector
+//! accesses are assembled too); the default config uses 4 warps, the others 8 and 2.
 //!
 //! `ptxas` comes from `KILN_PTXAS` (set by `scripts/test.sh`) or `PATH`; without it the test fails
 //! with the error that says how to get it. Kernels the backend cannot lower yet must fail with
 //! `PtxError::Unsupported`, and the kernels listed in [`MUST_LOWER`] must lower.
 
-use kiln_codegen::ptx::{self, ptxas, PtxError, PtxOptions, Sm};
+use kiln_codegen::ptx::{self, ptxas, PtxError, PtxOptions, Sm, Specialization};
+use kiln_ir::interp::Scalar;
 use kiln_kernels::registry;
+use kiln_kernels::Binding;
 use std::path::PathBuf;
 
 /// Kernels the backend lowers today; a regression on any of them fails the test.
@@ -39,20 +43,43 @@ fn cases(extra: usize) -> Vec<(String, String, Vec<kiln_kernels::plan::Launch>)>
     out
 }
 
+/// The specialisation of a launch: its integer scalars' values.
+fn specialization(launch: &kiln_kernels::plan::Launch) -> Specialization {
+    let values: Vec<Option<i64>> = launch
+        .args
+        .iter()
+        .map(|b| match b {
+            Binding::Scalar(Scalar::I32(x)) => Some(i64::from(*x)),
+            Binding::Scalar(Scalar::U32(x)) => Some(i64::from(*x)),
+            Binding::Scalar(Scalar::I8(x)) => Some(i64::from(*x)),
+            Binding::Scalar(Scalar::U8(x)) => Some(i64::from(*x)),
+            Binding::Scalar(_) | Binding::Buffer(_) => None,
+        })
+        .collect();
+    Specialization::of_values(&values)
+}
+
 #[test]
 fn every_lowerable_kernel_assembles_for_sm80_and_sm90() {
     if let Err(e) = ptxas::ptxas_path() {
         panic!("{e}");
     }
     let mut table =
-        vec![format!("{:<24} {:<28} {:<6} {:>5} {:>6} {:>6}", "kernel", "config", "sm", "regs", "spill", "smem")];
+        vec![format!("{:<24} {:<40} {:<6} {:>5} {:>6} {:>6}", "kernel", "config", "sm", "regs", "spill", "smem")];
     let mut lowered = std::collections::BTreeSet::new();
     let mut unsupported = Vec::new();
     let mut failures = Vec::new();
+    let mut previous = String::new();
+    let mut nth = 0;
     for (name, config, launches) in cases(2) {
+        nth = if name == previous { nth + 1 } else { 0 };
+        previous = name.clone();
+        let num_warps = [4, 8, 2][nth % 3];
+        let config = format!("{config},num_warps={num_warps}");
         for (i, launch) in launches.iter().enumerate() {
             for sm in Sm::ALL {
-                let ptx = match ptx::emit(&launch.kernel, &PtxOptions::new(sm)) {
+                let options = PtxOptions::new(sm).with_warps(num_warps).with_specialization(specialization(launch));
+                let ptx = match ptx::emit(&launch.kernel, &options) {
                     Ok(ptx) => ptx,
                     Err(e @ PtxError::Unsupported { .. }) => {
                         unsupported.push(format!("{name} [{config}] launch {i}: {e}"));
@@ -68,7 +95,7 @@ fn every_lowerable_kernel_assembles_for_sm80_and_sm90() {
                     Ok(r) => {
                         lowered.insert(name.clone());
                         table.push(format!(
-                            "{name:<24} {config:<28} {:<6} {:>5} {:>6} {:>6}",
+                            "{name:<24} {config:<40} {:<6} {:>5} {:>6} {:>6}",
                             sm.name(),
                             r.registers,
                             r.spill_stores + r.spill_loads,

@@ -158,3 +158,59 @@ fn a_loop_that_never_ends_is_reported_as_a_hang() {
         .unwrap_err();
     assert!(matches!(err, SimError::Hang { limit: 100_000, .. }), "{err}");
 }
+
+#[test]
+fn a_vector_access_off_its_alignment_is_an_error() {
+    // Each thread stores four words at `out + 16·tid + 4`: 4-byte aligned, not 16-byte aligned.
+    let words: Vec<Operand> = (0..4).map(|_| TID.into()).collect();
+    let body = vec![
+        s(Instr::MulWide { ty: Ty::U32, dst: OFF, a: TID.into(), b: Operand::Int(16) }),
+        s(Instr::Bin { op: BinOp::Add, ty: Ty::S64, dst: ADDR, a: OUT.into(), b: OFF.into() }),
+        s(Instr::St { space: Space::Global, ty: Ty::U32, srcs: words.clone(), addr: ADDR, offset: 4 }),
+    ];
+    let mut memory = vec![vec![0u8; 32 * 16 + 16]];
+    let k = kernel(32, 0, body);
+    let e = sim::run(&k, [1, 1, 1], &[sim::buffer_address(0), 32 * 4 + 4], &mut memory).unwrap_err();
+    assert!(matches!(&e, SimError::Fault { what, .. } if what.contains("misaligned 16-byte")), "{e}");
+    // The same store at offset 0 is aligned and writes every word.
+    let body = vec![
+        s(Instr::MulWide { ty: Ty::U32, dst: OFF, a: TID.into(), b: Operand::Int(16) }),
+        s(Instr::Bin { op: BinOp::Add, ty: Ty::S64, dst: ADDR, a: OUT.into(), b: OFF.into() }),
+        s(Instr::St { space: Space::Global, ty: Ty::U32, srcs: words, addr: ADDR, offset: 0 }),
+    ];
+    let k = kernel(32, 0, body);
+    let mut memory = vec![vec![0u8; 32 * 16]];
+    sim::run(&k, [1, 1, 1], &[sim::buffer_address(0), 32 * 4], &mut memory).unwrap();
+    let got: Vec<u32> = memory[0].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    assert!(got.iter().enumerate().all(|(i, &w)| w == (i / 4) as u32), "{got:?}");
+}
+
+#[test]
+fn packed_words_split_into_bytes_and_halves() {
+    // One word 0x80FF_7F01 per thread: `bfe` gives its bytes zero- or sign-extended, `mov.b32
+    // {lo, hi}` its halves; thread 0 writes all eight results.
+    let w = r(RegClass::B32, 1);
+    let outs: Vec<Reg> = (2..8).map(|i| r(RegClass::B32, i)).collect();
+    let (lo, hi) = (r(RegClass::B16, 0), r(RegClass::B16, 1));
+    let mut body = vec![
+        s(Instr::Mov { ty: Ty::B32, dst: w, src: Operand::Int(0x80FF_7F01) }),
+        s(Instr::Bfe { ty: Ty::U32, dst: outs[0], a: w, pos: 8, len: 8 }),
+        s(Instr::Bfe { ty: Ty::S32, dst: outs[1], a: w, pos: 8, len: 8 }),
+        s(Instr::Bfe { ty: Ty::S32, dst: outs[2], a: w, pos: 24, len: 8 }),
+        s(Instr::Bfe { ty: Ty::S32, dst: outs[3], a: w, pos: 16, len: 8 }),
+        s(Instr::SplitHalves { lo, hi, src: w }),
+        s(Instr::Cvt { dst_ty: Ty::U32, src_ty: Ty::U16, dst: outs[4], src: lo }),
+        s(Instr::Cvt { dst_ty: Ty::U32, src_ty: Ty::U16, dst: outs[5], src: hi }),
+        s(Instr::Setp { cmp: Cmp::Eq, ty: Ty::U32, dst: P, a: TID.into(), b: Operand::Int(0) }),
+    ];
+    for (i, &o) in outs.iter().enumerate() {
+        body.push(when(
+            P,
+            Instr::St { space: Space::Global, ty: Ty::U32, srcs: vec![o.into()], addr: OUT, offset: 4 * i as i64 },
+        ));
+    }
+    let mut k = kernel(32, 0, body);
+    k.reg_counts = [4, 2, 8, 4, 4];
+    let got = run(&k, 32).unwrap();
+    assert_eq!(&got[..6], &[0x7F, 0x7F, 0xFFFF_FF80, 0xFFFF_FFFF, 0x7F01, 0x80FF]);
+}

@@ -19,6 +19,8 @@ pub enum BenchError {
     Cuda(#[from] crate::cuda::CudaError),
     #[error("{kernel}: the benchmarked output does not match the reference: {detail}")]
     WrongResult { kernel: String, detail: String },
+    #[error("bad config: {0}")]
+    BadConfig(String),
 }
 
 /// How to measure.

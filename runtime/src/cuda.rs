@@ -5,12 +5,14 @@
 //!
 //! - [`CudaDevice::open`]: probes `libcuda.so` before the first driver call (cudarc's lazy loader
 //!   panics on a missing library), creates the primary context and reads the device's limits;
-//! - [`CudaDevice::load`]: lowers a tile-IR kernel for the device's `sm` and loads it, cached per
-//!   (kernel text, warps, sm); a driver rejection saves the PTX and names `ptxas` as the repro;
+//! - [`CudaDevice::load`]: lowers a tile-IR kernel for PTX options (the device's `sm`, the warps
+//!   per block, the launch's scalar [`Specialization`] from [`CudaDevice::launch_options`]) and
+//!   loads it, cached per (options, kernel text); a driver rejection saves the PTX and names `ptxas` as the repro;
 //! - [`check_resources`] / [`check_registers`]: a config needing more threads, shared memory or
 //!   registers than the target allows is refused before launch with the limit named;
 //! - [`CudaDevice::launch`]: parameters packed by [`crate::ptx_abi`] (the simulator's packing),
-//!   grid = the tile IR's grid, block = `num_warps × 32` threads, static shared memory only;
+//!   grid = the tile IR's grid, block = `num_warps × 32` threads, static shared memory only; a
+//!   launch whose scalars do not satisfy the kernel's specialisation is refused;
 //! - [`CudaExecutor`]: the device as the conformance suite's `Executor`.
 //!
 //! Not verified on hardware in the change that added it: the code paths a GPU needs are
@@ -19,7 +21,7 @@
 use crate::ptx_abi::{self, AbiArg, ParamValue};
 use crate::simt::{from_bytes, to_bytes};
 use cudarc::driver::{sys, CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError};
-use kiln_codegen::ptx::{self, thread::ThreadKernel, PtxOptions, Sm};
+use kiln_codegen::ptx::{self, thread::ThreadKernel, PtxOptions, Sm, Specialization};
 use kiln_ir::interp::{Arg, HostBuffer, Scalar};
 use kiln_ir::{DType, Kernel};
 use std::collections::HashMap;
@@ -127,10 +129,7 @@ pub fn check_registers(name: &str, registers: u32, threads: u32, limits: &Device
 
 /// `cuda:N` → `N`.
 pub fn parse_target(target: &str) -> Result<usize, CudaError> {
-    target
-        .strip_prefix("cuda:")
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| CudaError::BadTarget(target.to_string()))
+    target.strip_prefix("cuda:").and_then(|n| n.parse().ok()).ok_or_else(|| CudaError::BadTarget(target.to_string()))
 }
 
 /// Whether the CUDA driver library can be loaded (no driver call is made).
@@ -142,6 +141,8 @@ pub fn driver_present() -> bool {
 /// A kernel lowered, loaded and ready to launch.
 pub struct CudaKernel {
     pub thread: ThreadKernel,
+    /// The options it was lowered with (its specialisation decides which launches may use it).
+    pub options: PtxOptions,
     /// Registers per thread, as the driver allocated them.
     pub registers: u32,
     function: CudaFunction,
@@ -170,7 +171,7 @@ pub struct CudaDevice {
     pub limits: DeviceLimits,
     pub sm_count: u32,
     pub l2_bytes: u64,
-    /// Warps per block for every kernel this device lowers.
+    /// Warps per block for kernels lowered without an explicit choice.
     pub num_warps: u32,
     /// Where rejected PTX is saved.
     pub ptx_dir: PathBuf,
@@ -241,22 +242,28 @@ impl CudaDevice {
         })
     }
 
-    /// The PTX options this device lowers with.
+    /// The PTX options this device lowers with, unspecialised.
     pub fn options(&self) -> PtxOptions {
-        PtxOptions { sm: self.sm, num_warps: self.num_warps }
+        PtxOptions::new(self.sm).with_warps(self.num_warps)
     }
 
-    /// Lowers `kernel`, checks its resources, loads its PTX (cached) and checks its registers.
-    pub fn load(&self, kernel: &Kernel) -> Result<Arc<CudaKernel>, CudaError> {
-        let options = self.options();
-        let key = format!("{}|{}|{}", options.sm.name(), options.num_warps, kernel);
+    /// The options for a launch with `num_warps` warps on `args` (in tile-IR parameter order),
+    /// specialised on its integer scalars as the simulator does ([`ptx_abi::specialization`]).
+    pub fn launch_options(&self, num_warps: u32, args: impl IntoIterator<Item = AbiArg>) -> PtxOptions {
+        PtxOptions::new(self.sm).with_warps(num_warps).with_specialization(ptx_abi::specialization(args))
+    }
+
+    /// Lowers `kernel` for `options`, checks its resources, loads its PTX (cached by options and
+    /// kernel text) and checks its registers.
+    pub fn load(&self, kernel: &Kernel, options: &PtxOptions) -> Result<Arc<CudaKernel>, CudaError> {
+        let key = format!("{}|{}", options.key(), kernel);
         if let Some(k) = self.modules.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(k.clone());
         }
         if !(1..=32).contains(&options.num_warps) {
             return Err(ptx::PtxError::BadOptions(format!("num_warps = {} is not in 1..=32", options.num_warps)).into());
         }
-        let thread = ptx::lower(kernel, &options)?;
+        let thread = ptx::lower(kernel, options)?;
         check_resources(&thread, &self.limits)?;
         let text = ptx::print(&thread, options.sm);
         let function = self
@@ -266,10 +273,12 @@ impl CudaDevice {
             .map_err(|e| self.rejected(&thread.name, &text, e.to_string()))?;
         use sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_NUM_REGS;
         // SAFETY: the function was just loaded from its module, which it keeps alive.
-        let registers = unsafe { cudarc::driver::result::function::get_function_attribute(function.cu_function(), CU_FUNC_ATTRIBUTE_NUM_REGS) }
-            .map_err(driver("cuFuncGetAttribute"))? as u32;
+        let registers = unsafe {
+            cudarc::driver::result::function::get_function_attribute(function.cu_function(), CU_FUNC_ATTRIBUTE_NUM_REGS)
+        }
+        .map_err(driver("cuFuncGetAttribute"))? as u32;
         check_registers(&thread.name, registers, thread.threads, &self.limits)?;
-        let loaded = Arc::new(CudaKernel { thread, registers, function });
+        let loaded = Arc::new(CudaKernel { thread, options: options.clone(), registers, function });
         self.modules.lock().unwrap_or_else(|e| e.into_inner()).insert(key, loaded.clone());
         Ok(loaded)
     }
@@ -315,6 +324,14 @@ impl CudaDevice {
             DeviceArg::Buffer(b) => AbiArg::Buffer { len: b.len },
             DeviceArg::Scalar(s) => AbiArg::Scalar(*s),
         });
+        let launch_spec: Specialization = ptx_abi::specialization(abi.clone());
+        if !kernel.options.specialization.admits(&launch_spec) {
+            return Err(bad(format!(
+                "the scalars' divisibility ({}) does not satisfy the specialisation the kernel was lowered for ({})",
+                launch_spec.key(),
+                kernel.options.specialization.key()
+            )));
+        }
         let packed = ptx_abi::pack(&kernel.thread, abi).map_err(bad)?;
         let mut guards = Vec::with_capacity(buffers.len());
         let mut words: Vec<u64> = Vec::with_capacity(packed.len());
@@ -383,25 +400,40 @@ impl CudaDevice {
 /// waits, and downloads every buffer back.
 pub struct CudaExecutor<'a> {
     pub device: &'a CudaDevice,
+    /// Warps per block of every launch.
+    pub num_warps: u32,
 }
 
 impl kiln_kernels::check::Executor for CudaExecutor<'_> {
     fn name(&self) -> String {
-        format!("{} ({}, {} warps)", self.device.target(), self.device.sm.name(), self.device.num_warps)
+        format!("{} ({}, {} warps)", self.device.target(), self.device.sm.name(), self.num_warps)
     }
 
     fn launch(&mut self, launch: &kiln_kernels::Launch, buffers: &mut kiln_kernels::Buffers) -> Result<(), String> {
         kiln_kernels::check::with_args(launch, buffers, |args| {
-            run_host(self.device, &launch.kernel, launch.grid, args).map_err(|e| e.to_string())
+            run_host(self.device, self.num_warps, &launch.kernel, launch.grid, args).map_err(|e| e.to_string())
         })
     }
 }
 
 /// Runs `kernel` on host arguments: upload, launch, synchronize, download.
-pub fn run_host(device: &CudaDevice, kernel: &Kernel, grid: [u32; 3], args: &mut [Arg]) -> Result<(), CudaError> {
+pub fn run_host(
+    device: &CudaDevice,
+    num_warps: u32,
+    kernel: &Kernel,
+    grid: [u32; 3],
+    args: &mut [Arg],
+) -> Result<(), CudaError> {
     kiln_ir::interp::check_launch(kernel, grid, args)
         .map_err(|e| CudaError::BadArgs { kernel: kernel.name.clone(), message: e.to_string() })?;
-    let loaded = device.load(kernel)?;
+    let options = device.launch_options(
+        num_warps,
+        args.iter().map(|a| match a {
+            Arg::Buffer(b) => AbiArg::Buffer { len: b.len() },
+            Arg::Scalar(s) => AbiArg::Scalar(*s),
+        }),
+    );
+    let loaded = device.load(kernel, &options)?;
     let mut uploaded = Vec::new();
     for arg in args.iter() {
         if let Arg::Buffer(b) = arg {

@@ -9,6 +9,7 @@
 
 use crate::bench::{check_outputs, median, rotation_count, BenchCase, BenchError, BenchOptions, Roofline};
 use crate::cuda::{CudaDevice, CudaError, CudaExecutor, CudaKernel, DeviceArg, DeviceBuffer};
+use crate::ptx_abi::AbiArg;
 use kiln_kernels::check::{conformance_shapes, prepare_buffers, sweep};
 use kiln_kernels::{roofline, Args, Binding, Buffers, DynKernel, KernelId, Plan};
 use std::collections::HashMap;
@@ -30,6 +31,42 @@ pub fn default_options(device: &CudaDevice) -> BenchOptions {
     BenchOptions { warmup: 3, repeats: 21, working_set_bytes: (4 * device.l2_bytes).max(256 << 20) }
 }
 
+/// The warps-per-block choices of a GPU config. The knob belongs to the launch, not to the
+/// kernel (kernels know no backends), so it is not in any kernel's config space: a GPU config
+/// is a kernel config plus `num_warps` ([`GpuConfig`]), and `kiln gpu-check` sweeps it.
+pub const NUM_WARPS: [u32; 4] = [1, 2, 4, 8];
+
+/// A config for the CUDA device: the kernel's own knobs and the warps per block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GpuConfig {
+    pub kernel: Args,
+    pub num_warps: u32,
+}
+
+impl GpuConfig {
+    /// Splits `num_warps=N` (one of [`NUM_WARPS`]) off `config`; `default_warps` when absent.
+    pub fn split(config: &Args, default_warps: u32) -> Result<GpuConfig, BenchError> {
+        let mut kernel = Args::new();
+        let mut num_warps = default_warps;
+        for (key, value) in config.iter() {
+            if key == "num_warps" {
+                num_warps =
+                    value.parse().ok().filter(|w| NUM_WARPS.contains(w)).ok_or_else(|| {
+                        BenchError::BadConfig(format!("num_warps = {value} is not one of {NUM_WARPS:?}"))
+                    })?;
+            } else {
+                kernel.set(key, value);
+            }
+        }
+        Ok(GpuConfig { kernel, num_warps })
+    }
+
+    /// The kernel config with `num_warps` added, as printed in tables.
+    pub fn to_args(&self) -> Args {
+        self.kernel.clone().with("num_warps", self.num_warps)
+    }
+}
+
 type DeviceBuffers = HashMap<String, DeviceBuffer>;
 
 /// A plan whose kernels are loaded on the device.
@@ -39,8 +76,19 @@ struct GpuPlan {
 }
 
 impl GpuPlan {
-    fn load(device: &CudaDevice, plan: Plan) -> Result<GpuPlan, CudaError> {
-        let kernels = plan.launches.iter().map(|l| device.load(&l.kernel)).collect::<Result<_, _>>()?;
+    /// Loads every launch's kernel with `num_warps` warps, specialised on the launch's scalars.
+    fn load(device: &CudaDevice, plan: Plan, num_warps: u32) -> Result<GpuPlan, CudaError> {
+        let kernels = plan
+            .launches
+            .iter()
+            .map(|l| {
+                let abi = l.args.iter().map(|b| match b {
+                    Binding::Buffer(_) => AbiArg::Buffer { len: 0 },
+                    Binding::Scalar(s) => AbiArg::Scalar(*s),
+                });
+                device.load(&l.kernel, &device.launch_options(num_warps, abi))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(GpuPlan { plan, kernels })
     }
 
@@ -55,10 +103,12 @@ impl GpuPlan {
                 .args
                 .iter()
                 .map(|b| match b {
-                    Binding::Buffer(name) => buffers.get(name).map(DeviceArg::Buffer).ok_or_else(|| CudaError::BadArgs {
-                        kernel: launch.kernel.name.clone(),
-                        message: format!("buffer `{name}` is not in the plan"),
-                    }),
+                    Binding::Buffer(name) => {
+                        buffers.get(name).map(DeviceArg::Buffer).ok_or_else(|| CudaError::BadArgs {
+                            kernel: launch.kernel.name.clone(),
+                            message: format!("buffer `{name}` is not in the plan"),
+                        })
+                    }
                     Binding::Scalar(s) => Ok(DeviceArg::Scalar(*s)),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -68,7 +118,12 @@ impl GpuPlan {
     }
 
     /// Warm-up, then `repeats` timed runs cycling over `rotations`; sorted seconds.
-    fn time(&self, device: &CudaDevice, rotations: &[DeviceBuffers], opts: &BenchOptions) -> Result<Vec<f64>, CudaError> {
+    fn time(
+        &self,
+        device: &CudaDevice,
+        rotations: &[DeviceBuffers],
+        opts: &BenchOptions,
+    ) -> Result<Vec<f64>, CudaError> {
         let n = rotations.len();
         for i in 0..opts.warmup {
             self.enqueue(device, &rotations[i % n])?;
@@ -94,7 +149,7 @@ pub fn measure_roofline(device: &CudaDevice, opts: &BenchOptions) -> Result<Roof
     let programs = device.sm_count.max(1) * 32;
     let per_program = opts.working_set_bytes / 4 / u64::from(programs);
     let chunk = (per_program / u64::from(roofline::STREAM_BLOCK)).max(1) as u32 * roofline::STREAM_BLOCK;
-    let stream = GpuPlan::load(device, roofline::stream_read(programs, chunk)?)?;
+    let stream = GpuPlan::load(device, roofline::stream_read(programs, chunk)?, device.num_warps)?;
     let x: Vec<f32> = (0..programs as usize * chunk as usize).map(|i| (i % 1024) as f32 * 1e-3).collect();
     let inputs = Buffers::from([("x".to_string(), kiln_ir::interp::HostBuffer::F32(x))]);
     let rotations = vec![stream.upload(device, &prepare_buffers("roofline", &stream.plan, &inputs)?)?];
@@ -106,14 +161,14 @@ pub fn measure_roofline(device: &CudaDevice, opts: &BenchOptions) -> Result<Roof
 
     let programs = device.sm_count.max(1) * 16;
     let iters = 20_000;
-    let fma = GpuPlan::load(device, roofline::fma_peak(programs, iters)?)?;
+    let fma = GpuPlan::load(device, roofline::fma_peak(programs, iters)?, device.num_warps)?;
     let rotations = vec![fma.upload(device, &prepare_buffers("roofline", &fma.plan, &Buffers::new())?)?];
     let times = fma.time(device, &rotations, &stream_opts)?;
     let flops = 2.0 * f64::from(roofline::FMA_LANES) * f64::from(iters) * f64::from(programs);
     Ok(Roofline { gbps, gflops: flops / median(&times) / 1e9 })
 }
 
-/// Benchmarks one kernel on one shape and config on the device.
+/// Benchmarks one kernel on one shape and config (kernel knobs and `num_warps`) on the device.
 pub fn bench(
     device: &CudaDevice,
     kernel: &dyn DynKernel,
@@ -124,8 +179,9 @@ pub fn bench(
 ) -> Result<BenchCase, BenchError> {
     let name = kernel.id().name();
     let shape = kernel.problem(&kernel.example_problem().overlaid(shape))?;
-    let config = kernel.default_config(&shape)?.overlaid(config);
-    let loaded = GpuPlan::load(device, kernel.plan(&shape, &config)?)?;
+    let gpu = GpuConfig::split(config, device.num_warps)?;
+    let config = kernel.default_config(&shape)?.overlaid(&gpu.kernel);
+    let loaded = GpuPlan::load(device, kernel.plan(&shape, &config)?, gpu.num_warps)?;
     let inputs = kernel.inputs(&shape, 7)?;
     let cost = kernel.cost(&shape, &loaded.plan, &inputs)?;
     let host = prepare_buffers(name, &loaded.plan, &inputs)?;
@@ -153,9 +209,9 @@ pub fn bench(
     Ok(BenchCase {
         kernel: name.to_string(),
         shape: shape.to_string(),
-        config: config.to_string(),
+        config: GpuConfig { kernel: config, num_warps: gpu.num_warps }.to_args().to_string(),
         target: format!("{} ({}, {})", device.target(), device.name, device.sm.name()),
-        threads: (device.num_warps * 32) as usize,
+        threads: (gpu.num_warps * 32) as usize,
         median_us: t * 1e6,
         min_us: times[0] * 1e6,
         max_us: times[times.len() - 1] * 1e6,
@@ -200,21 +256,30 @@ impl CheckRow {
 }
 
 /// The conformance suite on the device: every kernel × its conformance shapes × up to
-/// `max_configs` configs, fresh inputs, poisoned outputs, compared with the reference.
+/// `max_configs` configs × every [`NUM_WARPS`] choice, fresh inputs, poisoned outputs, compared
+/// with the reference.
 pub fn conformance(device: &CudaDevice, max_configs: usize) -> Vec<CheckRow> {
     let mut rows = Vec::new();
-    let mut exec = CudaExecutor { device };
+    for num_warps in NUM_WARPS {
+        rows.extend(conformance_with(device, max_configs, num_warps));
+    }
+    rows
+}
+
+fn conformance_with(device: &CudaDevice, max_configs: usize, num_warps: u32) -> Vec<CheckRow> {
+    let mut rows = Vec::new();
+    let mut exec = CudaExecutor { device, num_warps };
     for id in KernelId::ALL {
         let kernel = id.kernel();
         for (i, shape) in conformance_shapes(id).iter().enumerate() {
-            let reports = Args::parse(shape)
-                .map_err(|e| e.to_string())
-                .and_then(|shape| sweep(kernel, &shape, &mut exec, 1000 + i as u64, max_configs).map_err(|e| e.to_string()));
+            let reports = Args::parse(shape).map_err(|e| e.to_string()).and_then(|shape| {
+                sweep(kernel, &shape, &mut exec, 1000 + i as u64, max_configs).map_err(|e| e.to_string())
+            });
             match reports {
                 Ok(reports) => rows.extend(reports.iter().map(|r| CheckRow {
                     kernel: r.kernel.to_string(),
                     shape: r.shape.to_string(),
-                    config: r.config.to_string(),
+                    config: format!("{},num_warps={num_warps}", r.config),
                     status: if r.passed() { "ok".to_string() } else { format!("MISMATCH: {r}") },
                     max_rel_error: r.comparisons.iter().map(|c| c.rel_error).reduce(f64::max),
                     bench: None,
@@ -231,9 +296,9 @@ pub fn headline(device: &CudaDevice, opts: &BenchOptions, roofline: &Roofline) -
     HEADLINE
         .iter()
         .map(|(id, shape)| {
-            let case = Args::parse(shape)
-                .map_err(|e| e.to_string())
-                .and_then(|s| bench(device, id.kernel(), &s, &Args::default(), opts, roofline).map_err(|e| e.to_string()));
+            let case = Args::parse(shape).map_err(|e| e.to_string()).and_then(|s| {
+                bench(device, id.kernel(), &s, &Args::default(), opts, roofline).map_err(|e| e.to_string())
+            });
             match case {
                 Ok(case) => CheckRow {
                     kernel: case.kernel.clone(),

@@ -9,13 +9,16 @@
 //! word are the parameter, which is what `cuLaunchKernel` reads.
 
 use kiln_codegen::ptx::thread::{ThreadKernel, Ty};
+use kiln_codegen::ptx::Specialization;
 use kiln_ir::interp::Scalar;
 
 /// One launch argument as the ABI sees it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum AbiArg {
     /// A buffer of `len` elements; buffers are numbered in argument order from 0.
-    Buffer { len: usize },
+    Buffer {
+        len: usize,
+    },
     Scalar(Scalar),
 }
 
@@ -68,6 +71,24 @@ pub fn pack(kernel: &ThreadKernel, args: impl IntoIterator<Item = AbiArg>) -> Re
             }
         })
         .collect()
+}
+
+/// The specialisation a launch needs: each integer scalar argument's divisibility by 32, 16, 8 or
+/// 4. The simulator and the CUDA device both lower with it and key their caches on it, so they
+/// pick the same variant for a launch.
+pub fn specialization(args: impl IntoIterator<Item = AbiArg>) -> Specialization {
+    let values: Vec<Option<i64>> = args
+        .into_iter()
+        .map(|a| match a {
+            AbiArg::Buffer { .. } => None,
+            AbiArg::Scalar(Scalar::I32(x)) => Some(i64::from(x)),
+            AbiArg::Scalar(Scalar::U32(x)) => Some(i64::from(x)),
+            AbiArg::Scalar(Scalar::I8(x)) => Some(i64::from(x)),
+            AbiArg::Scalar(Scalar::U8(x)) => Some(i64::from(x)),
+            AbiArg::Scalar(Scalar::F32(_) | Scalar::F16(_) | Scalar::BF16(_) | Scalar::Bool(_)) => None,
+        })
+        .collect();
+    Specialization::of_values(&values)
 }
 
 /// The bits of a scalar parameter.

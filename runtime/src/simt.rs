@@ -6,12 +6,37 @@
 //! [`crate::ptx_abi`], the same code the CUDA device uses.
 
 use crate::ptx_abi::{self, AbiArg, ParamValue};
-use kiln_codegen::ptx::{self, sim, PtxOptions};
+use kiln_codegen::ptx::{self, sim, PtxOptions, ThreadKernel};
 use kiln_ir::interp::{Arg, HostBuffer};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-/// Runs launches in the SIMT simulator.
+/// Runs launches in the SIMT simulator, with lowered kernels cached like the CUDA device's
+/// modules: by options (target, warps, the launch's specialisation) and kernel text.
 pub struct SimtExecutor {
     pub options: PtxOptions,
+    cache: HashMap<String, Arc<ThreadKernel>>,
+}
+
+impl SimtExecutor {
+    pub fn new(options: PtxOptions) -> SimtExecutor {
+        SimtExecutor { options, cache: HashMap::new() }
+    }
+
+    /// Lowers `kernel` for a launch with `args` (cached) and runs it.
+    pub fn run(&mut self, kernel: &kiln_ir::Kernel, grid: [u32; 3], args: &mut [Arg]) -> Result<(), String> {
+        let options = launch_options(&self.options, args);
+        let key = format!("{}|{kernel}", options.key());
+        let thread = match self.cache.get(&key) {
+            Some(t) => t.clone(),
+            None => {
+                let t = Arc::new(ptx::lower(kernel, &options).map_err(|e| e.to_string())?);
+                self.cache.insert(key, t.clone());
+                t
+            }
+        };
+        run_lowered(&thread, kernel, grid, args)
+    }
 }
 
 impl kiln_kernels::check::Executor for SimtExecutor {
@@ -20,20 +45,38 @@ impl kiln_kernels::check::Executor for SimtExecutor {
     }
 
     fn launch(&mut self, launch: &kiln_kernels::Launch, buffers: &mut kiln_kernels::Buffers) -> Result<(), String> {
-        kiln_kernels::check::with_args(launch, buffers, |args| run(&launch.kernel, launch.grid, args, &self.options))
+        kiln_kernels::check::with_args(launch, buffers, |args| self.run(&launch.kernel, launch.grid, args))
     }
 }
 
-/// Lowers `kernel` for `options` and runs it in the simulator on `args` (interpreter arguments,
-/// checked by the interpreter's launch rules).
-pub fn run(kernel: &kiln_ir::Kernel, grid: [u32; 3], args: &mut [Arg], options: &PtxOptions) -> Result<(), String> {
-    let thread = ptx::lower(kernel, options).map_err(|e| e.to_string())?;
-    kiln_ir::interp::check_launch(kernel, grid, args).map_err(|e| e.to_string())?;
-    let abi = args.iter().map(|a| match a {
+/// `options` specialised for a launch on `args` (see [`ptx_abi::specialization`]).
+pub fn launch_options(options: &PtxOptions, args: &[Arg]) -> PtxOptions {
+    options.clone().with_specialization(ptx_abi::specialization(args.iter().map(abi_arg)))
+}
+
+fn abi_arg(a: &Arg) -> AbiArg {
+    match a {
         Arg::Buffer(b) => AbiArg::Buffer { len: b.len() },
         Arg::Scalar(s) => AbiArg::Scalar(*s),
-    });
-    let params: Vec<u64> = ptx_abi::pack(&thread, abi)?
+    }
+}
+
+/// Lowers `kernel` for `options`, specialised on the launch's scalars, and runs it in the
+/// simulator on `args` (interpreter arguments, checked by the interpreter's launch rules).
+pub fn run(kernel: &kiln_ir::Kernel, grid: [u32; 3], args: &mut [Arg], options: &PtxOptions) -> Result<(), String> {
+    let thread = ptx::lower(kernel, &launch_options(options, args)).map_err(|e| e.to_string())?;
+    run_lowered(&thread, kernel, grid, args)
+}
+
+/// Runs an already lowered `thread` kernel (of `kernel`) on `args`.
+fn run_lowered(
+    thread: &ThreadKernel,
+    kernel: &kiln_ir::Kernel,
+    grid: [u32; 3],
+    args: &mut [Arg],
+) -> Result<(), String> {
+    kiln_ir::interp::check_launch(kernel, grid, args).map_err(|e| e.to_string())?;
+    let params: Vec<u64> = ptx_abi::pack(thread, args.iter().map(abi_arg))?
         .iter()
         .map(|p| match p.value {
             ParamValue::Pointer { buffer } => sim::buffer_address(buffer),
@@ -42,7 +85,7 @@ pub fn run(kernel: &kiln_ir::Kernel, grid: [u32; 3], args: &mut [Arg], options: 
         .collect();
     let mut memory: Vec<Vec<u8>> =
         args.iter().filter_map(|a| if let Arg::Buffer(b) = a { Some(to_bytes(b)) } else { None }).collect();
-    sim::run(&thread, grid, &params, &mut memory).map_err(|e| e.to_string())?;
+    sim::run(thread, grid, &params, &mut memory).map_err(|e| e.to_string())?;
     let mut bytes = memory.into_iter();
     for arg in args.iter_mut() {
         if let Arg::Buffer(b) = arg {

@@ -27,7 +27,9 @@ fn opening_without_a_driver_is_a_typed_error() {
         let device = CudaDevice::open(0).expect("the driver is present, so device 0 opens");
         let id = KernelId::Rmsnorm;
         let shape = Args::parse(conformance_shapes(id)[0]).unwrap();
-        let reports = sweep(id.kernel(), &shape, &mut cuda::CudaExecutor { device: &device }, 5, 2).unwrap();
+        let reports =
+            sweep(id.kernel(), &shape, &mut cuda::CudaExecutor { device: &device, num_warps: device.num_warps }, 5, 2)
+                .unwrap();
         for r in &reports {
             assert!(r.passed(), "{r}");
         }
@@ -56,7 +58,7 @@ fn targets_parse_as_cuda_n() {
 
 #[test]
 fn too_many_threads_are_refused_with_the_limit_named() {
-    let options = PtxOptions { sm: Sm::Sm90, num_warps: 32 };
+    let options = PtxOptions::new(Sm::Sm90).with_warps(32);
     let thread = &lowered(KernelId::SiluMul, &options)[0];
     assert_eq!(thread.threads, 1024);
     check_resources(thread, &DeviceLimits::for_sm(Sm::Sm90)).expect("1024 threads fit sm_90");

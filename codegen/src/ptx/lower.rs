@@ -1,14 +1,18 @@
 //! Lowering a verified tile-IR kernel to the thread-level IR with one simple layout.
 //!
 //! **Layout.** One program is one CUDA block of `num_warps × 32` threads. A tile of `n > 1`
-//! elements is *blocked* with one element per thread per slot: thread `t` owns the
-//! `per = ceil(n / threads)` row-major elements `j·threads + t` (`j < per`), one register per
-//! slot, so in every slot a warp holds 32 consecutive elements and its accesses to a contiguous
-//! tile coalesce into full 128-byte lines; slots at or past `n` are *invalid*
+//! elements is *blocked* with `vec` consecutive elements per thread per run (`vec` is 4 or 2
+//! when `n` is a multiple of it and fills every thread `vec` times over, else 1): slot `j` of
+//! thread `t` holds the row-major element `(j / vec)·threads·vec + t·vec + j % vec`, one
+//! register per slot, so a warp covers `32·vec` consecutive elements per run and its accesses
+//! to a contiguous tile coalesce into full 128-byte lines, while each thread's run can be one
+//! `.v2` / `.v4` access when the offset analysis (`axis.rs`) proves it contiguous, aligned and
+//! under one mask value (scalar accesses otherwise); slots at or past `n` are *invalid*
 //! (they compute garbage that never reaches memory or a reduction). A value of one element
 //! (scalars, `[1]` tiles) is *replicated*: every thread holds it, so uniform control flow and
 //! scalar arguments need no communication. Because the layout depends only on the element count,
-//! `reshape` and `expand_dims` move no data.
+//! `reshape` and `expand_dims` move no data. Buffer base pointers are assumed 16-byte aligned (the
+//! CUDA allocator gives 256 bytes; the simulator places buffers likewise and checks alignment).
 //!
 //! **Data movement.** Everything that needs other threads' elements goes through shared memory,
 //! one 4-byte word per element (written by its owner, `bar.sync`, read, `bar.sync`): `broadcast`
@@ -21,10 +25,10 @@
 //! harmless for `+ - × ÷ √`). `i8` / `u8` live in 32-bit registers, sign- or zero-extended, and
 //! are wrapped after each op. `exp2`, `log2` and `rsqrt` use the `.approx` instructions.
 //!
-//! **Not done yet** (see the module doc of `ptx/mod.rs`): vector widths from an offset analysis
-//! (every access is scalar today), bounds checks against the buffer lengths, integer division
+//! **Not done yet** (see the module doc of `ptx/mod.rs`): bounds checks against the buffer lengths, integer division
 //! by zero as an error, and float `rem`, which is [`PtxError::Unsupported`].
 
+use super::axis::{self, ValueFacts};
 use super::thread::{
     BinOp, Cmp, Guard, Instr, KernelParam, Label, Operand, Reg, RegClass, Space, Special, Stmt, ThreadKernel, Ty, UnOp,
 };
@@ -40,6 +44,7 @@ pub fn lower(kernel: &Kernel, options: &PtxOptions) -> Result<ThreadKernel, PtxE
     kiln_ir::verify(kernel)?;
     let threads = options.num_warps * 32;
     let mut l = Lowerer::new(kernel, threads);
+    l.facts = axis::analyze(kernel, &options.specialization);
     l.params()?;
     l.block(kernel.entry)?;
     l.body.push(stmt(Instr::Ret));
@@ -73,15 +78,47 @@ struct Layout {
     replicated: bool,
     /// Some slots of some threads are past `n`.
     ragged: bool,
+    /// Consecutive elements per thread per run; divides `n`, so a run is wholly valid or not.
+    vec: u32,
 }
 
-fn layout(shape: &Shape, threads: u32) -> Layout {
+/// The largest run per thread up to `cap`: 16, 8, 4 or 2 elements when `n` is a multiple and
+/// fills every thread's run at least once, so small tiles keep every thread busy.
+fn layout(shape: &Shape, threads: u32, cap: u32) -> Layout {
     let n = shape.numel();
     if n == 1 {
-        return Layout { n, per: 1, replicated: true, ragged: false };
+        return Layout { n, per: 1, replicated: true, ragged: false, vec: 1 };
     }
-    let per = n.div_ceil(u64::from(threads)) as u32;
-    Layout { n, per, replicated: false, ragged: u64::from(per) * u64::from(threads) != n }
+    let t = u64::from(threads);
+    let vec = [16u32, 8, 4, 2]
+        .into_iter()
+        .find(|&v| v <= cap && n.is_multiple_of(u64::from(v)) && n >= t * u64::from(v))
+        .unwrap_or(1);
+    let runs = n.div_ceil(t * u64::from(vec));
+    let per = (runs * u64::from(vec)) as u32;
+    Layout { n, per, replicated: false, ragged: u64::from(per) * t != n, vec }
+}
+
+/// The longest run of elements per thread for tiles of each element count: 16 bytes of the
+/// widest dtype any global load or store of that count moves (4 for f32, 8 for f16, 16 for
+/// bytes), so a run is one 16-byte access at most; 4 for counts no access uses.
+fn run_caps(k: &Kernel) -> HashMap<u64, u32> {
+    let mut caps: HashMap<u64, u32> = HashMap::new();
+    for (inst, _) in k.walk() {
+        let data = k.inst(inst);
+        let tile = match &data.op {
+            Op::Load { .. } => data.results.first().map(|&r| k.ty(r)),
+            Op::Store { value, .. } | Op::AtomicAdd { value, .. } => Some(k.ty(*value)),
+            _ => None,
+        };
+        if let Some(ty) = tile {
+            let bytes = if ty.dtype.is_bool() { 4 } else { ty.dtype.size_bytes().max(1) };
+            let cap = (16 / bytes).max(1) as u32;
+            let entry = caps.entry(ty.shape.numel()).or_insert(cap);
+            *entry = (*entry).min(cap);
+        }
+    }
+    caps
 }
 
 fn class_of(dtype: DType) -> RegClass {
@@ -143,8 +180,14 @@ struct Lowerer<'k> {
     buffers: HashMap<Param, Reg>,
     tid: Option<Reg>,
     smem: Option<Reg>,
-    /// Element index `tid · per + j` by `(per, j)`.
-    elem_index: HashMap<(u32, u32), Reg>,
+    /// The longest run per thread by element count (see [`run_caps`]).
+    run_caps: HashMap<u64, u32>,
+    /// What the offset analysis knows of each integer value.
+    facts: HashMap<Value, ValueFacts>,
+    /// `tid · vec` by `vec`.
+    tid_times: HashMap<u32, Reg>,
+    /// Element index of slot `j` by `(per, vec, j)`.
+    elem_index: HashMap<(u32, u32, u32), Reg>,
     /// Whether slot `j` is valid, by `(n, per, j)`.
     valid: HashMap<(u64, u32, u32), Reg>,
     thread0: Option<Reg>,
@@ -168,6 +211,9 @@ impl<'k> Lowerer<'k> {
             buffers: HashMap::new(),
             tid: None,
             smem: None,
+            run_caps: run_caps(k),
+            facts: HashMap::new(),
+            tid_times: HashMap::new(),
             elem_index: HashMap::new(),
             valid: HashMap::new(),
             thread0: None,
@@ -202,7 +248,13 @@ impl<'k> Lowerer<'k> {
     }
 
     fn layout_of(&self, v: Value) -> Layout {
-        layout(&self.k.ty(v).shape, self.threads)
+        self.layout(&self.k.ty(v).shape)
+    }
+
+    /// The layout of a tile of `shape` in this kernel (see [`run_caps`]).
+    fn layout(&self, shape: &Shape) -> Layout {
+        let cap = self.run_caps.get(&shape.numel()).copied().unwrap_or(4);
+        layout(shape, self.threads, cap)
     }
 
     fn regs(&self, v: Value) -> Vec<Reg> {
@@ -237,24 +289,39 @@ impl<'k> Lowerer<'k> {
         r
     }
 
-    /// The row-major index of the element in slot `j` of this thread: `j · threads + tid`, so
-    /// the threads of a warp hold consecutive elements in each slot and their accesses to a
-    /// contiguous tile coalesce.
+    /// `tid · vec` (the first element of this thread's run).
+    fn tid_times(&mut self, vec: u32) -> Reg {
+        let tid = self.tid();
+        if vec == 1 {
+            return tid;
+        }
+        if let Some(&r) = self.tid_times.get(&vec) {
+            return r;
+        }
+        let r = self.reg(RegClass::B32);
+        self.pro(Instr::Bin { op: BinOp::Mul, ty: Ty::U32, dst: r, a: tid.into(), b: Operand::Int(vec.into()) });
+        self.tid_times.insert(vec, r);
+        r
+    }
+
+    /// The row-major index of the element in slot `j` of this thread:
+    /// `(j / vec) · threads · vec + tid · vec + j % vec`, so the threads of a warp hold
+    /// consecutive runs and their accesses to a contiguous tile coalesce.
     fn elem_index(&mut self, lay: Layout, j: u32) -> Operand {
         if lay.replicated {
             return Operand::Int(0);
         }
-        if let Some(&r) = self.elem_index.get(&(lay.per, j)) {
+        if let Some(&r) = self.elem_index.get(&(lay.per, lay.vec, j)) {
             return r.into();
         }
-        let tid = self.tid();
-        if j == 0 {
-            return tid.into();
+        let first = self.tid_times(lay.vec);
+        let start = i64::from(j / lay.vec) * i64::from(self.threads) * i64::from(lay.vec) + i64::from(j % lay.vec);
+        if start == 0 {
+            return first.into();
         }
         let r = self.reg(RegClass::B32);
-        let start = i64::from(j) * i64::from(self.threads);
-        self.pro(Instr::Bin { op: BinOp::Add, ty: Ty::U32, dst: r, a: tid.into(), b: Operand::Int(start) });
-        self.elem_index.insert((lay.per, j), r);
+        self.pro(Instr::Bin { op: BinOp::Add, ty: Ty::U32, dst: r, a: first.into(), b: Operand::Int(start) });
+        self.elem_index.insert((lay.per, lay.vec, j), r);
         r.into()
     }
 
@@ -372,7 +439,7 @@ impl<'k> Lowerer<'k> {
 
     /// New registers for a value of type `ty`, one per slot.
     fn new_tile(&mut self, ty: &Type) -> Vec<Reg> {
-        let lay = layout(&ty.shape, self.threads);
+        let lay = self.layout(&ty.shape);
         let class = class_of(ty.dtype);
         (0..lay.per).map(|_| self.reg(class)).collect()
     }
@@ -394,7 +461,7 @@ impl<'k> Lowerer<'k> {
             }
             Op::Arange { start, .. } => {
                 let ty = out_ty.unwrap_or(Type::scalar(DType::I32));
-                let lay = layout(&ty.shape, self.threads);
+                let lay = self.layout(&ty.shape);
                 let regs = self.new_tile(&ty);
                 for (j, &r) in regs.iter().enumerate() {
                     let e = self.elem_index(lay, j as u32);
@@ -472,7 +539,7 @@ impl<'k> Lowerer<'k> {
             Op::Broadcast { arg, shape } => {
                 let regs = if self.layout_of(*arg).replicated {
                     let r = self.slot(*arg, 0);
-                    vec![r; layout(shape, self.threads).per as usize]
+                    vec![r; self.layout(shape).per as usize]
                 } else {
                     self.broadcast(*arg, shape)
                 };
@@ -491,7 +558,7 @@ impl<'k> Lowerer<'k> {
                 let out = out_ty.unwrap_or(Type::scalar(src.dtype));
                 let regs = if self.layout_of(*arg).replicated {
                     self.regs(*arg)
-                } else if layout(&out.shape, self.threads).replicated {
+                } else if self.layout(&out.shape).replicated {
                     self.reduce_all(*op, *arg)
                 } else {
                     self.reduce_axis(*op, *arg, *axis as usize, &out)
@@ -907,7 +974,7 @@ impl<'k> Lowerer<'k> {
 
     fn broadcast(&mut self, arg: Value, shape: &Shape) -> Vec<Reg> {
         let src = self.k.ty(arg).clone();
-        let out_lay = layout(shape, self.threads);
+        let out_lay = self.layout(shape);
         self.stage(arg, 0);
         self.emit(Instr::BarSync);
         let rank = shape.rank();
@@ -1038,7 +1105,7 @@ impl<'k> Lowerer<'k> {
         let outer: u64 = dims[..axis].iter().product();
         let len = dims[axis];
         let inner: u64 = dims[axis + 1..].iter().product();
-        let out_lay = layout(&out.shape, self.threads);
+        let out_lay = self.layout(&out.shape);
         self.stage(arg, 0);
         self.emit(Instr::BarSync);
         let smem = self.smem();
@@ -1105,7 +1172,7 @@ impl<'k> Lowerer<'k> {
         self.stage(rhs, m * kk);
         self.emit(Instr::BarSync);
         let smem = self.smem();
-        let out_lay = layout(&at.shape, self.threads);
+        let out_lay = self.layout(&at.shape);
         let mut regs = Vec::new();
         for j in 0..out_lay.per {
             let e = self.elem_index(out_lay, j);
@@ -1158,6 +1225,129 @@ impl<'k> Lowerer<'k> {
         addr
     }
 
+    /// How many consecutive slots of each run one access may cover: the largest of 4, 2 and 1
+    /// that divides the layout's run and the tile's last dimension (so a group stays in one row),
+    /// spans at most 16 bytes, and over which the offset analysis proves the offsets consecutive
+    /// from a multiple of the width (aligned, as buffer bases are 16-byte aligned) and the mask
+    /// constant.
+    ///
+    /// Runs wider than 4 elements (bytes, f16 / bf16) are one packed `.v2` / `.v4.b32` access,
+    /// split into elements after a load ([`Lowerer::packed_load`]) or packed before a store
+    /// ([`Lowerer::pack_words`]); `max_width` is 4 where that is not done (bool).
+    fn access_width(&self, offsets: Value, mask: Option<Value>, dtype: DType, lay: Layout, max_width: u32) -> usize {
+        if lay.replicated || lay.vec == 1 {
+            return 1;
+        }
+        let shape = &self.k.ty(offsets).shape;
+        let last = u64::from(shape.dims().last().copied().unwrap_or(1));
+        let Some(offs) = self.facts.get(&offsets).map(ValueFacts::last) else { return 1 };
+        let mask_constancy = match mask {
+            None => u64::MAX,
+            Some(m) => self.facts.get(&m).map(|f| f.last().constancy).unwrap_or(1),
+        };
+        let widest = (16 / dtype.size_bytes().max(1)) as u32;
+        let mut width = lay.vec.min(widest).min(max_width);
+        while width > 1 {
+            let w = u64::from(width);
+            let fits = last % w == 0
+                && offs.contiguity % w == 0
+                && offs.divisibility_at(w) % w == 0
+                && (mask_constancy == u64::MAX || mask_constancy % w == 0);
+            if fits {
+                return width as usize;
+            }
+            width /= 2;
+        }
+        1
+    }
+
+    /// A run of `width` (8 or 16) one- or two-byte elements as one 16-byte (or 8-byte)
+    /// `ld.global.v4.b32` / `.v2.b32`, split into elements with `bfe` (bytes) or `mov.b32 {lo,
+    /// hi}` (halves). `guard` is the load's predicate and whether elements where it is false must
+    /// be replaced by their `others` (one per element; zero when absent) — not needed when the
+    /// fallback is zero, which the zeroed words already give.
+    fn packed_load(
+        &mut self,
+        dtype: DType,
+        width: usize,
+        addr: Reg,
+        guard: Option<(Reg, bool)>,
+        others: &[Option<Reg>],
+    ) -> Vec<Reg> {
+        let bytes = width * dtype.size_bytes();
+        let words: Vec<Reg> = (0..bytes / 4).map(|_| self.reg(RegClass::B32)).collect();
+        for &w in &words {
+            // Defined even where the load is off, so every later read sees a set register.
+            self.emit(Instr::Mov { ty: Ty::B32, dst: w, src: Operand::Int(0) });
+        }
+        self.emit_guarded(
+            guard.map(|(g, _)| g),
+            Instr::Ld { space: Space::Global, ty: Ty::B32, dsts: words.clone(), addr, offset: 0 },
+        );
+        let class = class_of(dtype);
+        let mut elems = Vec::with_capacity(others.len());
+        for &w in &words {
+            if dtype.size_bytes() == 2 {
+                let (lo, hi) = (self.reg(class), self.reg(class));
+                self.emit(Instr::SplitHalves { lo, hi, src: w });
+                elems.extend([lo, hi]);
+            } else {
+                let ty = if dtype.is_signed_int() { Ty::S32 } else { Ty::U32 };
+                for byte in 0..4 {
+                    let e = self.reg(class);
+                    self.emit(Instr::Bfe { ty, dst: e, a: w, pos: byte * 8, len: 8 });
+                    elems.push(e);
+                }
+            }
+        }
+        let Some((guard, true)) = guard else { return elems };
+        elems
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let fallback = match others.get(i).copied().flatten() {
+                    Some(o) => Operand::Reg(o),
+                    None => Operand::Int(0),
+                };
+                let r = self.reg(class);
+                self.emit(Instr::Selp { ty: mov_ty(class), dst: r, a: e.into(), b: fallback, pred: guard });
+                r
+            })
+            .collect()
+    }
+
+    /// 8 or 16 one- or two-byte elements packed into 32-bit words (little-endian, as memory
+    /// holds them), for one `st.global.v2` / `.v4.b32`.
+    fn pack_words(&mut self, dtype: DType, elems: &[Reg]) -> Vec<Reg> {
+        let per_word = 4 / dtype.size_bytes().max(1);
+        let mut words = Vec::with_capacity(elems.len() / per_word);
+        for chunk in elems.chunks(per_word) {
+            let w = self.reg(RegClass::B32);
+            if dtype.size_bytes() == 2 {
+                self.emit(Instr::PackHalves { dst: w, lo: chunk[0], hi: chunk[1] });
+            } else {
+                // Bytes live sign- or zero-extended in words: mask each, shift it in place, or.
+                self.emit(Instr::Bin { op: BinOp::And, ty: Ty::B32, dst: w, a: chunk[0].into(), b: Operand::Int(255) });
+                for (i, &b) in chunk.iter().enumerate().skip(1) {
+                    let masked = self.reg(RegClass::B32);
+                    self.emit(Instr::Bin {
+                        op: BinOp::And,
+                        ty: Ty::B32,
+                        dst: masked,
+                        a: b.into(),
+                        b: Operand::Int(255),
+                    });
+                    let shifted = self.reg(RegClass::B32);
+                    let by = Operand::Int(8 * i as i64);
+                    self.emit(Instr::Bin { op: BinOp::Shl, ty: Ty::B32, dst: shifted, a: masked.into(), b: by });
+                    self.emit(Instr::Bin { op: BinOp::Or, ty: Ty::B32, dst: w, a: w.into(), b: shifted.into() });
+                }
+            }
+            words.push(w);
+        }
+        words
+    }
+
     fn mem_ty(dtype: DType) -> Ty {
         match dtype {
             DType::F32 => Ty::F32,
@@ -1181,41 +1371,68 @@ impl<'k> Lowerer<'k> {
         let Some(out_ty) = out_ty else { return Err(unsupported(self.k, inst, "a load without a result")) };
         let dtype = out_ty.dtype;
         let base = self.buffers[&buffer];
-        let lay = layout(&out_ty.shape, self.threads);
+        let lay = self.layout(&out_ty.shape);
         let off_dtype = self.k.ty(offsets).dtype;
+        let max_width = if dtype.is_bool() { 4 } else { 16 };
+        let width = self.access_width(offsets, mask, dtype, lay, max_width);
         let mut regs = Vec::new();
-        for j in 0..lay.per as usize {
-            let valid = self.valid(lay, j as u32);
-            let m = mask.map(|m| self.slot(m, j));
+        for j0 in (0..lay.per as usize).step_by(width) {
+            if width > 4 {
+                let valid = self.valid(lay, j0 as u32);
+                let m = mask.map(|m| self.slot(m, j0));
+                let guard = self.and_pred(valid, m);
+                let off = self.slot(offsets, j0);
+                let addr = self.global_addr(base, off, off_dtype, dtype.size_bytes());
+                // Zeroed words already give zero elements where the load is off.
+                let zero_other = other.is_none_or(|o| self.facts.get(&o).and_then(|f| f.constant) == Some(0));
+                let others: Vec<Option<Reg>> = if zero_other {
+                    Vec::new()
+                } else {
+                    (j0..j0 + width).map(|j| other.map(|o| self.slot(o, j))).collect()
+                };
+                let guard = if zero_other { guard.map(|g| (g, false)) } else { guard.map(|g| (g, true)) };
+                regs.extend(self.packed_load(dtype, width, addr, guard, &others));
+                continue;
+            }
+            // A run of `width` slots: one mask value, consecutive aligned addresses (proved by
+            // `access_width`), so one guarded vector load.
+            let valid = self.valid(lay, j0 as u32);
+            let m = mask.map(|m| self.slot(m, j0));
             let guard = self.and_pred(valid, m);
-            let off = self.slot(offsets, j);
+            let off = self.slot(offsets, j0);
             let addr = self.global_addr(base, off, off_dtype, dtype.size_bytes());
             // Bool is stored as a byte; it is loaded into a word and compared.
             let class = if dtype.is_bool() { RegClass::B32 } else { class_of(dtype) };
-            let dst = self.reg(class);
-            let init = match other {
-                Some(o) if dtype.is_bool() => {
-                    let p = self.slot(o, j);
-                    self.emit(Instr::Selp { ty: Ty::U32, dst, a: Operand::Int(1), b: Operand::Int(0), pred: p });
-                    None
+            let mut dsts = Vec::with_capacity(width);
+            for j in j0..j0 + width {
+                let dst = self.reg(class);
+                let init = match other {
+                    Some(o) if dtype.is_bool() => {
+                        let p = self.slot(o, j);
+                        self.emit(Instr::Selp { ty: Ty::U32, dst, a: Operand::Int(1), b: Operand::Int(0), pred: p });
+                        None
+                    }
+                    Some(o) => Some(Operand::Reg(self.slot(o, j))),
+                    None if class == RegClass::F32 => Some(Operand::F32(0.0)),
+                    None => Some(Operand::Int(0)),
+                };
+                if let Some(src) = init {
+                    self.emit(Instr::Mov { ty: mov_ty(class), dst, src });
                 }
-                Some(o) => Some(Operand::Reg(self.slot(o, j))),
-                None if class == RegClass::F32 => Some(Operand::F32(0.0)),
-                None => Some(Operand::Int(0)),
-            };
-            if let Some(src) = init {
-                self.emit(Instr::Mov { ty: mov_ty(class), dst, src });
+                dsts.push(dst);
             }
             self.emit_guarded(
                 guard,
-                Instr::Ld { space: Space::Global, ty: Self::mem_ty(dtype), dsts: vec![dst], addr, offset: 0 },
+                Instr::Ld { space: Space::Global, ty: Self::mem_ty(dtype), dsts: dsts.clone(), addr, offset: 0 },
             );
-            if dtype.is_bool() {
-                let p = self.reg(RegClass::Pred);
-                self.emit(Instr::Setp { cmp: Cmp::Ne, ty: Ty::U32, dst: p, a: dst.into(), b: Operand::Int(0) });
-                regs.push(p);
-            } else {
-                regs.push(dst);
+            for dst in dsts {
+                if dtype.is_bool() {
+                    let p = self.reg(RegClass::Pred);
+                    self.emit(Instr::Setp { cmp: Cmp::Ne, ty: Ty::U32, dst: p, a: dst.into(), b: Operand::Int(0) });
+                    regs.push(p);
+                } else {
+                    regs.push(dst);
+                }
             }
         }
         Ok(regs)
@@ -1237,30 +1454,47 @@ impl<'k> Lowerer<'k> {
         if atomic && !matches!(dtype, DType::F32 | DType::I32 | DType::U32) {
             return Err(unsupported(self.k, inst, format!("atomic_add on {dtype} (only f32, i32 and u32 so far)")));
         }
-        for j in 0..lay.per as usize {
-            let mut valid = self.valid(lay, j as u32);
+        let max_width = if dtype.is_bool() { 4 } else { 16 };
+        let width = if atomic { 1 } else { self.access_width(offsets, mask, dtype, lay, max_width) };
+        for j0 in (0..lay.per as usize).step_by(width) {
+            let mut valid = self.valid(lay, j0 as u32);
             if lay.replicated {
                 // Every thread holds the element; one writes it.
                 valid = Some(self.thread0());
             }
-            let m = mask.map(|m| self.slot(m, j));
+            let m = mask.map(|m| self.slot(m, j0));
             let guard = self.and_pred(valid, m);
-            let off = self.slot(offsets, j);
+            let off = self.slot(offsets, j0);
             let addr = self.global_addr(base, off, off_dtype, dtype.size_bytes());
-            let mut src = self.slot(value, j);
-            if dtype.is_bool() {
-                let w = self.reg(RegClass::B32);
-                self.emit(Instr::Selp { ty: Ty::U32, dst: w, a: Operand::Int(1), b: Operand::Int(0), pred: src });
-                src = w;
+            let mut srcs = Vec::with_capacity(width);
+            for j in j0..j0 + width {
+                let mut src = self.slot(value, j);
+                if dtype.is_bool() {
+                    let w = self.reg(RegClass::B32);
+                    self.emit(Instr::Selp { ty: Ty::U32, dst: w, a: Operand::Int(1), b: Operand::Int(0), pred: src });
+                    src = w;
+                }
+                srcs.push(src);
+            }
+            if width > 4 {
+                srcs = self.pack_words(dtype, &srcs);
             }
             let instr = if atomic {
+                let src = srcs[0];
                 Instr::RedAdd { ty: if dtype == DType::F32 { Ty::F32 } else { int_ty(dtype) }, addr, src: src.into() }
             } else {
                 let ty = match dtype {
+                    _ if width > 4 => Ty::B32,
                     DType::I8 | DType::U8 | DType::Bool => Ty::B8,
                     other => Self::mem_ty(other),
                 };
-                Instr::St { space: Space::Global, ty, srcs: vec![src.into()], addr, offset: 0 }
+                Instr::St {
+                    space: Space::Global,
+                    ty,
+                    srcs: srcs.into_iter().map(Operand::from).collect(),
+                    addr,
+                    offset: 0,
+                }
             };
             self.emit_guarded(guard, instr);
         }

@@ -1,7 +1,7 @@
 //! The PTX backend: tile IR → thread-level IR → PTX text (ISA 8.0, `sm_80` / `sm_90`).
 //!
 //! The pipeline, in order:
-//! 1. [`lower()`] (`lower.rs`): a verified tile-IR kernel → [`ThreadKernel`] under one layout
+//! 1. [`axis::analyze`] then [`lower()`] (`lower.rs`): a verified tile-IR kernel → [`ThreadKernel`] under one layout
 //!    (blocked tiles, replicated scalars, shared memory for data movement; see its module doc);
 //! 2. [`print()`] (`print.rs`): the thread kernel → PTX text, one line per instruction;
 //! 3. [`sim`]: the SIMT simulator, which runs the thread kernel on host memory (the check that
@@ -14,21 +14,26 @@
 //! pointer and a `.u64` length in elements, a scalar one `.param` (`i8` / `u8` / `bool` as 32-bit
 //! words, f16 / bf16 as `.b16`). Static shared memory only, at most [`SHARED_LIMIT_BYTES`].
 //!
-//! **Not done yet** (a later issue continues here): offset analysis (contiguity, divisibility,
-//! constancy) for `.v2` / `.v4` accesses — the thread IR and printer support them, the lowering
-//! emits scalar accesses (the layout puts a warp's 32 consecutive elements in each slot, so
-//! contiguous scalar accesses coalesce); bounds checks against the buffer lengths; tensor cores; dynamic shared memory;
-//! float `rem`; atomic adds on 16- and 8-bit types.
+//! The lowering runs the offset analysis ([`axis`]) first: where it proves a thread's run of
+//! elements contiguous, aligned and under one mask, the access is one `ld` / `st.global.v2` /
+//! `.v4` (8 or 16 one- or two-byte elements: one `.v4.b32`, split with `bfe` / `mov` after a
+//! load, packed with `mov` / shifts before a store). Integer scalar arguments are specialised on their divisibility by 32, 16, 8 or 4
+//! ([`Specialization`], part of [`PtxOptions`]), so strides and sizes can prove alignment.
+//!
+//! **Not done yet** (a later issue continues here): bounds checks against the buffer lengths;
+//! tensor cores; dynamic shared memory; float `rem`; atomic adds on 16- and 8-bit types.
 //!
 //! Architecture Invariant: nothing here loads PTX on a device (the runtime will); the simulator
 //! interprets the thread IR and `ptxas` only assembles the text.
 
+pub mod axis;
 mod lower;
 mod print;
 pub mod ptxas;
 pub mod sim;
 pub mod thread;
 
+pub use axis::Specialization;
 pub use lower::lower;
 pub use print::print;
 pub use thread::ThreadKernel;
@@ -67,17 +72,34 @@ impl Sm {
 }
 
 /// How to lower a kernel.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PtxOptions {
     pub sm: Sm,
     /// Warps per block (one block runs one program): 1 to 32.
     pub num_warps: u32,
+    /// What the integer scalar arguments are known to be multiples of: the PTX is valid only for
+    /// launches whose values satisfy it (executors compute it from the launch with
+    /// [`Specialization::of_values`] and key their module caches on it).
+    pub specialization: Specialization,
 }
 
 impl PtxOptions {
-    /// `num_warps = 4`, the usual choice for memory-bound kernels.
+    /// `num_warps = 4`, the usual choice for memory-bound kernels, and no specialisation.
     pub fn new(sm: Sm) -> PtxOptions {
-        PtxOptions { sm, num_warps: 4 }
+        PtxOptions { sm, num_warps: 4, specialization: Specialization::default() }
+    }
+
+    pub fn with_warps(self, num_warps: u32) -> PtxOptions {
+        PtxOptions { num_warps, ..self }
+    }
+
+    pub fn with_specialization(self, specialization: Specialization) -> PtxOptions {
+        PtxOptions { specialization, ..self }
+    }
+
+    /// Everything that changes the lowered text besides the kernel, for cache keys.
+    pub fn key(&self) -> String {
+        format!("{}|w{}|s{}", self.sm.name(), self.num_warps, self.specialization.key())
     }
 }
 

@@ -85,6 +85,9 @@ fn instr_text(kernel: &ThreadKernel, instr: &Instr) -> String {
             let (vec, list) = vector(&regs);
             format!("st.{}{vec}.{} [{addr}{}], {list}", space_name(*space), ty.name(), offset_text(*offset))
         }
+        Instr::Bfe { ty, dst, a, pos, len } => format!("bfe.{} {dst}, {a}, {pos}, {len}", ty.name()),
+        Instr::SplitHalves { lo, hi, src } => format!("mov.b32 {{{lo}, {hi}}}, {src}"),
+        Instr::PackHalves { dst, lo, hi } => format!("mov.b32 {dst}, {{{lo}, {hi}}}"),
         Instr::RedAdd { ty, addr, src } => format!("red.global.add.{} [{addr}], {src}", ty.name()),
         Instr::CvtaGlobal { dst, src } => format!("cvta.to.global.u64 {dst}, {src}"),
         Instr::SharedBase { dst } => format!("mov.u64 {dst}, smem"),

@@ -8,7 +8,8 @@
 //! - a barrier reached by only part of the block (some warps returned), [`SimError::PartialBarrier`];
 //! - two threads writing one shared-memory word between barriers, [`SimError::SharedRace`];
 //! - a branch that splits a warp ([`SimError::Divergent`]: the lowering only emits uniform ones);
-//! - an access outside a buffer or outside shared memory, integer division by zero, `trap`, and
+//! - an access outside a buffer or outside shared memory, an access (scalar or `.v2` / `.v4`)
+//!   not aligned to its whole size, integer division by zero, `trap`, and
 //!   a block running more than [`STEP_LIMIT`] warp instructions (a hang).
 //!
 //! Memory: buffer `i` lives at [`buffer_address`]`(i)` (its index in the top bits), shared memory
@@ -271,6 +272,22 @@ impl Sim<'_> {
                     u64::from(a as u32) * u64::from(b as u32)
                 }
             }
+            Instr::Bfe { ty, a, pos, len, .. } => {
+                let bits = (regs[self.index(*a) + lane] as u32) >> pos.min(&31);
+                let len = (*len).clamp(1, 32);
+                let field = if len == 32 { bits } else { bits & ((1u32 << len) - 1) };
+                let sign = *ty == Ty::S32 && len < 32 && field >> (len - 1) & 1 == 1;
+                u64::from(if sign { field | !((1u32 << len) - 1) } else { field })
+            }
+            Instr::SplitHalves { lo, hi, src } => {
+                let v = regs[self.index(*src) + lane];
+                regs[self.index(*lo) + lane] = v & 0xFFFF;
+                regs[self.index(*hi) + lane] = (v >> 16) & 0xFFFF;
+                return Ok(());
+            }
+            Instr::PackHalves { lo, hi, .. } => {
+                (regs[self.index(*lo) + lane] & 0xFFFF) | (regs[self.index(*hi) + lane] & 0xFFFF) << 16
+            }
             Instr::Setp { cmp, ty, a, b, .. } => u64::from(setp(*cmp, *ty, get(regs, *a, lane), get(regs, *b, lane))),
             Instr::Selp { ty, a, b, pred, .. } => {
                 let p = regs[self.index(*pred) + lane] != 0;
@@ -282,6 +299,7 @@ impl Sim<'_> {
             Instr::Ld { space, ty, dsts, addr, offset } => {
                 let base = regs[self.index(*addr) + lane].wrapping_add(*offset as u64);
                 let size = ty_bytes(*ty);
+                aligned(base, size * dsts.len())?;
                 for (i, d) in dsts.iter().enumerate() {
                     let at = base + (i * size) as u64;
                     let bytes = match space {
@@ -303,6 +321,7 @@ impl Sim<'_> {
             Instr::St { space, ty, srcs, addr, offset } => {
                 let base = regs[self.index(*addr) + lane].wrapping_add(*offset as u64);
                 let size = ty_bytes(*ty);
+                aligned(base, size * srcs.len())?;
                 for (i, s) in srcs.iter().enumerate() {
                     let at = base + (i * size) as u64;
                     let v = get(regs, *s, lane).to_le_bytes();
@@ -353,6 +372,8 @@ impl Sim<'_> {
             | Instr::Setp { dst, .. }
             | Instr::Selp { dst, .. }
             | Instr::Cvt { dst, .. }
+            | Instr::Bfe { dst, .. }
+            | Instr::PackHalves { dst, .. }
             | Instr::CvtaGlobal { dst, .. }
             | Instr::SharedBase { dst } => *dst,
             _ => return Ok(()),
@@ -364,10 +385,18 @@ impl Sim<'_> {
 
 #[derive(Debug)]
 enum LaneError {
-    Race { word: u64, first: u32 },
+    Race {
+        word: u64,
+        first: u32,
+    },
     SharedBounds(u64),
     GlobalBounds(u64),
     DivisionByZero,
+    /// A vector (or scalar) access whose address is not a multiple of its total size.
+    Misaligned {
+        at: u64,
+        bytes: usize,
+    },
     Unsupported(String),
 }
 
@@ -375,6 +404,13 @@ impl std::fmt::Display for LaneError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LaneError::Race { word, first } => write!(f, "race on shared word {word} with thread {first}"),
+            LaneError::Misaligned { at, bytes } => {
+                let place = match at >> BUFFER_SHIFT {
+                    0 => format!("shared byte {at}"),
+                    b => format!("buffer {} byte {}", b - 1, at & ((1 << BUFFER_SHIFT) - 1)),
+                };
+                write!(f, "misaligned {bytes}-byte access at {place}: an access must be aligned to its whole size")
+            }
             LaneError::SharedBounds(a) => write!(f, "shared-memory access at {a} outside the block's array"),
             LaneError::GlobalBounds(a) => {
                 write!(
@@ -395,6 +431,16 @@ fn global(buffers: &mut [Vec<u8>], at: u64, size: usize) -> Result<&mut [u8], La
     let off = (at & ((1 << BUFFER_SHIFT) - 1)) as usize;
     let buf = index.checked_sub(1).and_then(|i| buffers.get_mut(i)).ok_or(LaneError::GlobalBounds(at))?;
     buf.get_mut(off..off + size).ok_or(LaneError::GlobalBounds(at))
+}
+
+/// Global and shared accesses of `bytes` (an element or a whole vector) must be aligned to it,
+/// as on the GPU, where a misaligned vector access faults.
+fn aligned(at: u64, bytes: usize) -> Result<(), LaneError> {
+    if at.is_multiple_of(bytes as u64) {
+        Ok(())
+    } else {
+        Err(LaneError::Misaligned { at, bytes })
+    }
 }
 
 fn shared_slice(bytes: &mut [u8], at: u64, size: usize) -> Result<&mut [u8], LaneError> {

@@ -300,6 +300,27 @@ pub enum Instr {
         addr: Reg,
         offset: i64,
     },
+    /// `bfe.u32` / `bfe.s32`: bits `pos .. pos + len` of `a`, zero- (`U32`) or sign-extended
+    /// (`S32`): how the bytes of a packed 32-bit load become elements.
+    Bfe {
+        ty: Ty,
+        dst: Reg,
+        a: Reg,
+        pos: u32,
+        len: u32,
+    },
+    /// `mov.b32 {lo, hi}, src`: the two 16-bit halves of a packed 32-bit load.
+    SplitHalves {
+        lo: Reg,
+        hi: Reg,
+        src: Reg,
+    },
+    /// `mov.b32 dst, {lo, hi}`: two 16-bit values packed into a word for a wide store.
+    PackHalves {
+        dst: Reg,
+        lo: Reg,
+        hi: Reg,
+    },
     /// `red.global.add`: an atomic add whose old value is not needed.
     RedAdd {
         ty: Ty,
