@@ -295,10 +295,12 @@ impl TileKernel for DequantGemmW4 {
             // The int8 path is a one-row GEMV (a grid row per token). It runs through its bytes
             // several times faster than the f32 one, so fewer DRAM row streams keep it fed, and
             // the CPU backend prefetches the next program's rows while it works on these (see
-            // the renderer's `prefetch_ahead`): 8 rows measured ~1.7 ms against ~2.5 ms for 16
-            // and ~2.9 ms for 32 at k = 4096, n = 14336 (2 Zen 5 threads, weights from DRAM).
+            // the renderer's `prefetch_ahead`). At k = 4096, n = 14336 (2 Zen 5 threads, weights
+            // from DRAM), group 128: 8 rows ~1.7 ms against ~2.5 ms for 16 and ~2.9 ms for 32;
+            // group 32, whose four scales and mins per row and step cost more per row: 16 rows
+            // ~2.9 ms against ~3.4 ms for 8 and ~3.8 ms for 32.
             let block_k = [128, 64, 32].into_iter().find(|&b| p.k.is_multiple_of(b)).unwrap_or(32);
-            let block_n = 8;
+            let block_n = if p.group >= 64 { 8 } else { 16 };
             return DequantGemmW4Config { block_m: 1, gemv: 1, block_n, block_k, split_k: 1 };
         }
         if p.m <= 16 {
