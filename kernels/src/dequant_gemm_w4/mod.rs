@@ -43,7 +43,8 @@
 //! - `gemv = 0` (the `dot` path, `block_m ≥ 16`): each k tile of the weights is unpacked with
 //!   shifts and masks, dequantized in f32, rounded to the activation dtype and multiplied with
 //!   `b.dot` (f16 · f16 or f32 · f32 with an f32 accumulator), the tensor-core-shaped path;
-//! - `gemv = 1` (the GEMV path, `block_m ∈ {1, 2, 4, 8, 16}`, in `gemv.rs`): the weight tile is read
+//! - `gemv = 1` (the GEMV path, `block_m ∈ {1, 2, 4, 8, 16}`, `block_n` from 8 where the `dot`
+//!   path starts at 16, in `gemv.rs`): the weight tile is read
 //!   as it lies, `[block_n, block_k / 2]` byte rows; low nibbles multiply the even columns of x
 //!   and high nibbles the odd ones, in f32, into per-lane accumulators summed after the loop. With
 //!   `block_m > 1` each tile is dequantized once and multiplied with the x of all `block_m` rows,
