@@ -522,9 +522,7 @@ impl Emitter<'_> {
         // (or indexed as `&b[s + rows · dk_c0]`) compiled to a loop that ran ~1.4× slower.
         let elem = row_bytes / self.k.ty(offsets).shape.dims().last().map_or(1, |&d| d.max(1) as usize);
         for line in (0..row_bytes).step_by(64) {
-            self.line(&format!(
-                "__builtin_prefetch((const char *)&{b}[s] + {outer} * {elem} * dk_c0 + {line}, 0, 1);"
-            ));
+            self.line(&format!("__builtin_prefetch((const char *)&{b}[s] + {outer} * {elem} * dk_c0 + {line}, 0, 1);"));
         }
     }
 
