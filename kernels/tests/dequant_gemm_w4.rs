@@ -91,6 +91,21 @@ fn dequant_gemm_w4_path_and_block_m_must_agree() {
         "smallest dot tile",
     );
     assert_constraint(NAME, "m=4,n=32,k=128,group=32", "block_m=4,gemv=2,block_n=16,block_k=32,split_k=1", "gemv");
+    // 8 columns per program exist on the GEMV path only.
+    assert_constraint(
+        NAME,
+        "m=32,n=32,k=128,group=32",
+        "block_m=32,gemv=0,block_n=8,block_k=32,split_k=1",
+        "block_n = 8 is below 16",
+    );
+}
+
+#[test]
+fn dequant_gemm_w4_gemv_of_eight_columns_matches_reference() {
+    // n ragged against 8 columns per program, one and several tokens, f32 and int8 activations.
+    assert_config("m=1,n=37,k=256,group=64,act=f16", "block_m=1,gemv=1,block_n=8,block_k=128,split_k=1", 60);
+    assert_config("m=3,n=21,k=128,group=32,act=f32,quant=sym", "block_m=4,gemv=1,block_n=8,block_k=64,split_k=1", 61);
+    assert_config("m=1,n=19,k=256,group=128,act=f16,xq=i8", "block_m=1,gemv=1,block_n=8,block_k=128,split_k=1", 62);
 }
 
 #[test]

@@ -43,7 +43,8 @@
 //! - `gemv = 0` (the `dot` path, `block_m ≥ 16`): each k tile of the weights is unpacked with
 //!   shifts and masks, dequantized in f32, rounded to the activation dtype and multiplied with
 //!   `b.dot` (f16 · f16 or f32 · f32 with an f32 accumulator), the tensor-core-shaped path;
-//! - `gemv = 1` (the GEMV path, `block_m ∈ {1, 2, 4, 8, 16}`, in `gemv.rs`): the weight tile is read
+//! - `gemv = 1` (the GEMV path, `block_m ∈ {1, 2, 4, 8, 16}`, `block_n` from 8 where the `dot`
+//!   path starts at 16, in `gemv.rs`): the weight tile is read
 //!   as it lies, `[block_n, block_k / 2]` byte rows; low nibbles multiply the even columns of x
 //!   and high nibbles the odd ones, in f32, into per-lane accumulators summed after the loop. With
 //!   `block_m > 1` each tile is dequantized once and multiplied with the x of all `block_m` rows,
@@ -184,7 +185,10 @@ const GEMV_BLOCK_MS: [u32; 5] = [1, 2, 4, 8, 16];
 const MAX_GEMV_ACC: u64 = 8192;
 /// The `dot` path's `block_m`: the smallest is one 16-row tile.
 const DOT_MIN_BLOCK_M: u32 = 16;
-const BLOCK_NS: [u32; 4] = [16, 32, 64, 128];
+/// `block_n`; 8 only on the GEMV path (the dot path's smallest tile is 16 columns).
+const BLOCK_NS: [u32; 5] = [8, 16, 32, 64, 128];
+/// The `dot` path's smallest `block_n`.
+const DOT_MIN_BLOCK_N: u32 = 16;
 const BLOCK_KS: [u32; 4] = [16, 32, 64, 128];
 const SPLITS: [u32; 5] = [1, 2, 4, 8, 16];
 /// Elements per program of the split-K reduce launch.
@@ -232,6 +236,9 @@ fn check_config(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<(),
     } else {
         ensure(NAME, c.block_m >= DOT_MIN_BLOCK_M, || {
             format!("block_m = {} is below {DOT_MIN_BLOCK_M}, the smallest dot tile (gemv = 0)", c.block_m)
+        })?;
+        ensure(NAME, c.block_n >= DOT_MIN_BLOCK_N, || {
+            format!("block_n = {} is below {DOT_MIN_BLOCK_N}, the smallest dot tile (gemv = 0)", c.block_n)
         })?;
     }
     ensure(NAME, p.k.is_multiple_of(c.block_k), || format!("block_k = {} does not divide k = {}", c.block_k, p.k))?;
@@ -287,11 +294,14 @@ impl TileKernel for DequantGemmW4 {
         // unpacked, which costs ~7x at m = 5..16 on the CPU; it pays off for prefill only.
         if p.xq == ActQuant::I8 {
             // The int8 path is a one-row GEMV (a grid row per token). It runs through its bytes
-            // several times faster than the f32 one, so fewer DRAM row streams keep it fed: 32
-            // rows measured ~1.4x faster than 64 at k = 4096, n = 14336 (2 threads, weights from
-            // DRAM).
+            // several times faster than the f32 one, so fewer DRAM row streams keep it fed, and
+            // the CPU backend prefetches the next program's rows while it works on these (see
+            // the renderer's `prefetch_ahead`). At k = 4096, n = 14336 (2 Zen 5 threads, weights
+            // from DRAM), group 128: 8 rows ~1.7 ms against ~2.5 ms for 16 and ~2.9 ms for 32;
+            // group 32, whose four scales and mins per row and step cost more per row: 16 rows
+            // ~2.9 ms against ~3.4 ms for 8 and ~3.8 ms for 32.
             let block_k = [128, 64, 32].into_iter().find(|&b| p.k.is_multiple_of(b)).unwrap_or(32);
-            let block_n = p.n.next_power_of_two().clamp(16, 32);
+            let block_n = if p.group >= 64 { 8 } else { 16 };
             return DequantGemmW4Config { block_m: 1, gemv: 1, block_n, block_k, split_k: 1 };
         }
         if p.m <= 16 {
