@@ -127,10 +127,7 @@ pub fn check_registers(name: &str, registers: u32, threads: u32, limits: &Device
 
 /// `cuda:N` → `N`.
 pub fn parse_target(target: &str) -> Result<usize, CudaError> {
-    target
-        .strip_prefix("cuda:")
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| CudaError::BadTarget(target.to_string()))
+    target.strip_prefix("cuda:").and_then(|n| n.parse().ok()).ok_or_else(|| CudaError::BadTarget(target.to_string()))
 }
 
 /// Whether the CUDA driver library can be loaded (no driver call is made).
@@ -266,8 +263,10 @@ impl CudaDevice {
             .map_err(|e| self.rejected(&thread.name, &text, e.to_string()))?;
         use sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_NUM_REGS;
         // SAFETY: the function was just loaded from its module, which it keeps alive.
-        let registers = unsafe { cudarc::driver::result::function::get_function_attribute(function.cu_function(), CU_FUNC_ATTRIBUTE_NUM_REGS) }
-            .map_err(driver("cuFuncGetAttribute"))? as u32;
+        let registers = unsafe {
+            cudarc::driver::result::function::get_function_attribute(function.cu_function(), CU_FUNC_ATTRIBUTE_NUM_REGS)
+        }
+        .map_err(driver("cuFuncGetAttribute"))? as u32;
         check_registers(&thread.name, registers, thread.threads, &self.limits)?;
         let loaded = Arc::new(CudaKernel { thread, registers, function });
         self.modules.lock().unwrap_or_else(|e| e.into_inner()).insert(key, loaded.clone());

@@ -55,10 +55,12 @@ impl GpuPlan {
                 .args
                 .iter()
                 .map(|b| match b {
-                    Binding::Buffer(name) => buffers.get(name).map(DeviceArg::Buffer).ok_or_else(|| CudaError::BadArgs {
-                        kernel: launch.kernel.name.clone(),
-                        message: format!("buffer `{name}` is not in the plan"),
-                    }),
+                    Binding::Buffer(name) => {
+                        buffers.get(name).map(DeviceArg::Buffer).ok_or_else(|| CudaError::BadArgs {
+                            kernel: launch.kernel.name.clone(),
+                            message: format!("buffer `{name}` is not in the plan"),
+                        })
+                    }
                     Binding::Scalar(s) => Ok(DeviceArg::Scalar(*s)),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -68,7 +70,12 @@ impl GpuPlan {
     }
 
     /// Warm-up, then `repeats` timed runs cycling over `rotations`; sorted seconds.
-    fn time(&self, device: &CudaDevice, rotations: &[DeviceBuffers], opts: &BenchOptions) -> Result<Vec<f64>, CudaError> {
+    fn time(
+        &self,
+        device: &CudaDevice,
+        rotations: &[DeviceBuffers],
+        opts: &BenchOptions,
+    ) -> Result<Vec<f64>, CudaError> {
         let n = rotations.len();
         for i in 0..opts.warmup {
             self.enqueue(device, &rotations[i % n])?;
@@ -207,9 +214,9 @@ pub fn conformance(device: &CudaDevice, max_configs: usize) -> Vec<CheckRow> {
     for id in KernelId::ALL {
         let kernel = id.kernel();
         for (i, shape) in conformance_shapes(id).iter().enumerate() {
-            let reports = Args::parse(shape)
-                .map_err(|e| e.to_string())
-                .and_then(|shape| sweep(kernel, &shape, &mut exec, 1000 + i as u64, max_configs).map_err(|e| e.to_string()));
+            let reports = Args::parse(shape).map_err(|e| e.to_string()).and_then(|shape| {
+                sweep(kernel, &shape, &mut exec, 1000 + i as u64, max_configs).map_err(|e| e.to_string())
+            });
             match reports {
                 Ok(reports) => rows.extend(reports.iter().map(|r| CheckRow {
                     kernel: r.kernel.to_string(),
@@ -231,9 +238,9 @@ pub fn headline(device: &CudaDevice, opts: &BenchOptions, roofline: &Roofline) -
     HEADLINE
         .iter()
         .map(|(id, shape)| {
-            let case = Args::parse(shape)
-                .map_err(|e| e.to_string())
-                .and_then(|s| bench(device, id.kernel(), &s, &Args::default(), opts, roofline).map_err(|e| e.to_string()));
+            let case = Args::parse(shape).map_err(|e| e.to_string()).and_then(|s| {
+                bench(device, id.kernel(), &s, &Args::default(), opts, roofline).map_err(|e| e.to_string())
+            });
             match case {
                 Ok(case) => CheckRow {
                     kernel: case.kernel.clone(),

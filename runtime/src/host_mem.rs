@@ -30,15 +30,15 @@ pub struct HugePageAlloc;
 // the kernel backs the returned memory, never its contents or extent.
 unsafe impl GlobalAlloc for HugePageAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc(layout) };
+        let ptr = unsafe { System.alloc(large(layout)) };
         advise_huge(ptr, layout.size());
         ptr
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // A large `calloc` is a fresh mapping that the C library knows is zero and does not touch,
-        // so advising after it is still before the first touch.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
+        // A large zeroed allocation is a fresh mapping that the C library knows is zero and does
+        // not touch, so advising after it is still before the first touch.
+        let ptr = unsafe { System.alloc_zeroed(large(layout)) };
         advise_huge(ptr, layout.size());
         ptr
     }
@@ -48,9 +48,36 @@ unsafe impl GlobalAlloc for HugePageAlloc {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        advise_huge(new, new_size);
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return std::ptr::null_mut();
+        };
+        if large(new_layout).align() == new_layout.align() {
+            let new = unsafe { System.realloc(ptr, layout, new_size) };
+            advise_huge(new, new_size);
+            return new;
+        }
+        // Growing into a large buffer: a fresh aligned, advised allocation, then the copy.
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
         new
+    }
+}
+
+/// The layout a buffer is allocated with: large ones start on a huge-page boundary, so the huge
+/// pages cover them from their first byte and rows of a power-of-two size never straddle one
+/// cache line more than they need (a C library's large allocation starts 16 bytes into a page,
+/// which costs a 256-byte KV row a fifth cache line). The system allocator frees any alignment
+/// alike, so `dealloc` needs no special case.
+fn large(layout: Layout) -> Layout {
+    if layout.size() >= HUGE_PAGE_BYTES && layout.align() < HUGE_PAGE_BYTES {
+        Layout::from_size_align(layout.size(), HUGE_PAGE_BYTES).unwrap_or(layout)
+    } else {
+        layout
     }
 }
 

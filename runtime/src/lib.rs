@@ -24,6 +24,6 @@ pub mod generate;
 pub mod host_mem;
 pub mod measure;
 pub mod model;
-pub mod speculative;
 pub mod ptx_abi;
 pub mod simt;
+pub mod speculative;

@@ -15,7 +15,9 @@ use kiln_ir::interp::Scalar;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum AbiArg {
     /// A buffer of `len` elements; buffers are numbered in argument order from 0.
-    Buffer { len: usize },
+    Buffer {
+        len: usize,
+    },
     Scalar(Scalar),
 }
 

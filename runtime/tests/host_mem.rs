@@ -37,7 +37,14 @@ fn touch_and_measure(ptr: *mut u8, len: usize) -> u64 {
 fn map(len: usize) -> *mut u8 {
     // SAFETY: a fresh anonymous mapping; no existing memory is affected.
     let ptr = unsafe {
-        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     assert_ne!(ptr, libc::MAP_FAILED, "mmap of {len} bytes");
     ptr as *mut u8

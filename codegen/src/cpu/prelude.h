@@ -120,6 +120,15 @@ static inline KILN_UNUSED void kiln_round_f16_n(float *x, int n) {
     for (; i < n; i++) x[i] = kiln_round_f16(x[i]);
 }
 
+/* ---- prefetch ----
+ *
+ * Every cache line that overlaps [p, p + bytes): a row that does not start on a line boundary
+ * covers one line more than bytes / 64, and that last line would otherwise be a demand miss on
+ * every row. A hint: it never faults, whatever the address. */
+static inline KILN_UNUSED void kiln_prefetch_bytes(uintptr_t p, int64_t bytes) {
+    for (uintptr_t l = p & ~(uintptr_t)63; l < p + (uintptr_t)bytes; l += 64) __builtin_prefetch((const void *)l);
+}
+
 /* ---- streaming stores ----
  *
  * A row written to a buffer far larger than the last-level cache will be evicted before anyone

@@ -218,10 +218,13 @@ pub struct AttentionDecodePagedConfig {
     pub block_n: u32,
     /// Requested number of KV splits (see the module doc for the effective count).
     pub splits: u32,
+    /// 1: prefetch the next tile's K and V rows while computing on this one; 0: no hint.
+    pub prefetch: u32,
 }
 
 const BLOCK_N: [u32; 4] = [16, 32, 64, 128];
 const SPLITS: [u32; 6] = [1, 2, 4, 8, 16, 32];
+const PREFETCH: [u32; 2] = [0, 1];
 
 impl Config for AttentionDecodePagedConfig {
     fn from_args(args: &Args) -> Result<Self, KernelError> {
@@ -229,13 +232,18 @@ impl Config for AttentionDecodePagedConfig {
         let c = AttentionDecodePagedConfig {
             block_n: r.one_of("block_n", &BLOCK_N)?,
             splits: r.one_of("splits", &SPLITS)?,
+            // Optional, so that configs tuned before the knob existed still read.
+            prefetch: r.get_or("prefetch", 1)?,
         };
         r.finish()?;
+        ensure(NAME, PREFETCH.contains(&c.prefetch), || {
+            format!("prefetch = {} is not one of {PREFETCH:?}", c.prefetch)
+        })?;
         Ok(c)
     }
 
     fn to_args(&self) -> Args {
-        Args::new().with("block_n", self.block_n).with("splits", self.splits)
+        Args::new().with("block_n", self.block_n).with("splits", self.splits).with("prefetch", self.prefetch)
     }
 }
 
@@ -276,6 +284,11 @@ impl TileKernel for AttentionDecodePaged {
                 values: SPLITS.map(i64::from).to_vec(),
                 help: "KV splits (split-KV); 1 skips the combine",
             },
+            Knob {
+                name: "prefetch",
+                values: PREFETCH.map(i64::from).to_vec(),
+                help: "1 prefetches the next tile's K/V rows during this tile's work",
+            },
         ]
     }
 
@@ -294,7 +307,7 @@ impl TileKernel for AttentionDecodePaged {
             }
             splits = next;
         }
-        AttentionDecodePagedConfig { block_n, splits }
+        AttentionDecodePagedConfig { block_n, splits, prefetch: 1 }
     }
 
     fn space(&self, p: &AttentionDecodePagedProblem, limits: &SpaceLimits) -> Vec<AttentionDecodePagedConfig> {
@@ -309,7 +322,9 @@ impl TileKernel for AttentionDecodePaged {
             }
             // Only split counts that are what they say: more would leave empty splits behind.
             for &splits in SPLITS.iter().filter(|&&s| split_layout(p.ctx, block_n, s).1 == s) {
-                space.push(AttentionDecodePagedConfig { block_n, splits });
+                for &prefetch in &PREFETCH {
+                    space.push(AttentionDecodePagedConfig { block_n, splits, prefetch });
+                }
             }
         }
         let default = self.default_config(p);
@@ -514,7 +529,21 @@ fn build_split_kernel(p: &AttentionDecodePagedProblem, c: &AttentionDecodePagedC
         // kᵀ [head_dim, block_n] straight from memory: transposed offsets, no transpose op.
         let k_t = cast_to(b.load_masked(k_cache, dims.col() + base.row(), key_ok.row(), 0.0), qk_dtype);
         let v = b.load_masked(v_cache, base.col() + dims.row(), key_ok.col(), 0.0);
+        // Look one tile ahead: the next tile's rows are found through the block table, which no
+        // hardware prefetcher follows, so ask for them now and compute on this tile meanwhile.
+        // K first, V after the scores, so that the requests spread over the tile's work.
+        let next_base = (c.prefetch == 1).then(|| {
+            let next = keys + bn;
+            let next_ok = next.lt(end);
+            let next_block = b.load_masked(block_tables, table_row + next / page, next_ok, 0i32);
+            let next_base = ((next_block * page + next % page) * n_kv + kvh) * d;
+            b.prefetch(k_cache, next_base, Some(next_ok), d as u32);
+            (next_base, next_ok)
+        });
         let scores = b.dot(q, k_t, b.zeros(&[rows_pad as u32, bn as u32], DType::F32)) * qk_scale;
+        if let Some((next_base, next_ok)) = next_base {
+            b.prefetch(v_cache, next_base, Some(next_ok), d as u32);
+        }
         let visible = keys.row().le(last_key) & key_ok.row();
         let scores = b.select(visible, scores, f32::NEG_INFINITY);
         let m_new = m.maximum(scores.max(1));
