@@ -35,6 +35,11 @@
 //! finite −1e30 rather than −inf, so a row with no visible key in a tile (causal masking, or a
 //! split past the sequence's end) gives `p = 0` and no `−inf − (−inf)` NaN.
 //!
+//! **Look-ahead.** With `prefetch = 1` (the default) each tile also looks up the next tile's
+//! block-table entries and prefetches its K rows (before the scores) and V rows (after them), so
+//! the next tile's rows arrive while this one computes. The rows are 256 bytes scattered over
+//! pages (a slot's KV heads interleave), a pattern no hardware prefetcher follows.
+//!
 //! **Split-KV.** The `splits` knob cuts the `ctx` keys into `n_splits` ranges of
 //! `split_size = round_up(ceil(ctx / splits), block_n)` keys (`n_splits = ceil(ctx / split_size)`,
 //! which can be below `splits` for short contexts; [`TileKernel::space`] offers only configs
