@@ -711,7 +711,7 @@ impl Emitter<'_> {
         let active = mask.as_ref().map_or("1".to_string(), |m| self.access(m, &nest.index[1]));
         self.open(&format!("if ({active})"));
         self.line(&format!("const uintptr_t p = (uintptr_t){b} + (uintptr_t)({off} * (int64_t)sizeof({b}[0]));"));
-        self.line(&format!("kiln_prefetch_bytes(p, {bytes});"));
+        self.line(&format!("kiln_prefetch_bytes_far(p, {bytes});"));
         self.close();
         self.close_n(opened);
         self.close();
