@@ -36,10 +36,22 @@ unsafe impl GlobalAlloc for HugePageAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // A large zeroed allocation is a fresh mapping that the C library knows is zero and does
-        // not touch, so advising after it is still before the first touch.
-        let ptr = unsafe { System.alloc_zeroed(large(layout)) };
+        let aligned = large(layout);
+        if aligned.align() == layout.align() {
+            // Small, or aligned already: a large `calloc` is a fresh mapping that the C library
+            // knows is zero and does not touch, so advising after it is still before the first
+            // touch.
+            let ptr = unsafe { System.alloc_zeroed(layout) };
+            advise_huge(ptr, layout.size());
+            return ptr;
+        }
+        // The system allocator zeroes over-aligned memory itself, which would be the first
+        // touch: advise first, then zero.
+        let ptr = unsafe { System.alloc(aligned) };
         advise_huge(ptr, layout.size());
+        if !ptr.is_null() {
+            unsafe { std::ptr::write_bytes(ptr, 0, layout.size()) };
+        }
         ptr
     }
 

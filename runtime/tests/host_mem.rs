@@ -67,6 +67,19 @@ fn large_vectors_get_huge_pages() {
 }
 
 #[test]
+fn large_zeroed_vectors_get_huge_pages_and_are_zero() {
+    let Some(mode) = checkable() else { return };
+    let v: Vec<u32> = vec![0; BYTES / 4];
+    assert_eq!(v.as_ptr() as usize % HUGE_PAGE_BYTES, 0, "large buffers start on a huge page");
+    let huge = anon_huge_bytes(v.as_ptr() as usize + BYTES / 2).expect("smaps lists the vector's mapping");
+    assert!(
+        huge >= HUGE_PAGE_BYTES as u64,
+        "THP {mode}: a zeroed {BYTES}-byte vector has only {huge} bytes of huge pages"
+    );
+    assert!(v.iter().step_by(1021).all(|&x| x == 0));
+}
+
+#[test]
 fn the_advice_must_come_before_the_first_touch() {
     let Some(mode) = checkable() else { return };
     if mode != "madvise" {
