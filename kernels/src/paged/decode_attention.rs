@@ -299,7 +299,8 @@ impl TileKernel for AttentionDecodePaged {
 
     fn default_config(&self, p: &AttentionDecodePagedProblem) -> AttentionDecodePagedConfig {
         // 32 keys a tile: on the CPU the tile's K, Kᵀ and V (16 KiB each in f32 at head_dim 128)
-        // stay in L1 next to the prefetched next tile; 64 measured ~20% slower, 128 ~50%.
+        // stay in L1 next to the prefetched next tile. Batch 16 over 2048 keys on 2 Zen 5 cores:
+        // 3.8 ms at 32, 4.0-4.2 ms at 16, 4.6 ms at 64; 4.5 ms at 32 without the look-ahead.
         let block_n = BLOCK_N.into_iter().find(|&b| b >= p.ctx).unwrap_or(32).min(32);
         // Split while each split keeps at least 256 keys and the grid stays within about two
         // programs per SM of a large GPU; a decode step of few sequences is otherwise a handful
