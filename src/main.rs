@@ -1,5 +1,9 @@
 //! The `kiln` binary: see `kiln --help`.
 
+/// Large buffers (benchmark working sets, the KV cache, weights) on transparent huge pages.
+#[global_allocator]
+static ALLOC: kiln_runtime::host_mem::HugePageAlloc = kiln_runtime::host_mem::HugePageAlloc;
+
 use clap::Parser;
 use std::io::Write;
 use std::process::ExitCode;

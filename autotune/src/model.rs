@@ -164,6 +164,8 @@ fn walk(
                 let size = kernel.buffer_dtype(*buffer).map_or(4, |d| d.size_bytes()) as f64;
                 out.bytes += mult * elems(value) * size;
             }
+            // A hint: the bytes it names are counted by the load that reads them.
+            Op::Prefetch { .. } => {}
             Op::For { start, end, step, body, .. } => {
                 let (s, e, st) = (env.get(start).copied(), env.get(end).copied(), env.get(step).copied());
                 let trips = match (s, e, st) {

@@ -255,6 +255,14 @@ impl KernelBuilder {
         self.push(Op::AtomicAdd { buffer: buf.param, offsets: offsets.value, value: value.value, mask }, Vec::new());
     }
 
+    /// A hint that `buf[offsets[i] .. offsets[i] + len]` will be read soon, for each row start of
+    /// the 1-D `offsets` where `mask` is true (see [`Op::Prefetch`]).
+    pub fn prefetch<'s>(&'s self, buf: Buf, offsets: Tile<'s>, mask: Option<Tile<'s>>, len: u32) {
+        // A scalar mask applies to every row; any other mismatch is the verifier's to report.
+        let mask = mask.map(|m| m.broadcast_to(&self.ty(offsets.value).shape).value);
+        self.push(Op::Prefetch { buffer: buf.param, offsets: offsets.value, mask, len }, Vec::new());
+    }
+
     fn memory_operands<'s>(&'s self, buf: Buf, offsets: Tile<'s>, value: impl Operand<'s>) -> (Tile<'s>, Tile<'s>) {
         let value = self.tile(value.value_for(self, self.buffer_dtype(buf)));
         self.broadcast_pair(offsets, value)

@@ -205,6 +205,21 @@ pub fn result_types(kernel: &Kernel, op: &Op) -> Result<Vec<Type>, String> {
             }
             Ok(Vec::new())
         }
+        Op::Prefetch { buffer, offsets, mask, len } => {
+            buffer_dtype(kernel, *buffer)?;
+            let o = ty(*offsets);
+            check_offsets(&o)?;
+            if o.shape.rank() != 1 {
+                return Err(format!("prefetch offsets must be one row start per element of a 1-D tile, got {o}"));
+            }
+            if let Some(m) = mask {
+                check_mask(&ty(*m), &o.shape)?;
+            }
+            if *len == 0 {
+                return Err("prefetch of rows of 0 elements".into());
+            }
+            Ok(Vec::new())
+        }
         Op::For { start, end, step, init, .. } => {
             for (what, v) in [("start", start), ("end", end), ("step", step)] {
                 let t = ty(*v);

@@ -284,6 +284,17 @@ pub enum Op {
         value: Value,
         mask: Option<Value>,
     },
+    /// A hint that `buffer[offsets[i] .. offsets[i] + len]` will be read soon, for each row `i`
+    /// of the 1-D `offsets` where `mask` is true. No result and no effect: offsets outside the
+    /// buffer are not an error, and a backend may ignore the hint. It lets a kernel ask for the
+    /// rows of its next tile (found through an index, as in a paged KV cache) while it computes
+    /// on the current one.
+    Prefetch {
+        buffer: Param,
+        offsets: Value,
+        mask: Option<Value>,
+        len: u32,
+    },
 
     // --- control flow ---
     /// `for i in (start..end).step_by(step)` with loop-carried values. `body` has the induction
@@ -327,6 +338,7 @@ impl Op {
             Op::Load { .. } => "load",
             Op::Store { .. } => "store",
             Op::AtomicAdd { .. } => "atomic_add",
+            Op::Prefetch { .. } => "prefetch",
             Op::For { .. } => "for",
             Op::Yield { .. } => "yield",
         }
@@ -357,6 +369,11 @@ impl Op {
                 v.extend(mask.iter().copied());
                 v
             }
+            Op::Prefetch { offsets, mask, .. } => {
+                let mut v = vec![*offsets];
+                v.extend(mask.iter().copied());
+                v
+            }
             Op::For { start, end, step, init, .. } => {
                 let mut v = vec![*start, *end, *step];
                 v.extend(init.iter().copied());
@@ -369,7 +386,10 @@ impl Op {
     /// The buffer parameter the op accesses, if it is a memory op.
     pub fn buffer(&self) -> Option<Param> {
         match self {
-            Op::Load { buffer, .. } | Op::Store { buffer, .. } | Op::AtomicAdd { buffer, .. } => Some(*buffer),
+            Op::Load { buffer, .. }
+            | Op::Store { buffer, .. }
+            | Op::AtomicAdd { buffer, .. }
+            | Op::Prefetch { buffer, .. } => Some(*buffer),
             Op::ProgramId { .. }
             | Op::NumPrograms { .. }
             | Op::Arange { .. }
@@ -412,6 +432,7 @@ impl Op {
             | Op::Load { .. }
             | Op::Store { .. }
             | Op::AtomicAdd { .. }
+            | Op::Prefetch { .. }
             | Op::Yield { .. } => None,
         }
     }

@@ -406,7 +406,8 @@ impl Verifier<'_> {
                 | Op::Dot { .. }
                 | Op::Load { .. }
                 | Op::Store { .. }
-                | Op::AtomicAdd { .. } => {}
+                | Op::AtomicAdd { .. }
+                | Op::Prefetch { .. } => {}
             }
             match infer::result_types(k, &d.op) {
                 Err(msg) => self.err(loc.clone(), msg),

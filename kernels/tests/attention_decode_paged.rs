@@ -139,6 +139,25 @@ fn attention_decode_paged_rejects_bad_problems() {
     assert_constraint(NAME, &shape("q_len=1,heads=4,kv_heads=2,head_dim=64"), "block_n=48", "block_n = 48");
     assert_constraint(NAME, &shape("q_len=1,heads=4,kv_heads=2,head_dim=64"), "splits=3", "splits = 3");
     assert_constraint(NAME, &shape("q_len=1,heads=4,kv_heads=2,head_dim=64"), "split=2", "unknown config key `split`");
+    assert_constraint(NAME, &shape("q_len=1,heads=4,kv_heads=2,head_dim=64"), "prefetch=2", "prefetch = 2");
+}
+
+#[test]
+fn attention_decode_paged_look_ahead_changes_nothing_but_the_hint() {
+    // With and without the next tile's prefetch, one split and several, on ragged contexts whose
+    // last tile has nothing after it (the look-ahead's block-table lookups are masked there).
+    let shape = "batch=3,q_len=2,ctx=77,heads=8,kv_heads=2,head_dim=64,block=8";
+    for (i, config) in ["block_n=16,splits=1", "block_n=32,splits=2"].iter().enumerate() {
+        for prefetch in [0, 1] {
+            assert_config(shape, &format!("{config},prefetch={prefetch}"), 90 + i as u64);
+        }
+    }
+    // Configs tuned before the knob existed still read, as the default look-ahead.
+    let k = lookup(NAME).unwrap();
+    let plan = k.plan(&Args::parse(shape).unwrap(), &Args::parse("block_n=16,splits=1").unwrap()).unwrap();
+    let text = kiln_ir::text::print(&plan.launches[0].kernel);
+    assert!(text.contains("prefetch @k_cache"), "{text}");
+    assert!(text.contains("prefetch @v_cache"), "{text}");
 }
 
 #[test]

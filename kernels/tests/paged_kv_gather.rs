@@ -99,6 +99,7 @@ fn paged_kv_gather_rejects_bad_problems() {
         "tokens_per_program=1",
         "grid limit",
     );
+    assert_constraint("paged_kv_gather", "batch=1,ctx=8,kv_heads=1,head_dim=64,block=16", "prefetch=3", "prefetch = 3");
 }
 
 #[test]

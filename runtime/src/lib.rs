@@ -11,6 +11,7 @@
 //! - [`simt`]: the PTX backend's SIMT simulator as an executor for the conformance suite;
 //! - [`cuda`]: the CUDA device (cudarc, driver API loaded at run time) and its executor;
 //! - [`cuda_bench`]: `kiln bench --target cuda:N` and `kiln gpu-check`;
+//! - [`host_mem`]: large host buffers on transparent huge pages (the binaries' global allocator);
 //! - [`ptx_abi`]: launch arguments → PTX parameters, shared by `simt` and `cuda`.
 //!
 //! Architecture Invariant: only `runtime` touches devices.
@@ -20,8 +21,9 @@ pub mod cpu;
 pub mod cuda;
 pub mod cuda_bench;
 pub mod generate;
+pub mod host_mem;
 pub mod measure;
 pub mod model;
-pub mod speculative;
 pub mod ptx_abi;
 pub mod simt;
+pub mod speculative;

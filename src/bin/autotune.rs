@@ -2,6 +2,10 @@
 //! and writes the tuning database the runtime reads (`autotune --help`); `autotune show` prints a
 //! database.
 
+/// Large buffers (benchmark working sets, the KV cache, weights) on transparent huge pages.
+#[global_allocator]
+static ALLOC: kiln_runtime::host_mem::HugePageAlloc = kiln_runtime::host_mem::HugePageAlloc;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use kiln_autotune::database::{Database, DbError};

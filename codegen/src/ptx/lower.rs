@@ -577,6 +577,8 @@ impl<'k> Lowerer<'k> {
             Op::AtomicAdd { buffer, offsets, value, mask } => {
                 self.store(inst, *buffer, *offsets, *value, *mask, true)?
             }
+            // A hint; the GPU's many warps in flight hide latency without it.
+            Op::Prefetch { .. } => {}
             Op::For { start, end, step, init, body } => self.for_loop(inst, *start, *end, *step, init, *body)?,
             Op::Yield { .. } => {
                 return Err(unsupported(self.k, inst, "a yield outside the end of a loop body"));

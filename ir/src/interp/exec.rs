@@ -113,6 +113,8 @@ impl<'k, 'a> Machine<'k, 'a> {
                 self.write(inst, *buffer, *offsets, *value, *mask, memory::atomic_add)?;
                 Vec::new()
             }
+            // A hint with no effect: memory is not touched, so no offset can be out of bounds.
+            Op::Prefetch { .. } => Vec::new(),
             Op::For { start, end, step, init, body } => {
                 let (start, end) = (self.get_i64(*start)?, self.get_i64(*end)?);
                 let step = self.get_i64(*step)?;

@@ -60,7 +60,8 @@
 //! memory is touched); inactive lanes never touch memory. `load` gives `other` (splatted if
 //! scalar) or zero on inactive lanes. `store` writes active lanes in row-major lane order, so a
 //! later lane wins on a repeated index. `atomic_add` adds active lanes in row-major order,
-//! rounding `f32` after each add and wrapping integers.
+//! rounding `f32` after each add and wrapping integers. `prefetch` is a hint for backends and does
+//! nothing here: it reads no memory, so its offsets may lie anywhere.
 //!
 //! **Loops.** `for` evaluates `start`, `end`, `step`; a `step <= 0` is [`InterpError::BadStep`].
 //! It runs the body for `i = start; i < end; i += step` (in `i64`, so it cannot overflow), binding

@@ -30,6 +30,7 @@
 //!           | "dot" v "," v "," v
 //!           | "load" addr ["," "mask" v] ["," "other" v]
 //!           | "store" addr "," v ["," "mask" v] | "atomic_add" addr "," v ["," "mask" v]
+//!           | "prefetch" addr "," "len" INT ["," "mask" v]
 //!           | "for" VALUE "=" v "to" v "step" v ["iter" "(" VALUE "=" v ("," VALUE "=" v)* ")"]
 //!             "{" inst* "}"
 //!           | "yield" [v ("," v)*]

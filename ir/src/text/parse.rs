@@ -499,6 +499,20 @@ impl Parser {
                     Op::AtomicAdd { buffer, offsets, value, mask }
                 }
             }
+            "prefetch" => {
+                self.bump();
+                let (buffer, offsets) = self.address()?;
+                self.expect_punct(',', "`,`")?;
+                self.expect_keyword("len")?;
+                let len = self.uint("a row length", u32::MAX as u64)? as u32;
+                let mut mask = None;
+                if self.is_punct(',') {
+                    self.bump();
+                    self.expect_keyword("mask")?;
+                    mask = Some(self.operand()?);
+                }
+                Op::Prefetch { buffer, offsets, mask, len }
+            }
             "yield" => {
                 self.bump();
                 let mut values = Vec::new();

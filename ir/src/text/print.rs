@@ -117,6 +117,13 @@ impl Printer<'_> {
                 }
                 s
             }
+            Op::Prefetch { buffer, offsets, mask, len } => {
+                let mut s = format!("{name} {}[{}], len {len}", self.buffer(*buffer), v(offsets));
+                if let Some(m) = mask {
+                    let _ = write!(s, ", mask {}", v(m));
+                }
+                s
+            }
             Op::Yield { values } if values.is_empty() => name.to_string(),
             Op::Yield { values } => format!("{name} {}", self.values(values)),
             Op::For { start, end, step, init, body } => {

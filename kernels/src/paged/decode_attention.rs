@@ -35,6 +35,11 @@
 //! finite −1e30 rather than −inf, so a row with no visible key in a tile (causal masking, or a
 //! split past the sequence's end) gives `p = 0` and no `−inf − (−inf)` NaN.
 //!
+//! **Look-ahead.** With `prefetch = 1` (the default) each tile also looks up the next tile's
+//! block-table entries and prefetches its K rows (before the scores) and V rows (after them), so
+//! the next tile's rows arrive while this one computes. The rows are 256 bytes scattered over
+//! pages (a slot's KV heads interleave), a pattern no hardware prefetcher follows.
+//!
 //! **Split-KV.** The `splits` knob cuts the `ctx` keys into `n_splits` ranges of
 //! `split_size = round_up(ceil(ctx / splits), block_n)` keys (`n_splits = ceil(ctx / split_size)`,
 //! which can be below `splits` for short contexts; [`TileKernel::space`] offers only configs
@@ -218,10 +223,13 @@ pub struct AttentionDecodePagedConfig {
     pub block_n: u32,
     /// Requested number of KV splits (see the module doc for the effective count).
     pub splits: u32,
+    /// 1: prefetch the next tile's K and V rows while computing on this one; 0: no hint.
+    pub prefetch: u32,
 }
 
 const BLOCK_N: [u32; 4] = [16, 32, 64, 128];
 const SPLITS: [u32; 6] = [1, 2, 4, 8, 16, 32];
+const PREFETCH: [u32; 2] = [0, 1];
 
 impl Config for AttentionDecodePagedConfig {
     fn from_args(args: &Args) -> Result<Self, KernelError> {
@@ -229,13 +237,18 @@ impl Config for AttentionDecodePagedConfig {
         let c = AttentionDecodePagedConfig {
             block_n: r.one_of("block_n", &BLOCK_N)?,
             splits: r.one_of("splits", &SPLITS)?,
+            // Optional, so that configs tuned before the knob existed still read.
+            prefetch: r.get_or("prefetch", 1)?,
         };
         r.finish()?;
+        ensure(NAME, PREFETCH.contains(&c.prefetch), || {
+            format!("prefetch = {} is not one of {PREFETCH:?}", c.prefetch)
+        })?;
         Ok(c)
     }
 
     fn to_args(&self) -> Args {
-        Args::new().with("block_n", self.block_n).with("splits", self.splits)
+        Args::new().with("block_n", self.block_n).with("splits", self.splits).with("prefetch", self.prefetch)
     }
 }
 
@@ -276,11 +289,19 @@ impl TileKernel for AttentionDecodePaged {
                 values: SPLITS.map(i64::from).to_vec(),
                 help: "KV splits (split-KV); 1 skips the combine",
             },
+            Knob {
+                name: "prefetch",
+                values: PREFETCH.map(i64::from).to_vec(),
+                help: "1 prefetches the next tile's K/V rows during this tile's work",
+            },
         ]
     }
 
     fn default_config(&self, p: &AttentionDecodePagedProblem) -> AttentionDecodePagedConfig {
-        let block_n = BLOCK_N.into_iter().find(|&b| b >= p.ctx).unwrap_or(64).min(64);
+        // 32 keys a tile: on the CPU the tile's K, Kᵀ and V (16 KiB each in f32 at head_dim 128)
+        // stay in L1 next to the prefetched next tile. Batch 16 over 2048 keys on 2 Zen 5 cores:
+        // 3.8 ms at 32, 4.0-4.2 ms at 16, 4.6 ms at 64; 4.5 ms at 32 without the look-ahead.
+        let block_n = BLOCK_N.into_iter().find(|&b| b >= p.ctx).unwrap_or(32).min(32);
         // Split while each split keeps at least 256 keys and the grid stays within about two
         // programs per SM of a large GPU; a decode step of few sequences is otherwise a handful
         // of programs streaming the whole context each.
@@ -294,7 +315,7 @@ impl TileKernel for AttentionDecodePaged {
             }
             splits = next;
         }
-        AttentionDecodePagedConfig { block_n, splits }
+        AttentionDecodePagedConfig { block_n, splits, prefetch: 1 }
     }
 
     fn space(&self, p: &AttentionDecodePagedProblem, limits: &SpaceLimits) -> Vec<AttentionDecodePagedConfig> {
@@ -309,7 +330,9 @@ impl TileKernel for AttentionDecodePaged {
             }
             // Only split counts that are what they say: more would leave empty splits behind.
             for &splits in SPLITS.iter().filter(|&&s| split_layout(p.ctx, block_n, s).1 == s) {
-                space.push(AttentionDecodePagedConfig { block_n, splits });
+                for &prefetch in &PREFETCH {
+                    space.push(AttentionDecodePagedConfig { block_n, splits, prefetch });
+                }
             }
         }
         let default = self.default_config(p);
@@ -514,7 +537,21 @@ fn build_split_kernel(p: &AttentionDecodePagedProblem, c: &AttentionDecodePagedC
         // kᵀ [head_dim, block_n] straight from memory: transposed offsets, no transpose op.
         let k_t = cast_to(b.load_masked(k_cache, dims.col() + base.row(), key_ok.row(), 0.0), qk_dtype);
         let v = b.load_masked(v_cache, base.col() + dims.row(), key_ok.col(), 0.0);
+        // Look one tile ahead: the next tile's rows are found through the block table, which no
+        // hardware prefetcher follows, so ask for them now and compute on this tile meanwhile.
+        // K first, V after the scores, so that the requests spread over the tile's work.
+        let next_base = (c.prefetch == 1).then(|| {
+            let next = keys + bn;
+            let next_ok = next.lt(end);
+            let next_block = b.load_masked(block_tables, table_row + next / page, next_ok, 0i32);
+            let next_base = ((next_block * page + next % page) * n_kv + kvh) * d;
+            b.prefetch(k_cache, next_base, Some(next_ok), d as u32);
+            (next_base, next_ok)
+        });
         let scores = b.dot(q, k_t, b.zeros(&[rows_pad as u32, bn as u32], DType::F32)) * qk_scale;
+        if let Some((next_base, next_ok)) = next_base {
+            b.prefetch(v_cache, next_base, Some(next_ok), d as u32);
+        }
         let visible = keys.row().le(last_key) & key_ok.row();
         let scores = b.select(visible, scores, f32::NEG_INFINITY);
         let m_new = m.maximum(scores.max(1));

@@ -13,7 +13,10 @@
 //! batch]` (`row = kv_heads · head_dim`) copies a `[tokens_per_program, block_cols]` tile of
 //! sequence `s`: it looks the positions' blocks up in the block table (masked to the sequence's
 //! length, so table entries past it are never read), loads the slots' rows and stores them, zeros
-//! where the position is past the length. A pure copy: the tolerance is 0.
+//! where the position is past the length. A pure copy: the tolerance is 0. With `prefetch = 1`
+//! (a knob; the default is 0) it first looks up the positions of program `(c, t + 1, s)` and prefetches their
+//! rows: pages are scattered, so the hardware prefetcher stops at every page's end, and the next
+//! program's rows are then on their way while this one copies.
 
 use super::{
     ensure_i32_indexable, i32_buffer, max_blocks, pool_blocks, random_block_tables, random_context_lens, slot_of,
@@ -109,10 +112,14 @@ pub struct PagedKvGatherConfig {
     pub tokens_per_program: u32,
     /// Elements of a token's `kv_heads · head_dim` row per program.
     pub block_cols: u32,
+    /// 1: prefetch the rows the next program copies (the next positions of the sequence, found
+    /// through the block table) before copying this program's; 0: no hint.
+    pub prefetch: u32,
 }
 
 const TOKENS_PER_PROGRAM: [u32; 6] = [1, 2, 4, 8, 16, 32];
 const BLOCK_COLS: [u32; 5] = [64, 128, 256, 512, 1024];
+const PREFETCH: [u32; 2] = [0, 1];
 
 impl Config for PagedKvGatherConfig {
     fn from_args(args: &Args) -> Result<Self, KernelError> {
@@ -120,13 +127,21 @@ impl Config for PagedKvGatherConfig {
         let c = PagedKvGatherConfig {
             tokens_per_program: r.one_of("tokens_per_program", &TOKENS_PER_PROGRAM)?,
             block_cols: r.one_of("block_cols", &BLOCK_COLS)?,
+            // Optional, so that configs tuned before the knob existed still read.
+            prefetch: r.get_or("prefetch", 0)?,
         };
         r.finish()?;
+        ensure(NAME, PREFETCH.contains(&c.prefetch), || {
+            format!("prefetch = {} is not one of {PREFETCH:?}", c.prefetch)
+        })?;
         Ok(c)
     }
 
     fn to_args(&self) -> Args {
-        Args::new().with("tokens_per_program", self.tokens_per_program).with("block_cols", self.block_cols)
+        Args::new()
+            .with("tokens_per_program", self.tokens_per_program)
+            .with("block_cols", self.block_cols)
+            .with("prefetch", self.prefetch)
     }
 }
 
@@ -156,6 +171,11 @@ impl TileKernel for PagedKvGather {
                 values: BLOCK_COLS.map(i64::from).to_vec(),
                 help: "elements of a token's kv_heads·head_dim row per program",
             },
+            Knob {
+                name: "prefetch",
+                values: PREFETCH.map(i64::from).to_vec(),
+                help: "1 prefetches the next program's rows before copying this program's",
+            },
         ]
     }
 
@@ -165,7 +185,9 @@ impl TileKernel for PagedKvGather {
         let block_cols = BLOCK_COLS.into_iter().find(|&b| b >= row).unwrap_or(1024);
         let want = (4096 / block_cols).min(p.ctx.next_power_of_two());
         let tokens_per_program = TOKENS_PER_PROGRAM.into_iter().rev().find(|&t| t <= want).unwrap_or(1);
-        PagedKvGatherConfig { tokens_per_program, block_cols }
+        // The look-ahead measured no gain on the CPU (pages are 32 KiB of contiguous rows, which
+        // the hardware prefetcher streams); it stays a knob for the tuner.
+        PagedKvGatherConfig { tokens_per_program, block_cols, prefetch: 0 }
     }
 
     fn space(&self, p: &PagedKvGatherProblem, limits: &SpaceLimits) -> Vec<PagedKvGatherConfig> {
@@ -177,7 +199,9 @@ impl TileKernel for PagedKvGather {
                 let fits = tokens_per_program as u64 * block_cols as u64 <= limits.max_tile_elements;
                 // Grid y must stay within 65535 programs.
                 if fits && p.ctx.div_ceil(tokens_per_program) <= 65_535 {
-                    space.push(PagedKvGatherConfig { tokens_per_program, block_cols });
+                    for &prefetch in &PREFETCH {
+                        space.push(PagedKvGatherConfig { tokens_per_program, block_cols, prefetch });
+                    }
                 }
             }
         }
@@ -214,6 +238,17 @@ impl TileKernel for PagedKvGather {
         let live = pos.lt(len);
         // Only live positions look their block up, so table entries past the length are never read.
         let block_id = b.load_masked(block_tables, seq * max_blocks + pos / block, live, 0i32);
+        if c.prefetch == 1 {
+            // The next program along the grid's y axis copies the next positions of this
+            // sequence, usually from another page: no hardware prefetcher follows the block table
+            // there, so ask for its rows before this program's copy waits on its own.
+            let ahead = pos + c.tokens_per_program as i32;
+            let ahead_live = ahead.lt(len);
+            let ahead_block = b.load_masked(block_tables, seq * max_blocks + ahead / block, ahead_live, 0i32);
+            let ahead_src = (ahead_block * block + ahead % block) * row + b.program_id(0) * c.block_cols as i32;
+            b.prefetch(k_cache, ahead_src, Some(ahead_live), c.block_cols);
+            b.prefetch(v_cache, ahead_src, Some(ahead_live), c.block_cols);
+        }
         let slot = block_id * block + pos % block;
         let src = (slot * row).col() + cols.row();
         let dst = ((seq * ctx + pos) * row).col() + cols.row();

@@ -757,6 +757,7 @@ impl Analysis {
             | Op::Load { .. }
             | Op::Store { .. }
             | Op::AtomicAdd { .. }
+            | Op::Prefetch { .. }
             | Op::Yield { .. } => {
                 for &r in &data.results {
                     self.define_own(kernel, r);
@@ -792,7 +793,12 @@ impl Analysis {
     /// Whether the instruction is emitted even if no result is read: it can fail or write.
     pub fn is_effectful(kernel: &Kernel, inst: Inst) -> bool {
         match &kernel.inst(inst).op {
-            Op::Load { .. } | Op::Store { .. } | Op::AtomicAdd { .. } | Op::For { .. } | Op::Yield { .. } => true,
+            Op::Load { .. }
+            | Op::Store { .. }
+            | Op::AtomicAdd { .. }
+            | Op::Prefetch { .. }
+            | Op::For { .. }
+            | Op::Yield { .. } => true,
             Op::Binary { op: BinaryOp::Div | BinaryOp::Rem, lhs, .. } => kernel.ty(*lhs).dtype.is_int(),
             Op::ProgramId { .. }
             | Op::NumPrograms { .. }
@@ -891,7 +897,8 @@ impl Analysis {
             | Op::ExpandDims { .. }
             | Op::Reduce { .. }
             | Op::Dot { .. }
-            | Op::AtomicAdd { .. } => self.mark_all(data.op.operands()),
+            | Op::AtomicAdd { .. }
+            | Op::Prefetch { .. } => self.mark_all(data.op.operands()),
         }
         // A view reads its root's storage.
         for &r in &data.results {
@@ -922,6 +929,7 @@ pub(crate) fn is_elementwise(kernel: &Kernel, op: &Op) -> bool {
         | Op::Load { .. }
         | Op::Store { .. }
         | Op::AtomicAdd { .. }
+        | Op::Prefetch { .. }
         | Op::For { .. }
         | Op::Yield { .. } => false,
     }

@@ -163,7 +163,7 @@ impl Emitter<'_> {
 
     /// Prefetches the `bytes` bytes from `&b[s]` (a hint: it never faults, even past the buffer).
     fn prefetch_row(&mut self, b: &str, bytes: usize) {
-        self.line(&format!("for (int l = 0; l < {bytes}; l += 64) __builtin_prefetch((const char *)&{b}[s] + l);"));
+        self.line(&format!("kiln_prefetch_bytes((uintptr_t)&{b}[s], {bytes});"));
     }
 
     fn row_in_bounds(&self, acc: &Access, len: u32) -> String {
@@ -722,6 +722,29 @@ impl Emitter<'_> {
 
     pub(crate) fn emit_atomic_add(&mut self, acc: &Access, value: Value) {
         self.emit_write(acc, value, Write::AtomicAdd);
+    }
+
+    /// `prefetch`: for each active row start, a prefetch of every cache line the row overlaps. A hint
+    /// never faults (`__builtin_prefetch` of any address is harmless), so nothing is checked; the
+    /// address is formed in integers, as C forbids pointer arithmetic outside the buffer.
+    pub(crate) fn emit_prefetch(&mut self, buffer: Param, offsets: Value, mask: Option<Value>, len: u32) {
+        let (b, _, dtype) = self.buf(buffer);
+        let dims = self.k.ty(offsets).shape.dims().to_vec();
+        let off_repr = self.a.repr(offsets).clone();
+        let mask = mask.map(|m| self.a.repr(m).clone());
+        let strides = vec![off_repr.strides.clone(), mask.as_ref().map_or(vec![0; dims.len()], |m| m.strides.clone())];
+        let bytes = len as usize * dtype.size_bytes();
+        self.open("");
+        let nest = collapsed_nest(&dims, &strides, "i");
+        let opened = self.open_nest(&nest);
+        let off = self.wrap(offsets, &self.access(&off_repr, &nest.index[0]));
+        let active = mask.as_ref().map_or("1".to_string(), |m| self.access(m, &nest.index[1]));
+        self.open(&format!("if ({active})"));
+        self.line(&format!("const uintptr_t p = (uintptr_t){b} + (uintptr_t)({off} * (int64_t)sizeof({b}[0]));"));
+        self.line(&format!("kiln_prefetch_bytes_far(p, {bytes});"));
+        self.close();
+        self.close_n(opened);
+        self.close();
     }
 
     fn emit_write(&mut self, acc: &Access, value: Value, write: Write) {

@@ -255,6 +255,7 @@ impl<'k> Emitter<'k> {
                 let acc = Access { inst, buffer: *buffer, offsets: *offsets, mask: *mask };
                 self.emit_atomic_add(&acc, *value);
             }
+            Op::Prefetch { buffer, offsets, mask, len } => self.emit_prefetch(*buffer, *offsets, *mask, *len),
             Op::For { start, end, step, init, body } => self.emit_for(inst, [*start, *end, *step], init, *body),
             // Emitted by its loop, which knows where the carried storage is.
             Op::Yield { .. } => {}
@@ -302,6 +303,7 @@ impl<'k> Emitter<'k> {
             | Op::Load { .. }
             | Op::Store { .. }
             | Op::AtomicAdd { .. }
+            | Op::Prefetch { .. }
             | Op::For { .. }
             | Op::Yield { .. } => unreachable!("only elementwise instructions have elementwise C"),
         }

@@ -220,6 +220,7 @@ impl Emitter<'_> {
             | Op::Load { .. }
             | Op::Store { .. }
             | Op::AtomicAdd { .. }
+            | Op::Prefetch { .. }
             | Op::For { .. }
             | Op::Yield { .. } => None,
         }
