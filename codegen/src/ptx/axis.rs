@@ -231,7 +231,7 @@ pub fn analyze(kernel: &Kernel, spec: &Specialization) -> HashMap<Value, ValueFa
                 None
             }
             Op::Reduce { .. } | Op::Dot { .. } | Op::Load { .. } => None,
-            Op::Store { .. } | Op::AtomicAdd { .. } | Op::Yield { .. } => None,
+            Op::Store { .. } | Op::AtomicAdd { .. } | Op::Prefetch { .. } | Op::Yield { .. } => None,
         };
         if let Some(out) = out {
             if out.axes.len() == shape.rank().max(1) {
