@@ -118,6 +118,7 @@ fn q8_gemv_rejects_bad_problems() {
     assert_constraint("q8_gemv", "n=8,k=32", "block_n=48", "block_n = 48");
     assert_constraint("q8_gemv", "n=8,k=32", "block_k=48", "block_k = 48");
     assert_constraint("q8_gemv", "n=8,k=32,dim=3", "", "unknown shape key `dim`");
+    assert_constraint("q8_gemv", "n=8,k=32,xq=i4", "", "xq `i4`");
 }
 
 proptest! {
@@ -154,4 +155,61 @@ fn q8_gemv_plans_smollm2_output_head() {
     assert_eq!(plan.buffer("scales").unwrap().len, 49152 * 18);
     assert_eq!(plan.launches[0].grid, [49152 / 64, 1, 1]);
     assert_eq!(k.default_config(&shape).unwrap().to_string(), "block_k=64,block_n=64");
+}
+
+// --- int8 activations (`xq=i8`) --------------------------------------------------------------
+
+#[test]
+fn q8_gemv_int8_activations_match_reference() {
+    // Ragged n for every block_n; k = 96 and 160 are not whole steps of 64 or 128 (masked last
+    // step); several rows; f16 activations and outputs; SmolLM2's head width.
+    let shapes = ["m=1,n=50,k=96,xq=i8", "m=1,n=70,k=576,xq=i8", "m=3,n=41,k=160,act=f16,xq=i8", "m=2,n=33,k=64,out=f16,xq=i8"];
+    for (i, shape) in shapes.iter().enumerate() {
+        assert_conformance("q8_gemv", shape, 3, 700 + i as u64);
+    }
+}
+
+#[test]
+fn q8_gemv_int8_tolerance_is_tight() {
+    // Within the documented tolerance and within the derived range of error, while the same
+    // output against scales 2% off fails: the tolerance catches a kernel that gets its scales
+    // wrong by that much, and a kernel that did not quantize x at all would err far less.
+    let k = lookup("q8_gemv").unwrap();
+    let shape = Args::parse("m=1,n=96,k=576,xq=i8").unwrap();
+    let tolerance = k.tolerance(&shape, DType::F32).unwrap();
+    assert_eq!(tolerance, kiln_kernels::q8::gemv_i8::TOLERANCE);
+    let plan = k.plan(&shape, &Args::new()).unwrap();
+    let inputs = k.inputs(&shape, 17).unwrap();
+    let HostBuffer::U8(_) = &inputs["qs"] else { panic!("xq=i8 takes offset u8 weights") };
+    let mut buffers = prepare_buffers("q8_gemv", &plan, &inputs).unwrap();
+    run_plan("q8_gemv", &plan, &mut Interpreter, &mut buffers).unwrap();
+    let good = k.reference(&shape, &inputs).unwrap();
+    let ok = compare("y", &buffers["y"], &good["y"], tolerance);
+    assert!(ok.passed(), "{ok:?}");
+    assert!(ok.rel_error > 0.001 && ok.rel_error < 0.006, "relative error {} outside the derived range", ok.rel_error);
+    let mut off = inputs.clone();
+    let HostBuffer::F16(scales) = off.get_mut("scales").unwrap() else { panic!("scales are f16") };
+    scales.iter_mut().for_each(|s| *s = f16::from_f64(s.to_f64() * 1.02));
+    let bad = k.reference(&shape, &off).unwrap();
+    assert!(!compare("y", &buffers["y"], &bad["y"], tolerance).passed());
+}
+
+#[test]
+fn q8_offset_qs_flips_the_sign_bit() {
+    // `q + 128` for the extremes and zero, and the int8 path on a converted matrix agrees with
+    // the f32 path on the original one (both against the same reference up to the int8 error).
+    assert_eq!(kiln_kernels::q8::offset_qs(&[-128, -1, 0, 1, 127]), vec![0, 127, 128, 129, 255]);
+    let k = lookup("q8_gemv").unwrap();
+    let (f32_shape, i8_shape) = (Args::parse("m=1,n=40,k=64").unwrap(), Args::parse("m=1,n=40,k=64,xq=i8").unwrap());
+    let inputs = k.inputs(&f32_shape, 5).unwrap();
+    let HostBuffer::I8(qs) = &inputs["qs"] else { panic!("qs are i8") };
+    let mut converted = inputs.clone();
+    converted.insert("qs".to_string(), HostBuffer::U8(kiln_kernels::q8::offset_qs(qs)));
+    let plan = k.plan(&i8_shape, &Args::new()).unwrap();
+    let mut buffers = prepare_buffers("q8_gemv", &plan, &converted).unwrap();
+    run_plan("q8_gemv", &plan, &mut Interpreter, &mut buffers).unwrap();
+    let reference = k.reference(&f32_shape, &inputs).unwrap();
+    let tolerance = k.tolerance(&i8_shape, DType::F32).unwrap();
+    let report = compare("y", &buffers["y"], &reference["y"], tolerance);
+    assert!(report.passed(), "{report:?}");
 }
