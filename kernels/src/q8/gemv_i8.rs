@@ -134,9 +134,10 @@ fn build_gemv(p: &Q8GemvProblem, c: &Q8GemvConfig) -> Result<Kernel, KernelError
     let shape = kiln_ir::Shape::new(shape4);
     let blocks = k / xb;
     let blk = b.arange(0, nb);
-    // When the steps divide k no k mask is needed: the loads stay unmasked whole rows the
-    // backends read in place.
+    // When the steps divide k and the programs divide n no mask is needed: the loads stay
+    // unmasked whole rows the backends read in place, with no mask test per element or row.
     let whole_steps = p.k.is_multiple_of(c.block_k);
+    let whole_cols = p.n.is_multiple_of(c.block_n);
     let acc0 = b.zeros(&[bn as u32, nb as u32, lanes as u32], F32).named("acc");
     let [acc] = b.for_range(0, k, bk, [acc0], |k0, [acc]| {
         let ks = k0 + b.arange(0, bk);
@@ -144,24 +145,32 @@ fn build_gemv(p: &Q8GemvProblem, c: &Q8GemvConfig) -> Result<Kernel, KernelError
         let lane_at = row * (k / lane) + k0 / lane + b.arange(0, bk / lane);
         let blk_at = k0 / xb + blk;
         let w_at = cols.col() * k + ks.row();
-        let (bytes, x, corr) = if whole_steps {
-            (b.load_masked(qs, w_at, col_ok.col(), 0u8), b.load(xq, x_at), b.load(xcorr, lane_at))
+        let s_w_at = cols.col() * blocks + blk_at.row();
+        let (bytes, x, corr, s_x, s_w) = if whole_steps && whole_cols {
+            (
+                b.load(qs, w_at),
+                b.load(xq, x_at),
+                b.load(xcorr, lane_at),
+                b.load(xs, row * blocks + blk_at),
+                b.load(scales, s_w_at),
+            )
         } else {
             let k_ok = ks.lt(k);
             let lane_ok = (k0 / lane + b.arange(0, bk / lane)).lt(k / lane);
+            let blk_ok = blk_at.lt(blocks);
             (
                 b.load_masked(qs, w_at, col_ok.col() & k_ok.row(), 0u8),
                 b.load_masked(xq, x_at, k_ok, 0i8),
                 b.load_masked(xcorr, lane_at, lane_ok, 0),
+                b.load_masked(xs, row * blocks + blk_at, blk_ok, 0.0),
+                b.load_masked(scales, s_w_at, col_ok.col() & blk_ok.row(), 0.0),
             )
         };
         let bytes = bytes.reshape(&shape4);
         let x = x.reshape(&shape4[1..]).expand_dims(0).broadcast_to(&shape);
         let sums = (bytes.cast(I32) * x.cast(I32)).sum(3).named("lanes");
         let exact = sums - corr.reshape(&shape4[1..3]).expand_dims(0);
-        let blk_ok = blk_at.lt(blocks);
-        let s_x = b.load_masked(xs, row * blocks + blk_at, blk_ok, 0.0);
-        let s_w = b.load_masked(scales, cols.col() * blocks + blk_at.row(), col_ok.col() & blk_ok.row(), 0.0).cast(F32);
+        let s_w = s_w.cast(F32);
         // `s_x` per lane with storage of its own (the sum with zeros is not a view), so that a
         // row of lanes is one contiguous vector for the multiply below.
         let s_x_lanes = (s_x.col() + b.zeros(&[nb as u32, lanes as u32], F32)).named("s_x_lanes");

@@ -110,6 +110,10 @@ pub struct ModelOptions {
     /// dot products; off by default, since it changes the numerics (relative error ≈ 4e-3 per
     /// product). Longer steps (prefill) keep f32 activations.
     pub int8_activations: bool,
+    /// Run the output head with int8 activations (`q8_gemv` with `xq=i8`: x quantized per 32,
+    /// integer products against the Q8_0 weights held offset to u8, a second copy of the head's
+    /// `qs` plane). See [`ModelOptions::default`] for when it is on.
+    pub int8_head: bool,
 }
 
 /// The most tokens a step may have for its linear layers to use int8 activations: the int8 path
@@ -124,6 +128,7 @@ impl Default for ModelOptions {
             kv_blocks: None,
             max_step_tokens: 512,
             int8_activations: false,
+            int8_head: true,
         }
     }
 }
@@ -295,11 +300,18 @@ impl LlamaModel {
 
         let mut store = Store::default();
         let embd = q8_matrix(&source.tensor("token_embd.weight")?, vocab, dim)?;
+        if options.int8_head && config.tied_head {
+            store.add("token_embd.qs_u8", HostBuffer::U8(embd.offset_qs()));
+        }
         store.add("token_embd.qs", HostBuffer::I8(embd.qs));
         store.add("token_embd.scales", HostBuffer::F16(embd.scales));
         if !config.tied_head {
             let head = q8_matrix(&source.tensor("output.weight")?, vocab, dim)?;
-            store.add("output.qs", HostBuffer::I8(head.qs));
+            if options.int8_head {
+                store.add("output.qs_u8", HostBuffer::U8(head.offset_qs()));
+            } else {
+                store.add("output.qs", HostBuffer::I8(head.qs));
+            }
             store.add("output.scales", HostBuffer::F16(head.scales));
         }
         store.add("output_norm.weight", HostBuffer::F32(vector(&source.tensor("output_norm.weight")?, dim)?));
@@ -532,10 +544,15 @@ impl LlamaModel {
     }
 
     /// Whether the store buffer `name` is a weight a decode token reads once (projections, norms,
-    /// the output head; not the KV cache, nor the embedding unless it doubles as the head).
+    /// the output head; not the KV cache, nor the embedding unless it doubles as the head; with
+    /// the int8 head, its offset `qs_u8` copy and not the embedding's own `qs`).
     fn is_weight(&self, name: &str) -> bool {
+        let head_reads = match name {
+            "token_embd.qs" => !self.options.int8_head,
+            _ => true,
+        };
         name.starts_with("blk.") && !name.ends_with("_cache")
-            || name.starts_with("token_embd.") && self.config.tied_head
+            || name.starts_with("token_embd.") && self.config.tied_head && head_reads
             || name.starts_with("output")
     }
 
@@ -961,10 +978,17 @@ impl LlamaModel {
             return Ok(l.clone());
         }
         let c = &self.config;
-        let problem =
+        let mut problem =
             Args::new().with("m", rows).with("n", c.vocab_size).with("k", c.dim).with("act", "f32").with("out", "f32");
-        let (qs, scales) =
-            if c.tied_head { ("token_embd.qs", "token_embd.scales") } else { ("output.qs", "output.scales") };
+        let prefix = if c.tied_head { "token_embd" } else { "output" };
+        let qs = if self.options.int8_head {
+            problem = problem.with("xq", "i8");
+            format!("{prefix}.qs_u8")
+        } else {
+            format!("{prefix}.qs")
+        };
+        let (qs, scales) = (qs.as_str(), format!("{prefix}.scales"));
+        let scales = scales.as_str();
         let x = if from_xn { "xn" } else { "head_x" };
         let mut out = Vec::new();
         self.emit(&mut out, KernelId::Q8Gemv, problem, &[("x", x), ("qs", qs), ("scales", scales), ("y", "logits")])?;
