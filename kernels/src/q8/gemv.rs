@@ -20,13 +20,14 @@
 //! · [block_k, block_n]` into an f32 accumulator, so each weight tile is read once for every row
 //! of `x`. Either way every rounding is an f32 product or sum and the final store.
 //!
-//! Shape key `xq` (`f32` default, or `i8`): with `i8` the activations are quantized to int8 per
-//! block of 32 and the products are summed in integers (VNNI `vpdpbusd` on AVX-512 hosts), with
-//! the weights offset to u8; see [`super::gemv_i8`] for the layout, launches and tolerance.
+//! Shape key `xq` (`f32` default, `i8` or `i8x2`): with `i8` the activations are quantized to
+//! int8 per block of 32 (`i8x2`: two int8 digits, about 16 bits) and the products are summed in
+//! integers (VNNI `vpdpbusd` on AVX-512 hosts), with the weights offset to u8; see
+//! [`super::gemv_i8`] for the layout, launches and tolerance.
 
 use super::gemv_i8;
 use crate::args::parse_dtype;
-use crate::dequant_gemm_w4::int8::ActQuant;
+use gemv_i8::ActQuant;
 use crate::args::{Args, ArgsKind, Reader};
 use crate::kernel::{default_tolerance, Cost};
 use crate::kernel::{Config, Knob, Problem, SpaceLimits, TileKernel};
@@ -58,8 +59,8 @@ pub struct Q8GemvProblem {
     pub act: DType,
     /// Dtype of `y`: f32 or f16.
     pub out: DType,
-    /// How `x` enters the products: as given (f32 products), or quantized to int8 per 32
-    /// (integer products; `qs` is then u8 offset by 128, see [`super::gemv_i8`]).
+    /// How `x` enters the products: as given (f32 products), or quantized per 32 to one or two
+    /// int8 digits (integer products; `qs` is then u8 offset by 128, see [`super::gemv_i8`]).
     pub xq: ActQuant,
 }
 
@@ -85,10 +86,11 @@ impl Problem for Q8GemvProblem {
         let xq = match xq.as_str() {
             "f32" => ActQuant::F32,
             "i8" => ActQuant::I8,
+            "i8x2" => ActQuant::I8x2,
             other => {
                 return Err(KernelError::Constraint {
                     kernel: NAME,
-                    constraint: format!("xq `{other}` is not one of f32, i8"),
+                    constraint: format!("xq `{other}` is not one of f32, i8, i8x2"),
                 })
             }
         };
@@ -110,7 +112,7 @@ impl Problem for Q8GemvProblem {
             Args::new().with("m", self.m).with("n", self.n).with("k", self.k).with("act", self.act).with("out", self.out);
         match self.xq {
             ActQuant::F32 => args,
-            ActQuant::I8 => args.with("xq", self.xq),
+            ActQuant::I8 | ActQuant::I8x2 => args.with("xq", self.xq),
         }
     }
 }
@@ -150,7 +152,7 @@ impl Q8GemvConfig {
     /// The largest tile a program holds for `p`.
     fn max_tile(&self, p: &Q8GemvProblem) -> u64 {
         let (mt, bn, bk) = (u64::from(p.m_tile()), u64::from(self.block_n), u64::from(self.block_k));
-        if p.xq == ActQuant::I8 {
+        if p.xq != ActQuant::F32 {
             // The per-lane accumulator `[block_n, block_k / 4]` and the step's bytes.
             return bn * bk;
         }
@@ -164,7 +166,7 @@ impl Q8GemvConfig {
 
 const BLOCK_N: [u32; 5] = [16, 32, 64, 128, 256];
 /// Multiples of the Q8_0 block, so a step holds whole blocks.
-const BLOCK_K: [u32; 7] = [32, 64, 128, 192, 256, 512, 576];
+const BLOCK_K: [u32; 5] = [32, 64, 128, 256, 512];
 
 pub struct Q8Gemv;
 
@@ -192,7 +194,7 @@ impl TileKernel for Q8Gemv {
     }
 
     fn default_config(&self, p: &Q8GemvProblem) -> Q8GemvConfig {
-        if p.xq == ActQuant::I8 {
+        if p.xq != ActQuant::F32 {
             // Small steps: each step's tiles (weights, i32 lanes, f32 factors) stay in L1 and in
             // registers (SmolLM2's head, n = 49152, k = 576, on 2 AVX-512 cores: 16 × 64 took
             // 1.7-2.6 ms, 16 × 576 2.7-3.7 ms and 32 × 64 3.0-4.4 ms in the same noisy runs).
@@ -231,7 +233,7 @@ impl TileKernel for Q8Gemv {
 
     fn plan(&self, p: &Q8GemvProblem, c: &Q8GemvConfig) -> Result<Plan, KernelError> {
         c.validate()?;
-        if p.xq == ActQuant::I8 {
+        if p.xq != ActQuant::F32 {
             let (buffers, launches) = gemv_i8::plan(p, c)?;
             return Ok(Plan { buffers, launches });
         }
@@ -267,7 +269,7 @@ impl TileKernel for Q8Gemv {
         // With `xq=i8` the weights are offset to u8 (`q + 128`), the same values of q.
         let qs = match p.xq {
             ActQuant::F32 => random::integers(&mut rng, DType::I8, n * k, -128, 128),
-            ActQuant::I8 => random::integers(&mut rng, DType::U8, n * k, 0, 256),
+            ActQuant::I8 | ActQuant::I8x2 => random::integers(&mut rng, DType::U8, n * k, 0, 256),
         };
         Buffers::from([
             ("x".to_string(), random::uniform(&mut rng, p.act, m * k, -1.0, 1.0)),
@@ -279,7 +281,7 @@ impl TileKernel for Q8Gemv {
 
     fn reference(&self, p: &Q8GemvProblem, inputs: &Buffers) -> Reference {
         let (x, mut qs, scales) = (inputs["x"].to_f64(), inputs["qs"].to_f64(), inputs["scales"].to_f64());
-        if p.xq == ActQuant::I8 {
+        if p.xq != ActQuant::F32 {
             qs.iter_mut().for_each(|q| *q -= 128.0);
         }
         let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
@@ -293,11 +295,8 @@ impl TileKernel for Q8Gemv {
     }
 
     fn tolerance(&self, p: &Q8GemvProblem, dtype: DType) -> f64 {
-        match p.xq {
-            // Activation quantization dominates every other error; derived in `gemv_i8`.
-            ActQuant::I8 => gemv_i8::TOLERANCE.max(default_tolerance(dtype)),
-            ActQuant::F32 => default_tolerance(dtype),
-        }
+        // Activation quantization dominates every other error; derived in `gemv_i8`.
+        gemv_i8::tolerance(p.xq).max(default_tolerance(dtype))
     }
 
     fn cost(&self, p: &Q8GemvProblem, plan: &Plan, _inputs: &Buffers) -> Cost {
@@ -307,7 +306,7 @@ impl TileKernel for Q8Gemv {
     fn regime(&self, p: &Q8GemvProblem) -> u32 {
         // The three code paths: one-row GEMV, multi-row GEMV, dot; the int8 path is one-row
         // GEMVs for every m.
-        if p.xq == ActQuant::I8 {
+        if p.xq != ActQuant::F32 {
             return 0;
         }
         match p.m {
