@@ -116,7 +116,8 @@ pub struct ModelOptions {
     /// which are then held offset to u8 (a second copy of the tied embedding's `qs` plane,
     /// 28 MiB for SmolLM2). The default is `I8x2`: 2-5× faster than `F32` on AVX-512 VNNI hosts
     /// (SmolLM2's head), logits within 1e-4 of the f64 reference (`runtime/tests/smollm2.rs`);
-    /// `I8` is faster still but errs by 1.1e-2 on SmolLM2's logits.
+    /// `I8` is faster still but errs by 1.1e-2 on SmolLM2's logits. Only one-row head launches
+    /// (a decode token, a prompt's last logits) take it; more rows keep f32 activations.
     pub head_activations: ActQuant,
 }
 
@@ -314,9 +315,8 @@ impl LlamaModel {
             let head = q8_matrix(&source.tensor("output.weight")?, vocab, dim)?;
             if int8_head {
                 store.add("output.qs_u8", HostBuffer::U8(head.offset_qs()));
-            } else {
-                store.add("output.qs", HostBuffer::I8(head.qs));
             }
+            store.add("output.qs", HostBuffer::I8(head.qs));
             store.add("output.scales", HostBuffer::F16(head.scales));
         }
         store.add("output_norm.weight", HostBuffer::F32(vector(&source.tensor("output_norm.weight")?, dim)?));
@@ -550,15 +550,16 @@ impl LlamaModel {
 
     /// Whether the store buffer `name` is a weight a decode token reads once (projections, norms,
     /// the output head; not the KV cache, nor the embedding unless it doubles as the head; with
-    /// the int8 head, its offset `qs_u8` copy and not the embedding's own `qs`).
+    /// the integer head, its offset `qs_u8` copy and not the `i8` plane).
     fn is_weight(&self, name: &str) -> bool {
         let head_reads = match name {
-            "token_embd.qs" => self.options.head_activations == ActQuant::F32,
+            "token_embd.qs" | "output.qs" => self.options.head_activations == ActQuant::F32,
             _ => true,
         };
-        name.starts_with("blk.") && !name.ends_with("_cache")
-            || name.starts_with("token_embd.") && self.config.tied_head && head_reads
-            || name.starts_with("output")
+        head_reads
+            && (name.starts_with("blk.") && !name.ends_with("_cache")
+                || name.starts_with("token_embd.") && self.config.tied_head
+                || name.starts_with("output"))
     }
 
     /// Bytes of K and V one token of context adds (all layers), as the attention reads them.
@@ -986,7 +987,9 @@ impl LlamaModel {
         let mut problem =
             Args::new().with("m", rows).with("n", c.vocab_size).with("k", c.dim).with("act", "f32").with("out", "f32");
         let prefix = if c.tied_head { "token_embd" } else { "output" };
-        let qs = if self.options.head_activations != ActQuant::F32 {
+        // The integer path reads the weights once per row (a GEMV per row), the f32 path once
+        // for up to 16 rows: only one row (a decode token) takes the integer path.
+        let qs = if self.options.head_activations != ActQuant::F32 && rows == 1 {
             problem = problem.with("xq", self.options.head_activations);
             format!("{prefix}.qs_u8")
         } else {
