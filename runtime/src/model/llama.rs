@@ -27,7 +27,9 @@
 //! `dequant_gemm_w4` for Q, K, V, `rope` (adjacent pairs), `paged_kv_append`,
 //! `attention_decode_paged`, `dequant_gemm_w4` for the output projection, the fused `rmsnorm`,
 //! gate and up projections, `silu_mul`, the down projection; then the final fused `rmsnorm` and
-//! `q8_gemv` with the tied head for the rows whose logits were asked for.
+//! `q8_gemv` with the tied head for the rows whose logits were asked for (one row with
+//! activations as two int8 digits, `xq=i8x2`, against a u8-offset copy of the head's weights, by
+//! default: see [`ModelOptions::head_activations`]).
 //!
 //! # Plans and buffers
 //!
