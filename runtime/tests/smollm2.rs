@@ -7,10 +7,10 @@
 mod common;
 
 use kiln_autotune::lookup::Defaults;
+use kiln_kernels::q8::gemv_i8::ActQuant;
 use kiln_runtime::cpu::CpuDevice;
 use kiln_runtime::model::gguf::GgufFile;
 use kiln_runtime::model::llama::{LlamaModel, Logits, ModelOptions, SeqInput};
-use kiln_kernels::q8::gemv_i8::ActQuant;
 use kiln_runtime::model::sampling::argmax;
 use std::sync::{Arc, OnceLock};
 

@@ -27,7 +27,6 @@
 
 use super::gemv_i8;
 use crate::args::parse_dtype;
-use gemv_i8::ActQuant;
 use crate::args::{Args, ArgsKind, Reader};
 use crate::kernel::{default_tolerance, Cost};
 use crate::kernel::{Config, Knob, Problem, SpaceLimits, TileKernel};
@@ -37,6 +36,7 @@ use crate::random;
 use crate::registry::KernelId;
 use crate::tiles::{covering, tile_fn};
 use crate::{ensure, KernelError};
+use gemv_i8::ActQuant;
 use kiln_ir::{DType, KernelBuilder};
 
 pub(super) const NAME: &str = "q8_gemv";
@@ -108,8 +108,12 @@ impl Problem for Q8GemvProblem {
     }
 
     fn to_args(&self) -> Args {
-        let args =
-            Args::new().with("m", self.m).with("n", self.n).with("k", self.k).with("act", self.act).with("out", self.out);
+        let args = Args::new()
+            .with("m", self.m)
+            .with("n", self.n)
+            .with("k", self.k)
+            .with("act", self.act)
+            .with("out", self.out);
         match self.xq {
             ActQuant::F32 => args,
             ActQuant::I8 | ActQuant::I8x2 => args.with("xq", self.xq),
