@@ -487,6 +487,11 @@ fn read_source(path: &Path) -> std::io::Result<String> {
 
 #[derive(Debug, clap::Args)]
 pub struct BenchGenerateArgs {
+    /// How the output head takes a decode token's activations: `i8x2` (two int8 digits per
+    /// element, integer products; logits within ~3e-5 of f32), `f32` (exact), or `i8` (one
+    /// digit; faster, logits off by ~1e-2).
+    #[arg(long, default_value = "i8x2", value_parser = parse_head_activations)]
+    pub head_activations: kiln_kernels::q8::gemv_i8::ActQuant,
     /// The GGUF model (default: SmolLM2-135M-Instruct, fetched with pinned hashes when missing).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -509,6 +514,17 @@ pub struct BenchGenerateArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--head-activations`: `f32`, `i8` or `i8x2`.
+fn parse_head_activations(s: &str) -> Result<kiln_kernels::q8::gemv_i8::ActQuant, String> {
+    use kiln_kernels::q8::gemv_i8::ActQuant;
+    match s {
+        "f32" => Ok(ActQuant::F32),
+        "i8" => Ok(ActQuant::I8),
+        "i8x2" => Ok(ActQuant::I8x2),
+        other => Err(format!("`{other}` is not one of f32, i8, i8x2")),
+    }
 }
 
 /// The model file: `--model`, else SmolLM2 from the model cache (fetched when missing).
@@ -540,6 +556,7 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
     let options = ModelOptions {
         max_seq_len: (args.prefill_tokens + args.decode_tokens + 128).next_multiple_of(16),
         kv_blocks: None,
+        head_activations: args.head_activations,
         ..ModelOptions::default()
     };
     let mut model = LlamaModel::load(&gguf, device.clone(), provider, options)?;
@@ -634,6 +651,11 @@ pub struct GenerateArgs {
     /// products, VNNI where the CPU has it); changes the numerics slightly. Prefill stays f32.
     #[arg(long)]
     pub int8_activations: bool,
+    /// How the output head takes a decode token's activations: `i8x2` (two int8 digits per
+    /// element, integer products; logits within ~3e-5 of f32), `f32` (exact), or `i8` (one
+    /// digit; faster, logits off by ~1e-2).
+    #[arg(long, default_value = "i8x2", value_parser = parse_head_activations)]
+    pub head_activations: kiln_kernels::q8::gemv_i8::ActQuant,
     /// Print one JSON object at the end instead of streaming: `prompt_tokens` (the prompt's ids),
     /// `tokens` (the generated ids), `text`, `prefill_tok_s`, `decode_tok_s`; with
     /// `--speculative` also `acceptance_rate`, `mean_accepted`, `tokens_per_s`,
@@ -684,6 +706,7 @@ fn generate(args: &GenerateArgs) -> Result<String, CliError> {
         max_seq_len,
         kv_blocks: Some(max_seq_len / block),
         int8_activations: args.int8_activations,
+        head_activations: args.head_activations,
         ..ModelOptions::default()
     };
     let mut model = LlamaModel::load(&gguf, device, provider, options)?;

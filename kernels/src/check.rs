@@ -286,9 +286,15 @@ pub fn conformance_shapes(id: crate::KernelId) -> &'static [&'static str] {
             "m=1,n=45,k=256,group=32,quant=sym,act=f32,xq=i8",
             "m=2,n=70,k=384,group=128,quant=asym,act=f16,xq=i8",
         ],
-        crate::KernelId::Q8Gemv => {
-            &["m=1,n=77,k=96,act=f32", "m=5,n=40,k=160,act=f16,out=f16", "m=9,n=33,k=128,act=f32"]
-        }
+        crate::KernelId::Q8Gemv => &[
+            "m=1,n=77,k=96,act=f32",
+            "m=5,n=40,k=160,act=f16,out=f16",
+            "m=9,n=33,k=128,act=f32",
+            // The integer paths, masked (ragged n, k not a whole step) and unmasked.
+            "m=1,n=45,k=96,act=f32,xq=i8",
+            "m=1,n=64,k=576,act=f32,xq=i8x2",
+            "m=2,n=37,k=160,act=f16,xq=i8x2",
+        ],
         crate::KernelId::Embedding => &["tokens=5,vocab=37,dim=96,dtype=f32", "tokens=3,vocab=10,dim=64,dtype=f16"],
         crate::KernelId::PagedKvAppend => &[
             "tokens=7,kv_heads=3,head_dim=64,block=16,n_blocks=4",

@@ -118,6 +118,7 @@ fn q8_gemv_rejects_bad_problems() {
     assert_constraint("q8_gemv", "n=8,k=32", "block_n=48", "block_n = 48");
     assert_constraint("q8_gemv", "n=8,k=32", "block_k=48", "block_k = 48");
     assert_constraint("q8_gemv", "n=8,k=32,dim=3", "", "unknown shape key `dim`");
+    assert_constraint("q8_gemv", "n=8,k=32,xq=i4", "", "xq `i4` is not one of f32, i8, i8x2");
 }
 
 proptest! {
@@ -154,4 +155,82 @@ fn q8_gemv_plans_smollm2_output_head() {
     assert_eq!(plan.buffer("scales").unwrap().len, 49152 * 18);
     assert_eq!(plan.launches[0].grid, [49152 / 64, 1, 1]);
     assert_eq!(k.default_config(&shape).unwrap().to_string(), "block_k=64,block_n=64");
+}
+
+// --- int8 activations (`xq=i8`) --------------------------------------------------------------
+
+#[test]
+fn q8_gemv_int8_activations_match_reference() {
+    // Ragged n for every block_n; k = 96 and 160 are not whole steps of 64 or 128 (masked last
+    // step); several rows; f16 activations and outputs; SmolLM2's head width.
+    let shapes = [
+        "m=1,n=50,k=96,xq=i8",
+        "m=1,n=70,k=576,xq=i8",
+        "m=3,n=41,k=160,act=f16,xq=i8",
+        "m=2,n=33,k=64,out=f16,xq=i8",
+        "m=1,n=50,k=96,xq=i8x2",
+        "m=1,n=64,k=576,xq=i8x2",
+        "m=2,n=41,k=160,act=f16,xq=i8x2",
+    ];
+    for (i, shape) in shapes.iter().enumerate() {
+        assert_conformance("q8_gemv", shape, 3, 700 + i as u64);
+    }
+}
+
+/// Runs `shape` (an `xq` problem) in the interpreter on inputs of `seed` and returns its relative
+/// error against the reference, after checking that the same output fails the tolerance against
+/// scales 2% off: the tolerance catches a kernel that gets its scales wrong by that much.
+fn int8_error_and_wrong_scale_fails(shape: &str, seed: u64) -> f64 {
+    let k = lookup("q8_gemv").unwrap();
+    let shape = Args::parse(shape).unwrap();
+    let tolerance = k.tolerance(&shape, DType::F32).unwrap();
+    let plan = k.plan(&shape, &Args::new()).unwrap();
+    let inputs = k.inputs(&shape, seed).unwrap();
+    let HostBuffer::U8(_) = &inputs["qs"] else { panic!("integer activations take offset u8 weights") };
+    let mut buffers = prepare_buffers("q8_gemv", &plan, &inputs).unwrap();
+    run_plan("q8_gemv", &plan, &mut Interpreter, &mut buffers).unwrap();
+    let good = k.reference(&shape, &inputs).unwrap();
+    let ok = compare("y", &buffers["y"], &good["y"], tolerance);
+    assert!(ok.passed(), "{ok:?}");
+    let mut off = inputs.clone();
+    let HostBuffer::F16(scales) = off.get_mut("scales").unwrap() else { panic!("scales are f16") };
+    scales.iter_mut().for_each(|s| *s = f16::from_f64(s.to_f64() * 1.02));
+    let bad = k.reference(&shape, &off).unwrap();
+    assert!(!compare("y", &buffers["y"], &bad["y"], tolerance).passed());
+    ok.rel_error
+}
+
+#[test]
+fn q8_gemv_int8_tolerance_is_tight() {
+    // The derivation in `gemv_i8` predicts ≈ 0.004 with one digit and ≈ 1.5e-5 with two for
+    // these inputs: an error far below would mean x was not quantized as documented (an f32
+    // path, or a second digit on the one-digit path), far above a broken quantizer.
+    let one = int8_error_and_wrong_scale_fails("m=1,n=96,k=576,xq=i8", 17);
+    assert!(one > 0.001 && one < 0.006, "xq=i8: relative error {one} outside the derived range");
+    let two = int8_error_and_wrong_scale_fails("m=1,n=96,k=576,xq=i8x2", 18);
+    assert!(two > 4e-6 && two < 3e-5, "xq=i8x2: relative error {two} outside the derived range");
+    let k = lookup("q8_gemv").unwrap();
+    let tol = |s: &str| k.tolerance(&Args::parse(s).unwrap(), DType::F32).unwrap();
+    assert_eq!(tol("n=8,k=32,xq=i8"), kiln_kernels::q8::gemv_i8::TOLERANCE);
+    assert_eq!(tol("n=8,k=32,xq=i8x2"), kiln_kernels::q8::gemv_i8::TOLERANCE_I8X2);
+}
+
+#[test]
+fn q8_offset_qs_flips_the_sign_bit() {
+    // `q + 128` for the extremes and zero, and the int8 path on a converted matrix agrees with
+    // the f32 path on the original one (both against the same reference up to the int8 error).
+    assert_eq!(kiln_kernels::q8::offset_qs(&[-128, -1, 0, 1, 127]), vec![0, 127, 128, 129, 255]);
+    let k = lookup("q8_gemv").unwrap();
+    let (f32_shape, i8_shape) = (Args::parse("m=1,n=40,k=64").unwrap(), Args::parse("m=1,n=40,k=64,xq=i8").unwrap());
+    let inputs = k.inputs(&f32_shape, 5).unwrap();
+    let HostBuffer::I8(qs) = &inputs["qs"] else { panic!("qs are i8") };
+    let mut converted = inputs.clone();
+    converted.insert("qs".to_string(), HostBuffer::U8(kiln_kernels::q8::offset_qs(qs)));
+    let plan = k.plan(&i8_shape, &Args::new()).unwrap();
+    let mut buffers = prepare_buffers("q8_gemv", &plan, &converted).unwrap();
+    run_plan("q8_gemv", &plan, &mut Interpreter, &mut buffers).unwrap();
+    let reference = k.reference(&f32_shape, &inputs).unwrap();
+    let tolerance = k.tolerance(&i8_shape, DType::F32).unwrap();
+    let report = compare("y", &buffers["y"], &reference["y"], tolerance);
+    assert!(report.passed(), "{report:?}");
 }

@@ -15,6 +15,7 @@
 
 pub mod embedding;
 pub mod gemv;
+pub mod gemv_i8;
 
 use half::f16;
 use kiln_ir::interp::HostBuffer;
@@ -71,10 +72,21 @@ impl Q8Matrix {
         Ok(Q8Matrix { rows, cols, qs, scales })
     }
 
+    /// The `qs` plane offset by 128 to u8 (`q + 128`, the top bit of each byte flipped), the
+    /// weight layout of `q8_gemv`'s `xq=i8` path.
+    pub fn offset_qs(&self) -> Vec<u8> {
+        offset_qs(&self.qs)
+    }
+
     /// The `qs` (i8) and `scales` (f16) planes as host buffers for a plan.
     pub fn host_buffers(&self) -> (HostBuffer, HostBuffer) {
         (HostBuffer::I8(self.qs.clone()), HostBuffer::F16(self.scales.clone()))
     }
+}
+
+/// `q + 128` as u8 for every value of a Q8_0 `qs` plane (see [`Q8Matrix::offset_qs`]).
+pub fn offset_qs(qs: &[i8]) -> Vec<u8> {
+    qs.iter().map(|&q| (q as u8) ^ 0x80).collect()
 }
 
 /// `qs[r, c] · scales[r, c / 32]` in f64, from the two planes as f64 (a reference helper).
