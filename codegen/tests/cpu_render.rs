@@ -741,6 +741,10 @@ fn int8_gemv_byte_dots_use_vnni_and_match_the_reference() {
             let code = render(gemv, &t).expect("renders").code;
             let vnni = code.contains("_dpbusd_epi32(");
             assert_eq!(vnni, t.vnni && t.isa == kiln_codegen::cpu::CpuIsa::Avx512, "[{}] {shape}", t.fingerprint());
+            // The weight rows are read in place: the dot steps rows by the stride set at run
+            // time (the buffer's row length, or the fallback tile's), not out of a stack copy.
+            let in_place = code.lines().any(|l| l.contains("_dpbusd_epi32(") && l.contains("_s0)"));
+            assert_eq!(in_place, vnni, "[{}] {shape}: weights not read in place", t.fingerprint());
         }
         for t in run_targets() {
             let report = kiln_kernels::check::check(k, &shape, &config, &mut Cpu(t.clone()), 5).expect("check");

@@ -276,16 +276,50 @@ impl Analysis {
                 continue;
             }
             // Every reader is an elementwise loop: an emitted map, or an expression inlined into
-            // one (not into a reduction, which indexes its operands with constant strides).
-            let read_by_maps = users[v.index()].iter().all(|&user| self.feeds_a_map(kernel, &users, user));
+            // one or into a byte dot (not into another reduction, which indexes its operands
+            // with constant strides); or a reshape of whole rows read so (see `row_view`).
+            let read_by_maps = users[v.index()].iter().all(|&user| {
+                self.feeds_a_map(kernel, &users, user)
+                    || kernel.inst(user).results.first().is_some_and(|&r| {
+                        matches!(kernel.inst(user).op, Op::Reshape { .. })
+                            && self.row_view(kernel, r).is_some()
+                            && !users[r.index()].is_empty()
+                            && users[r.index()].iter().all(|&u| self.feeds_a_map(kernel, &users, u))
+                    })
+            });
             self.direct[v.index()] = read_by_maps;
         }
     }
 
+    /// For a view `v` of a rank-2 tile `[rows, len]` of its own storage (a load's whole rows):
+    /// per dim of `v`, the number of rows one step moves (`Some`), or `None` for a dim that
+    /// moves within a row. Only when the dims split into leading row dims (strides multiples of
+    /// `len`) and trailing in-row dims that together stay within one row, so that element
+    /// `(row, col)` is `row · row_stride + col` whatever the row stride is at run time.
+    pub fn row_view(&self, kernel: &Kernel, v: Value) -> Option<Vec<Option<i64>>> {
+        let repr = self.repr(v);
+        let root_dims = kernel.ty(repr.root).shape.dims();
+        if repr.scalar_root || repr.root == v || root_dims.len() != 2 {
+            return None;
+        }
+        let len = i64::from(root_dims[1]);
+        let dims = kernel.ty(v).shape.dims();
+        let split = repr.strides.iter().position(|&s| s == 0 || s % len != 0).unwrap_or(dims.len());
+        let span: i64 = dims[split..].iter().zip(&repr.strides[split..]).map(|(&n, &s)| (i64::from(n) - 1) * s).sum();
+        if repr.strides[split..].iter().any(|&s| s < 0) || span >= len {
+            return None;
+        }
+        Some(repr.strides.iter().enumerate().map(|(d, &s)| (d < split).then_some(s / len)).collect())
+    }
+
     /// Whether `inst` is elementwise and its loop is an emitted map (itself or the map it is
-    /// inlined into).
+    /// inlined into), or it is a byte dot (which walks its operands with runtime row strides
+    /// too, see [`super::bytedot`]).
     fn feeds_a_map(&self, kernel: &Kernel, users: &[Vec<Inst>], inst: Inst) -> bool {
         let data = kernel.inst(inst);
+        if matches!(data.op, Op::Reduce { .. }) && data.results.first().is_some_and(|r| self.byte_dot[r.index()]) {
+            return true;
+        }
         if !is_elementwise(kernel, &data.op) {
             return false;
         }

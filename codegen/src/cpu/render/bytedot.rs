@@ -26,7 +26,7 @@ impl Emitter<'_> {
         let mut strides = vec![row_major(&dims)];
         strides.extend(leaves.iter().map(|&l| self.a.repr(l).strides.clone()));
         let mut runtime = vec![None];
-        runtime.extend(leaves.iter().map(|&l| self.a.direct[l.index()].then(|| self.runtime_strides(l))));
+        runtime.extend(leaves.iter().map(|&l| self.leaf_runtime_strides(l)));
         let nest = collapsed_nest_with(&dims, &strides, &runtime, "i");
         self.declare(out);
         let o = self.name(out);

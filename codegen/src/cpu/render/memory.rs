@@ -578,10 +578,20 @@ impl Emitter<'_> {
         );
         if out.is_some() {
             self.open(&format!("if ({in_bounds})"));
-            self.open(&format!("for (int j = 0; j < {len}; j++)"));
-            let o = o_at(self, "j").unwrap_or_default();
-            self.line(&format!("{o} = {};", from_storage(dtype, &format!("{b}[s + (int64_t)j * d]"))));
-            self.close();
+            let lanes_contiguous = out_repr.as_ref().is_some_and(|r| !r.scalar_root && r.strides.last() == Some(&1));
+            if dtype == DType::F16 && lanes_contiguous && len >= 4 {
+                // The raw halves first, then one vector conversion per 8 lanes (F16C's
+                // `vcvtph2ps`) instead of a scalar conversion per lane.
+                self.line(&format!("uint16_t hb[{len}];"));
+                self.line(&format!("for (int j = 0; j < {len}; j++) hb[j] = {b}[s + (int64_t)j * d];"));
+                let o = o_at(self, "0").unwrap_or_default();
+                self.line(&format!("kiln_f16_load_n(&{o}, hb, {len});"));
+            } else {
+                self.open(&format!("for (int j = 0; j < {len}; j++)"));
+                let o = o_at(self, "j").unwrap_or_default();
+                self.line(&format!("{o} = {};", from_storage(dtype, &format!("{b}[s + (int64_t)j * d]"))));
+                self.close();
+            }
             if let Some(m) = m_at(self, "j") {
                 self.open(&format!("for (int j = 0; j < {len}; j++)"));
                 let (o, x) = (o_at(self, "j").unwrap_or_default(), other_at(self, "j"));

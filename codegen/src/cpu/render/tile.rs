@@ -163,7 +163,7 @@ impl Emitter<'_> {
         strides.extend(leaves.iter().map(|&l| self.a.repr(l).strides.clone()));
         // Loads read in place index their rows through the row strides they set at run time.
         let mut runtime = vec![None];
-        runtime.extend(leaves.iter().map(|&l| self.a.direct[l.index()].then(|| self.runtime_strides(l))));
+        runtime.extend(leaves.iter().map(|&l| self.leaf_runtime_strides(l)));
         let nest = collapsed_nest_with(&dims, &strides, &runtime, "i");
         if self.emit_vector_map(out, inst, &operands, &nest) {
             if round {
@@ -180,6 +180,22 @@ impl Emitter<'_> {
         if round {
             self.emit_round(out);
         }
+    }
+
+    /// The runtime row strides a loop nest indexes the leaf `l` with: those of a load read in
+    /// place, or of a reshape of one (a step along a row dim of the view moves that many rows);
+    /// `None` for a leaf with fixed strides.
+    pub(crate) fn leaf_runtime_strides(&self, l: Value) -> Option<Vec<Option<String>>> {
+        if self.a.direct[l.index()] {
+            return Some(self.runtime_strides(l));
+        }
+        let root = self.a.repr(l).root;
+        if root == l || !self.a.direct[root.index()] {
+            return None;
+        }
+        let rows = self.a.row_view(self.k, l).expect("views of loads read in place are row views");
+        let s0 = format!("{}_s0", self.name(root));
+        Some(rows.into_iter().map(|r| r.map(|r| format!("((int64_t){r} * {s0})"))).collect())
     }
 
     /// The C variables holding the row strides of a load read in place (the last dim is
