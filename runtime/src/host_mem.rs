@@ -56,19 +56,21 @@ unsafe impl GlobalAlloc for HugePageAlloc {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
+        // The layout the block was allocated with: `System` requires the same one back.
+        unsafe { System.dealloc(ptr, large(layout)) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             return std::ptr::null_mut();
         };
-        if large(new_layout).align() == new_layout.align() {
+        if large(layout) == layout && large(new_layout) == new_layout {
             let new = unsafe { System.realloc(ptr, layout, new_size) };
             advise_huge(new, new_size);
             return new;
         }
-        // Growing into a large buffer: a fresh aligned, advised allocation, then the copy.
+        // Into or out of a large buffer (whose block is over-aligned): a fresh allocation with
+        // the new size's layout, advised when large, then the copy.
         let new = unsafe { self.alloc(new_layout) };
         if !new.is_null() {
             unsafe {
@@ -83,8 +85,8 @@ unsafe impl GlobalAlloc for HugePageAlloc {
 /// The layout a buffer is allocated with: large ones start on a huge-page boundary, so the huge
 /// pages cover them from their first byte and rows of a power-of-two size never straddle one
 /// cache line more than they need (a C library's large allocation starts 16 bytes into a page,
-/// which costs a 256-byte KV row a fifth cache line). The system allocator frees any alignment
-/// alike, so `dealloc` needs no special case.
+/// which costs a 256-byte KV row a fifth cache line). `dealloc` and `realloc` hand `System` the
+/// layout the block was allocated with, as it requires.
 fn large(layout: Layout) -> Layout {
     if layout.size() >= HUGE_PAGE_BYTES && layout.align() < HUGE_PAGE_BYTES {
         Layout::from_size_align(layout.size(), HUGE_PAGE_BYTES).unwrap_or(layout)

@@ -110,3 +110,22 @@ fn small_allocations_are_left_alone() {
     advise_huge(std::ptr::null_mut(), BYTES);
     assert!(v.iter().all(|&b| b == 1));
 }
+
+#[test]
+fn growing_into_and_shrinking_out_of_a_large_buffer_keeps_the_contents() {
+    // Small → large → small again: each step crosses the size where the allocator over-aligns,
+    // so the block changes layout and must be copied and freed with the layout it came with.
+    let small = 4096;
+    let mut v: Vec<u32> = (0..small as u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+    let large = 3 << 20;
+    v.reserve_exact(large - v.len());
+    assert!(v.capacity() >= large);
+    assert_eq!(v.as_ptr() as usize % HUGE_PAGE_BYTES, 0, "a large block starts on a huge-page boundary");
+    v.extend((small as u32..large as u32).map(|i| i ^ 0x5a5a_5a5a));
+    v.truncate(small);
+    v.shrink_to_fit();
+    assert!(v.capacity() < large);
+    for (i, x) in v.iter().enumerate() {
+        assert_eq!(*x, (i as u32).wrapping_mul(2_654_435_761), "element {i} after the round trip");
+    }
+}
