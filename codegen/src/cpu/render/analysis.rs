@@ -533,6 +533,11 @@ impl Analysis {
         }
     }
 
+    /// Whether the kernel has any byte dot (its loads are then prefetched for an integer loop).
+    pub fn has_byte_dot(&self) -> bool {
+        self.byte_dot.iter().any(|&d| d)
+    }
+
     pub fn repr(&self, v: Value) -> &Repr {
         self.reprs[v.index()].as_ref().expect("every value of a verified kernel has a layout")
     }

@@ -514,8 +514,7 @@ impl Emitter<'_> {
     /// rows a tile ahead with `prefetcht2` made the same GEMV ~1.4× slower, and a float GEMV is
     /// bound by its conversions, not by latency, and measured no faster either way.
     fn prefetch_ahead(&mut self, b: &str, row_bytes: usize, offsets: Value, outer: Option<u32>) {
-        let byte_dot = self.a.byte_dot.iter().any(|&d| d);
-        let Some(outer) = outer.filter(|_| byte_dot && row_bytes >= 64) else {
+        let Some(outer) = outer.filter(|_| self.a.has_byte_dot() && row_bytes >= 64) else {
             return self.prefetch_continuation(b, row_bytes, offsets);
         };
         // One hint per line, each written out: the same addresses through a loop over lines
@@ -538,7 +537,7 @@ impl Emitter<'_> {
         let dims = self.k.ty(offsets).shape.dims().to_vec();
         let rows: usize = dims[..dims.len().saturating_sub(1)].iter().map(|&d| d as usize).product();
         let tile_bytes = (rows * row_bytes).max(1);
-        let lead = if self.a.byte_dot.iter().any(|&d| d) { PREFETCH_LEAD_BYTES_BYTE_DOT } else { PREFETCH_LEAD_BYTES };
+        let lead = if self.a.has_byte_dot() { PREFETCH_LEAD_BYTES_BYTE_DOT } else { PREFETCH_LEAD_BYTES };
         let iterations = lead.div_ceil(tile_bytes).max(1);
         let distance = (iterations * row_bytes).div_ceil(64).clamp(1, PREFETCH_BYTES / 64) * 64;
         let hint = format!("__builtin_prefetch((const char *)&{b}[s] + {distance});");
