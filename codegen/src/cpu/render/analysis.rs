@@ -229,12 +229,43 @@ impl Analysis {
         for (inst, _) in kernel.walk() {
             a.layout_inst(kernel, inst);
         }
+        a.compute_column_major(kernel);
         a.compute_needed(kernel);
         a.compute_inlined(kernel);
         a.compute_byte_dots(kernel);
         a.compute_in_place(kernel);
         a.compute_direct(kernel);
         a
+    }
+
+    /// Gives column-major storage to the transposed loads (see [`Analysis::transposed_form`])
+    /// read only as the right operand of `dot`s: attention's `kᵀ` `[head_dim, keys]` is then
+    /// stored as the key rows it was read from, with no transpose, and the dot takes each
+    /// output column as a dot product of a row of the left operand with a stored row
+    /// (`Emitter::emit_dot`). A value with any other reader keeps row-major storage.
+    fn compute_column_major(&mut self, kernel: &Kernel) {
+        let mut users: Vec<Vec<Inst>> = vec![Vec::new(); kernel.values.len()];
+        for (inst, _) in kernel.walk() {
+            for v in kernel.inst(inst).op.operands() {
+                users[v.index()].push(inst);
+            }
+        }
+        for (inst, _) in kernel.walk() {
+            let data = kernel.inst(inst);
+            let Op::Load { buffer, offsets, .. } = &data.op else { continue };
+            let v = data.results[0];
+            let transposes = kernel.buffer_dtype(*buffer).is_some_and(super::memory::transposes);
+            if !transposes || self.transposed_form(kernel, *offsets).is_none() || self.repr(v).root != v {
+                continue;
+            }
+            let only_rhs = users[v.index()].iter().all(|&user| {
+                matches!(kernel.inst(user).op, Op::Dot { lhs, rhs, acc } if rhs == v && lhs != v && acc != v)
+            });
+            if only_rhs && !users[v.index()].is_empty() {
+                let rows = i64::from(kernel.ty(v).shape.dims()[0]);
+                self.reprs[v.index()] = Some(Repr { root: v, scalar_root: false, strides: vec![1, rows] });
+            }
+        }
     }
 
     /// Marks the loads whose tile can be read where it lies in the buffer instead of copied into
