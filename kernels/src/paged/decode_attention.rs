@@ -572,7 +572,6 @@ fn build_split_kernel(p: &AttentionDecodePagedProblem, c: &AttentionDecodePagedC
             let next_ok = next.lt(end);
             let next_block = b.load_masked(block_tables, table_row + next / page, next_ok, 0i32);
             let next_base = ((next_block * page + next % page) * n_kv + first_kvh) * d;
-            b.prefetch(k_cache, next_base, Some(next_ok), (hp * d) as u32);
             (next_base, next_ok)
         });
         let visible = keys.row().le(last_key) & key_ok.row();
@@ -583,9 +582,14 @@ fn build_split_kernel(p: &AttentionDecodePagedProblem, c: &AttentionDecodePagedC
             // kᵀ [head_dim, block_n] straight from memory: transposed offsets, no transpose op.
             let k_t = cast_to(b.load_masked(k_cache, dims.col() + base.row(), key_ok.row(), 0.0), qk_dtype);
             let v = b.load_masked(v_cache, base.col() + dims.row(), key_ok.col(), 0.0);
+            // One head's rows at a time, K before its scores and V after, so that the requests
+            // spread over the tile's work rather than fill the miss queues at once.
+            if let Some((next_base, next_ok)) = next {
+                b.prefetch(k_cache, next_base + j as i32 * d, Some(next_ok), d as u32);
+            }
             let scores = b.dot(*q, k_t, b.zeros(&[rows_pad as u32, bn as u32], DType::F32)) * qk_scale;
-            if let (0, Some((next_base, next_ok))) = (j, next) {
-                b.prefetch(v_cache, next_base, Some(next_ok), (hp * d) as u32);
+            if let Some((next_base, next_ok)) = next {
+                b.prefetch(v_cache, next_base + j as i32 * d, Some(next_ok), d as u32);
             }
             let scores = b.select(visible, scores, f32::NEG_INFINITY);
             let m_new = m.maximum(scores.max(1));
