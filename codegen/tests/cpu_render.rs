@@ -857,3 +857,77 @@ fn exp2_matches_f64_over_a_wide_range_in_vector_and_scalar_loops() {
         }
     }
 }
+
+/// A transposed load read only by a `dot` is stored by columns and the dot reads them in place
+/// (no transpose): on a whole tile, with masked-off columns, and when a masked-off column starts
+/// out of bounds (every lane then goes on its own, into the column-major storage).
+#[test]
+fn a_transposed_load_read_by_dot_is_stored_by_columns() {
+    if !have_gcc() {
+        return;
+    }
+    let k = parse(
+        "kernel qk(@q: ptr<f32>, @k: ptr<f32>, @out: ptr<f32>, %n_keys: i32) {
+           %r: i32[4] = arange 0, 4
+           %d: i32[32] = arange 0, 32
+           %c32: i32 = const 32
+           %c32v: i32[4] = broadcast %c32
+           %rq: i32[4] = mul %r, %c32v
+           %rq2: i32[4, 1] = expand_dims %rq, 1
+           %rqb: i32[4, 32] = broadcast %rq2
+           %d2: i32[1, 32] = expand_dims %d, 0
+           %d2b: i32[4, 32] = broadcast %d2
+           %qo: i32[4, 32] = add %rqb, %d2b
+           %q: f32[4, 32] = load @q[%qo]
+           %keys: i32[16] = arange 0, 16
+           %nk: i32[16] = broadcast %n_keys
+           %ok: bool[16] = cmp lt %keys, %nk
+           %ks: i32[16] = broadcast %c32
+           %kb: i32[16] = mul %keys, %ks
+           %dc: i32[32, 1] = expand_dims %d, 1
+           %dcb: i32[32, 16] = broadcast %dc
+           %kr: i32[1, 16] = expand_dims %kb, 0
+           %krb: i32[32, 16] = broadcast %kr
+           %ko: i32[32, 16] = add %dcb, %krb
+           %okr: bool[1, 16] = expand_dims %ok, 0
+           %okb: bool[32, 16] = broadcast %okr
+           %zero: f32 = const 0.0
+           %kt: f32[32, 16] = load @k[%ko], mask %okb, other %zero
+           %acc: f32[4, 16] = const 0.5
+           %s: f32[4, 16] = dot %q, %kt, %acc
+           %c16: i32 = const 16
+           %c16v: i32[4] = broadcast %c16
+           %ro: i32[4] = mul %r, %c16v
+           %ro2: i32[4, 1] = expand_dims %ro, 1
+           %rob: i32[4, 16] = broadcast %ro2
+           %kc: i32[1, 16] = expand_dims %keys, 0
+           %kcb: i32[4, 16] = broadcast %kc
+           %oo: i32[4, 16] = add %rob, %kcb
+           store @out[%oo], %s
+         }",
+    );
+    let q: Vec<f32> = (0..128).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+    let keys: Vec<f32> = (0..12 * 32).map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0).collect();
+    let src = kiln_codegen::cpu::render(&k, &CpuTarget::avx512()).unwrap().code;
+    assert!(!src.contains("kiln_transpose_f32(v"), "the dot reads the columns as stored");
+    // The buffer holds 12 keys: with 12 visible, the masked-off columns 12..15 start out of
+    // bounds; with 7, every column is in bounds and 7..15 are masked off.
+    for n_keys in [7, 12] {
+        let bind = || {
+            vec![
+                Arg::Buffer(HostBuffer::F32(q.clone())),
+                Arg::Buffer(HostBuffer::F32(keys.clone())),
+                Arg::Buffer(HostBuffer::F32(vec![f32::NAN; 64])),
+                Arg::Scalar(Scalar::I32(n_keys)),
+            ]
+        };
+        let mut want = bind();
+        interp::run(&k, [1, 1, 1], &mut want).unwrap();
+        for t in run_targets() {
+            let mut got = bind();
+            run(&k, &t, [1, 1, 1], &mut got).unwrap();
+            let (Arg::Buffer(g), Arg::Buffer(w)) = (&got[2], &want[2]) else { unreachable!("buffers") };
+            same(DType::F32, &g.to_f64(), &w.to_f64()).unwrap_or_else(|e| panic!("{} n_keys {n_keys}: {e}", t.fingerprint()));
+        }
+    }
+}
