@@ -927,7 +927,8 @@ fn a_transposed_load_read_by_dot_is_stored_by_columns() {
             let mut got = bind();
             run(&k, &t, [1, 1, 1], &mut got).unwrap();
             let (Arg::Buffer(g), Arg::Buffer(w)) = (&got[2], &want[2]) else { unreachable!("buffers") };
-            same(DType::F32, &g.to_f64(), &w.to_f64()).unwrap_or_else(|e| panic!("{} n_keys {n_keys}: {e}", t.fingerprint()));
+            same(DType::F32, &g.to_f64(), &w.to_f64())
+                .unwrap_or_else(|e| panic!("{} n_keys {n_keys}: {e}", t.fingerprint()));
         }
     }
 }

@@ -177,7 +177,8 @@ fn attention_decode_paged_several_kv_heads_per_program() {
     assert_eq!(plan.unwrap().launches[0].grid, [1, 3, 1]);
     // Not a divisor of kv_heads, or not a legal value at all.
     assert_constraint(NAME, three, "block_n=16,splits=1,heads_per_program=2", "does not divide kv_heads = 3");
-    assert!(k.plan(&Args::parse(three).unwrap(), &Args::parse("block_n=16,splits=1,heads_per_program=5").unwrap())
+    assert!(k
+        .plan(&Args::parse(three).unwrap(), &Args::parse("block_n=16,splits=1,heads_per_program=5").unwrap())
         .is_err_and(|e| e.to_string().contains("heads_per_program = 5 is not one of")));
 }
 

@@ -23,6 +23,9 @@
 //!   materialised tile per op. Integer `i32` / `u32` tiles (offset forms name their storage),
 //!   f16 / bf16 results (rounded a whole tile at a time) and `div` / `rem` (which check their
 //!   divisor's storage) are never inlined.
+//! - **Column-major loads** (`Analysis::compute_column_major`): a transposed float load (columns
+//!   contiguous in the buffer, attention's `kᵀ`) read only as the right operand of `dot`s is
+//!   stored by columns, as it is read, instead of being transposed into rows.
 //! - **In-place loop updates** ([`Analysis::compute_in_place`]): a loop-carried float tile
 //!   yielded as an elementwise update of itself (`acc + f(...)`), read by nothing else, is
 //!   computed straight into the carried storage instead of a new tile copied back every
@@ -258,9 +261,9 @@ impl Analysis {
             if !transposes || self.transposed_form(kernel, *offsets).is_none() || self.repr(v).root != v {
                 continue;
             }
-            let only_rhs = users[v.index()].iter().all(|&user| {
-                matches!(kernel.inst(user).op, Op::Dot { lhs, rhs, acc } if rhs == v && lhs != v && acc != v)
-            });
+            let only_rhs = users[v.index()].iter().all(
+                |&user| matches!(kernel.inst(user).op, Op::Dot { lhs, rhs, acc } if rhs == v && lhs != v && acc != v),
+            );
             if only_rhs && !users[v.index()].is_empty() {
                 let rows = i64::from(kernel.ty(v).shape.dims()[0]);
                 self.reprs[v.index()] = Some(Repr { root: v, scalar_root: false, strides: vec![1, rows] });

@@ -6,7 +6,9 @@
 //! use the target's GCC vector type explicitly: partial sums in vector registers along a
 //! reduced last axis, and a register-blocked `dot` whose inner loop broadcasts one lhs element
 //! against a vector of rhs columns (loop order i-k-j, so every output sums its products in k
-//! order, each step rounded to f32).
+//! order, each step rounded to f32). A column-major rhs (a transposed load stored as read, see
+//! [`super::analysis::Analysis`]) is instead dotted row by column a vector of k at a time, the
+//! lanes summed at the end (reassociated, as the backend allows for `dot`).
 
 use super::analysis::{row_major, Repr};
 use super::ops::{held_type, round_fn};
