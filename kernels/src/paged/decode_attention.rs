@@ -46,8 +46,10 @@
 //! the tile reads `hp · head_dim` contiguous elements per slot instead of one row. Each head keeps
 //! its own q tile, `m`, `l` and `acc` (three loop-carried tiles per head) and its look-ahead is
 //! issued with its own scores, so the prefetches spread over the tile. The default stays 1: on
-//! the 2-core Zen 5 host at batch 16, ctx 2048, `hp = 8` measured no faster (the CPU time per
-//! run was within noise, 5-10% either way), and a GPU wants the programs.
+//! the 2-core Zen 5 host at batch 16, ctx 2048, `hp = 8` measured no faster (CPU time per run
+//! within 5-10% either way, wall time noisier), SmolLM2's prefill lanes (q_len 16, 3 KV heads)
+//! ran 2.6 ms at `hp = 3` against 2.4 ms at 1, and a GPU wants the programs. The tuner's space
+//! offers 1 and the largest legal value.
 //!
 //! **Split-KV.** The `splits` knob cuts the `ctx` keys into `n_splits` ranges of
 //! `split_size = round_up(ceil(ctx / splits), block_n)` keys (`n_splits = ceil(ctx / split_size)`,
@@ -324,9 +326,11 @@ impl TileKernel for AttentionDecodePaged {
     }
 
     fn default_config(&self, p: &AttentionDecodePagedProblem) -> AttentionDecodePagedConfig {
-        // 32 keys a tile: on the CPU the tile's K, Kᵀ and V (16 KiB each in f32 at head_dim 128)
-        // stay in L1 next to the prefetched next tile. Batch 16 over 2048 keys on 2 Zen 5 cores:
-        // 3.8 ms at 32, 4.0-4.2 ms at 16, 4.6 ms at 64; 4.5 ms at 32 without the look-ahead.
+        // 32 keys a tile: on the CPU the tile's K (kept as its rows, which the dot reads in
+        // place) and V (16 KiB each in f32 at head_dim 128) stay in L1 next to the prefetched
+        // next tile. Batch 16 over 2048 keys on 2 Zen 5 cores, when K still went through a
+        // transpose: 3.8 ms at 32, 4.0-4.2 ms at 16, 4.6 ms at 64; 4.5 ms at 32 without the
+        // look-ahead. Without the transpose and with the polynomial exp2: 3.1 ms at 32.
         let block_n = BLOCK_N.into_iter().find(|&b| b >= p.ctx).unwrap_or(32).min(32);
         // Split while each split keeps at least 256 keys and the grid stays within about two
         // programs per SM of a large GPU; a decode step of few sequences is otherwise a handful
@@ -348,6 +352,9 @@ impl TileKernel for AttentionDecodePaged {
         let cover = BLOCK_N.into_iter().find(|&b| b >= p.ctx).unwrap_or(128);
         let rows = p.rows_pad() as u64;
         let q_fits = rows * p.head_dim as u64 <= limits.max_tile_elements;
+        // One KV head a program, or the most the problem allows: the two ends of the knob.
+        let most_heads = HEADS_PER_PROGRAM.into_iter().filter(|&h| p.kv_heads.is_multiple_of(h)).max().unwrap_or(1);
+        let heads_per_program: &[u32] = if most_heads > 1 { &[1, most_heads] } else { &[1] };
         let mut space = Vec::new();
         for &block_n in BLOCK_N.iter().filter(|&&b| b <= cover) {
             let n = block_n as u64;
@@ -357,7 +364,7 @@ impl TileKernel for AttentionDecodePaged {
             // Only split counts that are what they say: more would leave empty splits behind.
             for &splits in SPLITS.iter().filter(|&&s| split_layout(p.ctx, block_n, s).1 == s) {
                 for &prefetch in &PREFETCH {
-                    for heads_per_program in HEADS_PER_PROGRAM.into_iter().filter(|&h| p.kv_heads.is_multiple_of(h)) {
+                    for &heads_per_program in heads_per_program {
                         space.push(AttentionDecodePagedConfig { block_n, splits, prefetch, heads_per_program });
                     }
                 }
