@@ -755,3 +755,180 @@ fn int8_gemv_byte_dots_use_vnni_and_match_the_reference() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The prelude's exp2 (`kiln_exp2f`, and `kiln_exp2v` in loops of whole vectors) against f64
+/// `exp2` rounded to f32, for arguments swept over [-200, 200] plus the edges: -inf, large
+/// negatives and everything below -150 give 0, subnormal results, 128 and above overflow to inf,
+/// NaN stays NaN. 64 lanes run a vector at a time; 5 lanes (not a whole vector) run scalar, and
+/// the two forms give the same bits.
+#[test]
+fn exp2_matches_f64_over_a_wide_range_in_vector_and_scalar_loops() {
+    if !have_gcc() {
+        return;
+    }
+    let k = parse(
+        "kernel exp2s(@x: ptr<f32>, @y: ptr<f32>, @x5: ptr<f32>, @y5: ptr<f32>) {
+           %p: i32 = program_id 0
+           %l: i32[64] = arange 0, 64
+           %c64: i32 = const 64
+           %base: i32 = mul %p, %c64
+           %bb: i32[64] = broadcast %base
+           %o: i32[64] = add %bb, %l
+           %a: f32[64] = load @x[%o]
+           %e: f32[64] = exp2 %a
+           store @y[%o], %e
+           %l5: i32[5] = arange 0, 5
+           %c5: i32 = const 5
+           %five: i32 = mul %p, %c5
+           %b5: i32[5] = broadcast %five
+           %o5: i32[5] = add %b5, %l5
+           %a5: f32[5] = load @x5[%o5]
+           %e5: f32[5] = exp2 %a5
+           store @y5[%o5], %e5
+         }",
+    );
+    let mut xs: Vec<f32> = (0..64 * 60).map(|i| -200.0 + 400.0 * i as f32 / (64.0 * 60.0 - 1.0) + 0.013).collect();
+    let edges = [
+        f32::NEG_INFINITY,
+        -1e30,
+        -1000.0,
+        -160.0,
+        -150.0,
+        -149.5,
+        -149.0,
+        -140.3,
+        -127.0,
+        -126.0,
+        -0.5,
+        -0.0,
+        0.0,
+        1e-8,
+        0.5,
+        1.0,
+        126.9,
+        127.999,
+        128.0,
+        1e30,
+        f32::INFINITY,
+        f32::NAN,
+    ];
+    xs.extend_from_slice(&edges);
+    xs.resize(xs.len().div_ceil(64) * 64, 3.25);
+    let programs = (xs.len() / 64) as u32;
+    let x5: Vec<f32> = xs[..programs as usize * 5].to_vec();
+    for t in run_targets() {
+        let mut args = vec![
+            Arg::Buffer(HostBuffer::F32(xs.clone())),
+            Arg::Buffer(HostBuffer::F32(vec![-7.0; xs.len()])),
+            Arg::Buffer(HostBuffer::F32(x5.clone())),
+            Arg::Buffer(HostBuffer::F32(vec![-7.0; x5.len()])),
+        ];
+        run(&k, &t, [programs, 1, 1], &mut args).unwrap();
+        let (Arg::Buffer(HostBuffer::F32(y)), Arg::Buffer(HostBuffer::F32(y5))) = (&args[1], &args[3]) else {
+            unreachable!("f32 outputs")
+        };
+        let mut worst = 0.0f64;
+        for (&x, &got) in xs.iter().zip(y) {
+            let want = (x as f64).exp2() as f32;
+            if want.is_nan() {
+                assert!(got.is_nan(), "{}: exp2({x}) = {got}, want NaN", t.fingerprint());
+            } else if want == 0.0 || want.is_infinite() || want < f32::MIN_POSITIVE {
+                // Zero, overflow and subnormal results: within the smallest subnormal.
+                assert!(
+                    got == want || (got - want).abs() <= 2.0 * f32::from_bits(1),
+                    "{}: exp2({x}) = {got:e}, want {want:e}",
+                    t.fingerprint()
+                );
+            } else {
+                let rel = ((got as f64) - (x as f64).exp2()).abs() / (x as f64).exp2();
+                worst = worst.max(rel);
+                assert!(rel < 2.4e-7, "{}: exp2({x}) = {got:e}, want {want:e} (relative {rel:e})", t.fingerprint());
+            }
+        }
+        assert!(worst > 0.0, "a polynomial exp2 is not exact everywhere; the sweep must see it");
+        for (i, &got) in y5.iter().enumerate() {
+            let vector = y[i];
+            assert!(
+                got.to_bits() == vector.to_bits() || (got.is_nan() && vector.is_nan()),
+                "{}: scalar exp2({}) = {got:e}, vector {vector:e}",
+                t.fingerprint(),
+                x5[i]
+            );
+        }
+    }
+}
+
+/// A transposed load read only by a `dot` is stored by columns and the dot reads them in place
+/// (no transpose): on a whole tile, with masked-off columns, and when a masked-off column starts
+/// out of bounds (every lane then goes on its own, into the column-major storage).
+#[test]
+fn a_transposed_load_read_by_dot_is_stored_by_columns() {
+    if !have_gcc() {
+        return;
+    }
+    let k = parse(
+        "kernel qk(@q: ptr<f32>, @k: ptr<f32>, @out: ptr<f32>, %n_keys: i32) {
+           %r: i32[4] = arange 0, 4
+           %d: i32[32] = arange 0, 32
+           %c32: i32 = const 32
+           %c32v: i32[4] = broadcast %c32
+           %rq: i32[4] = mul %r, %c32v
+           %rq2: i32[4, 1] = expand_dims %rq, 1
+           %rqb: i32[4, 32] = broadcast %rq2
+           %d2: i32[1, 32] = expand_dims %d, 0
+           %d2b: i32[4, 32] = broadcast %d2
+           %qo: i32[4, 32] = add %rqb, %d2b
+           %q: f32[4, 32] = load @q[%qo]
+           %keys: i32[16] = arange 0, 16
+           %nk: i32[16] = broadcast %n_keys
+           %ok: bool[16] = cmp lt %keys, %nk
+           %ks: i32[16] = broadcast %c32
+           %kb: i32[16] = mul %keys, %ks
+           %dc: i32[32, 1] = expand_dims %d, 1
+           %dcb: i32[32, 16] = broadcast %dc
+           %kr: i32[1, 16] = expand_dims %kb, 0
+           %krb: i32[32, 16] = broadcast %kr
+           %ko: i32[32, 16] = add %dcb, %krb
+           %okr: bool[1, 16] = expand_dims %ok, 0
+           %okb: bool[32, 16] = broadcast %okr
+           %zero: f32 = const 0.0
+           %kt: f32[32, 16] = load @k[%ko], mask %okb, other %zero
+           %acc: f32[4, 16] = const 0.5
+           %s: f32[4, 16] = dot %q, %kt, %acc
+           %c16: i32 = const 16
+           %c16v: i32[4] = broadcast %c16
+           %ro: i32[4] = mul %r, %c16v
+           %ro2: i32[4, 1] = expand_dims %ro, 1
+           %rob: i32[4, 16] = broadcast %ro2
+           %kc: i32[1, 16] = expand_dims %keys, 0
+           %kcb: i32[4, 16] = broadcast %kc
+           %oo: i32[4, 16] = add %rob, %kcb
+           store @out[%oo], %s
+         }",
+    );
+    let q: Vec<f32> = (0..128).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+    let keys: Vec<f32> = (0..12 * 32).map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0).collect();
+    let src = kiln_codegen::cpu::render(&k, &CpuTarget::avx512()).unwrap().code;
+    assert!(!src.contains("kiln_transpose_f32(v"), "the dot reads the columns as stored");
+    // The buffer holds 12 keys: with 12 visible, the masked-off columns 12..15 start out of
+    // bounds; with 7, every column is in bounds and 7..15 are masked off.
+    for n_keys in [7, 12] {
+        let bind = || {
+            vec![
+                Arg::Buffer(HostBuffer::F32(q.clone())),
+                Arg::Buffer(HostBuffer::F32(keys.clone())),
+                Arg::Buffer(HostBuffer::F32(vec![f32::NAN; 64])),
+                Arg::Scalar(Scalar::I32(n_keys)),
+            ]
+        };
+        let mut want = bind();
+        interp::run(&k, [1, 1, 1], &mut want).unwrap();
+        for t in run_targets() {
+            let mut got = bind();
+            run(&k, &t, [1, 1, 1], &mut got).unwrap();
+            let (Arg::Buffer(g), Arg::Buffer(w)) = (&got[2], &want[2]) else { unreachable!("buffers") };
+            same(DType::F32, &g.to_f64(), &w.to_f64())
+                .unwrap_or_else(|e| panic!("{} n_keys {n_keys}: {e}", t.fingerprint()));
+        }
+    }
+}

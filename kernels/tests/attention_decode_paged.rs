@@ -161,6 +161,28 @@ fn attention_decode_paged_look_ahead_changes_nothing_but_the_hint() {
 }
 
 #[test]
+fn attention_decode_paged_several_kv_heads_per_program() {
+    // 2, 3 and 4 KV heads per program (each with its own q rows, state and output rows), one
+    // split and several, with and without the look-ahead; ragged contexts.
+    let two = "batch=3,q_len=2,ctx=77,heads=8,kv_heads=4,head_dim=64,block=8";
+    let three = "batch=2,q_len=4,ctx=100,heads=9,kv_heads=3,head_dim=64,block=16";
+    for (i, (shape, hp)) in [(two, 2), (two, 4), (three, 3)].iter().enumerate() {
+        for config in ["block_n=16,splits=1,prefetch=1", "block_n=32,splits=2,prefetch=0"] {
+            assert_config(shape, &format!("{config},heads_per_program={hp}"), 110 + i as u64);
+        }
+    }
+    // The grid shrinks by the heads per program.
+    let k = lookup(NAME).unwrap();
+    let plan = k.plan(&Args::parse(two).unwrap(), &Args::parse("block_n=16,splits=1,heads_per_program=4").unwrap());
+    assert_eq!(plan.unwrap().launches[0].grid, [1, 3, 1]);
+    // Not a divisor of kv_heads, or not a legal value at all.
+    assert_constraint(NAME, three, "block_n=16,splits=1,heads_per_program=2", "does not divide kv_heads = 3");
+    assert!(k
+        .plan(&Args::parse(three).unwrap(), &Args::parse("block_n=16,splits=1,heads_per_program=5").unwrap())
+        .is_err_and(|e| e.to_string().contains("heads_per_program = 5 is not one of")));
+}
+
+#[test]
 fn attention_decode_paged_example_problem_and_space() {
     // The registry's example problem passes, and every config of its space plans.
     let k = lookup("attention_decode_paged").unwrap();

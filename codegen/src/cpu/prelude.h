@@ -324,10 +324,120 @@ static inline KILN_UNUSED float kiln_hsumv(kiln_f32v v) {
     return s;
 #endif
 }
+/* out[0] += sum of a's lanes, out[stride] += b's, out[2 * stride] += c's, out[3 * stride] += d's:
+ * the four reductions share their shuffle steps (8 shuffles and 5 adds on 16 lanes instead of
+ * four separate trees). */
+static inline KILN_UNUSED void kiln_hsum4v_add(float *out, int stride, kiln_f32v a, kiln_f32v b, kiln_f32v c,
+                                               kiln_f32v d) {
+#if KILN_VL == 16
+    kiln_f32v x = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
+                + __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    kiln_f32v y = __builtin_shufflevector(c, d, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
+                + __builtin_shufflevector(c, d, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    kiln_f32v z = __builtin_shufflevector(x, y, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27)
+                + __builtin_shufflevector(x, y, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+    z = z + __builtin_shufflevector(z, z, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    z = z + __builtin_shufflevector(z, z, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    out[0] += z[0];
+    out[stride] += z[4];
+    out[2 * stride] += z[8];
+    out[3 * stride] += z[12];
+#elif KILN_VL == 8
+    kiln_f32v x = __builtin_shufflevector(a, b, 0, 1, 2, 3, 8, 9, 10, 11)
+                + __builtin_shufflevector(a, b, 4, 5, 6, 7, 12, 13, 14, 15);
+    kiln_f32v y = __builtin_shufflevector(c, d, 0, 1, 2, 3, 8, 9, 10, 11)
+                + __builtin_shufflevector(c, d, 4, 5, 6, 7, 12, 13, 14, 15);
+    kiln_f32v z = __builtin_shufflevector(x, y, 0, 1, 4, 5, 8, 9, 12, 13)
+                + __builtin_shufflevector(x, y, 2, 3, 6, 7, 10, 11, 14, 15);
+    z = z + __builtin_shufflevector(z, z, 1, 0, 3, 2, 5, 4, 7, 6);
+    out[0] += z[0];
+    out[stride] += z[2];
+    out[2 * stride] += z[4];
+    out[3 * stride] += z[6];
+#else
+    out[0] += kiln_hsumv(a);
+    out[stride] += kiln_hsumv(b);
+    out[2 * stride] += kiln_hsumv(c);
+    out[3 * stride] += kiln_hsumv(d);
+#endif
+}
+
+/* The max of the lanes by halving: each step takes the max of the lower half and the upper half,
+ * so an all-NaN vector gives its last lane as the scalar left-to-right fold does, and the NaN /
+ * signed-zero rules are kiln_maxv's. */
 static inline KILN_UNUSED float kiln_hmaxv(kiln_f32v v) {
+#if KILN_VL == 16
+    v = kiln_maxv(v, __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15));
+    v = kiln_maxv(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7));
+    v = kiln_maxv(v, __builtin_shufflevector(v, v, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3));
+    v = kiln_maxv(v, __builtin_shufflevector(v, v, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1));
+    return v[0];
+#elif KILN_VL == 8
+    v = kiln_maxv(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 4, 5, 6, 7));
+    v = kiln_maxv(v, __builtin_shufflevector(v, v, 2, 3, 2, 3, 2, 3, 2, 3));
+    v = kiln_maxv(v, __builtin_shufflevector(v, v, 1, 1, 1, 1, 1, 1, 1, 1));
+    return v[0];
+#elif KILN_VL == 4
+    v = kiln_maxv(v, __builtin_shufflevector(v, v, 2, 3, 2, 3));
+    v = kiln_maxv(v, __builtin_shufflevector(v, v, 1, 1, 1, 1));
+    return v[0];
+#else
     float s = v[0];
     for (int i = 1; i < KILN_VL; i++) s = kiln_maxf(s, v[i]);
     return s;
+#endif
+}
+
+/* ---- exp2 ----
+ *
+ * 2^x without a libm call, so that a vector of them is a few FMAs: x = n + f with n the nearest
+ * integer and |f| <= 1/2, 2^f by Cephes' exp2f polynomial (relative error below 2e-7, about two
+ * ulps), 2^n put into exponent bits. n is split into two halves so that every result from
+ * 2^-149 to 2^128 comes out of two exact power-of-two scalings; x is clamped to [-160, 160]
+ * first, which sends -inf and everything below 2^-150 to 0 and everything from 128 up to inf.
+ * NaN gives NaN. The scalar and the vector form are the same arithmetic, lane by lane. */
+#define KILN_EXP2_C5 1.535336188319500e-4f
+#define KILN_EXP2_C4 1.339887440266574e-3f
+#define KILN_EXP2_C3 9.618437357674640e-3f
+#define KILN_EXP2_C2 5.550332471162809e-2f
+#define KILN_EXP2_C1 2.402264791363012e-1f
+#define KILN_EXP2_C0 6.931472028550421e-1f
+#define KILN_EXP2_ROUND 12582912.0f /* 1.5 * 2^23: adding it rounds to an integer in the low bits */
+static inline KILN_UNUSED float kiln_exp2f(float x) {
+    float c = x < -160.0f ? -160.0f : x > 160.0f ? 160.0f : x;
+    float t = c + KILN_EXP2_ROUND;
+    float f = c - (t - KILN_EXP2_ROUND);
+    int32_t n = (int32_t)(kiln_f32_bits(t) - kiln_f32_bits(KILN_EXP2_ROUND));
+    float p = KILN_EXP2_C5;
+    p = p * f + KILN_EXP2_C4;
+    p = p * f + KILN_EXP2_C3;
+    p = p * f + KILN_EXP2_C2;
+    p = p * f + KILN_EXP2_C1;
+    p = p * f + KILN_EXP2_C0;
+    p = p * f + 1.0f;
+    int32_t n1 = n >> 1, n2 = n - n1;
+    float r = p * kiln_bits_f32((uint32_t)(n1 + 127) << 23) * kiln_bits_f32((uint32_t)(n2 + 127) << 23);
+    return x != x ? x : r;
+}
+static inline KILN_UNUSED kiln_f32v kiln_exp2v(kiln_f32v x) {
+    const kiln_f32v lo = kiln_f32v_splat(-160.0f), hi = kiln_f32v_splat(160.0f);
+    const kiln_f32v round = kiln_f32v_splat(KILN_EXP2_ROUND);
+    kiln_i32v below = x < lo, above = x > hi;
+    kiln_f32v c = (kiln_f32v)(((kiln_i32v)x & ~(below | above)) | ((kiln_i32v)lo & below) | ((kiln_i32v)hi & above));
+    kiln_f32v t = c + round;
+    kiln_f32v f = c - (t - round);
+    kiln_i32v n = (kiln_i32v)t - (kiln_i32v)round;
+    kiln_f32v p = kiln_f32v_splat(KILN_EXP2_C5);
+    p = p * f + KILN_EXP2_C4;
+    p = p * f + KILN_EXP2_C3;
+    p = p * f + KILN_EXP2_C2;
+    p = p * f + KILN_EXP2_C1;
+    p = p * f + KILN_EXP2_C0;
+    p = p * f + 1.0f;
+    kiln_i32v n1 = n >> 1, n2 = n - n1;
+    kiln_f32v r = p * (kiln_f32v)((n1 + 127) << 23) * (kiln_f32v)((n2 + 127) << 23);
+    kiln_i32v nan = x != x;
+    return (kiln_f32v)(((kiln_i32v)r & ~nan) | ((kiln_i32v)x & nan));
 }
 
 /* ---- atomics: programs run on several threads ---- */

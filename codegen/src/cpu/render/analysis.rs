@@ -23,6 +23,9 @@
 //!   materialised tile per op. Integer `i32` / `u32` tiles (offset forms name their storage),
 //!   f16 / bf16 results (rounded a whole tile at a time) and `div` / `rem` (which check their
 //!   divisor's storage) are never inlined.
+//! - **Column-major loads** (`Analysis::compute_column_major`): a transposed float load (columns
+//!   contiguous in the buffer, attention's `kᵀ`) read only as the right operand of `dot`s is
+//!   stored by columns, as it is read, instead of being transposed into rows.
 //! - **In-place loop updates** ([`Analysis::compute_in_place`]): a loop-carried float tile
 //!   yielded as an elementwise update of itself (`acc + f(...)`), read by nothing else, is
 //!   computed straight into the carried storage instead of a new tile copied back every
@@ -229,12 +232,43 @@ impl Analysis {
         for (inst, _) in kernel.walk() {
             a.layout_inst(kernel, inst);
         }
+        a.compute_column_major(kernel);
         a.compute_needed(kernel);
         a.compute_inlined(kernel);
         a.compute_byte_dots(kernel);
         a.compute_in_place(kernel);
         a.compute_direct(kernel);
         a
+    }
+
+    /// Gives column-major storage to the transposed loads (see [`Analysis::transposed_form`])
+    /// read only as the right operand of `dot`s: attention's `kᵀ` `[head_dim, keys]` is then
+    /// stored as the key rows it was read from, with no transpose, and the dot takes each
+    /// output column as a dot product of a row of the left operand with a stored row
+    /// (`Emitter::emit_dot`). A value with any other reader keeps row-major storage.
+    fn compute_column_major(&mut self, kernel: &Kernel) {
+        let mut users: Vec<Vec<Inst>> = vec![Vec::new(); kernel.values.len()];
+        for (inst, _) in kernel.walk() {
+            for v in kernel.inst(inst).op.operands() {
+                users[v.index()].push(inst);
+            }
+        }
+        for (inst, _) in kernel.walk() {
+            let data = kernel.inst(inst);
+            let Op::Load { buffer, offsets, .. } = &data.op else { continue };
+            let v = data.results[0];
+            let transposes = kernel.buffer_dtype(*buffer).is_some_and(super::memory::transposes);
+            if !transposes || self.transposed_form(kernel, *offsets).is_none() || self.repr(v).root != v {
+                continue;
+            }
+            let only_rhs = users[v.index()].iter().all(
+                |&user| matches!(kernel.inst(user).op, Op::Dot { lhs, rhs, acc } if rhs == v && lhs != v && acc != v),
+            );
+            if only_rhs && !users[v.index()].is_empty() {
+                let rows = i64::from(kernel.ty(v).shape.dims()[0]);
+                self.reprs[v.index()] = Some(Repr { root: v, scalar_root: false, strides: vec![1, rows] });
+            }
+        }
     }
 
     /// Marks the loads whose tile can be read where it lies in the buffer instead of copied into

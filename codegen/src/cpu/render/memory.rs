@@ -15,8 +15,9 @@
 //!   non-temporal stores. A masked load row with no active lane takes `other` without reading.
 //! - **columns**: a rank-2 float load whose *columns* are contiguous (a transposed tile such as
 //!   attention's `kᵀ`) reads each column as a row into a scratch tile and transposes it through
-//!   registers; if any column is not wholly in bounds, every lane goes on its own, in row-major
-//!   order.
+//!   registers, or, when the analysis gives the tile column-major storage (read only by `dot`s),
+//!   reads the columns straight into it; if any column is not wholly in bounds, every lane goes
+//!   on its own, in row-major order.
 //! - **in place**: a row load the analysis marks `direct` checks the whole tile (affine row
 //!   starts: the corner rows bound all others) and the mask once, and then only points the
 //!   tile at the buffer, with runtime row strides its readers index by; otherwise it copies.
@@ -636,11 +637,26 @@ impl Emitter<'_> {
         let (b, n, dtype) = self.buf(acc.buffer);
         let dims = self.k.ty(acc.offsets).shape.dims().to_vec();
         let (rows, cols) = (dims[0], dims[1]);
-        if let Some(v) = out {
+        // Row-major storage, or column-major (the analysis's `compute_column_major`): the
+        // scratch tile's layout, so the columns are read straight into it and not transposed.
+        let column_major = out.is_some_and(|v| {
             let r = self.a.repr(v);
-            assert!(!r.scalar_root && r.strides == row_major(&dims), "a loaded tile has row-major storage");
-        }
+            assert!(!r.scalar_root, "a loaded tile has storage");
+            assert!(
+                r.strides == row_major(&dims) || r.strides == [1, i64::from(rows)],
+                "a loaded tile is stored by rows or by columns"
+            );
+            r.strides != row_major(&dims)
+        });
         let o = out.map_or(String::new(), |v| self.name(v));
+        // Element (i, c) of the result.
+        let o_at = |i: &str, c: &str| {
+            if column_major {
+                format!("{o}[{c} * {rows} + {i}]")
+            } else {
+                format!("{o}[{i} * {cols} + {c}]")
+            }
+        };
         // Column starts, and whether every column is wholly in bounds.
         self.line(&format!("int64_t cs[{cols}];"));
         self.line("int ok = 1;");
@@ -678,7 +694,12 @@ impl Emitter<'_> {
             self.open("if (!ok)");
         } else {
             self.open("if (ok)");
-            self.line(&format!("float kt[{}] __attribute__((aligned(64)));", rows * cols));
+            let kt = if column_major {
+                o.clone()
+            } else {
+                self.line(&format!("float kt[{}] __attribute__((aligned(64)));", rows * cols));
+                "kt".to_string()
+            };
             // A mask (and `other`) constant down each column, as `kᵀ`'s key mask is, is applied
             // to whole columns before the transpose, and masked-off columns are not read.
             let column_mask = mask.is_some_and(|m| m.strides[0] == 0) && other.is_none_or(|x| x.strides[0] == 0);
@@ -686,21 +707,24 @@ impl Emitter<'_> {
             if column_mask {
                 let (m, x) = (m_at(self, "0", "c").unwrap_or_default(), other_at(self, "0", "c"));
                 self.open(&format!("if (!{m})"));
-                self.line(&format!("for (int i = 0; i < {rows}; i++) kt[c * {rows} + i] = {x};"));
+                self.line(&format!("for (int i = 0; i < {rows}; i++) {kt}[c * {rows} + i] = {x};"));
                 self.line("continue;");
                 self.close();
             }
             match dtype {
-                DType::F16 => self.line(&format!("kiln_f16_load_n(&kt[c * {rows}], &{b}[cs[c]], {rows});")),
-                _ => self.line(&format!("memcpy(&kt[c * {rows}], &{b}[cs[c]], {rows} * sizeof(float));")),
+                DType::F16 => self.line(&format!("kiln_f16_load_n(&{kt}[c * {rows}], &{b}[cs[c]], {rows});")),
+                _ => self.line(&format!("memcpy(&{kt}[c * {rows}], &{b}[cs[c]], {rows} * sizeof(float));")),
             }
             self.close();
-            self.line(&format!("kiln_transpose_f32({o}, kt, {cols}, {rows});"));
+            if !column_major {
+                self.line(&format!("kiln_transpose_f32({o}, kt, {cols}, {rows});"));
+            }
             if mask.is_some() && !column_mask {
                 self.open(&format!("for (int i = 0; i < {rows}; i++)"));
                 self.open(&format!("for (int c = 0; c < {cols}; c++)"));
                 let (m, x) = (m_at(self, "i", "c").unwrap_or_default(), other_at(self, "i", "c"));
-                self.line(&format!("{o}[i * {cols} + c] = {m} ? {o}[i * {cols} + c] : {x};"));
+                let e = o_at("i", "c");
+                self.line(&format!("{e} = {m} ? {e} : {x};"));
                 self.close();
                 self.close();
             }
@@ -715,9 +739,9 @@ impl Emitter<'_> {
         self.line(&format!("const int64_t o = {o_lane};"));
         self.line(&format!("if (o < 0 || o >= {n}) {fail}"));
         if out.is_some() {
-            self.line(&format!("{o}[i * {cols} + c] = {};", from_storage(dtype, &format!("{b}[o]"))));
+            self.line(&format!("{} = {};", o_at("i", "c"), from_storage(dtype, &format!("{b}[o]"))));
             self.close_else();
-            self.line(&format!("{o}[i * {cols} + c] = {};", other_at(self, "i", "c")));
+            self.line(&format!("{} = {};", o_at("i", "c"), other_at(self, "i", "c")));
         }
         self.close();
         self.close();

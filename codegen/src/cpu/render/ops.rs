@@ -90,7 +90,8 @@ pub(crate) fn unary(op: UnaryOp, dtype: DType, a: &str) -> String {
         return match op {
             UnaryOp::Neg => format!("(-{a})"),
             UnaryOp::Abs => format!("fabsf({a})"),
-            UnaryOp::Exp2 => format!("exp2f({a})"),
+            // The prelude's exp2, the same arithmetic as the vector form (`render/vector.rs`).
+            UnaryOp::Exp2 => format!("kiln_exp2f({a})"),
             UnaryOp::Log2 => format!("log2f({a})"),
             UnaryOp::Sqrt => format!("sqrtf({a})"),
             UnaryOp::Rsqrt => format!("(1.0f / sqrtf({a}))"),

@@ -6,7 +6,9 @@
 //! use the target's GCC vector type explicitly: partial sums in vector registers along a
 //! reduced last axis, and a register-blocked `dot` whose inner loop broadcasts one lhs element
 //! against a vector of rhs columns (loop order i-k-j, so every output sums its products in k
-//! order, each step rounded to f32).
+//! order, each step rounded to f32). A column-major rhs (a transposed load stored as read, see
+//! [`super::analysis::Analysis`]) is instead dotted row by column a vector of k at a time, the
+//! lanes summed at the end (reassociated, as the backend allows for `dot`).
 
 use super::analysis::{row_major, Repr};
 use super::ops::{held_type, round_fn};
@@ -367,6 +369,17 @@ impl Emitter<'_> {
         let r = self.k.ty(rhs).shape.dims().to_vec();
         let (m, k, n) = (l[0], l[1], r[1]);
         let float = self.k.ty(lhs).dtype.is_float();
+        let rhs_repr = self.a.repr(rhs).clone();
+        if float && rhs_repr.root == rhs && !rhs_repr.scalar_root && rhs_repr.strides == [1, i64::from(k)] {
+            let a = self.contiguous(lhs);
+            let b = self.name(rhs);
+            self.declare(out);
+            let o = self.name(out);
+            let acc_repr = self.a.repr(acc).clone();
+            self.emit_copy(&o, false, &[m, n], &acc_repr);
+            self.emit_dot_columns(&o, &a, &b, (m, k, n));
+            return;
+        }
         let a = self.contiguous(lhs);
         let b = self.contiguous(rhs);
         self.declare(out);
@@ -393,6 +406,56 @@ impl Emitter<'_> {
             ));
         }
         self.close();
+        self.close();
+        self.close();
+    }
+
+    /// f32 `dot` with a column-major right operand (`b[j * k + kk]`, see the analysis's
+    /// `compute_column_major`): each output is the dot product of a row of `a` with a stored
+    /// column, both contiguous along `k`. `mr` rows of `a` by `nc` columns of `b` are summed a
+    /// vector of `k` at a time in registers (each loaded `b` vector serves `mr` rows, each `a`
+    /// vector `nc` columns), then reduced across lanes, four rows at once where they can be.
+    fn emit_dot_columns(&mut self, o: &str, a: &str, b: &str, (m, k, n): (u32, u32, u32)) {
+        let vl = self.target.vector_bytes / 4;
+        if !k.is_multiple_of(vl) || self.target.vector_bytes < 16 {
+            self.open(&format!("for (int i = 0; i < {m}; i++)"));
+            self.open(&format!("for (int j = 0; j < {n}; j++)"));
+            self.line(&format!("float s = {o}[i * {n} + j];"));
+            self.line(&format!("for (int kk = 0; kk < {k}; kk++) s = s + {a}[i * {k} + kk] * {b}[j * {k} + kk];"));
+            self.line(&format!("{o}[i * {n} + j] = s;"));
+            self.close();
+            self.close();
+            return;
+        }
+        let mr = [4u32, 2, 1].into_iter().find(|&r| m.is_multiple_of(r)).unwrap_or(1);
+        let nc = [2u32, 1].into_iter().find(|&c| n.is_multiple_of(c)).unwrap_or(1);
+        self.open(&format!("for (int j = 0; j < {n}; j += {nc})"));
+        self.open(&format!("for (int i = 0; i < {m}; i += {mr})"));
+        for r in 0..mr {
+            for c in 0..nc {
+                self.line(&format!("kiln_f32v c{r}_{c} = kiln_f32v_splat(0.0f);"));
+            }
+        }
+        self.open(&format!("for (int kk = 0; kk < {k}; kk += {vl})"));
+        for c in 0..nc {
+            self.line(&format!("const kiln_f32v b{c} = kiln_loadv(&{b}[(j + {c}) * {k} + kk]);"));
+        }
+        for r in 0..mr {
+            self.line(&format!("const kiln_f32v a{r} = kiln_loadv(&{a}[(i + {r}) * {k} + kk]);"));
+            for c in 0..nc {
+                self.line(&format!("c{r}_{c} = c{r}_{c} + a{r} * b{c};"));
+            }
+        }
+        self.close();
+        for c in 0..nc {
+            if mr == 4 {
+                self.line(&format!("kiln_hsum4v_add(&{o}[i * {n} + j + {c}], {n}, c0_{c}, c1_{c}, c2_{c}, c3_{c});"));
+            } else {
+                for r in 0..mr {
+                    self.line(&format!("{o}[(i + {r}) * {n} + j + {c}] += kiln_hsumv(c{r}_{c});"));
+                }
+            }
+        }
         self.close();
         self.close();
     }

@@ -10,7 +10,8 @@
 //! operands that do not change along the loop kept scalar until an op needs them as vectors.
 //!
 //! Only ops whose vector C computes exactly what the scalar C computes are rendered this way:
-//! float `+ - * /` and negation (the same IEEE operations lane by lane), wrapping `+ - *` on
+//! float `+ - * /` and negation (the same IEEE operations lane by lane), f32 `exp2` (the
+//! prelude's `kiln_exp2v`, the scalar `kiln_exp2f`'s arithmetic lane by lane), wrapping `+ - *` on
 //! unsigned integers, bitwise ops, shifts of unsigned integers by a uniform amount (an amount of
 //! the width or more gives 0, as in the interpreter), and widening or integer conversions. Any
 //! other op in the expression keeps the whole map scalar.
@@ -206,6 +207,11 @@ impl Emitter<'_> {
             }
             Op::Cast { arg, to } => {
                 cast(k.ty(*arg).dtype, *to, &vector(&lanes[0], vector_type(k.ty(*arg).dtype)?)).map(Lanes::Vector)
+            }
+            // The prelude's vector exp2 is the scalar `kiln_exp2f` lane by lane. Only on f32:
+            // an f16 / bf16 result inlined into a larger expression would need rounding first.
+            Op::Unary { op: UnaryOp::Exp2, arg } if k.ty(*arg).dtype == DType::F32 => {
+                Some(Lanes::Vector(format!("kiln_exp2v({})", vector(&lanes[0], "kiln_f32v"))))
             }
             Op::Unary { .. } | Op::Compare { .. } | Op::Select { .. } | Op::Bitcast { .. } => None,
             Op::ProgramId { .. }
