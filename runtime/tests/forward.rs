@@ -99,6 +99,35 @@ fn prefill_and_decode_match_the_f64_reference() {
     assert_eq!(m.cache().len(seq).unwrap(), tokens.len());
 }
 
+/// Q, K and V (gate and up) are held as one matrix; when a file quantizes them differently, the
+/// symmetric ones are converted to the asymmetric form exactly. Mixed and all-symmetric fused
+/// matrices, a one-token step (one fused GEMV) and a prefill (three GEMMs over row views of the
+/// fused weights), against the reference over the file's own blocks.
+#[test]
+fn projections_of_different_formats_fuse_exactly() {
+    let mixed = ["attn_q", "attn_v", "ffn_up", "attn_output"];
+    let all_sym = ["attn_q", "attn_k", "attn_v", "ffn_gate", "ffn_up", "ffn_down"];
+    for (what, names) in [("mixed Q4_0 / Q4_1", &mixed[..]), ("all Q4_0", &all_sym[..])] {
+        let src = common::random_model::with_q4_0(random_model(5), names, 55, 0.002..0.006);
+        let reference = Reference::new(&src);
+        let mut m = model(&src, exact());
+        let mut rng = StdRng::seed_from_u64(12);
+        let mut tokens = random_tokens(&mut rng, 21);
+        let seq = m.add_sequence();
+        let out = m.step(&[SeqInput { seq, tokens: &tokens, logits: Logits::All }]).unwrap();
+        let err = rel_error(&out[0], &reference.logits(&tokens));
+        assert!(err < TOLERANCE, "{what}: prefill logits: relative error {err:.3e}");
+        for _ in 0..2 {
+            let next = rng.random_range(0..300);
+            tokens.push(next);
+            let out = m.step(&[SeqInput { seq, tokens: &[next], logits: Logits::Last }]).unwrap();
+            let want = reference.logits(&tokens);
+            let err = rel_error(&out[0], &want[want.len() - 1..]);
+            assert!(err < TOLERANCE, "{what}: decode logits at {}: relative error {err:.3e}", tokens.len());
+        }
+    }
+}
+
 #[test]
 fn the_default_integer_head_stays_within_its_bound() {
     // The default head quantizes a decode token's activations to two int8 digits per 32: its
