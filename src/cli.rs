@@ -596,18 +596,22 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
     for (k, v) in rows {
         table.push_record([k.to_string(), v]);
     }
-    for (name, n, ms, gbps) in b.decode_profile.iter().take(8) {
+    for (name, n, ms, gbps, programs) in b.decode_profile.iter().take(12) {
         // Only kernels that stream weights (the projections and the head) get a bandwidth; a
         // norm's 2 KiB of weights per launch says nothing about memory.
         let weights = if gbps * ms * 1e6 >= 1048576.0 {
-            format!(" (weights {gbps:.1} GB/s, {:.0}% of read)", gbps / b.read_gbps * 100.0)
+            format!(", weights {gbps:.1} GB/s, {:.0}% of read", gbps / b.read_gbps * 100.0)
         } else {
             String::new()
         };
-        table.push_record([format!("decode step: {name} ×{n}"), format!("{ms:.2} ms{weights}")]);
+        let each = ms * 1e3 / *n as f64;
+        table.push_record([
+            format!("decode step: {name} [{programs}] ×{n}"),
+            format!("{ms:.2} ms ({each:.1} µs each{weights})"),
+        ]);
     }
-    for (name, n, ms, _) in b.prefill_profile.iter().take(8) {
-        table.push_record([format!("prefill pass: {name} ×{n}"), format!("{ms:.2} ms")]);
+    for (name, n, ms, _, programs) in b.prefill_profile.iter().take(10) {
+        table.push_record([format!("prefill pass: {name} [{programs}] ×{n}"), format!("{ms:.2} ms")]);
     }
     Ok(format!("{}\n", table.build().with(tabled::settings::Style::rounded())))
 }

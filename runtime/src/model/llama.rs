@@ -235,10 +235,14 @@ fn part(name: &str, offset: usize, len: usize) -> Region<'_> {
     Region { name, offset, len: Some(len) }
 }
 
-/// Where a profiled pass's time went, per IR kernel ([`LlamaModel::profile`]).
+/// Where a profiled pass's time went, per IR kernel and grid size ([`LlamaModel::profile`]): the
+/// fused Q/K/V GEMV and the output projection are the same IR kernel with grids of different
+/// sizes, and their cost per launch differs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KernelProfile {
     pub kernel: String,
+    /// Programs per launch.
+    pub programs: u64,
     pub launches: usize,
     /// Total seconds of the kernel's launches, each timed from inside the device's pool.
     pub seconds: f64,
@@ -568,7 +572,8 @@ impl LlamaModel {
                     _ => None,
                 })
                 .sum();
-            match by_name.iter_mut().find(|e| e.kernel == kernel) {
+            let programs = launch.grid.iter().map(|&g| u64::from(g)).product::<u64>();
+            match by_name.iter_mut().find(|e| e.kernel == kernel && e.programs == programs) {
                 Some(e) => {
                     e.launches += 1;
                     e.seconds += seconds;
@@ -576,6 +581,7 @@ impl LlamaModel {
                 }
                 None => by_name.push(KernelProfile {
                     kernel: kernel.to_string(),
+                    programs,
                     launches: 1,
                     seconds,
                     weight_bytes: bytes,
@@ -866,7 +872,17 @@ impl LlamaModel {
                             ModelError::Internal(format!("{kernel}: launch binds undeclared buffer `{name}`"))
                         })?;
                         let have = &self.store.bufs[index];
-                        let len = region.len.unwrap_or(have.len());
+                        // Caches and attention inputs are planned for capacity; the store's cache
+                        // pool may differ from the attention problem's implied pool, whose blocks
+                        // are addressed through the block tables only. Any other buffer bound
+                        // whole is seen as the plan declares it (activations are sized for the
+                        // longest step), so the kernel's bounds checks are the plan's.
+                        let pool = name.ends_with("_cache");
+                        let len = match region.len {
+                            Some(len) => len,
+                            None if pool => have.len(),
+                            None => spec.len.min(have.len()),
+                        };
                         if region.offset + len > have.len() {
                             return Err(ModelError::Internal(format!(
                                 "{kernel}: `{name}` binds {len} elements at {} of `{}`, which has {}",
@@ -875,10 +891,6 @@ impl LlamaModel {
                                 have.len()
                             )));
                         }
-                        // Caches and attention inputs are planned for capacity; the store's cache
-                        // pool may differ from the attention problem's implied pool, whose blocks
-                        // are addressed through the block tables only.
-                        let pool = name.ends_with("_cache");
                         if have.dtype() != spec.dtype || (!pool && len < spec.len) {
                             return Err(ModelError::Internal(format!(
                                 "{kernel}: `{name}` needs {} × {}, the store has {} × {}",
