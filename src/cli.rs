@@ -492,6 +492,10 @@ pub struct BenchGenerateArgs {
     /// digit; faster, logits off by ~1e-2).
     #[arg(long, default_value = "i8x2", value_parser = parse_head_activations)]
     pub head_activations: kiln_kernels::q8::gemv_i8::ActQuant,
+    /// Run every projection of a decode step as its own GEMV instead of Q/K/V and gate/up as one
+    /// each (the default), to measure what the fusion saves.
+    #[arg(long)]
+    pub unfused_projections: bool,
     /// The GGUF model (default: SmolLM2-135M-Instruct, fetched with pinned hashes when missing).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -557,6 +561,7 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
         max_seq_len: (args.prefill_tokens + args.decode_tokens + 128).next_multiple_of(16),
         kv_blocks: None,
         head_activations: args.head_activations,
+        fused_projections: !args.unfused_projections,
         ..ModelOptions::default()
     };
     let mut model = LlamaModel::load(&gguf, device.clone(), provider, options)?;

@@ -271,9 +271,7 @@ pub struct View {
 impl View {
     /// Whether the two views share an element.
     pub fn overlaps(&self, other: &View) -> bool {
-        self.buffer == other.buffer
-            && self.offset < other.offset + other.len
-            && other.offset < self.offset + self.len
+        self.buffer == other.buffer && self.offset < other.offset + other.len && other.offset < self.offset + self.len
     }
 }
 
@@ -300,9 +298,9 @@ fn check_views(kernel: &Kernel, grid: [u32; 3], buffers: &[HostBuffer], args: &[
     for (i, (param, arg)) in kernel.params.iter().zip(args).enumerate() {
         match (&param.kind, arg) {
             (ParamKind::Buffer { dtype }, ViewArg::Buffer(v)) => {
-                let b = buffers.get(v.buffer).ok_or_else(|| {
-                    format!("`{}`: buffer {} of {} bound", param.name, v.buffer, buffers.len())
-                })?;
+                let b = buffers
+                    .get(v.buffer)
+                    .ok_or_else(|| format!("`{}`: buffer {} of {} bound", param.name, v.buffer, buffers.len()))?;
                 if b.dtype() != *dtype {
                     return Err(format!("`{}` takes {dtype}, bound to a {} buffer", param.name, b.dtype()));
                 }

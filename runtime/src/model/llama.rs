@@ -121,6 +121,10 @@ pub struct ModelOptions {
     /// `I8` is faster still but errs by 1.1e-2 on SmolLM2's logits. Only one-row head launches
     /// (a decode token, a prompt's last logits) take it; more rows keep f32 activations.
     pub head_activations: ActQuant,
+    /// Run Q/K/V and gate/up as one GEMV each in one-token steps (the default); off, every
+    /// projection is its own GEMV over its rows of the fused weights, as longer steps run them
+    /// (for comparisons: both give the same logits up to f32 rounding).
+    pub fused_projections: bool,
 }
 
 /// The most tokens a step may have for its linear layers to use int8 activations: the int8 path
@@ -136,6 +140,7 @@ impl Default for ModelOptions {
             max_step_tokens: 512,
             int8_activations: false,
             head_activations: ActQuant::I8x2,
+            fused_projections: true,
         }
     }
 }
@@ -1032,14 +1037,15 @@ impl LlamaModel {
             // One token: Q, K and V in one GEMV (its output row is the three blocks). More
             // tokens: three GEMMs over row views of the fused weights, each writing its dense
             // `[m, n]` block, which is what RoPE, the append and attention read.
-            if m == 1 {
+            if m == 1 && self.options.fused_projections {
                 self.gemm(&mut out, m, l, Projection::Qkv, "xn")?;
             } else {
                 for projection in [Projection::Q, Projection::K, Projection::V] {
                     self.gemm(&mut out, m, l, projection, "xn")?;
                 }
             }
-            let (q, k, v) = (self.output(Projection::Q, m), self.output(Projection::K, m), self.output(Projection::V, m));
+            let (q, k, v) =
+                (self.output(Projection::Q, m), self.output(Projection::K, m), self.output(Projection::V, m));
             let rope = Args::new()
                 .with("tokens", m)
                 .with("heads", c.n_heads)
@@ -1094,15 +1100,18 @@ impl LlamaModel {
             self.emit_regions(&mut out, KernelId::AttentionDecodePaged, attention, &bind)?;
             self.gemm(&mut out, m, l, Projection::Output, "attn")?;
             self.rmsnorm(&mut out, m, "o", &format!("blk.{l}.ffn_norm.weight"), true)?;
-            if m == 1 {
+            if m == 1 && self.options.fused_projections {
                 self.gemm(&mut out, m, l, Projection::GateUp, "xn")?;
             } else {
                 self.gemm(&mut out, m, l, Projection::Gate, "xn")?;
                 self.gemm(&mut out, m, l, Projection::Up, "xn")?;
             }
             let silu = Args::new().with("tokens", m).with("dim", c.ffn_dim).with("dtype", "f32");
-            let bind =
-                [("gate", self.output(Projection::Gate, m)), ("up", self.output(Projection::Up, m)), ("out", whole("act"))];
+            let bind = [
+                ("gate", self.output(Projection::Gate, m)),
+                ("up", self.output(Projection::Up, m)),
+                ("out", whole("act")),
+            ];
             self.emit_regions(&mut out, KernelId::SiluMul, silu, &bind)?;
             self.gemm(&mut out, m, l, Projection::Down, "act")?;
         }
