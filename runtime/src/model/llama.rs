@@ -24,12 +24,32 @@
 //! stays in its own row through every row-wise kernel).
 //!
 //! Per step and layer: `rmsnorm` (fused with the residual add from the second norm on),
-//! `dequant_gemm_w4` for Q, K, V, `rope` (adjacent pairs), `paged_kv_append`,
-//! `attention_decode_paged`, `dequant_gemm_w4` for the output projection, the fused `rmsnorm`,
-//! gate and up projections, `silu_mul`, the down projection; then the final fused `rmsnorm` and
+//! `dequant_gemm_w4` for Q, K, V, `rope` (adjacent pairs, Q and K in one launch),
+//! `paged_kv_append`, `attention_decode_paged`, `dequant_gemm_w4` for the output projection, the
+//! fused `rmsnorm`, gate and up projections, `silu_mul`, the down projection; then the final fused
+//! `rmsnorm` and
 //! `q8_gemv` with the tied head for the rows whose logits were asked for (one row with
 //! activations as two int8 digits, `xq=i8x2`, against a u8-offset copy of the head's weights, by
 //! default: see [`ModelOptions::head_activations`]).
+//!
+//! # Fused projections
+//!
+//! The store holds a layer's Q, K and V weights as one int4 matrix (`attn_qkv`, rows of Q, then
+//! K, then V) and gate and up as another (`ffn_gate_up`). A one-token step runs one GEMV over
+//! each (n = 960 and 3072 for SmolLM2) instead of five: at m = 1 a GEMV is far from the memory
+//! roofline and pays a fixed cost per launch (the dispatch, the last programs of a grid running
+//! on one thread), which a wider n spreads over more weights. Its output row is Q, K and V one
+//! after the other, and the kernels after it bind those pieces as [`View`]s of the one buffer
+//! (`CpuDevice::run_views`), so RoPE, the append, attention and `silu_mul` are unchanged.
+//!
+//! A step of more tokens runs one GEMM per projection over row views of the same fused weights
+//! (no second copy), each writing a dense `[m, n]` block of the fused activation buffer: a fused
+//! GEMM's `[m, 960]` output would hold each projection as a column slice with a row stride,
+//! which neither attention nor the append take, and at m > 1 a GEMM already amortises its launch
+//! over the rows it reads each weight tile for. Either way a projection's output is the block at
+//! `m · (first row)` of the buffer (see `Projection`), so the consumers' bindings do not depend
+//! on which path produced it. Every projection goes through `LlamaModel::gemm`, the one place
+//! that builds a GEMM problem (activation dtype included).
 //!
 //! # Plans and buffers
 //!
