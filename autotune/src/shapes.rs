@@ -93,10 +93,10 @@ fn shape(kernel: KernelId, text: &str) -> TuneShape {
     TuneShape { kernel, shape }
 }
 
+/// `projections` are the (n, k) of q and o, k and v, gate and up, down, in that order.
 fn model_set(
     dim: u32,
-    projections: &[(u32, u32)],
-    fused: &[(u32, u32)],
+    projections: [(u32, u32); 4],
     head: (u32, u32),
     attention: (u32, u32, u32),
     group: u32,
@@ -105,12 +105,13 @@ fn model_set(
 ) -> Vec<TuneShape> {
     let mut out = Vec::new();
     for &m in ms {
-        for &(n, k) in projections {
+        for &(n, k) in &projections {
             out.push(shape(KernelId::DequantGemmW4, &format!("m={m},n={n},k={k},group={group},act=f32,quant=asym")));
         }
     }
     // The runtime runs Q/K/V and gate/up as one GEMV each for a one-token step.
-    for &(n, k) in fused {
+    let [(q, k), (kv, _), (ffn, _), _] = projections;
+    for (n, k) in [(q + 2 * kv, k), (2 * ffn, k)] {
         out.push(shape(KernelId::DequantGemmW4, &format!("m=1,n={n},k={k},group={group},act=f32,quant=asym")));
     }
     for &m in ms.iter().filter(|&&m| m < 16) {
@@ -139,15 +140,13 @@ pub fn smollm2() -> Vec<TuneShape> {
     // q and o 576×576, k and v 192×576, gate and up 1536×576, down 576×1536 (n × k); fused
     // q/k/v 960×576 and gate/up 3072×576.
     let projections = [(576, 576), (192, 576), (1536, 576), (576, 1536)];
-    let fused = [(960, 576), (3072, 576)];
-    model_set(576, &projections, &fused, (49152, 576), (9, 3, 64), 32, &[1, 5, 9, 128], &[256, 1024])
+    model_set(576, projections, (49152, 576), (9, 3, 64), 32, &[1, 5, 9, 128], &[256, 1024])
 }
 
 /// Llama-3-8B.
 pub fn llama_8b() -> Vec<TuneShape> {
     let projections = [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336)];
-    let fused = [(6144, 4096), (28672, 4096)];
-    model_set(4096, &projections, &fused, (128256, 4096), (32, 8, 128), 128, &[1, 5], &[1024, 4096])
+    model_set(4096, projections, (128256, 4096), (32, 8, 128), 128, &[1, 5], &[1024, 4096])
 }
 
 /// `shapes` restricted to `kernels` (all when empty).
