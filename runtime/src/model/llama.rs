@@ -1025,7 +1025,7 @@ impl LlamaModel {
             .with("tokens", m)
             .with("dim", self.config.dim)
             .with("dtype", "f32")
-            .with("eps", self.config.rms_eps)
+            .with("eps", eps_key(self.config.rms_eps))
             .with("fused", u32::from(fused));
         let mut bind = vec![("x", x), ("w", w), ("out", "xn")];
         if fused {
@@ -1170,6 +1170,15 @@ impl LlamaModel {
         self.heads.insert((rows, from_xn), launches.clone());
         Ok(launches)
     }
+}
+
+/// The norm's epsilon as its problem key: the kernel takes it as an f32, so the key is the
+/// shortest decimal of that f32. GGUF stores 1e-5 as the nearest f32, which widens to
+/// 9.999999747378752e-6 and would never match a tuning record of `eps=0.00001`; both are the
+/// same f32, so the kernel computes the same either way.
+fn eps_key(eps: f64) -> f64 {
+    let narrow = eps as f32;
+    narrow.to_string().parse().unwrap_or(eps)
 }
 
 fn check_config(c: &LlamaConfig) -> Result<(), ModelError> {
@@ -1363,6 +1372,22 @@ fn w4_weights(t: &RawTensor, n: usize, k: usize) -> Result<W4Weights, ModelError
             }
             let values = float_values(t).ok_or_else(|| ModelError::Internal("float tensor without values".into()))?;
             layout::from_gguf_q4_1(&quantize_q4_1(&values), n, k).map_err(layout_err)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::eps_key;
+
+    #[test]
+    fn eps_keys_are_the_shortest_decimal_of_the_f32() {
+        assert_eq!(eps_key(f64::from(1e-5f32)), 1e-5);
+        assert_eq!(eps_key(f64::from(1e-6f32)), 1e-6);
+        assert_eq!(eps_key(1e-5), 1e-5);
+        // The kernel sees the same f32 either way.
+        for eps in [1e-5f32, 1e-6, 3.3e-7, 0.01] {
+            assert_eq!(eps_key(f64::from(eps)) as f32, eps);
         }
     }
 }
