@@ -2,9 +2,9 @@
 //!
 //! - `smollm2`: SmolLM2-135M on the CPU runtime (f32 activations and KV cache; Q4_1 weights, i.e.
 //!   `quant=asym,group=32`): the seven projections' (n, k) pairs, the tied head, attention
-//!   decode, the residual-fused `rmsnorm`, for m = 1 (decode), 5 and 9 (speculative verify of
-//!   k = 4 and 8 draft tokens: m = batch × (k + 1)) and 128 (prefill); and at m = 1 the fused
-//!   Q/K/V and gate/up projections the runtime runs for one token.
+//!   decode, the residual-fused `rmsnorm` and `silu_mul`, for m = 1 (decode), 5 and 9
+//!   (speculative verify of k = 4 and 8 draft tokens: m = batch × (k + 1)) and 128 (prefill); and
+//!   at m = 1 the fused Q/K/V and gate/up projections the runtime runs for one token.
 //! - `llama-8b`: the same roles at Llama-3-8B's sizes, fewer m values (one shape takes seconds per
 //!   candidate on a small CPU).
 //! - a TOML file of `[[shape]]` tables with `kernel = "NAME"` and `shape = "k=v,..."`.
@@ -131,6 +131,7 @@ fn model_set(
     // Every norm but the first is fused with the residual add in the runtime.
     for &m in ms {
         out.push(shape(KernelId::Rmsnorm, &format!("tokens={m},dim={dim},dtype=f32,fused=1")));
+        out.push(shape(KernelId::SiluMul, &format!("tokens={m},dim={ffn},dtype=f32")));
     }
     out
 }
