@@ -492,6 +492,10 @@ pub struct BenchGenerateArgs {
     /// digit; faster, logits off by ~1e-2).
     #[arg(long, default_value = "i8x2", value_parser = parse_head_activations)]
     pub head_activations: kiln_kernels::q8::gemv_i8::ActQuant,
+    /// Run every projection of a decode step as its own GEMV instead of Q/K/V and gate/up as one
+    /// each (the default), to measure what the fusion saves.
+    #[arg(long)]
+    pub unfused_projections: bool,
     /// The GGUF model (default: SmolLM2-135M-Instruct, fetched with pinned hashes when missing).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -557,6 +561,7 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
         max_seq_len: (args.prefill_tokens + args.decode_tokens + 128).next_multiple_of(16),
         kv_blocks: None,
         head_activations: args.head_activations,
+        fused_projections: !args.unfused_projections,
         ..ModelOptions::default()
     };
     let mut model = LlamaModel::load(&gguf, device.clone(), provider, options)?;
@@ -596,18 +601,22 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
     for (k, v) in rows {
         table.push_record([k.to_string(), v]);
     }
-    for (name, n, ms, gbps) in b.decode_profile.iter().take(8) {
+    for (name, n, ms, gbps, programs) in b.decode_profile.iter().take(12) {
         // Only kernels that stream weights (the projections and the head) get a bandwidth; a
         // norm's 2 KiB of weights per launch says nothing about memory.
         let weights = if gbps * ms * 1e6 >= 1048576.0 {
-            format!(" (weights {gbps:.1} GB/s, {:.0}% of read)", gbps / b.read_gbps * 100.0)
+            format!(", weights {gbps:.1} GB/s, {:.0}% of read", gbps / b.read_gbps * 100.0)
         } else {
             String::new()
         };
-        table.push_record([format!("decode step: {name} ×{n}"), format!("{ms:.2} ms{weights}")]);
+        let each = ms * 1e3 / *n as f64;
+        table.push_record([
+            format!("decode step: {name} [{programs}] ×{n}"),
+            format!("{ms:.2} ms ({each:.1} µs each{weights})"),
+        ]);
     }
-    for (name, n, ms, _) in b.prefill_profile.iter().take(8) {
-        table.push_record([format!("prefill pass: {name} ×{n}"), format!("{ms:.2} ms")]);
+    for (name, n, ms, _, programs) in b.prefill_profile.iter().take(10) {
+        table.push_record([format!("prefill pass: {name} [{programs}] ×{n}"), format!("{ms:.2} ms")]);
     }
     Ok(format!("{}\n", table.build().with(tabled::settings::Style::rounded())))
 }

@@ -2,8 +2,9 @@
 //!
 //! - `smollm2`: SmolLM2-135M on the CPU runtime (f32 activations and KV cache; Q4_1 weights, i.e.
 //!   `quant=asym,group=32`): the seven projections' (n, k) pairs, the tied head, attention
-//!   decode, for m = 1 (decode), 5 and 9 (speculative verify of k = 4 and 8 draft tokens:
-//!   m = batch × (k + 1)) and 128 (prefill).
+//!   decode, the residual-fused `rmsnorm` and `silu_mul`, for m = 1 (decode), 5 and 9
+//!   (speculative verify of k = 4 and 8 draft tokens: m = batch × (k + 1)) and 128 (prefill); and
+//!   at m = 1 the fused Q/K/V and gate/up projections the runtime runs for one token.
 //! - `llama-8b`: the same roles at Llama-3-8B's sizes, fewer m values (one shape takes seconds per
 //!   candidate on a small CPU).
 //! - a TOML file of `[[shape]]` tables with `kernel = "NAME"` and `shape = "k=v,..."`.
@@ -92,9 +93,10 @@ fn shape(kernel: KernelId, text: &str) -> TuneShape {
     TuneShape { kernel, shape }
 }
 
+/// `projections` are the (n, k) of q and o, k and v, gate and up, down, in that order.
 fn model_set(
     dim: u32,
-    projections: &[(u32, u32)],
+    projections: [(u32, u32); 4],
     head: (u32, u32),
     attention: (u32, u32, u32),
     group: u32,
@@ -103,9 +105,14 @@ fn model_set(
 ) -> Vec<TuneShape> {
     let mut out = Vec::new();
     for &m in ms {
-        for &(n, k) in projections {
+        for &(n, k) in &projections {
             out.push(shape(KernelId::DequantGemmW4, &format!("m={m},n={n},k={k},group={group},act=f32,quant=asym")));
         }
+    }
+    // The runtime runs Q/K/V and gate/up as one GEMV each for a one-token step.
+    let [(q, k), (kv, _), (ffn, _), _] = projections;
+    for (n, k) in [(q + 2 * kv, k), (2 * ffn, k)] {
+        out.push(shape(KernelId::DequantGemmW4, &format!("m=1,n={n},k={k},group={group},act=f32,quant=asym")));
     }
     for &m in ms.iter().filter(|&&m| m < 16) {
         out.push(shape(KernelId::Q8Gemv, &format!("m={m},n={},k={},act=f32", head.0, head.1)));
@@ -121,23 +128,26 @@ fn model_set(
             ));
         }
     }
+    // Every norm but the first is fused with the residual add in the runtime.
     for &m in ms {
-        out.push(shape(KernelId::Rmsnorm, &format!("tokens={m},dim={dim},dtype=f32")));
+        out.push(shape(KernelId::Rmsnorm, &format!("tokens={m},dim={dim},dtype=f32,fused=1")));
+        out.push(shape(KernelId::SiluMul, &format!("tokens={m},dim={ffn},dtype=f32")));
     }
     out
 }
 
 /// SmolLM2-135M.
 pub fn smollm2() -> Vec<TuneShape> {
-    // q and o 576×576, k and v 192×576, gate and up 1536×576, down 576×1536 (n × k).
+    // q and o 576×576, k and v 192×576, gate and up 1536×576, down 576×1536 (n × k); fused
+    // q/k/v 960×576 and gate/up 3072×576.
     let projections = [(576, 576), (192, 576), (1536, 576), (576, 1536)];
-    model_set(576, &projections, (49152, 576), (9, 3, 64), 32, &[1, 5, 9, 128], &[256, 1024])
+    model_set(576, projections, (49152, 576), (9, 3, 64), 32, &[1, 5, 9, 128], &[256, 1024])
 }
 
 /// Llama-3-8B.
 pub fn llama_8b() -> Vec<TuneShape> {
     let projections = [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336)];
-    model_set(4096, &projections, (128256, 4096), (32, 8, 128), 128, &[1, 5], &[1024, 4096])
+    model_set(4096, projections, (128256, 4096), (32, 8, 128), 128, &[1, 5], &[1024, 4096])
 }
 
 /// `shapes` restricted to `kernels` (all when empty).

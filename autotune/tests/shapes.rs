@@ -41,6 +41,10 @@ fn named_sets_are_valid_and_cover_decode_verify_and_prefill() {
     let smollm2 = shapes::smollm2();
     assert!(smollm2.iter().any(|s| s.shape.get("m") == Some("9") && s.shape.get("n") == Some("1536")));
     assert!(smollm2.iter().any(|s| s.shape.get("m") == Some("128")));
+    // The one-token fused projections the runtime runs: Q/K/V (576 + 2 · 192) and gate/up.
+    for n in ["960", "3072"] {
+        assert!(smollm2.iter().any(|s| s.shape.get("m") == Some("1") && s.shape.get("n") == Some(n)), "fused n = {n}");
+    }
 }
 
 #[test]

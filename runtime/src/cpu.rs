@@ -150,6 +150,57 @@ impl CpuDevice {
                 Arg::Scalar(s) => scalars[i] = scalar_bits(s),
             }
         }
+        self.dispatch(module, grid, &buffers, &lens, &scalars)
+    }
+
+    /// Runs `module` over `grid` with buffer arguments that are windows ([`View`]s) of `buffers`:
+    /// a kernel parameter then sees `len` elements starting at element `offset`, as if they were a
+    /// buffer of their own. Several views of one buffer may be bound to one launch (the slices of
+    /// a fused projection's output) as long as they do not overlap, so that no two parameters
+    /// alias. Every view is checked against its buffer's length and the parameter's dtype.
+    pub fn run_views(
+        &self,
+        module: &CpuModule,
+        grid: [u32; 3],
+        buffers: &mut [HostBuffer],
+        args: &[ViewArg],
+    ) -> Result<(), CpuError> {
+        let kernel = &module.kernel;
+        let bad = |message: String| CpuError::BadArgs { kernel: kernel.name.clone(), message };
+        check_views(kernel, grid, buffers, args).map_err(bad)?;
+        let n = kernel.params.len();
+        // Few parameters: fixed arrays keep a launch free of allocations.
+        let mut ptrs = [std::ptr::null_mut::<c_void>(); MAX_VIEW_PARAMS];
+        let mut lens = [0i64; MAX_VIEW_PARAMS];
+        let mut scalars = [0u32; MAX_VIEW_PARAMS];
+        for (i, arg) in args.iter().enumerate() {
+            match arg {
+                ViewArg::Buffer(v) => {
+                    let b = &mut buffers[v.buffer];
+                    let base = buffer_ptr(b).cast::<u8>();
+                    // SAFETY: `check_views` proved `offset + len <= b.len()`, so the window lies
+                    // inside the buffer's allocation.
+                    ptrs[i] = unsafe { base.add(v.offset * b.dtype().size_bytes()) }.cast();
+                    lens[i] = v.len as i64;
+                }
+                ViewArg::Scalar(s) => scalars[i] = scalar_bits(s),
+            }
+        }
+        self.dispatch(module, grid, &ptrs[..n], &lens[..n], &scalars[..n])
+    }
+
+    /// Runs the programs of `grid` on checked argument arrays: a grid of at most
+    /// [`INLINE_PROGRAMS`] programs on the calling thread, a larger one split into a few ranges
+    /// per worker of the pool.
+    fn dispatch(
+        &self,
+        module: &CpuModule,
+        grid: [u32; 3],
+        buffers: &[*mut c_void],
+        lens: &[i64],
+        scalars: &[u32],
+    ) -> Result<(), CpuError> {
+        let kernel = &module.kernel;
         let c_args = KilnArgs {
             buffers: buffers.as_ptr(),
             buffer_lens: lens.as_ptr(),
@@ -157,29 +208,41 @@ impl CpuDevice {
             grid: grid.map(|g| g as i32),
         };
         let total = grid.iter().map(|&g| g as i64).product::<i64>();
-        // A few ranges per thread balance uneven programs without much call overhead.
-        let chunks = (self.threads() as i64 * 4).clamp(1, total.max(1));
-        let per = (total + chunks - 1) / chunks;
-        let shared = SharedArgs(&c_args);
         let entry = module.entry;
-        let errors: Vec<KilnError> = self.pool.install(|| {
-            use rayon::prelude::*;
-            (0..chunks)
-                .into_par_iter()
-                .filter_map(|c| {
-                    let (begin, end) = (c * per, ((c + 1) * per).min(total));
-                    if begin >= end {
-                        return None;
-                    }
-                    let mut err = KilnError::default();
-                    // SAFETY: the arguments were checked against the kernel's signature; buffers
-                    // outlive the call; generated code bounds-checks every access and programs
-                    // write disjoint or atomically updated memory as the IR's semantics require.
-                    let code = unsafe { entry(shared.get(), begin, end, &mut err) };
-                    (code != 0).then_some(err)
-                })
-                .collect()
-        });
+        let errors: Vec<KilnError> = if total <= INLINE_PROGRAMS {
+            let mut err = KilnError::default();
+            // SAFETY: as below; one thread runs every program.
+            let code = unsafe { entry(&c_args, 0, total, &mut err) };
+            if code != 0 {
+                vec![err]
+            } else {
+                Vec::new()
+            }
+        } else {
+            // A few ranges per thread balance uneven programs without much call overhead.
+            let chunks = (self.threads() as i64 * 4).clamp(1, total.max(1));
+            let per = (total + chunks - 1) / chunks;
+            let shared = SharedArgs(&c_args);
+            self.pool.install(|| {
+                use rayon::prelude::*;
+                (0..chunks)
+                    .into_par_iter()
+                    .filter_map(|c| {
+                        let (begin, end) = (c * per, ((c + 1) * per).min(total));
+                        if begin >= end {
+                            return None;
+                        }
+                        let mut err = KilnError::default();
+                        // SAFETY: the arguments were checked against the kernel's signature;
+                        // buffers outlive the call; generated code bounds-checks every access and
+                        // programs write disjoint or atomically updated memory as the IR's
+                        // semantics require.
+                        let code = unsafe { entry(shared.get(), begin, end, &mut err) };
+                        (code != 0).then_some(err)
+                    })
+                    .collect()
+            })
+        };
         match errors.into_iter().min_by_key(|e| e.program) {
             None => Ok(()),
             Some(e) => {
@@ -187,6 +250,92 @@ impl CpuDevice {
             }
         }
     }
+}
+
+/// Grids of at most this many programs run on the calling thread: handing a program or two to
+/// the pool costs more than it saves.
+const INLINE_PROGRAMS: i64 = 1;
+
+/// Most parameters a kernel run through [`CpuDevice::run_views`] may have.
+pub const MAX_VIEW_PARAMS: usize = 16;
+
+/// `len` elements of buffer `buffer` (an index into the slice given to
+/// [`CpuDevice::run_views`]) starting at element `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct View {
+    pub buffer: usize,
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl View {
+    /// Whether the two views share an element.
+    pub fn overlaps(&self, other: &View) -> bool {
+        self.buffer == other.buffer && self.offset < other.offset + other.len && other.offset < self.offset + self.len
+    }
+}
+
+/// One argument of [`CpuDevice::run_views`], in parameter order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ViewArg {
+    Buffer(View),
+    Scalar(kiln_ir::interp::Scalar),
+}
+
+/// The launch checks of `kiln_ir::interp::check_launch` for views, plus each view inside its
+/// buffer and no two views overlapping.
+fn check_views(kernel: &Kernel, grid: [u32; 3], buffers: &[HostBuffer], args: &[ViewArg]) -> Result<(), String> {
+    use kiln_ir::ParamKind;
+    if grid.iter().any(|&d| d == 0 || d > i32::MAX as u32) {
+        return Err(format!("grid {grid:?} has an empty or too large dimension"));
+    }
+    if args.len() != kernel.params.len() {
+        return Err(format!("{} parameters, {} arguments", kernel.params.len(), args.len()));
+    }
+    if args.len() > MAX_VIEW_PARAMS {
+        return Err(format!("{} parameters; views take at most {MAX_VIEW_PARAMS}", args.len()));
+    }
+    for (i, (param, arg)) in kernel.params.iter().zip(args).enumerate() {
+        match (&param.kind, arg) {
+            (ParamKind::Buffer { dtype }, ViewArg::Buffer(v)) => {
+                let b = buffers
+                    .get(v.buffer)
+                    .ok_or_else(|| format!("`{}`: buffer {} of {} bound", param.name, v.buffer, buffers.len()))?;
+                if b.dtype() != *dtype {
+                    return Err(format!("`{}` takes {dtype}, bound to a {} buffer", param.name, b.dtype()));
+                }
+                if v.offset.checked_add(v.len).is_none_or(|end| end > b.len()) {
+                    return Err(format!(
+                        "`{}`: view of {} elements at {} past the end of a buffer of {}",
+                        param.name,
+                        v.len,
+                        v.offset,
+                        b.len()
+                    ));
+                }
+                let earlier = args[..i].iter().zip(&kernel.params).find_map(|(a, p)| match a {
+                    ViewArg::Buffer(w) if w.overlaps(v) => Some(&p.name),
+                    _ => None,
+                });
+                if let Some(other) = earlier {
+                    return Err(format!("`{}` overlaps `{other}` in the same buffer", param.name));
+                }
+            }
+            (ParamKind::Scalar { value }, ViewArg::Scalar(s)) => {
+                let dtype = kernel.ty(*value).dtype;
+                if s.dtype() != dtype {
+                    return Err(format!("scalar `{}` takes {dtype}, got {}", param.name, s.dtype()));
+                }
+            }
+            (ParamKind::Buffer { .. }, ViewArg::Scalar(_)) => {
+                return Err(format!("`{}` is a buffer, bound to a scalar", param.name))
+            }
+            (ParamKind::Scalar { .. }, ViewArg::Buffer(_)) => {
+                return Err(format!("`{}` is a scalar, bound to a buffer", param.name))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Lets the argument block cross into worker threads.

@@ -179,12 +179,17 @@ pub struct GenerateBench {
     pub prefill_tokens: usize,
     pub prefill_ms: f64,
     pub prefill_tok_s: f64,
-    /// Where a decode step's time goes: (IR kernel, launches, ms, GB/s of weights read), slowest
-    /// first; the last over `read_gbps` is how close the kernel comes to the memory roofline.
-    pub decode_profile: Vec<(String, usize, f64, f64)>,
+    /// Where a decode step's time goes: (IR kernel, launches, ms, GB/s of weights read, programs
+    /// per launch), per kernel and grid size, slowest first; the GB/s over `read_gbps` is how
+    /// close the kernel comes to the memory roofline.
+    pub decode_profile: Vec<ProfileRow>,
     /// The same for a pass of the prefill.
-    pub prefill_profile: Vec<(String, usize, f64, f64)>,
+    pub prefill_profile: Vec<ProfileRow>,
 }
+
+/// A profile entry of [`GenerateBench`]: (IR kernel, launches, ms, GB/s of weights read, programs
+/// per launch).
+pub type ProfileRow = (String, usize, f64, f64, u64);
 
 /// Decode tokens/s at batch 1 against the memory roofline, and prefill tokens/s for a prompt of
 /// `prefill_tokens` tokens (random ids from `seed`), on `model`'s device.
@@ -268,10 +273,10 @@ pub fn bench_generate(
     })
 }
 
-/// (kernel, launches, ms, GB/s of weights read) of a profile entry.
-fn profile_row(p: crate::model::llama::KernelProfile) -> (String, usize, f64, f64) {
+/// (kernel, launches, ms, GB/s of weights read, programs per launch) of a profile entry.
+fn profile_row(p: crate::model::llama::KernelProfile) -> ProfileRow {
     let gbps = if p.seconds > 0.0 { p.weight_bytes as f64 / p.seconds / 1e9 } else { 0.0 };
-    (p.kernel, p.launches, p.seconds * 1e3, gbps)
+    (p.kernel, p.launches, p.seconds * 1e3, gbps, p.programs)
 }
 
 fn median(xs: &mut [f64]) -> f64 {

@@ -99,6 +99,60 @@ fn prefill_and_decode_match_the_f64_reference() {
     assert_eq!(m.cache().len(seq).unwrap(), tokens.len());
 }
 
+/// Q, K and V (gate and up) are held as one matrix; when a file quantizes them differently, the
+/// symmetric ones are converted to the asymmetric form exactly. Mixed and all-symmetric fused
+/// matrices, a one-token step (one fused GEMV) and a prefill (three GEMMs over row views of the
+/// fused weights), against the reference over the file's own blocks.
+#[test]
+fn projections_of_different_formats_fuse_exactly() {
+    let mixed = ["attn_q", "attn_v", "ffn_up", "attn_output"];
+    let all_sym = ["attn_q", "attn_k", "attn_v", "ffn_gate", "ffn_up", "ffn_down"];
+    for (what, names) in [("mixed Q4_0 / Q4_1", &mixed[..]), ("all Q4_0", &all_sym[..])] {
+        let src = common::random_model::with_q4_0(random_model(5), names, 55, 0.002..0.006);
+        let reference = Reference::new(&src);
+        let mut m = model(&src, exact());
+        let mut rng = StdRng::seed_from_u64(12);
+        let mut tokens = random_tokens(&mut rng, 21);
+        let seq = m.add_sequence();
+        let out = m.step(&[SeqInput { seq, tokens: &tokens, logits: Logits::All }]).unwrap();
+        let err = rel_error(&out[0], &reference.logits(&tokens));
+        assert!(err < TOLERANCE, "{what}: prefill logits: relative error {err:.3e}");
+        for _ in 0..2 {
+            let next = rng.random_range(0..300);
+            tokens.push(next);
+            let out = m.step(&[SeqInput { seq, tokens: &[next], logits: Logits::Last }]).unwrap();
+            let want = reference.logits(&tokens);
+            let err = rel_error(&out[0], &want[want.len() - 1..]);
+            assert!(err < TOLERANCE, "{what}: decode logits at {}: relative error {err:.3e}", tokens.len());
+        }
+    }
+}
+
+/// One GEMV for Q/K/V and one for gate/up (the default for one-token steps) against a GEMV per
+/// projection over the same weights: the same logits up to f32 rounding, and the same cache
+/// contents (the next token's logits depend on every K/V written before), over several decode
+/// steps after a prefill.
+#[test]
+fn fused_projections_match_one_gemv_per_projection() {
+    let src = random_model(6);
+    let mut fused = model(&src, exact());
+    let mut apart = model(&src, ModelOptions { fused_projections: false, ..exact() });
+    let mut rng = StdRng::seed_from_u64(13);
+    let prompt = random_tokens(&mut rng, 9);
+    let (a, b) = (fused.add_sequence(), apart.add_sequence());
+    fused.step(&[SeqInput { seq: a, tokens: &prompt, logits: Logits::Last }]).unwrap();
+    apart.step(&[SeqInput { seq: b, tokens: &prompt, logits: Logits::Last }]).unwrap();
+    for _ in 0..5 {
+        let next = [rng.random_range(0..300)];
+        let x = fused.step(&[SeqInput { seq: a, tokens: &next, logits: Logits::Last }]).unwrap();
+        let y = apart.step(&[SeqInput { seq: b, tokens: &next, logits: Logits::Last }]).unwrap();
+        let want: Vec<f64> = y[0].iter().map(|&v| f64::from(v)).collect();
+        let err = rel_error(&x[0], &[want]);
+        // Only the summation order of f32 products may differ between the two GEMV shapes.
+        assert!(err < 1e-6, "fused against separate projections: relative error {err:.3e}");
+    }
+}
+
 #[test]
 fn the_default_integer_head_stays_within_its_bound() {
     // The default head quantizes a decode token's activations to two int8 digits per 32: its

@@ -24,12 +24,35 @@
 //! stays in its own row through every row-wise kernel).
 //!
 //! Per step and layer: `rmsnorm` (fused with the residual add from the second norm on),
-//! `dequant_gemm_w4` for Q, K, V, `rope` (adjacent pairs), `paged_kv_append`,
-//! `attention_decode_paged`, `dequant_gemm_w4` for the output projection, the fused `rmsnorm`,
-//! gate and up projections, `silu_mul`, the down projection; then the final fused `rmsnorm` and
+//! `dequant_gemm_w4` for Q, K, V, `rope` (adjacent pairs, Q and K in one launch),
+//! `paged_kv_append`, `attention_decode_paged`, `dequant_gemm_w4` for the output projection, the
+//! fused `rmsnorm`, gate and up projections, `silu_mul`, the down projection; then the final fused
+//! `rmsnorm` and
 //! `q8_gemv` with the tied head for the rows whose logits were asked for (one row with
 //! activations as two int8 digits, `xq=i8x2`, against a u8-offset copy of the head's weights, by
 //! default: see [`ModelOptions::head_activations`]).
+//!
+//! # Fused projections
+//!
+//! The store holds a layer's Q, K and V weights as one int4 matrix (`attn_qkv`, rows of Q, then
+//! K, then V) and gate and up as another (`ffn_gate_up`). A one-token step runs one GEMV over
+//! each (n = 960 and 3072 for SmolLM2) instead of five, 90 fewer launches per SmolLM2 token. At
+//! m = 1 the GEMV's time follows its weights (it is bound by its inner loop, not by memory), so
+//! fusing removes only the fixed costs of a launch: the hand-over to the second worker, the last
+//! programs of a grid running on one thread, the 3-program grids of K and V (measured in the
+//! profile of `kiln bench-generate`: Q/K/V 27-35 µs fused against ~46 µs as three launches;
+//! gate/up within the noise of two launches). Its output row is Q, K and V one
+//! after the other, and the kernels after it bind those pieces as [`View`]s of the one buffer
+//! (`CpuDevice::run_views`), so RoPE, the append, attention and `silu_mul` are unchanged.
+//!
+//! A step of more tokens runs one GEMM per projection over row views of the same fused weights
+//! (no second copy), each writing a dense `[m, n]` block of the fused activation buffer: a fused
+//! GEMM's `[m, 960]` output would hold each projection as a column slice with a row stride,
+//! which neither attention nor the append take, and at m > 1 a GEMM already amortises its launch
+//! over the rows it reads each weight tile for. Either way a projection's output is the block at
+//! `m · (first row)` of the buffer (see `Projection`), so the consumers' bindings do not depend
+//! on which path produced it. Every projection goes through `LlamaModel::gemm`, the one place
+//! that builds a GEMM problem (activation dtype included).
 //!
 //! # Plans and buffers
 //!
@@ -49,9 +72,9 @@
 
 use super::kv_cache::{KvCache, KvError, SeqId};
 use super::tensor::{LlamaConfig, LoadError, RawTensor, TensorData, TensorSource};
-use crate::cpu::{CpuDevice, CpuError, CpuModule};
+use crate::cpu::{CpuDevice, CpuError, CpuModule, View, ViewArg};
 use kiln_autotune::lookup::{ConfigProvider, ConfigSource};
-use kiln_ir::interp::{Arg, HostBuffer, Scalar};
+use kiln_ir::interp::HostBuffer;
 use kiln_kernels::dequant_gemm_w4::layout::{self, LayoutError, W4Weights};
 use kiln_kernels::q8::gemv_i8::ActQuant;
 use kiln_kernels::q8::{Q8FormatError, Q8Matrix, GGUF_Q8_0_BLOCK_BYTES, Q8_BLOCK};
@@ -121,6 +144,10 @@ pub struct ModelOptions {
     /// `I8` is faster still but errs by 1.1e-2 on SmolLM2's logits. Only one-row head launches
     /// (a decode token, a prompt's last logits) take it; more rows keep f32 activations.
     pub head_activations: ActQuant,
+    /// Run Q/K/V and gate/up as one GEMV each in one-token steps (the default); off, every
+    /// projection is its own GEMV over its rows of the fused weights, as longer steps run them
+    /// (for comparisons: both give the same logits up to f32 rounding).
+    pub fused_projections: bool,
 }
 
 /// The most tokens a step may have for its linear layers to use int8 activations: the int8 path
@@ -136,6 +163,7 @@ impl Default for ModelOptions {
             max_step_tokens: 512,
             int8_activations: false,
             head_activations: ActQuant::I8x2,
+            fused_projections: true,
         }
     }
 }
@@ -210,24 +238,39 @@ struct Built {
     scratch: HashMap<String, usize>,
 }
 
-/// How a launch argument is bound at run time.
-#[derive(Clone, Copy, Debug)]
-enum Slot {
-    Buffer(usize),
-    Scalar(Scalar),
-}
-
-/// One launch, resolved against the store.
+/// One launch, resolved against the store: its buffer arguments are views of store buffers.
 struct Resolved {
     module: Arc<CpuModule>,
     grid: [u32; 3],
-    args: Vec<Slot>,
+    args: Vec<ViewArg>,
 }
 
-/// Where a profiled pass's time went, per IR kernel ([`LlamaModel::profile`]).
+/// What a plan buffer is bound to: a store buffer, whole or the window of `len` elements at
+/// `offset` (a projection's rows in a fused weight matrix, one projection's block of a fused
+/// activation buffer).
+#[derive(Clone, Copy, Debug)]
+struct Region<'a> {
+    name: &'a str,
+    offset: usize,
+    len: Option<usize>,
+}
+
+fn whole(name: &str) -> Region<'_> {
+    Region { name, offset: 0, len: None }
+}
+
+fn part(name: &str, offset: usize, len: usize) -> Region<'_> {
+    Region { name, offset, len: Some(len) }
+}
+
+/// Where a profiled pass's time went, per IR kernel and grid size ([`LlamaModel::profile`]): the
+/// fused Q/K/V GEMV and the output projection are the same IR kernel with grids of different
+/// sizes, and their cost per launch differs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KernelProfile {
     pub kernel: String,
+    /// Programs per launch.
+    pub programs: u64,
     pub launches: usize,
     /// Total seconds of the kernel's launches, each timed from inside the device's pool.
     pub seconds: f64,
@@ -258,10 +301,36 @@ struct Meta {
     logits: usize,
 }
 
-/// Weight format of one linear layer (its GEMM problem depends on it).
+/// A layer's weight matrices as the store holds them: Q, K and V concatenated along n into
+/// `attn_qkv`, gate and up into `ffn_gate_up`, so that a one-token step runs one GEMV for each
+/// (see [`Projection`]). The int4 format of each (its GEMM problem depends on it).
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Linear {
-    quant: layout::Quant,
+struct LayerQuant {
+    qkv: layout::Quant,
+    output: layout::Quant,
+    gate_up: layout::Quant,
+    down: layout::Quant,
+}
+
+/// A linear layer's rows in one of a layer's weight matrices, and the activation block it reads
+/// and writes. The fused activation buffers `qkv` and `gate_up` hold, for a pass of `m` tokens,
+/// the `[m, n]` block of each projection one after the other (`q` at 0, `k` at `m·q_dim`, `v` at
+/// `m·(q_dim + kv_dim)`): for one token that is exactly the row a fused GEMV writes, and for more
+/// tokens every block is a dense `[m, n]` matrix, which the consumers (RoPE, the paged append,
+/// attention, `silu_mul`) read as they would a buffer of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Projection {
+    Q,
+    K,
+    V,
+    /// Q, K and V in one GEMV (one token).
+    Qkv,
+    Output,
+    Gate,
+    Up,
+    /// Gate and up in one GEMV (one token).
+    GateUp,
+    Down,
 }
 
 /// A Llama model on the CPU device, with its KV cache.
@@ -273,18 +342,23 @@ pub struct LlamaModel {
     store: Store,
     cache: KvCache,
     meta: Meta,
-    /// Per layer: q, k, v, o, gate, up, down.
-    linears: Vec<[Linear; 7]>,
+    /// Per layer: the int4 format of its weight matrices.
+    layers: Vec<LayerQuant>,
     plans: HashMap<(KernelId, Args), Arc<Built>>,
     /// Launch lists by (lanes, q_len, layers run).
     steps: HashMap<(usize, usize, usize), Arc<Vec<Resolved>>>,
     heads: HashMap<(usize, bool), Arc<Vec<Resolved>>>,
     chosen: Vec<ChosenConfig>,
-    /// Reused argument list of the launch loop.
-    args: Vec<Arg>,
 }
 
-const LINEARS: [&str; 7] = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
+/// The store's weight matrices of a layer (`blk.{l}.{name}.weight.{w,scales,mins}`) and the
+/// GGUF tensors concatenated along n into each.
+const MATRICES: [(&str, &[&str]); 4] = [
+    ("attn_qkv", &["attn_q", "attn_k", "attn_v"]),
+    ("attn_output", &["attn_output"]),
+    ("ffn_gate_up", &["ffn_gate", "ffn_up"]),
+    ("ffn_down", &["ffn_down"]),
+];
 
 impl LlamaModel {
     /// Loads the weights of `source`, sizes the KV cache and activations by `options`.
@@ -322,25 +396,38 @@ impl LlamaModel {
             store.add("output.scales", HostBuffer::F16(head.scales));
         }
         store.add("output_norm.weight", HostBuffer::F32(vector(&source.tensor("output_norm.weight")?, dim)?));
-        let mut linears = Vec::with_capacity(config.n_layers);
+        let mut layers = Vec::with_capacity(config.n_layers);
         for l in 0..config.n_layers {
             for norm in ["attn_norm", "ffn_norm"] {
                 let name = format!("blk.{l}.{norm}.weight");
                 store.add(&name, HostBuffer::F32(vector(&source.tensor(&name)?, dim)?));
             }
-            let shapes = [(q_dim, dim), (kv_dim, dim), (kv_dim, dim), (dim, q_dim), (ffn, dim), (ffn, dim), (dim, ffn)];
-            let mut layer = [Linear { quant: layout::Quant::Asym }; 7];
-            for (i, (&what, &(n, k))) in LINEARS.iter().zip(&shapes).enumerate() {
-                let name = format!("blk.{l}.{what}.weight");
-                let w = w4_weights(&source.tensor(&name)?, n, k)?;
-                layer[i] = Linear { quant: w.quant() };
+            let shape = |tensor: &str| match tensor {
+                "attn_q" => (q_dim, dim),
+                "attn_k" | "attn_v" => (kv_dim, dim),
+                "attn_output" => (dim, q_dim),
+                "ffn_down" => (dim, ffn),
+                _ => (ffn, dim),
+            };
+            let mut quants = [layout::Quant::Asym; 4];
+            for (quant, (matrix, tensors)) in quants.iter_mut().zip(MATRICES) {
+                let mut parts = Vec::with_capacity(tensors.len());
+                for tensor in tensors {
+                    let name = format!("blk.{l}.{tensor}.weight");
+                    let (n, k) = shape(tensor);
+                    parts.push((name.clone(), w4_weights(&source.tensor(&name)?, n, k)?));
+                }
+                let w = concat_rows(parts)?;
+                *quant = w.quant();
+                let name = format!("blk.{l}.{matrix}.weight");
                 store.add(&format!("{name}.w"), HostBuffer::U8(w.packed));
                 store.add(&format!("{name}.scales"), HostBuffer::F16(w.scales));
                 if let Some(mins) = w.mins {
                     store.add(&format!("{name}.mins"), HostBuffer::F16(mins));
                 }
             }
-            linears.push(layer);
+            let [qkv, output, gate_up, down] = quants;
+            layers.push(LayerQuant { qkv, output, gate_up, down });
             let cache_len = n_blocks * options.block_size * kv_dim;
             store.add(&format!("blk.{l}.k_cache"), HostBuffer::F32(vec![0.0; cache_len]));
             store.add(&format!("blk.{l}.v_cache"), HostBuffer::F32(vec![0.0; cache_len]));
@@ -357,13 +444,10 @@ impl LlamaModel {
         for (name, width) in [
             ("resid", dim),
             ("xn", dim),
-            ("q", q_dim),
-            ("k", kv_dim),
-            ("v", kv_dim),
+            ("qkv", q_dim + 2 * kv_dim),
             ("attn", q_dim),
             ("o", dim),
-            ("gate", ffn),
-            ("up", ffn),
+            ("gate_up", 2 * ffn),
             ("act", ffn),
             ("ffn_out", dim),
         ] {
@@ -388,12 +472,11 @@ impl LlamaModel {
             store,
             cache,
             meta,
-            linears,
+            layers,
             plans: HashMap::new(),
             steps: HashMap::new(),
             heads: HashMap::new(),
             chosen: Vec::new(),
-            args: Vec::new(),
         })
     }
 
@@ -444,7 +527,8 @@ impl LlamaModel {
     pub fn launch_overhead(&mut self) -> Result<f64, ModelError> {
         let problem = Args::new().with("tokens", 1).with("dim", 32).with("dtype", "f32");
         let mut launches = Vec::new();
-        self.emit(&mut launches, KernelId::SiluMul, problem, &[("gate", "gate"), ("up", "up"), ("out", "act")])?;
+        let bind = [("gate", part("gate_up", 0, 32)), ("up", part("gate_up", 32, 32)), ("out", whole("act"))];
+        self.emit_regions(&mut launches, KernelId::SiluMul, problem, &bind)?;
         // 200 back-to-back launches in one list, as a step runs them; the median of 11 lists.
         let Some(one) = launches.pop() else {
             return Err(ModelError::Internal("silu_mul planned no launch".into()));
@@ -491,13 +575,15 @@ impl LlamaModel {
         for (name, &i) in &self.store.names {
             weight[i] = self.is_weight(name);
         }
-        // A weight counts once, for the last launch that binds it: the head reads the whole tied
-        // embedding, the embedding lookup before it only a row per token.
-        let mut last_use = vec![usize::MAX; self.store.bufs.len()];
+        // A weight view counts once, for the last launch that binds it: the head reads the whole
+        // tied embedding, the embedding lookup before it only a row per token. Views of one
+        // fused matrix at different rows (a pass of several tokens runs Q, K and V apart) each
+        // count.
+        let mut last_use: HashMap<View, usize> = HashMap::new();
         for (at, launch) in all.iter().enumerate() {
-            for slot in &launch.args {
-                if let Slot::Buffer(i) = *slot {
-                    last_use[i] = at;
+            for arg in &launch.args {
+                if let ViewArg::Buffer(v) = *arg {
+                    last_use.insert(v, at);
                 }
             }
         }
@@ -507,15 +593,15 @@ impl LlamaModel {
             let bytes: u64 = launch
                 .args
                 .iter()
-                .filter_map(|slot| match *slot {
-                    Slot::Buffer(i) if weight[i] && last_use[i] == at => {
-                        let b = &self.store.bufs[i];
-                        Some((b.len() * b.dtype().size_bytes()) as u64)
+                .filter_map(|arg| match *arg {
+                    ViewArg::Buffer(v) if weight[v.buffer] && last_use.get(&v) == Some(&at) => {
+                        Some((v.len * self.store.bufs[v.buffer].dtype().size_bytes()) as u64)
                     }
                     _ => None,
                 })
                 .sum();
-            match by_name.iter_mut().find(|e| e.kernel == kernel) {
+            let programs = launch.grid.iter().map(|&g| u64::from(g)).product::<u64>();
+            match by_name.iter_mut().find(|e| e.kernel == kernel && e.programs == programs) {
                 Some(e) => {
                     e.launches += 1;
                     e.seconds += seconds;
@@ -523,6 +609,7 @@ impl LlamaModel {
                 }
                 None => by_name.push(KernelProfile {
                     kernel: kernel.to_string(),
+                    programs,
                     launches: 1,
                     seconds,
                     weight_bytes: bytes,
@@ -739,30 +826,10 @@ impl LlamaModel {
     }
 
     fn run_here(&mut self, launches: &[Resolved]) -> Result<(), ModelError> {
-        let mut args = std::mem::take(&mut self.args);
-        let mut result = Ok(());
         for launch in launches {
-            args.clear();
-            for slot in &launch.args {
-                args.push(match *slot {
-                    Slot::Buffer(i) => {
-                        Arg::Buffer(std::mem::replace(&mut self.store.bufs[i], HostBuffer::U8(Vec::new())))
-                    }
-                    Slot::Scalar(s) => Arg::Scalar(s),
-                });
-            }
-            result = self.device.run(&launch.module, launch.grid, &mut args);
-            for (slot, arg) in launch.args.iter().zip(args.drain(..)) {
-                if let (Slot::Buffer(i), Arg::Buffer(b)) = (slot, arg) {
-                    self.store.bufs[*i] = b;
-                }
-            }
-            if result.is_err() {
-                break;
-            }
+            self.device.run_views(&launch.module, launch.grid, &mut self.store.bufs, &launch.args)?;
         }
-        self.args = args;
-        Ok(result?)
+        Ok(())
     }
 
     /// The plan of (kernel, problem) with the provider's config, built and loaded once.
@@ -791,9 +858,7 @@ impl LlamaModel {
         Ok(built)
     }
 
-    /// Resolves every launch of (kernel, problem) with plan buffers bound to store buffers by
-    /// `bind` (plan name → store name), and appends them to `out`. Checks dtypes, sizes and that
-    /// no launch binds one buffer twice.
+    /// [`LlamaModel::emit_regions`] with every plan buffer bound to a whole store buffer.
     fn emit(
         &mut self,
         out: &mut Vec<Resolved>,
@@ -801,20 +866,34 @@ impl LlamaModel {
         problem: Args,
         bind: &[(&str, &str)],
     ) -> Result<(), ModelError> {
+        let bind: Vec<(&str, Region<'_>)> = bind.iter().map(|&(p, name)| (p, whole(name))).collect();
+        self.emit_regions(out, kernel, problem, &bind)
+    }
+
+    /// Resolves every launch of (kernel, problem) with plan buffers bound to store regions by
+    /// `bind` (plan name → region), and appends them to `out`. Checks dtypes, sizes and that no
+    /// two buffer arguments of a launch overlap.
+    fn emit_regions(
+        &mut self,
+        out: &mut Vec<Resolved>,
+        kernel: KernelId,
+        problem: Args,
+        bind: &[(&str, Region<'_>)],
+    ) -> Result<(), ModelError> {
         let built = self.built(kernel, problem)?;
         for (launch, module) in built.plan.launches.iter().zip(&built.modules) {
             let mut args = Vec::with_capacity(launch.args.len());
             for b in &launch.args {
                 args.push(match b {
-                    Binding::Scalar(s) => Slot::Scalar(*s),
+                    Binding::Scalar(s) => ViewArg::Scalar(*s),
                     Binding::Buffer(name) => {
-                        let index = match built.scratch.get(name) {
-                            Some(&i) => i,
+                        let (index, region) = match built.scratch.get(name) {
+                            Some(&i) => (i, whole(name)),
                             None => {
-                                let (_, store_name) = bind.iter().find(|(p, _)| p == name).ok_or_else(|| {
+                                let &(_, region) = bind.iter().find(|(p, _)| p == name).ok_or_else(|| {
                                     ModelError::Internal(format!("{kernel}: plan buffer `{name}` is not bound"))
                                 })?;
-                                self.store.index(store_name)?
+                                (self.store.index(region.name)?, region)
                             }
                         };
                         let spec = built.plan.buffer(name).ok_or_else(|| {
@@ -823,61 +902,125 @@ impl LlamaModel {
                         let have = &self.store.bufs[index];
                         // Caches and attention inputs are planned for capacity; the store's cache
                         // pool may differ from the attention problem's implied pool, whose blocks
-                        // are addressed through the block tables only.
+                        // are addressed through the block tables only. Any other buffer bound
+                        // whole is seen as the plan declares it (activations are sized for the
+                        // longest step), so the kernel's bounds checks are the plan's.
                         let pool = name.ends_with("_cache");
-                        if have.dtype() != spec.dtype || (!pool && have.len() < spec.len) {
+                        let len = match region.len {
+                            Some(len) => len,
+                            None if pool => have.len(),
+                            None => spec.len.min(have.len()),
+                        };
+                        if region.offset + len > have.len() {
+                            return Err(ModelError::Internal(format!(
+                                "{kernel}: `{name}` binds {len} elements at {} of `{}`, which has {}",
+                                region.offset,
+                                region.name,
+                                have.len()
+                            )));
+                        }
+                        if have.dtype() != spec.dtype || (!pool && len < spec.len) {
                             return Err(ModelError::Internal(format!(
                                 "{kernel}: `{name}` needs {} × {}, the store has {} × {}",
                                 spec.len,
                                 spec.dtype,
-                                have.len(),
+                                len,
                                 have.dtype()
                             )));
                         }
-                        Slot::Buffer(index)
+                        ViewArg::Buffer(View { buffer: index, offset: region.offset, len })
                     }
                 });
             }
-            let mut seen = std::collections::HashSet::new();
-            if args.iter().any(|s| matches!(s, Slot::Buffer(i) if !seen.insert(*i))) {
-                return Err(ModelError::Internal(format!("{kernel}: a launch binds one buffer twice")));
+            let views: Vec<View> = args
+                .iter()
+                .filter_map(|a| match a {
+                    ViewArg::Buffer(v) => Some(*v),
+                    ViewArg::Scalar(_) => None,
+                })
+                .collect();
+            if views.iter().enumerate().any(|(i, v)| views[..i].iter().any(|w| w.overlaps(v))) {
+                return Err(ModelError::Internal(format!("{kernel}: a launch binds overlapping buffer views")));
             }
             out.push(Resolved { module: module.clone(), grid: launch.grid, args });
         }
         Ok(())
     }
 
+    /// The rows of `projection` in its layer's weight matrix: (matrix, first row, rows, k) for
+    /// this model's sizes.
+    fn rows(&self, projection: Projection) -> (&'static str, usize, usize, usize) {
+        let c = &self.config;
+        let (dim, ffn, q_dim, kv_dim) = (c.dim, c.ffn_dim, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+        match projection {
+            Projection::Q => ("attn_qkv", 0, q_dim, dim),
+            Projection::K => ("attn_qkv", q_dim, kv_dim, dim),
+            Projection::V => ("attn_qkv", q_dim + kv_dim, kv_dim, dim),
+            Projection::Qkv => ("attn_qkv", 0, q_dim + 2 * kv_dim, dim),
+            Projection::Output => ("attn_output", 0, dim, q_dim),
+            Projection::Gate => ("ffn_gate_up", 0, ffn, dim),
+            Projection::Up => ("ffn_gate_up", ffn, ffn, dim),
+            Projection::GateUp => ("ffn_gate_up", 0, 2 * ffn, dim),
+            Projection::Down => ("ffn_down", 0, dim, ffn),
+        }
+    }
+
+    /// The activation region of `projection`'s output (and of Q / K / V, gate / up as inputs of
+    /// the kernels after them) in a pass of `m` tokens: its `[m, n]` block of the fused buffer.
+    fn output(&self, projection: Projection, m: usize) -> Region<'static> {
+        let (matrix, row, n, _) = self.rows(projection);
+        let buffer = match matrix {
+            "attn_qkv" => "qkv",
+            "ffn_gate_up" => "gate_up",
+            "attn_output" => "o",
+            _ => "ffn_out",
+        };
+        part(buffer, m * row, m * n)
+    }
+
+    /// The one place a linear layer becomes a launch: `dequant_gemm_w4` over `projection`'s rows
+    /// of its layer's int4 matrix (a view of the fused weights), reading `x` and writing the
+    /// projection's output region. The activation dtype of the GEMV is chosen here.
     fn gemm(
         &mut self,
         out: &mut Vec<Resolved>,
         m: usize,
         layer: usize,
-        which: usize,
+        projection: Projection,
         x: &str,
-        y: &str,
     ) -> Result<(), ModelError> {
-        let c = &self.config;
-        let (dim, ffn, q_dim, kv_dim) = (c.dim, c.ffn_dim, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
-        let (n, k) =
-            [(q_dim, dim), (kv_dim, dim), (kv_dim, dim), (dim, q_dim), (ffn, dim), (ffn, dim), (dim, ffn)][which];
-        let quant = self.linears[layer][which].quant;
+        let (matrix, row, n, k) = self.rows(projection);
+        let quants = self.layers[layer];
+        let quant = match matrix {
+            "attn_qkv" => quants.qkv,
+            "attn_output" => quants.output,
+            "ffn_gate_up" => quants.gate_up,
+            _ => quants.down,
+        };
+        const GROUP: usize = 32;
         let mut problem = Args::new()
             .with("m", m)
             .with("n", n)
             .with("k", k)
-            .with("group", 32)
+            .with("group", GROUP)
             .with("act", "f32")
             .with("quant", quant);
         if self.options.int8_activations && m <= INT8_ACTIVATION_MAX_TOKENS {
             problem = problem.with("xq", "i8");
         }
-        let name = format!("blk.{layer}.{}.weight", LINEARS[which]);
+        let name = format!("blk.{layer}.{matrix}.weight");
         let (w, scales, mins) = (format!("{name}.w"), format!("{name}.scales"), format!("{name}.mins"));
-        let mut bind = vec![("x", x), ("w", w.as_str()), ("scales", scales.as_str()), ("y", y)];
+        let groups = k / GROUP;
+        let mut bind = vec![
+            ("x", whole(x)),
+            ("w", part(&w, row * k / 2, n * k / 2)),
+            ("scales", part(&scales, row * groups, n * groups)),
+            ("y", self.output(projection, m)),
+        ];
         if quant == layout::Quant::Asym {
-            bind.push(("mins", mins.as_str()));
+            bind.push(("mins", part(&mins, row * groups, n * groups)));
         }
-        self.emit(out, KernelId::DequantGemmW4, problem, &bind)
+        self.emit_regions(out, KernelId::DequantGemmW4, problem, &bind)
     }
 
     fn rmsnorm(&mut self, out: &mut Vec<Resolved>, m: usize, x: &str, w: &str, fused: bool) -> Result<(), ModelError> {
@@ -885,7 +1028,7 @@ impl LlamaModel {
             .with("tokens", m)
             .with("dim", self.config.dim)
             .with("dtype", "f32")
-            .with("eps", self.config.rms_eps)
+            .with("eps", eps_key(self.config.rms_eps))
             .with("fused", u32::from(fused));
         let mut bind = vec![("x", x), ("w", w), ("out", "xn")];
         if fused {
@@ -914,9 +1057,18 @@ impl LlamaModel {
             } else {
                 self.rmsnorm(&mut out, m, "ffn_out", &attn_norm, true)?;
             }
-            self.gemm(&mut out, m, l, 0, "xn", "q")?;
-            self.gemm(&mut out, m, l, 1, "xn", "k")?;
-            self.gemm(&mut out, m, l, 2, "xn", "v")?;
+            // One token: Q, K and V in one GEMV (its output row is the three blocks). More
+            // tokens: three GEMMs over row views of the fused weights, each writing its dense
+            // `[m, n]` block, which is what RoPE, the append and attention read.
+            if m == 1 && self.options.fused_projections {
+                self.gemm(&mut out, m, l, Projection::Qkv, "xn")?;
+            } else {
+                for projection in [Projection::Q, Projection::K, Projection::V] {
+                    self.gemm(&mut out, m, l, projection, "xn")?;
+                }
+            }
+            let (q, k, v) =
+                (self.output(Projection::Q, m), self.output(Projection::K, m), self.output(Projection::V, m));
             let rope = Args::new()
                 .with("tokens", m)
                 .with("heads", c.n_heads)
@@ -926,8 +1078,14 @@ impl LlamaModel {
                 .with("base", c.rope_base)
                 .with("variant", "adjacent")
                 .with("dtype", "f32");
-            let bind = [("q", "q"), ("k", "k"), ("positions", "positions"), ("cos", "rope.cos"), ("sin", "rope.sin")];
-            self.emit(&mut out, KernelId::Rope, rope, &bind)?;
+            let bind = [
+                ("q", q),
+                ("k", k),
+                ("positions", whole("positions")),
+                ("cos", whole("rope.cos")),
+                ("sin", whole("rope.sin")),
+            ];
+            self.emit_regions(&mut out, KernelId::Rope, rope, &bind)?;
             let (k_cache, v_cache) = (format!("blk.{l}.k_cache"), format!("blk.{l}.v_cache"));
             let append = Args::new()
                 .with("tokens", m)
@@ -937,13 +1095,13 @@ impl LlamaModel {
                 .with("n_blocks", self.cache.n_blocks())
                 .with("dtype", "f32");
             let bind = [
-                ("k_new", "k"),
-                ("v_new", "v"),
-                ("slot_mapping", "slots"),
-                ("k_cache", k_cache.as_str()),
-                ("v_cache", v_cache.as_str()),
+                ("k_new", k),
+                ("v_new", v),
+                ("slot_mapping", whole("slots")),
+                ("k_cache", whole(&k_cache)),
+                ("v_cache", whole(&v_cache)),
             ];
-            self.emit(&mut out, KernelId::PagedKvAppend, append, &bind)?;
+            self.emit_regions(&mut out, KernelId::PagedKvAppend, append, &bind)?;
             let attention = Args::new()
                 .with("batch", lanes)
                 .with("q_len", q_len)
@@ -955,21 +1113,30 @@ impl LlamaModel {
                 .with("dtype", "f32")
                 .with("q_dtype", "f32");
             let bind = [
-                ("q", "q"),
-                ("k_cache", k_cache.as_str()),
-                ("v_cache", v_cache.as_str()),
-                ("block_tables", "block_tables"),
-                ("context_lens", "context_lens"),
-                ("out", "attn"),
+                ("q", q),
+                ("k_cache", whole(&k_cache)),
+                ("v_cache", whole(&v_cache)),
+                ("block_tables", whole("block_tables")),
+                ("context_lens", whole("context_lens")),
+                ("out", whole("attn")),
             ];
-            self.emit(&mut out, KernelId::AttentionDecodePaged, attention, &bind)?;
-            self.gemm(&mut out, m, l, 3, "attn", "o")?;
+            self.emit_regions(&mut out, KernelId::AttentionDecodePaged, attention, &bind)?;
+            self.gemm(&mut out, m, l, Projection::Output, "attn")?;
             self.rmsnorm(&mut out, m, "o", &format!("blk.{l}.ffn_norm.weight"), true)?;
-            self.gemm(&mut out, m, l, 4, "xn", "gate")?;
-            self.gemm(&mut out, m, l, 5, "xn", "up")?;
+            if m == 1 && self.options.fused_projections {
+                self.gemm(&mut out, m, l, Projection::GateUp, "xn")?;
+            } else {
+                self.gemm(&mut out, m, l, Projection::Gate, "xn")?;
+                self.gemm(&mut out, m, l, Projection::Up, "xn")?;
+            }
             let silu = Args::new().with("tokens", m).with("dim", c.ffn_dim).with("dtype", "f32");
-            self.emit(&mut out, KernelId::SiluMul, silu, &[("gate", "gate"), ("up", "up"), ("out", "act")])?;
-            self.gemm(&mut out, m, l, 6, "act", "ffn_out")?;
+            let bind = [
+                ("gate", self.output(Projection::Gate, m)),
+                ("up", self.output(Projection::Up, m)),
+                ("out", whole("act")),
+            ];
+            self.emit_regions(&mut out, KernelId::SiluMul, silu, &bind)?;
+            self.gemm(&mut out, m, l, Projection::Down, "act")?;
         }
         if c.n_layers == 0 {
             return Err(ModelError::Config("the model has no layers".into()));
@@ -1006,6 +1173,15 @@ impl LlamaModel {
         self.heads.insert((rows, from_xn), launches.clone());
         Ok(launches)
     }
+}
+
+/// The norm's epsilon as its problem key: the kernel takes it as an f32, so the key is the
+/// shortest decimal of that f32. GGUF stores 1e-5 as the nearest f32, which widens to
+/// 9.999999747378752e-6 and would never match a tuning record of `eps=0.00001`; both are the
+/// same f32, so the kernel computes the same either way.
+fn eps_key(eps: f64) -> f64 {
+    let narrow = eps as f32;
+    narrow.to_string().parse().unwrap_or(eps)
 }
 
 fn check_config(c: &LlamaConfig) -> Result<(), ModelError> {
@@ -1120,6 +1296,65 @@ pub fn quantize_q4_1(values: &[f32]) -> Vec<u8> {
     out
 }
 
+/// Weight matrices with the same `k` and group stacked along n (the rows of the first, then the
+/// second's, ...), as one matrix: the fused Q/K/V and gate/up projections. When the parts differ
+/// in format, the symmetric ones become asymmetric, exactly: `(q − 8)·s = q·s + min` with
+/// `min = −8·s`, a power-of-two multiple that f16 holds exactly unless it overflows.
+fn concat_rows(parts: Vec<(String, W4Weights)>) -> Result<W4Weights, ModelError> {
+    let mut parts = parts;
+    if parts.len() == 1 {
+        if let Some((_, w)) = parts.pop() {
+            return Ok(w);
+        }
+    }
+    let Some((_, first)) = parts.first() else {
+        return Err(ModelError::Internal("a fused matrix of no tensors".into()));
+    };
+    let (k, group) = (first.k, first.group);
+    let asym = parts.iter().any(|(_, w)| w.mins.is_some());
+    let n: usize = parts.iter().map(|(_, w)| w.n).sum();
+    let mut out = W4Weights {
+        n,
+        k,
+        group,
+        packed: Vec::with_capacity(n * k / 2),
+        scales: Vec::with_capacity(n * k / group),
+        mins: asym.then(|| Vec::with_capacity(n * k / group)),
+    };
+    for (name, w) in parts {
+        if w.k != k || w.group != group {
+            return Err(ModelError::Internal(format!(
+                "`{name}` (k = {}, group {}) cannot be fused with a matrix of k = {k}, group {group}",
+                w.k, w.group
+            )));
+        }
+        if let Some(mins) = &mut out.mins {
+            match &w.mins {
+                Some(m) => mins.extend_from_slice(m),
+                None => {
+                    for &s in &w.scales {
+                        let min = half::f16::from_f32(-8.0 * s.to_f32());
+                        if !min.is_finite() {
+                            return Err(ModelError::Unsupported {
+                                name,
+                                kind: "Q4_0",
+                                fix: format!(
+                                    "a scale of {s} overflows f16 as the asymmetric minimum −8·scale that fusing \
+                                     with Q4_1 projections needs; quantize Q, K and V (gate and up) alike"
+                                ),
+                            });
+                        }
+                        mins.push(min);
+                    }
+                }
+            }
+        }
+        out.packed.extend_from_slice(&w.packed);
+        out.scales.extend_from_slice(&w.scales);
+    }
+    Ok(out)
+}
+
 /// A linear layer `W [n, k]` (GGUF shape `[k, n]`) in kiln's int4 layout.
 fn w4_weights(t: &RawTensor, n: usize, k: usize) -> Result<W4Weights, ModelError> {
     check_matrix(t, n, k)?;
@@ -1140,6 +1375,22 @@ fn w4_weights(t: &RawTensor, n: usize, k: usize) -> Result<W4Weights, ModelError
             }
             let values = float_values(t).ok_or_else(|| ModelError::Internal("float tensor without values".into()))?;
             layout::from_gguf_q4_1(&quantize_q4_1(&values), n, k).map_err(layout_err)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::eps_key;
+
+    #[test]
+    fn eps_keys_are_the_shortest_decimal_of_the_f32() {
+        assert_eq!(eps_key(f64::from(1e-5f32)), 1e-5);
+        assert_eq!(eps_key(f64::from(1e-6f32)), 1e-6);
+        assert_eq!(eps_key(1e-5), 1e-5);
+        // The kernel sees the same f32 either way.
+        for eps in [1e-5f32, 1e-6, 3.3e-7, 0.01] {
+            assert_eq!(eps_key(f64::from(eps)) as f32, eps);
         }
     }
 }

@@ -48,6 +48,34 @@ pub fn q4_1_blocks(rng: &mut StdRng, n: usize, k: usize, scales: Range<f32>) -> 
     out
 }
 
+/// Random Q4_0 blocks for a `[n, k]` weight: codes uniform (zero-mean rows, since Q4_0 subtracts
+/// 8), scales `d` drawn from `scales`.
+pub fn q4_0_blocks(rng: &mut StdRng, n: usize, k: usize, scales: Range<f32>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..n * k / 32 {
+        let d: f32 = rng.random_range(scales.clone());
+        out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        out.extend((0..16).map(|_| rng.random::<u8>()));
+    }
+    out
+}
+
+/// `src` with the projections `names` (`attn_q`, `ffn_up`, ...) of every layer replaced by random
+/// Q4_0 tensors of the same shape, scales from `scales`.
+pub fn with_q4_0(mut src: MemSource, names: &[&str], seed: u64, scales: Range<f32>) -> MemSource {
+    let mut rng = StdRng::seed_from_u64(seed);
+    for l in 0..src.config.n_layers {
+        for what in names {
+            let name = format!("blk.{l}.{what}.weight");
+            if let Some(t) = src.tensors.get_mut(&name) {
+                let (k, n) = (t.shape[0], t.shape[1]);
+                t.data = TensorData::Q4_0(q4_0_blocks(&mut rng, n, k, scales.clone()));
+            }
+        }
+    }
+    src
+}
+
 /// Random Q8_0 blocks for a `[rows, cols]` tensor, scales of 0.005..0.02 times `scale`.
 pub fn q8_0_blocks(rng: &mut StdRng, rows: usize, cols: usize, scale: f32) -> Vec<u8> {
     let mut out = Vec::new();
