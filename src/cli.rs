@@ -492,6 +492,11 @@ pub struct BenchGenerateArgs {
     /// digit; faster, logits off by ~1e-2).
     #[arg(long, default_value = "i8x2", value_parser = parse_head_activations)]
     pub head_activations: kiln_kernels::q8::gemv_i8::ActQuant,
+    /// How the int4 linear layers take a decoding step's activations: `i8` (quantized per 32
+    /// once per vector, integer dot products with VNNI where the CPU has it; changes the
+    /// numerics slightly) or `f32`. Prefill stays f32.
+    #[arg(long, default_value = DEFAULT_GEMV_ACTIVATIONS, value_parser = parse_gemv_activations)]
+    pub gemv_activations: kiln_runtime::model::llama::GemvActivations,
     /// The GGUF model (default: SmolLM2-135M-Instruct, fetched with pinned hashes when missing).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -527,6 +532,21 @@ fn parse_head_activations(s: &str) -> Result<kiln_kernels::q8::gemv_i8::ActQuant
     }
 }
 
+/// `--gemv-activations`' default, the model's ([`ModelOptions::default`]).
+///
+/// [`ModelOptions::default`]: kiln_runtime::model::llama::ModelOptions
+const DEFAULT_GEMV_ACTIVATIONS: &str = "f32";
+
+/// `--gemv-activations`: `f32` or `i8`.
+fn parse_gemv_activations(s: &str) -> Result<kiln_runtime::model::llama::GemvActivations, String> {
+    use kiln_runtime::model::llama::GemvActivations;
+    match s {
+        "f32" => Ok(GemvActivations::F32),
+        "i8" => Ok(GemvActivations::I8),
+        other => Err(format!("`{other}` is not one of f32, i8")),
+    }
+}
+
 /// The model file: `--model`, else SmolLM2 from the model cache (fetched when missing).
 fn model_path(model: &Option<PathBuf>) -> Result<PathBuf, CliError> {
     match model {
@@ -557,6 +577,7 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
         max_seq_len: (args.prefill_tokens + args.decode_tokens + 128).next_multiple_of(16),
         kv_blocks: None,
         head_activations: args.head_activations,
+        gemv_activations: args.gemv_activations,
         ..ModelOptions::default()
     };
     let mut model = LlamaModel::load(&gguf, device.clone(), provider, options)?;
@@ -647,10 +668,11 @@ pub struct GenerateArgs {
     /// Worker threads (default: every core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Quantize the activations of the linear layers to int8 while decoding (integer dot
-    /// products, VNNI where the CPU has it); changes the numerics slightly. Prefill stays f32.
-    #[arg(long)]
-    pub int8_activations: bool,
+    /// How the int4 linear layers take a decoding step's activations: `i8` (quantized per 32
+    /// once per vector, integer dot products with VNNI where the CPU has it; changes the
+    /// numerics slightly) or `f32`. Prefill stays f32.
+    #[arg(long, default_value = DEFAULT_GEMV_ACTIVATIONS, value_parser = parse_gemv_activations)]
+    pub gemv_activations: kiln_runtime::model::llama::GemvActivations,
     /// How the output head takes a decode token's activations: `i8x2` (two int8 digits per
     /// element, integer products; logits within ~3e-5 of f32), `f32` (exact), or `i8` (one
     /// digit; faster, logits off by ~1e-2).
@@ -705,7 +727,7 @@ fn generate(args: &GenerateArgs) -> Result<String, CliError> {
     let options = ModelOptions {
         max_seq_len,
         kv_blocks: Some(max_seq_len / block),
-        int8_activations: args.int8_activations,
+        gemv_activations: args.gemv_activations,
         head_activations: args.head_activations,
         ..ModelOptions::default()
     };
