@@ -516,11 +516,17 @@ impl Emitter<'_> {
             return false;
         }
         let rows = dims[0];
-        // No software prefetch: the rows of such small values (a row's scales over all of k)
-        // lie back to back, so consecutive programs walk one short forward stream that the
-        // hardware prefetcher follows; asking for the span's lines on every step cost ~5% of the
-        // int8 GEMV above, hot in L2, and gained nothing from DRAM.
         self.open(&format!("if (dk_c0 > 0 && dk_c0 <= 2147483647LL / {})", 2 * (rows - 1)));
+        if self.loop_depth > 0 {
+            // Every line of the rows' span, as far ahead as the row-by-row path asks for each
+            // row. Hot in L2 this costs the int8 GEMV above ~5%; from DRAM, leaving it out was
+            // no faster in a noisy comparison (medians 41 vs 42 µs at k = 576, n = 1536).
+            let distance = self.continuation_distance(4, acc.offsets);
+            self.line(&format!(
+                "kiln_prefetch_bytes((uintptr_t)&{b}[dk_s] + {distance}, (dk_c0 * {} + 2) * 2);",
+                rows - 1
+            ));
+        }
         let dst = self.access(out_repr, "0");
         self.line(&format!("kiln_f16_gather_pairs(&{dst}, &{b}[dk_s], (int32_t)(dk_c0 * 2), {rows});"));
         self.close_else();
@@ -565,18 +571,23 @@ impl Emitter<'_> {
     /// before use. A row shorter than a cache line asks only when it starts in a line's first
     /// `row_bytes` bytes, once per line as it walks forward, instead of on every iteration.
     fn prefetch_continuation(&mut self, b: &str, row_bytes: usize, offsets: Value) {
-        let dims = self.k.ty(offsets).shape.dims().to_vec();
-        let rows: usize = dims[..dims.len().saturating_sub(1)].iter().map(|&d| d as usize).product();
-        let tile_bytes = (rows * row_bytes).max(1);
-        let lead = if self.a.has_byte_dot() { PREFETCH_LEAD_BYTES_BYTE_DOT } else { PREFETCH_LEAD_BYTES };
-        let iterations = lead.div_ceil(tile_bytes).max(1);
-        let distance = (iterations * row_bytes).div_ceil(64).clamp(1, PREFETCH_BYTES / 64) * 64;
+        let distance = self.continuation_distance(row_bytes, offsets);
         let hint = format!("__builtin_prefetch((const char *)&{b}[s] + {distance});");
         if row_bytes >= 64 {
             self.line(&hint);
         } else {
             self.line(&format!("if (((uintptr_t)&{b}[s] & 63) < {row_bytes}) {hint}"));
         }
+    }
+
+    /// How far ahead of a row `prefetch_continuation` asks, in bytes (see there).
+    fn continuation_distance(&self, row_bytes: usize, offsets: Value) -> usize {
+        let dims = self.k.ty(offsets).shape.dims().to_vec();
+        let rows: usize = dims[..dims.len().saturating_sub(1)].iter().map(|&d| d as usize).product();
+        let tile_bytes = (rows * row_bytes).max(1);
+        let lead = if self.a.has_byte_dot() { PREFETCH_LEAD_BYTES_BYTE_DOT } else { PREFETCH_LEAD_BYTES };
+        let iterations = lead.div_ceil(tile_bytes).max(1);
+        (iterations * row_bytes).div_ceil(64).clamp(1, PREFETCH_BYTES / 64) * 64
     }
 
     /// A load whose rows are evenly spaced lanes `s, s + d, ...` (a uniform step `d`, not 1): a
