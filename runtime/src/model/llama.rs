@@ -52,10 +52,10 @@ use super::tensor::{LlamaConfig, LoadError, RawTensor, TensorData, TensorSource}
 use crate::cpu::{CpuDevice, CpuError, CpuModule};
 use kiln_autotune::lookup::{ConfigProvider, ConfigSource};
 use kiln_ir::interp::{Arg, HostBuffer, Scalar};
-use kiln_kernels::dequant_gemm_w4::layout::{self, LayoutError, W4Weights};
-use kiln_kernels::q8::gemv_i8::ActQuant;
 /// `dequant_gemm_w4`'s `xq`: how the int4 GEMVs take their activations.
 pub use kiln_kernels::dequant_gemm_w4::int8::ActQuant as GemvActivations;
+use kiln_kernels::dequant_gemm_w4::layout::{self, LayoutError, W4Weights};
+use kiln_kernels::q8::gemv_i8::ActQuant;
 use kiln_kernels::q8::{Q8FormatError, Q8Matrix, GGUF_Q8_0_BLOCK_BYTES, Q8_BLOCK};
 use kiln_kernels::{Args, Binding, KernelError, KernelId, Plan, Role};
 use std::collections::HashMap;
