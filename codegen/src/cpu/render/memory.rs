@@ -510,7 +510,7 @@ impl Emitter<'_> {
             && dtype == DType::F16
             && dims.len() == 2
             && dims[1] == 2
-            && dims[0] % 16 == 0
+            && dims[0].is_multiple_of(16)
             && out_repr.is_contiguous(dims);
         if !fits {
             return false;
