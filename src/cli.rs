@@ -496,6 +496,11 @@ pub struct BenchGenerateArgs {
     /// each (the default), to measure what the fusion saves.
     #[arg(long)]
     pub unfused_projections: bool,
+    /// How the int4 linear layers take a decoding step's activations: `i8` (quantized per 32
+    /// once per vector, integer dot products with VNNI where the CPU has it; changes the
+    /// numerics slightly) or `f32`. Prefill stays f32.
+    #[arg(long, default_value = DEFAULT_GEMV_ACTIVATIONS, value_parser = parse_gemv_activations)]
+    pub gemv_activations: kiln_runtime::model::llama::GemvActivations,
     /// The GGUF model (default: SmolLM2-135M-Instruct, fetched with pinned hashes when missing).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -531,6 +536,21 @@ fn parse_head_activations(s: &str) -> Result<kiln_kernels::q8::gemv_i8::ActQuant
     }
 }
 
+/// `--gemv-activations`' default, the model's ([`ModelOptions::default`]).
+///
+/// [`ModelOptions::default`]: kiln_runtime::model::llama::ModelOptions
+const DEFAULT_GEMV_ACTIVATIONS: &str = "f32";
+
+/// `--gemv-activations`: `f32` or `i8`.
+fn parse_gemv_activations(s: &str) -> Result<kiln_runtime::model::llama::GemvActivations, String> {
+    use kiln_runtime::model::llama::GemvActivations;
+    match s {
+        "f32" => Ok(GemvActivations::F32),
+        "i8" => Ok(GemvActivations::I8),
+        other => Err(format!("`{other}` is not one of f32, i8")),
+    }
+}
+
 /// The model file: `--model`, else SmolLM2 from the model cache (fetched when missing).
 fn model_path(model: &Option<PathBuf>) -> Result<PathBuf, CliError> {
     match model {
@@ -562,6 +582,7 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
         kv_blocks: None,
         head_activations: args.head_activations,
         fused_projections: !args.unfused_projections,
+        gemv_activations: args.gemv_activations,
         ..ModelOptions::default()
     };
     let mut model = LlamaModel::load(&gguf, device.clone(), provider, options)?;
@@ -656,10 +677,11 @@ pub struct GenerateArgs {
     /// Worker threads (default: every core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Quantize the activations of the linear layers to int8 while decoding (integer dot
-    /// products, VNNI where the CPU has it); changes the numerics slightly. Prefill stays f32.
-    #[arg(long)]
-    pub int8_activations: bool,
+    /// How the int4 linear layers take a decoding step's activations: `i8` (quantized per 32
+    /// once per vector, integer dot products with VNNI where the CPU has it; changes the
+    /// numerics slightly) or `f32`. Prefill stays f32.
+    #[arg(long, default_value = DEFAULT_GEMV_ACTIVATIONS, value_parser = parse_gemv_activations)]
+    pub gemv_activations: kiln_runtime::model::llama::GemvActivations,
     /// How the output head takes a decode token's activations: `i8x2` (two int8 digits per
     /// element, integer products; logits within ~3e-5 of f32), `f32` (exact), or `i8` (one
     /// digit; faster, logits off by ~1e-2).
@@ -714,7 +736,7 @@ fn generate(args: &GenerateArgs) -> Result<String, CliError> {
     let options = ModelOptions {
         max_seq_len,
         kv_blocks: Some(max_seq_len / block),
-        int8_activations: args.int8_activations,
+        gemv_activations: args.gemv_activations,
         head_activations: args.head_activations,
         ..ModelOptions::default()
     };

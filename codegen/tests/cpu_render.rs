@@ -720,6 +720,41 @@ fn edge_cases_match_the_interpreter() {
 /// runs matches the reference (group inside one tile, groups of 32 and of 64 across a tile of
 /// 128, split-K, ragged n, f16 and f32).
 #[test]
+fn pairs_of_f16_per_row_are_gathered_on_avx512_and_match_the_reference() {
+    // Group 32 and 64-column steps: each row of 16 reads two scales and two mins per step, a
+    // `[16, 2]` f16 tile of evenly spaced rows, gathered 32 bits a row on AVX-512 and copied row
+    // by row elsewhere and in the ragged last tile (n = 45: two whole tiles, then 13 rows).
+    if !have_gcc() {
+        eprintln!("SKIPPED: no C compiler on this machine");
+        return;
+    }
+    let k = registry::lookup("dequant_gemm_w4").expect("kernel");
+    let cases = [
+        ("m=1,n=45,k=192,group=32,act=f32,xq=i8", "block_m=1,block_n=16,block_k=64,split_k=1", 1),
+        ("m=2,n=45,k=192,group=32,act=f16,quant=asym", "block_m=1,block_n=32,block_k=64,split_k=1", 0),
+    ];
+    let mut failures = Vec::new();
+    for (shape, config, launch) in cases {
+        let (shape, config) = (Args::parse(shape).unwrap(), Args::parse(config).unwrap());
+        let plan = k.plan(&shape, &config).expect("plan");
+        let gemv = &plan.launches[launch].kernel;
+        for t in all_targets() {
+            let code = render(gemv, &t).expect("renders").code;
+            let gathers = code.matches("kiln_f16_gather_pairs(&").count();
+            let want = if t.isa == kiln_codegen::cpu::CpuIsa::Avx512 { 2 } else { 0 };
+            assert_eq!(gathers, want, "[{}] {shape}: scale and min gathers", t.fingerprint());
+        }
+        for t in run_targets() {
+            let report = kiln_kernels::check::check(k, &shape, &config, &mut Cpu(t.clone()), 7).expect("check");
+            if !report.passed() {
+                failures.push(format!("[{}] {report}", t.fingerprint()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
 fn int8_gemv_byte_dots_use_vnni_and_match_the_reference() {
     if !have_gcc() {
         eprintln!("SKIPPED: no C compiler on this machine");

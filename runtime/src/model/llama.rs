@@ -75,6 +75,8 @@ use super::tensor::{LlamaConfig, LoadError, RawTensor, TensorData, TensorSource}
 use crate::cpu::{CpuDevice, CpuError, CpuModule, View, ViewArg};
 use kiln_autotune::lookup::{ConfigProvider, ConfigSource};
 use kiln_ir::interp::HostBuffer;
+/// `dequant_gemm_w4`'s `xq`: how the int4 GEMVs take their activations.
+pub use kiln_kernels::dequant_gemm_w4::int8::ActQuant as GemvActivations;
 use kiln_kernels::dequant_gemm_w4::layout::{self, LayoutError, W4Weights};
 use kiln_kernels::q8::gemv_i8::ActQuant;
 use kiln_kernels::q8::{Q8FormatError, Q8Matrix, GGUF_Q8_0_BLOCK_BYTES, Q8_BLOCK};
@@ -131,11 +133,12 @@ pub struct ModelOptions {
     pub kv_blocks: Option<usize>,
     /// Most tokens (padding included) one pass of a step computes; longer steps run in passes.
     pub max_step_tokens: usize,
-    /// Quantize the activations of the linear layers to int8 (per 32, `dequant_gemm_w4` with
-    /// `xq=i8`) in steps of at most [`INT8_ACTIVATION_MAX_TOKENS`] tokens (decoding), for integer
-    /// dot products; off by default, since it changes the numerics (relative error ≈ 4e-3 per
-    /// product). Longer steps (prefill) keep f32 activations.
-    pub int8_activations: bool,
+    /// How the int4 linear layers take their activations in steps of at most
+    /// [`INT8_ACTIVATION_MAX_TOKENS`] tokens (decoding): `F32` as they are, or `I8`, quantized
+    /// per 32 (`dequant_gemm_w4` with `xq=i8`, integer dot products; relative error ≈ 4e-3 per
+    /// product), once per activation vector for all the GEMVs that read it (see
+    /// [`LlamaModel::gemv_activations`]). Longer steps (prefill) keep f32 activations.
+    pub gemv_activations: GemvActivations,
     /// How the output head takes its activations (`q8_gemv`'s `xq`): `F32`, or quantized per 32
     /// to one (`I8`) or two (`I8x2`) int8 digits for integer products against the Q8_0 weights,
     /// which are then held offset to u8 (a second copy of the tied embedding's `qs` plane,
@@ -161,7 +164,7 @@ impl Default for ModelOptions {
             block_size: 16,
             kv_blocks: None,
             max_step_tokens: 512,
-            int8_activations: false,
+            gemv_activations: GemvActivations::F32,
             head_activations: ActQuant::I8x2,
             fused_projections: true,
         }
@@ -349,7 +352,15 @@ pub struct LlamaModel {
     steps: HashMap<(usize, usize, usize), Arc<Vec<Resolved>>>,
     heads: HashMap<(usize, bool), Arc<Vec<Resolved>>>,
     chosen: Vec<ChosenConfig>,
+    /// While a launch list is built: the activation buffer last quantized to int8 into
+    /// [`X_I8`] and the list's length right after the GEMV that did it.
+    quantized: Option<(String, usize)>,
 }
+
+/// The store buffers an int8-activation GEMV's quantize launch writes and its GEMV reads
+/// (`dequant_gemm_w4`'s `xq`, `xs` and `xsums`), shared by every such GEMV: launches run in
+/// order, so each quantized vector is read by its GEMVs before the next one overwrites it.
+const X_I8: [(&str, &str); 3] = [("xq", "x_i8"), ("xs", "x_i8.scales"), ("xsums", "x_i8.sums")];
 
 /// The store's weight matrices of a layer (`blk.{l}.{name}.weight.{w,scales,mins}`) and the
 /// GGUF tensors concatenated along n into each.
@@ -453,6 +464,11 @@ impl LlamaModel {
         ] {
             store.add(name, HostBuffer::F32(vec![0.0; t * width]));
         }
+        let widest = dim.max(ffn).max(q_dim) * INT8_ACTIVATION_MAX_TOKENS;
+        store.add(X_I8[0].1, HostBuffer::I8(vec![0; widest]));
+        for (_, name) in &X_I8[1..] {
+            store.add(name, HostBuffer::F32(vec![0.0; widest.div_ceil(32)]));
+        }
         let meta = Meta {
             ids: store.add("ids", HostBuffer::I32(vec![0; t])),
             positions: store.add("positions", HostBuffer::I32(vec![0; t])),
@@ -477,6 +493,7 @@ impl LlamaModel {
             steps: HashMap::new(),
             heads: HashMap::new(),
             chosen: Vec::new(),
+            quantized: None,
         })
     }
 
@@ -872,7 +889,8 @@ impl LlamaModel {
 
     /// Resolves every launch of (kernel, problem) with plan buffers bound to store regions by
     /// `bind` (plan name → region), and appends them to `out`. Checks dtypes, sizes and that no
-    /// two buffer arguments of a launch overlap.
+    /// two buffer arguments of a launch overlap. A scratch buffer that `bind` names is bound like
+    /// any other (shared with the launches of other plans).
     fn emit_regions(
         &mut self,
         out: &mut Vec<Resolved>,
@@ -880,20 +898,32 @@ impl LlamaModel {
         problem: Args,
         bind: &[(&str, Region<'_>)],
     ) -> Result<(), ModelError> {
+        self.emit_regions_from(out, kernel, problem, bind, 0)
+    }
+
+    /// [`Self::emit_regions`] of the plan's launches from `first` on.
+    fn emit_regions_from(
+        &mut self,
+        out: &mut Vec<Resolved>,
+        kernel: KernelId,
+        problem: Args,
+        bind: &[(&str, Region<'_>)],
+        first: usize,
+    ) -> Result<(), ModelError> {
         let built = self.built(kernel, problem)?;
-        for (launch, module) in built.plan.launches.iter().zip(&built.modules) {
+        for (launch, module) in built.plan.launches.iter().zip(&built.modules).skip(first) {
             let mut args = Vec::with_capacity(launch.args.len());
             for b in &launch.args {
                 args.push(match b {
                     Binding::Scalar(s) => ViewArg::Scalar(*s),
                     Binding::Buffer(name) => {
-                        let (index, region) = match built.scratch.get(name) {
-                            Some(&i) => (i, whole(name)),
-                            None => {
-                                let &(_, region) = bind.iter().find(|(p, _)| p == name).ok_or_else(|| {
-                                    ModelError::Internal(format!("{kernel}: plan buffer `{name}` is not bound"))
-                                })?;
-                                (self.store.index(region.name)?, region)
+                        let (index, region) = match (bind.iter().find(|(p, _)| p == name), built.scratch.get(name)) {
+                            (Some(&(_, region)), _) => (self.store.index(region.name)?, region),
+                            (None, Some(&i)) => (i, whole(name)),
+                            (None, None) => {
+                                return Err(ModelError::Internal(format!(
+                                    "{kernel}: plan buffer `{name}` is not bound"
+                                )))
                             }
                         };
                         let spec = built.plan.buffer(name).ok_or_else(|| {
@@ -1005,8 +1035,9 @@ impl LlamaModel {
             .with("group", GROUP)
             .with("act", "f32")
             .with("quant", quant);
-        if self.options.int8_activations && m <= INT8_ACTIVATION_MAX_TOKENS {
-            problem = problem.with("xq", "i8");
+        let activations = self.gemv_activations(m);
+        if activations != GemvActivations::F32 {
+            problem = problem.with("xq", activations);
         }
         let name = format!("blk.{layer}.{matrix}.weight");
         let (w, scales, mins) = (format!("{name}.w"), format!("{name}.scales"), format!("{name}.mins"));
@@ -1020,7 +1051,29 @@ impl LlamaModel {
         if quant == layout::Quant::Asym {
             bind.push(("mins", part(&mins, row * groups, n * groups)));
         }
-        self.emit_regions(out, KernelId::DequantGemmW4, problem, &bind)
+        if activations == GemvActivations::F32 {
+            return self.emit_regions(out, KernelId::DequantGemmW4, problem, &bind);
+        }
+        // The plan's first launch quantizes `x` into the shared `X_I8` buffers; when the launch
+        // just before is the GEMV that quantized this same `x` (K and V after Q, up after gate),
+        // nothing can have changed it since, and only the GEMV launch is needed.
+        bind.extend(X_I8.iter().map(|&(p, name)| (p, whole(name))));
+        let first = usize::from(self.quantized.as_ref() == Some(&(x.to_string(), out.len())));
+        self.emit_regions_from(out, KernelId::DequantGemmW4, problem, &bind, first)?;
+        self.quantized = Some((x.to_string(), out.len()));
+        Ok(())
+    }
+
+    /// How the int4 GEMVs of a step of `m` tokens take their activations: the model's
+    /// [`ModelOptions::gemv_activations`] for decoding steps (at most
+    /// [`INT8_ACTIVATION_MAX_TOKENS`] tokens, where the int8 path's one-row GEMV reads the
+    /// weights once per token), f32 otherwise.
+    pub fn gemv_activations(&self, m: usize) -> GemvActivations {
+        if m <= INT8_ACTIVATION_MAX_TOKENS {
+            self.options.gemv_activations
+        } else {
+            GemvActivations::F32
+        }
     }
 
     fn rmsnorm(&mut self, out: &mut Vec<Resolved>, m: usize, x: &str, w: &str, fused: bool) -> Result<(), ModelError> {
@@ -1046,6 +1099,7 @@ impl LlamaModel {
         let c = self.config.clone();
         let m = lanes * q_len;
         let mut out = Vec::new();
+        self.quantized = None;
         let embedding =
             Args::new().with("tokens", m).with("vocab", c.vocab_size).with("dim", c.dim).with("dtype", "f32");
         let bind = [("ids", "ids"), ("qs", "token_embd.qs"), ("scales", "token_embd.scales"), ("out", "resid")];
