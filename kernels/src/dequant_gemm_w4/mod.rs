@@ -70,6 +70,7 @@
 mod gemv;
 pub mod int8;
 pub mod layout;
+mod rowloop;
 
 use crate::args::{Args, ArgsKind, Reader};
 use crate::kernel::Cost;
@@ -175,6 +176,10 @@ pub struct DequantGemmW4Config {
     pub block_k: u32,
     /// Programs sharing one output tile's k range; > 1 adds a reduce launch.
     pub split_k: u32,
+    /// 0: the GEMV's `block_n` rows side by side at every k step (`gemv.rs`); R > 0 (one token
+    /// per program row only): the rows R at a time, each over its whole k range (`rowloop.rs`).
+    /// Optional in `key=value` form: absent means 0.
+    pub row_loop: u32,
 }
 
 const BLOCK_MS: [u32; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
@@ -204,6 +209,7 @@ impl Config for DequantGemmW4Config {
             block_n: r.get("block_n")?,
             block_k: r.get("block_k")?,
             split_k: r.get("split_k")?,
+            row_loop: r.get_or("row_loop", 0)?,
         };
         r.finish()?;
         let one_of = |key: &str, v: u32, set: &[u32]| {
@@ -214,16 +220,22 @@ impl Config for DequantGemmW4Config {
         one_of("block_k", c.block_k, &BLOCK_KS)?;
         one_of("split_k", c.split_k, &SPLITS)?;
         one_of("gemv", c.gemv, &[0, 1])?;
+        one_of("row_loop", c.row_loop, &rowloop::ROW_LOOPS)?;
         Ok(c)
     }
 
     fn to_args(&self) -> Args {
-        Args::new()
+        let args = Args::new()
             .with("block_m", self.block_m)
             .with("gemv", self.gemv)
             .with("block_n", self.block_n)
             .with("block_k", self.block_k)
-            .with("split_k", self.split_k)
+            .with("split_k", self.split_k);
+        // Only when not the default, so existing config keys (and database records) stay as they were.
+        match self.row_loop {
+            0 => args,
+            rows => args.with("row_loop", rows),
+        }
     }
 }
 
@@ -250,7 +262,9 @@ fn check_config(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<(),
     ensure(NAME, partials <= i32::MAX as u64, || format!("split_k·m·n = {partials} does not fit i32 offsets"))?;
     if p.xq == ActQuant::I8 {
         int8::check_config(c).map_err(constraint)?;
+        ensure(NAME, c.row_loop == 0, || format!("row_loop = {} needs xq = f32", c.row_loop))?;
     }
+    rowloop::check_config(c).map_err(constraint)?;
     Ok(())
 }
 
@@ -284,6 +298,11 @@ impl TileKernel for DequantGemmW4 {
                 values: values(&SPLITS),
                 help: "k splits; > 1 reduces f32 partials in a 2nd launch",
             },
+            Knob {
+                name: "row_loop",
+                values: values(&rowloop::ROW_LOOPS),
+                help: "0: block_n rows side by side per k step; R: one-token GEMV over R rows at a time, k inner",
+            },
         ]
     }
 
@@ -302,7 +321,7 @@ impl TileKernel for DequantGemmW4 {
             // ~2.9 ms against ~3.4 ms for 8 and ~3.8 ms for 32.
             let block_k = [128, 64, 32].into_iter().find(|&b| p.k.is_multiple_of(b)).unwrap_or(32);
             let block_n = if p.group >= 64 { 8 } else { 16 };
-            return DequantGemmW4Config { block_m: 1, gemv: 1, block_n, block_k, split_k: 1 };
+            return DequantGemmW4Config { block_m: 1, gemv: 1, block_n, block_k, split_k: 1, row_loop: 0 };
         }
         if p.m <= 16 {
             return gemv_default(p);
@@ -313,7 +332,7 @@ impl TileKernel for DequantGemmW4 {
         };
         let block_n = p.n.next_power_of_two().clamp(16, 64);
         let block_k = if p.k.is_multiple_of(64) { 64 } else { 32 };
-        DequantGemmW4Config { block_m, gemv: 0, block_n, block_k, split_k: 1 }
+        DequantGemmW4Config { block_m, gemv: 0, block_n, block_k, split_k: 1, row_loop: 0 }
     }
 
     fn space(&self, p: &DequantGemmW4Problem, limits: &SpaceLimits) -> Vec<DequantGemmW4Config> {
@@ -332,7 +351,7 @@ impl TileKernel for DequantGemmW4 {
             for block_n in BLOCK_NS.into_iter().filter(|&v| v <= max_n) {
                 for block_k in BLOCK_KS {
                     for split_k in SPLITS {
-                        let c = DequantGemmW4Config { block_m, gemv, block_n, block_k, split_k };
+                        let c = DequantGemmW4Config { block_m, gemv, block_n, block_k, split_k, row_loop: 0 };
                         let (m, n, k) = (u64::from(block_m), u64::from(block_n), u64::from(block_k));
                         // The GEMV's largest tile is its per-lane accumulator, `[block_m,
                         // block_n, block_k / 2]`; the dot path's are its three 2-D tiles.
@@ -342,7 +361,14 @@ impl TileKernel for DequantGemmW4 {
                             fits(m * k) && fits(k * n) && fits(m * n)
                         };
                         if tiles_fit && check_config(p, &c).is_ok() {
-                            space.push(c);
+                            space.push(c.clone());
+                        }
+                        // The row loop's tiles are `[row_loop, block_k / 32, 16]`, far below any limit.
+                        for row_loop in rowloop::ROW_LOOPS.into_iter().filter(|&r| r > 0) {
+                            let c = DequantGemmW4Config { row_loop, ..c.clone() };
+                            if p.xq == ActQuant::F32 && check_config(p, &c).is_ok() {
+                                space.push(c);
+                            }
                         }
                     }
                 }
@@ -381,6 +407,41 @@ impl TileKernel for DequantGemmW4 {
         }
 
         let spec = |name: &str, dtype, len, role| BufferSpec { name: name.into(), dtype, len, role };
+        if c.row_loop > 0 {
+            let blocks = k / rowloop::BLOCK as usize;
+            let mut buffers = vec![
+                spec("x", p.act, m * k, Role::Input),
+                spec("w", DType::U8, n * k / 2, Role::Input),
+                spec("scales", DType::F16, n * groups, Role::Input),
+            ];
+            let mut args = vec![buf("xd"), buf("w"), buf("scales")];
+            if p.quant == Quant::Asym {
+                buffers.push(spec("mins", DType::F16, n * groups, Role::Input));
+                args.push(buf("mins"));
+            }
+            buffers.push(spec("y", p.act, m * n, Role::Output));
+            buffers.push(spec("xd", DType::F32, m * blocks * rowloop::BLOCK_VALUES as usize, Role::Scratch));
+            args.push(buf(if split { "partials" } else { "y" }));
+            args.extend([i32_arg(n as i64), i32_arg(k as i64), i32_arg(k_per_split as i64)]);
+            let mut launches = vec![
+                Launch {
+                    kernel: rowloop::build_deinterleave(p.act)?,
+                    grid: [(blocks as u32).div_ceil(rowloop::DEINTERLEAVE_BLOCKS), p.m, 1],
+                    args: vec![buf("x"), buf("xd"), i32_arg(k as i64), i32_arg(blocks as i64)],
+                },
+                Launch { kernel: rowloop::build_gemv(p, c)?, grid: [p.n.div_ceil(c.block_n), p.m, c.split_k], args },
+            ];
+            if split {
+                buffers.push(spec("partials", DType::F32, c.split_k as usize * m * n, Role::Scratch));
+                launches.push(Launch {
+                    kernel: build_reduce(p.act, c.split_k)?,
+                    grid: [(m * n).div_ceil(REDUCE_BLOCK as usize) as u32, 1, 1],
+                    args: vec![buf("partials"), buf("y"), i32_arg((m * n) as i64)],
+                });
+            }
+            return Ok(Plan { buffers, launches });
+        }
+
         let mut buffers = vec![
             spec("x", p.act, m * k, Role::Input),
             spec("w", DType::U8, n * k / 2, Role::Input),
@@ -484,6 +545,7 @@ fn gemv_default(p: &DequantGemmW4Problem) -> DequantGemmW4Config {
             block_n: p.n.next_power_of_two().clamp(16, 64),
             block_k,
             split_k: 1,
+            row_loop: 0,
         };
     }
     // Several rows: 16 outputs and one 32-column k step (a group of the smallest size, so one
@@ -492,7 +554,7 @@ fn gemv_default(p: &DequantGemmW4Problem) -> DequantGemmW4Config {
     // 2 AVX-512 cores: m = 5 ~0.40 ms with 8 rows against ~0.42-0.90 ms for wider tiles or
     // 64-column steps; m = 16 ~0.79 ms with 2 programs of 8 rows against ~0.92 ms with 16.
     let block_m = block_m.min(8);
-    DequantGemmW4Config { block_m, gemv: 1, block_n: 16, block_k: 32, split_k: 1 }
+    DequantGemmW4Config { block_m, gemv: 1, block_n: 16, block_k: 32, split_k: 1, row_loop: 0 }
 }
 
 /// `y[i, j] = Σ_t x[i, t] · w[j, t]` in f64 (`x [m, k]`, `w [n, k]`).

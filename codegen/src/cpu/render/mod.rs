@@ -215,7 +215,9 @@ impl<'k> Emitter<'k> {
             }
             Op::Unary { .. } | Op::Compare { .. } | Op::Select { .. } | Op::Cast { .. } | Op::Bitcast { .. } => {
                 let v = out();
-                if !self.a.inlined[v.index()] {
+                // A widening cast the analysis made a view of its operand has no code.
+                let view = matches!(data.op, Op::Cast { .. }) && self.a.repr(v).root != v;
+                if !self.a.inlined[v.index()] && !view {
                     self.emit_map(v);
                 }
             }
