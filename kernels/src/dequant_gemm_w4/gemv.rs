@@ -122,27 +122,21 @@ fn emit_one_row(parts: &GemvParts<'_>) {
     let geo = geometry(parts);
     let j = geo.j;
     let shape3 = [bn, geo.tile_groups as u32, geo.half_pg as u32];
-    let acc_init = [b.zeros(&shape3, F32).named("acc_qx")];
-    let [acc_qx] = b.for_range(parts.k_lo, parts.k_hi, parts.block_k, acc_init, |k0, [acc_qx]| {
+    let acc_init = [b.zeros(&shape3, F32).named("acc_qx"), b.zeros(&[bn, geo.tile_groups as u32], F32).named("acc_x")];
+    let [acc_qx, acc_x] = b.for_range(parts.k_lo, parts.k_hi, parts.block_k, acc_init, |k0, [acc_qx, acc_x]| {
         let x_even = to_dtype(b.load(x, row * k + k0 + j * 2), F32);
         let x_odd = to_dtype(b.load(x, row * k + k0 + j * 2 + 1), F32);
         let bytes = parts.bytes(&geo, k0);
         let lo = (bytes & 0xFu8).cast(F32);
         let hi = (bytes >> 4u8).cast(F32);
-        let scale = parts.group_values(&geo, parts.scales, k0).expand_dims(2);
-        // The pairwise sums of x, `[1, tile_groups, per_group / 2]`, computed once per step for
-        // every row: the offset term (`min · Σ x` or `−8 · scale · Σ x`) goes into the same
-        // per-lane accumulator as the products, one more multiply-add per lane and no
-        // horizontal sum or per-row scalar update in the loop.
-        let pair_sums = (x_even + x_odd).named("pair_sums").expand_dims(0);
-        let t = lo * x_even.expand_dims(0) + hi * x_odd.expand_dims(0);
-        let step = match parts.mins {
-            Some(mins) => t * scale + pair_sums * parts.group_values(&geo, mins, k0).expand_dims(2),
-            None => (t + pair_sums * -8.0) * scale,
-        };
-        [acc_qx + step]
+        let scale = parts.group_values(&geo, parts.scales, k0);
+        // Σ x per group of the tile, `[1, tile_groups]`.
+        let sx = (x_even + x_odd).sum(1).row();
+        let offset = parts.offset(&geo, k0, scale, sx);
+        let products = (lo * x_even.expand_dims(0) + hi * x_odd.expand_dims(0)) * scale.expand_dims(2);
+        [acc_qx + products, acc_x + offset]
     });
-    let acc = acc_qx.sum(2).sum(1);
+    let acc = acc_qx.sum(2).sum(1) + acc_x.sum(1);
     let offs = parts.out_base + row * parts.n + parts.cols;
     b.store_masked(parts.out, offs, to_dtype(acc, parts.out_dtype), parts.col_ok);
 }

@@ -33,8 +33,8 @@ use kiln_ir::{Buf, DType, Kernel, KernelBuilder, Tile};
 
 /// Columns of `x` per de-interleaved block: the smallest group, one 16-byte weight row segment.
 pub(super) const BLOCK: i32 = 32;
-/// f32 values of `xd` per block: 16 even columns, 16 odd ones, 16 pairwise sums.
-pub(super) const BLOCK_VALUES: i32 = 48;
+/// f32 values of `xd` per block: 16 even columns, then 16 odd ones.
+pub(super) const BLOCK_VALUES: i32 = 32;
 /// Blocks per program of the de-interleave launch.
 pub(super) const DEINTERLEAVE_BLOCKS: u32 = 8;
 /// The legal `row_loop` values: 0 (the lanes GEMV) or rows per step of the row loop.
@@ -64,33 +64,33 @@ pub(super) fn check_config(c: &DequantGemmW4Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Launch 1: `x` (`[m, k]` of `act`) → `xd` (`[m, k / 32, 48]` f32, see the module doc).
+/// Launch 1: `x` (`[m, k]` of `act`) → `xd` (`[m, k / 32, 32]` f32) and `xs` (`[m, k / 32]`
+/// f32), see the module doc.
 pub(super) fn build_deinterleave(act: DType) -> Result<Kernel, KernelError> {
     use DType::{F32, I32};
     let b = KernelBuilder::new("dequant_gemm_w4_deinterleave_x");
-    let (x, xd) = (b.buffer("x", act), b.buffer("xd", F32));
+    let (x, xd, xs) = (b.buffer("x", act), b.buffer("xd", F32), b.buffer("xs", F32));
     let (k, blocks) = (b.scalar("k", I32), b.scalar("blocks", I32));
     let db = DEINTERLEAVE_BLOCKS as i32;
     let row = b.program_id(1);
     let blk = (b.program_id(0) * db + b.arange(0, db)).named("blk");
     let ok = blk.lt(blocks);
     let ok3 = ok.expand_dims(1).expand_dims(2);
-    // `[blocks, parity, 16]`: element (i, h, p) is column 32·i + 2p + h of the row.
+    // `[blocks, parity, 16]`: element (i, h, p) is column 32·i + 2p + h of the row, so the tile
+    // is the de-interleaved block as loaded.
     let base = (row * k + blk * BLOCK).expand_dims(1).expand_dims(2);
     let parity = b.arange(0, 2).expand_dims(0).expand_dims(2);
     let pair = b.arange(0, 16).expand_dims(0).expand_dims(1);
     let xv = to_dtype(b.load_masked(x, base + pair * 2 + parity, ok3, 0.0), F32);
-    let out_base = ((row * blocks + blk) * BLOCK_VALUES).expand_dims(1).expand_dims(2);
-    b.store_masked(xd, out_base + parity * 16 + pair, xv, ok3);
-    let sums = xv.sum(1);
-    let ok2 = ok.col();
-    b.store_masked(xd, out_base.reshape(&[DEINTERLEAVE_BLOCKS, 1]) + 32 + b.arange(0, 16).row(), sums, ok2);
+    b.store_masked(xd, base + parity * 16 + pair, xv, ok3);
+    b.store_masked(xs, row * blocks + blk, xv.sum(2).sum(1), ok);
     b.finish().map_err(build_error)
 }
 
 /// What launch 2 reads and writes.
 struct Buffers {
     xd: Buf,
+    xs: Buf,
     w: Buf,
     scales: Buf,
     mins: Option<Buf>,
@@ -104,6 +104,7 @@ pub(super) fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> R
     let b = KernelBuilder::new(if split { "dequant_gemm_w4_rows_partial" } else { "dequant_gemm_w4_rows" });
     let bufs = Buffers {
         xd: b.buffer("xd", F32),
+        xs: b.buffer("xs", F32),
         w: b.buffer("w", U8),
         scales: b.buffer("scales", DType::F16),
         mins: match p.quant {
@@ -134,8 +135,8 @@ pub(super) fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> R
         let cols = (col0 + r + b.arange(0, rows)).named("cols");
         let col_ok = cols.lt(n);
         let ok3 = col_ok.expand_dims(1).expand_dims(2);
-        let acc0 = b.zeros(&shape, F32).named("acc");
-        let [acc] = b.for_range(k_lo, k_hi, bk, [acc0], |k0, [acc]| {
+        let init = [b.zeros(&shape, F32).named("acc"), b.zeros(&[rows as u32, nb as u32], F32).named("acc_offset")];
+        let [acc, acc_offset] = b.for_range(k_lo, k_hi, bk, init, |k0, [acc, acc_offset]| {
             // Masked (not clamped) rows: the row starts stay affine, so a backend can read the
             // bytes where they lie whenever every row of the step exists.
             let bytes =
@@ -147,19 +148,19 @@ pub(super) fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> R
             let xd_at = (x_row + k0 / BLOCK * BLOCK_VALUES + x_at).expand_dims(0);
             let x_even = b.load(bufs.xd, xd_at);
             let x_odd = b.load(bufs.xd, xd_at + 16);
-            let x_sums = b.load(bufs.xd, xd_at + 32);
-            let t = lo * x_even + hi * x_odd;
+            // Σ x per block of the tile, `[1, blocks]`.
+            let x_sums = b.load(bufs.xs, (token * (k / BLOCK) + k0 / BLOCK + b.arange(0, nb)).row());
             let scale = group_values(&b, bufs.scales, cols, col_ok, groups, k0, group, bk);
-            // One accumulator per lane: `rows · blocks` independent sums per step.
-            match bufs.mins {
-                Some(mins) => {
-                    let min = group_values(&b, mins, cols, col_ok, groups, k0, group, bk);
-                    [acc + t * scale + x_sums * min]
-                }
-                None => [acc + (t + x_sums * -8.0) * scale],
-            }
+            let acc = acc + (lo * x_even + hi * x_odd) * scale.expand_dims(2);
+            // The offset term per row and block (`min · Σ x`, or `−8 · scale · Σ x`): one
+            // product per 32 weights, not one per lane.
+            let offset = match bufs.mins {
+                Some(mins) => group_values(&b, mins, cols, col_ok, groups, k0, group, bk) * x_sums,
+                None => scale * x_sums * -8.0,
+            };
+            [acc, acc_offset + offset]
         });
-        let y = acc.sum(2).sum(1);
+        let y = acc.sum(2).sum(1) + acc_offset.sum(1);
         let out_at = out_base + token * n + cols;
         b.store_masked(bufs.out, out_at, to_dtype(y, out_dtype(p, c)), col_ok);
         []
@@ -167,9 +168,9 @@ pub(super) fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> R
     b.finish().map_err(build_error)
 }
 
-/// A group parameter (scale or min) of the k tile at `k0` for `rows_at`, as f32 broadcastable
-/// against `[R, blocks, 16]`: one per row when the tile lies within a group, else one per block
-/// of 32 columns (a group of g columns spans g / 32 blocks).
+/// A group parameter (scale or min) of the k tile at `k0` for the rows `cols`, as f32
+/// broadcastable against `[R, blocks]`: one per row when the tile lies within a group, else one
+/// per block of 32 columns (a group of g columns spans g / 32 blocks).
 fn group_values<'b>(
     b: &'b KernelBuilder,
     buffer: Buf,
@@ -181,13 +182,13 @@ fn group_values<'b>(
     bk: i32,
 ) -> Tile<'b> {
     if bk <= group {
-        b.load_masked(buffer, cols * groups + k0 / group, col_ok, 0.0).cast(DType::F32).expand_dims(1).expand_dims(2)
+        b.load_masked(buffer, cols * groups + k0 / group, col_ok, 0.0).cast(DType::F32).col()
     } else {
         let nb = bk / BLOCK;
         // Block i of the tile is in group i / (group / 32) of the tile: consecutive groups (an
         // affine row the backends load as one) when each group is one block.
         let per_block = if group == BLOCK { b.arange(0, nb) } else { b.arange(0, nb) / (group / BLOCK) };
         let g = (cols * groups + k0 / group).col() + per_block.row();
-        b.load_masked(buffer, g, col_ok.col(), 0.0).cast(DType::F32).expand_dims(2)
+        b.load_masked(buffer, g, col_ok.col(), 0.0).cast(DType::F32)
     }
 }
