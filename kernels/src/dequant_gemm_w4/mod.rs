@@ -52,8 +52,13 @@
 //!   The weights are never rounded to f16; the sums are f32, so the result differs from
 //!   dequantize-then-multiply only by f32 rounding order, far inside the tolerances.
 //!
-//! The default takes the GEMV path up to m = 16 (one token: `block_m = 1`; more: up to 8 rows per
-//! program) and the `dot` path for prefill. In `key=value` form `gemv` may be left out: it is then
+//! - `row_loop = R` (with `gemv = 1`, `block_m = 1`, f32 products; in `rowloop.rs`): the
+//!   one-token GEMV with the loop order turned around: x de-interleaved once by a first launch,
+//!   then each program's rows R at a time, each group of rows over its whole k range with an
+//!   accumulator of `[R, block_k / 32, 16]` lanes.
+//!
+//! The default takes the GEMV path up to m = 16 (one token: the row loop, 8 rows at a time; more:
+//! up to 8 tokens per program) and the `dot` path for prefill. In `key=value` form `gemv` may be left out: it is then
 //! 1 below `block_m = 16` and 0 from there (callers that overlay the default config inherit its
 //! `gemv`). Each problem's m falls in a regime (`TileKernel::regime`: 1, 2..16, more) that the
 //! tuning database's nearest-bucket lookup does not cross.

@@ -8,20 +8,21 @@
 //!
 //! # Launches
 //!
-//! 1. **De-interleave x** (grid `[⌈k / 32 / 8⌉, m, 1]`): per block of 32 columns of `x`, 48 f32
-//!    values in the scratch buffer `xd`: the 16 even columns, the 16 odd ones, and their 16
-//!    pairwise sums (`x[2p] + x[2p + 1]`). A weight byte row of 16 bytes holds the block's codes
-//!    with column `2p` in the low nibble of byte `p` and `2p + 1` in the high one, so the low
-//!    nibbles pair with the first 16 values, the high nibbles with the next 16, and the sums
-//!    carry the per-group offset (`min · Σ x`, or `−8 · scale · Σ x`) as one more multiply-add
-//!    per lane, with no horizontal sum in the loop. `x` is read once per token here instead of
-//!    at stride 2 by every row of every program.
-//! 2. **GEMV** (grid `[⌈n / block_n⌉, m, split_k]`): for each `R` rows (clamped to `n − 1`
-//!    past the end; their outputs are not stored), over the program's k range in steps of
-//!    `block_k`: `t = lo · x_even + hi · x_odd` per lane (`[R, blocks, 16]`, blocks of 32
-//!    columns), `acc += t · scale`, `acc_min += sums · min` (asym) or
-//!    `acc += (t − 8 · sums) · scale` (sym). After the row's k loop, one horizontal sum per row.
+//! 1. **De-interleave x** (grid `[⌈k / 32 / 8⌉, m, 1]`): per block of 32 columns of `x`, 32 f32
+//!    values in the scratch buffer `xd` (the 16 even columns, then the 16 odd ones) and their
+//!    sum in `xs`. A weight byte row of 16 bytes holds the block's codes with column `2p` in the
+//!    low nibble of byte `p` and `2p + 1` in the high one, so the low nibbles pair with the
+//!    first 16 values and the high nibbles with the next 16 without shuffles. `x` is read once
+//!    per token here instead of at stride 2 by every row of every program.
+//! 2. **GEMV** (grid `[⌈n / block_n⌉, m, split_k]`): for each `R` rows (masked past `n`), over
+//!    the program's k range in steps of `block_k`: `acc += (lo · x_even + hi · x_odd) · scale`
+//!    per lane (`[R, blocks, 16]`, blocks of 32 columns), and the offset term per row and block,
+//!    `acc_offset += min · Σ x` (asym) or `−8 · scale · Σ x` (sym), one product per 32 weights.
+//!    After the row's k loop, one horizontal sum per row.
 //! 3. With `split_k > 1`, the f32 partials are summed by the shared reduce launch.
+//!
+//! On the CPU, `R = 8` rows of 64-column steps make a 16-vector accumulator that the renderer
+//! keeps in AVX-512 registers; the step's x values are read where they lie in `xd` (L1).
 //!
 //! The numerics are those of the lanes GEMV: exact weights `q · s + min` in f32 (never rounded
 //! to f16), f32 sums, so the result differs from dequantize-then-multiply only by rounding order.
