@@ -329,14 +329,17 @@ impl TileKernel for DequantGemmW4 {
             return DequantGemmW4Config { block_m: 1, gemv: 1, block_n, block_k, split_k: 1, row_loop: 0 };
         }
         if p.m == 1 {
-            // One token, f32 products: the row loop, 8 rows at a time over k in steps of 64
-            // columns, whose `[8, 2, 16]` accumulator is 16 AVX-512 registers on the CPU.
-            // Measured single-threaded with the weights hot in L2 (k = 576, n = 1536, group
-            // 32, a Zen 5 core): ~34 µs against ~49 µs for the lanes GEMV (`row_loop = 0`),
-            // ~41 µs for 4 rows and ~85 µs for 1; 128-column steps (`[8, 4, 16]`, more than
-            // fits the registers) ~20% slower than 64 at k = 4096.
-            let block_k = if p.k.is_multiple_of(64) { 64 } else { 32 };
-            return DequantGemmW4Config { block_m: 1, gemv: 1, block_n: 32, block_k, split_k: 1, row_loop: 8 };
+            // One token, f32 products: the row loop with a 16-vector accumulator (`[R, block_k /
+            // 32, 16]`, what the CPU renderer keeps in AVX-512 registers): 4 rows of 128-column
+            // steps where k allows (a cache line of each row per step), else 8 rows of 64 (or
+            // 32). Measured on 2 Zen 5 cores: k = 4096, n = 14336, group 128, weights from DRAM,
+            // ~1.1-2.1 ms against ~2.8-2.9 ms for 8 rows of 64 columns and ~2.7-3.3 ms for the
+            // lanes GEMV (`row_loop = 0`), interleaved on a busy machine; single-threaded with
+            // the weights hot (k = 576, n = 1536, group 32): ~34 µs for 8 rows of 64 against
+            // ~49 µs for the lanes GEMV, ~41 µs for 4 rows and ~85 µs for 1.
+            let block_k = [128, 64, 32].into_iter().find(|&b| p.k.is_multiple_of(b)).unwrap_or(32);
+            let row_loop = (16 * rowloop::BLOCK as u32 / block_k).min(8);
+            return DequantGemmW4Config { block_m: 1, gemv: 1, block_n: 32, block_k, split_k: 1, row_loop };
         }
         if p.m <= 16 {
             return gemv_default(p);
