@@ -136,6 +136,7 @@ pub(super) fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> R
         let cols = (col0 + r + b.arange(0, rows)).named("cols");
         let col_ok = cols.lt(n);
         let ok3 = col_ok.expand_dims(1).expand_dims(2);
+        let rows_of = RowGroup { b: &b, cols, col_ok, groups, group, bk };
         let init = [b.zeros(&shape, F32).named("acc"), b.zeros(&[rows as u32, nb as u32], F32).named("acc_offset")];
         let [acc, acc_offset] = b.for_range(k_lo, k_hi, bk, init, |k0, [acc, acc_offset]| {
             // Masked (not clamped) rows: the row starts stay affine, so a backend can read the
@@ -151,12 +152,12 @@ pub(super) fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> R
             let x_odd = b.load(bufs.xd, xd_at + 16);
             // Σ x per block of the tile, `[1, blocks]`.
             let x_sums = b.load(bufs.xs, (token * (k / BLOCK) + k0 / BLOCK + b.arange(0, nb)).row());
-            let scale = group_values(&b, bufs.scales, cols, col_ok, groups, k0, group, bk);
+            let scale = rows_of.group_values(bufs.scales, k0);
             let acc = acc + (lo * x_even + hi * x_odd) * scale.expand_dims(2);
             // The offset term per row and block (`min · Σ x`, or `−8 · scale · Σ x`): one
             // product per 32 weights, not one per lane.
             let offset = match bufs.mins {
-                Some(mins) => group_values(&b, mins, cols, col_ok, groups, k0, group, bk) * x_sums,
+                Some(mins) => rows_of.group_values(mins, k0) * x_sums,
                 None => scale * x_sums * -8.0,
             };
             [acc, acc_offset + offset]
@@ -169,27 +170,31 @@ pub(super) fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> R
     b.finish().map_err(build_error)
 }
 
-/// A group parameter (scale or min) of the k tile at `k0` for the rows `cols`, as f32
-/// broadcastable against `[R, blocks]`: one per row when the tile lies within a group, else one
-/// per block of 32 columns (a group of g columns spans g / 32 blocks).
-fn group_values<'b>(
+/// The rows a step of the row loop works on, and how their group parameters are laid out.
+struct RowGroup<'b> {
     b: &'b KernelBuilder,
-    buffer: Buf,
     cols: Tile<'b>,
     col_ok: Tile<'b>,
     groups: Tile<'b>,
-    k0: Tile<'b>,
     group: i32,
     bk: i32,
-) -> Tile<'b> {
-    if bk <= group {
-        b.load_masked(buffer, cols * groups + k0 / group, col_ok, 0.0).cast(DType::F32).col()
-    } else {
-        let nb = bk / BLOCK;
-        // Block i of the tile is in group i / (group / 32) of the tile: consecutive groups (an
-        // affine row the backends load as one) when each group is one block.
-        let per_block = if group == BLOCK { b.arange(0, nb) } else { b.arange(0, nb) / (group / BLOCK) };
-        let g = (cols * groups + k0 / group).col() + per_block.row();
-        b.load_masked(buffer, g, col_ok.col(), 0.0).cast(DType::F32)
+}
+
+impl<'b> RowGroup<'b> {
+    /// A group parameter (scale or min) of the k tile at `k0` for these rows, as f32
+    /// broadcastable against `[R, blocks]`: one per row when the tile lies within a group, else
+    /// one per block of 32 columns (a group of g columns spans g / 32 blocks).
+    fn group_values(&self, buffer: Buf, k0: Tile<'b>) -> Tile<'b> {
+        let (b, cols, col_ok, groups, group) = (self.b, self.cols, self.col_ok, self.groups, self.group);
+        if self.bk <= group {
+            b.load_masked(buffer, cols * groups + k0 / group, col_ok, 0.0).cast(DType::F32).col()
+        } else {
+            let nb = self.bk / BLOCK;
+            // Block i of the tile is in group i / (group / 32) of the tile: consecutive groups
+            // (an affine row the backends load as one) when each group is one block.
+            let per_block = if group == BLOCK { b.arange(0, nb) } else { b.arange(0, nb) / (group / BLOCK) };
+            let g = (cols * groups + k0 / group).col() + per_block.row();
+            b.load_masked(buffer, g, col_ok.col(), 0.0).cast(DType::F32)
+        }
     }
 }

@@ -385,7 +385,7 @@ impl<'k> Emitter<'k> {
         let numel = ty.shape.numel();
         let in_place = self.a.repr(yielded) == repr && repr.root == carried;
         let uniform = init.scalar_root || init.strides.iter().all(|&s| s == 0);
-        let fits = lanes >= 4 && numel % lanes == 0 && numel / lanes <= MAX_REGISTER_VECTORS;
+        let fits = lanes >= 4 && numel.is_multiple_of(lanes) && numel / lanes <= MAX_REGISTER_VECTORS;
         (ty.dtype == DType::F32 && !repr.scalar_root && in_place && uniform && fits).then_some(numel / lanes)
     }
 
