@@ -22,7 +22,13 @@ const CASES: [(KernelId, &str); 4] = [
 fn default_ptx(id: KernelId, shape: &str, num_warps: u32) -> String {
     let kernel = id.kernel();
     let shape = kernel.problem(&kernel.example_problem().overlaid(&Args::parse(shape).unwrap())).unwrap();
-    let config = kernel.default_config(&shape).unwrap();
+    let mut config = kernel.default_config(&shape).unwrap();
+    if id == KernelId::DequantGemmW4 {
+        // The one-token default is the row loop, whose `[4, 4, 16]` steps are shaped for a CPU's
+        // vector registers (fewer elements than 8 warps have threads); a GPU takes the lanes
+        // GEMV, `row_loop = 0`, whose tiles these checks are about.
+        config = config.overlaid(&Args::parse("row_loop=0").unwrap());
+    }
     let plan = kernel.plan(&shape, &config).unwrap();
     let mut text = String::new();
     for launch in &plan.launches {

@@ -53,6 +53,41 @@ fn dequant_gemm_w4_prefill_matches_reference() {
 }
 
 #[test]
+fn dequant_gemm_w4_row_loop_matches_reference() {
+    // The one-token row loop (`row_loop = R`): rows R at a time, k inner; n ragged against R and
+    // block_n, k tiles within a group and spanning several, sym and asym, f16 and f32, several
+    // tokens (one grid row each) and split-K.
+    assert_config("m=1,n=37,k=256,group=32,act=f32", "block_m=1,block_n=16,block_k=64,split_k=1,row_loop=4", 70);
+    assert_config(
+        "m=3,n=21,k=256,group=64,act=f16,quant=sym",
+        "block_m=1,block_n=8,block_k=128,split_k=1,row_loop=2",
+        71,
+    );
+    assert_config("m=1,n=19,k=384,group=128,act=f16", "block_m=1,block_n=32,block_k=32,split_k=1,row_loop=8", 72);
+    assert_config(
+        "m=2,n=9,k=128,group=32,act=f32,quant=sym",
+        "block_m=1,block_n=16,block_k=32,split_k=1,row_loop=1",
+        73,
+    );
+    assert_config("m=1,n=30,k=512,group=32,act=f32", "block_m=1,block_n=8,block_k=64,split_k=4,row_loop=4", 74);
+}
+
+#[test]
+fn dequant_gemm_w4_row_loop_constraints() {
+    let shape = "m=4,n=32,k=128,group=32";
+    assert_constraint(NAME, shape, "block_m=2,block_n=16,block_k=32,split_k=1,row_loop=2", "row_loop");
+    assert_constraint(NAME, shape, "block_m=1,block_n=8,block_k=32,split_k=1,row_loop=16", "row_loop");
+    assert_constraint(NAME, shape, "block_m=1,block_n=8,block_k=16,split_k=1,row_loop=2", "block_k");
+    assert_constraint(NAME, shape, "block_m=1,block_n=8,block_k=32,split_k=1,row_loop=3", "row_loop");
+    assert_constraint(
+        NAME,
+        "m=1,n=32,k=128,group=32,xq=i8",
+        "block_m=1,block_n=16,block_k=32,split_k=1,row_loop=2",
+        "xq",
+    );
+}
+
+#[test]
 fn dequant_gemm_w4_paths_and_group_handling() {
     // GEMV path with f16 and f32 activations, for m > 1 too (one grid row per token).
     assert_config("m=3,n=20,k=128,group=32,act=f16", "block_m=1,block_n=16,block_k=64,split_k=1", 30);

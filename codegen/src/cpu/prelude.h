@@ -98,6 +98,12 @@ static inline KILN_UNUSED void kiln_f16_load_n(float *dst, const uint16_t *src, 
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
     for (; i + 4 <= n; i += 4)
         _mm_storeu_ps(dst + i, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(src + i))));
+    /* Pairs too: a row of two groups' scales is one conversion, not two. */
+    for (; i + 2 <= n; i += 2) {
+        int32_t pair;
+        memcpy(&pair, src + i, sizeof pair);
+        _mm_storel_pi((__m64 *)(dst + i), _mm_cvtph_ps(_mm_cvtsi32_si128(pair)));
+    }
 #endif
     for (; i < n; i++) dst[i] = kiln_f16_value(src[i]);
 }

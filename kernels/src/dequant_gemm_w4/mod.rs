@@ -52,8 +52,13 @@
 //!   The weights are never rounded to f16; the sums are f32, so the result differs from
 //!   dequantize-then-multiply only by f32 rounding order, far inside the tolerances.
 //!
-//! The default takes the GEMV path up to m = 16 (one token: `block_m = 1`; more: up to 8 rows per
-//! program) and the `dot` path for prefill. In `key=value` form `gemv` may be left out: it is then
+//! - `row_loop = R` (with `gemv = 1`, `block_m = 1`, f32 products; in `rowloop.rs`): the
+//!   one-token GEMV with the loop order turned around: x de-interleaved once by a first launch,
+//!   then each program's rows R at a time, each group of rows over its whole k range with an
+//!   accumulator of `[R, block_k / 32, 16]` lanes.
+//!
+//! The default takes the GEMV path up to m = 16 (one token: the row loop, 8 rows at a time; more:
+//! up to 8 tokens per program) and the `dot` path for prefill. In `key=value` form `gemv` may be left out: it is then
 //! 1 below `block_m = 16` and 0 from there (callers that overlay the default config inherit its
 //! `gemv`). Each problem's m falls in a regime (`TileKernel::regime`: 1, 2..16, more) that the
 //! tuning database's nearest-bucket lookup does not cross.
@@ -70,6 +75,7 @@
 mod gemv;
 pub mod int8;
 pub mod layout;
+mod rowloop;
 
 use crate::args::{Args, ArgsKind, Reader};
 use crate::kernel::Cost;
@@ -175,6 +181,11 @@ pub struct DequantGemmW4Config {
     pub block_k: u32,
     /// Programs sharing one output tile's k range; > 1 adds a reduce launch.
     pub split_k: u32,
+    /// 0: the GEMV's `block_n` rows side by side at every k step (`gemv.rs`); R > 0 (one token
+    /// per program row only): the rows R at a time, each over its whole k range (`rowloop.rs`).
+    /// Optional in `key=value` form: absent means 0 (callers that overlay the default config
+    /// inherit its `row_loop`, as with `gemv`).
+    pub row_loop: u32,
 }
 
 const BLOCK_MS: [u32; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
@@ -204,6 +215,7 @@ impl Config for DequantGemmW4Config {
             block_n: r.get("block_n")?,
             block_k: r.get("block_k")?,
             split_k: r.get("split_k")?,
+            row_loop: r.get_or("row_loop", 0)?,
         };
         r.finish()?;
         let one_of = |key: &str, v: u32, set: &[u32]| {
@@ -214,16 +226,21 @@ impl Config for DequantGemmW4Config {
         one_of("block_k", c.block_k, &BLOCK_KS)?;
         one_of("split_k", c.split_k, &SPLITS)?;
         one_of("gemv", c.gemv, &[0, 1])?;
+        one_of("row_loop", c.row_loop, &rowloop::ROW_LOOPS)?;
         Ok(c)
     }
 
     fn to_args(&self) -> Args {
+        // `row_loop` always, so that a config read back over the default (whose `row_loop`
+        // may differ) is this config. (The knob is part of the database's IR hash, so records
+        // written before it existed are not read as row-loop configs.)
         Args::new()
             .with("block_m", self.block_m)
             .with("gemv", self.gemv)
             .with("block_n", self.block_n)
             .with("block_k", self.block_k)
             .with("split_k", self.split_k)
+            .with("row_loop", self.row_loop)
     }
 }
 
@@ -250,7 +267,9 @@ fn check_config(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<(),
     ensure(NAME, partials <= i32::MAX as u64, || format!("split_k·m·n = {partials} does not fit i32 offsets"))?;
     if p.xq == ActQuant::I8 {
         int8::check_config(c).map_err(constraint)?;
+        ensure(NAME, c.row_loop == 0, || format!("row_loop = {} needs xq = f32", c.row_loop))?;
     }
+    rowloop::check_config(c).map_err(constraint)?;
     Ok(())
 }
 
@@ -284,6 +303,11 @@ impl TileKernel for DequantGemmW4 {
                 values: values(&SPLITS),
                 help: "k splits; > 1 reduces f32 partials in a 2nd launch",
             },
+            Knob {
+                name: "row_loop",
+                values: values(&rowloop::ROW_LOOPS),
+                help: "0: block_n rows side by side per k step; R: one-token GEMV over R rows at a time, k inner",
+            },
         ]
     }
 
@@ -302,7 +326,20 @@ impl TileKernel for DequantGemmW4 {
             // ~2.9 ms against ~3.4 ms for 8 and ~3.8 ms for 32.
             let block_k = [128, 64, 32].into_iter().find(|&b| p.k.is_multiple_of(b)).unwrap_or(32);
             let block_n = if p.group >= 64 { 8 } else { 16 };
-            return DequantGemmW4Config { block_m: 1, gemv: 1, block_n, block_k, split_k: 1 };
+            return DequantGemmW4Config { block_m: 1, gemv: 1, block_n, block_k, split_k: 1, row_loop: 0 };
+        }
+        if p.m == 1 {
+            // One token, f32 products: the row loop with a 16-vector accumulator (`[R, block_k /
+            // 32, 16]`, what the CPU renderer keeps in AVX-512 registers): 4 rows of 128-column
+            // steps where k allows (a cache line of each row per step), else 8 rows of 64 (or
+            // 32). Measured on 2 Zen 5 cores: k = 4096, n = 14336, group 128, weights from DRAM,
+            // ~1.1-2.1 ms against ~2.8-2.9 ms for 8 rows of 64 columns and ~2.7-3.3 ms for the
+            // lanes GEMV (`row_loop = 0`), interleaved on a busy machine; single-threaded with
+            // the weights hot (k = 576, n = 1536, group 32): ~34 µs for 8 rows of 64 against
+            // ~49 µs for the lanes GEMV, ~41 µs for 4 rows and ~85 µs for 1.
+            let block_k = [128, 64, 32].into_iter().find(|&b| p.k.is_multiple_of(b)).unwrap_or(32);
+            let row_loop = (16 * rowloop::BLOCK as u32 / block_k).min(8);
+            return DequantGemmW4Config { block_m: 1, gemv: 1, block_n: 32, block_k, split_k: 1, row_loop };
         }
         if p.m <= 16 {
             return gemv_default(p);
@@ -313,7 +350,7 @@ impl TileKernel for DequantGemmW4 {
         };
         let block_n = p.n.next_power_of_two().clamp(16, 64);
         let block_k = if p.k.is_multiple_of(64) { 64 } else { 32 };
-        DequantGemmW4Config { block_m, gemv: 0, block_n, block_k, split_k: 1 }
+        DequantGemmW4Config { block_m, gemv: 0, block_n, block_k, split_k: 1, row_loop: 0 }
     }
 
     fn space(&self, p: &DequantGemmW4Problem, limits: &SpaceLimits) -> Vec<DequantGemmW4Config> {
@@ -332,7 +369,7 @@ impl TileKernel for DequantGemmW4 {
             for block_n in BLOCK_NS.into_iter().filter(|&v| v <= max_n) {
                 for block_k in BLOCK_KS {
                     for split_k in SPLITS {
-                        let c = DequantGemmW4Config { block_m, gemv, block_n, block_k, split_k };
+                        let c = DequantGemmW4Config { block_m, gemv, block_n, block_k, split_k, row_loop: 0 };
                         let (m, n, k) = (u64::from(block_m), u64::from(block_n), u64::from(block_k));
                         // The GEMV's largest tile is its per-lane accumulator, `[block_m,
                         // block_n, block_k / 2]`; the dot path's are its three 2-D tiles.
@@ -342,7 +379,14 @@ impl TileKernel for DequantGemmW4 {
                             fits(m * k) && fits(k * n) && fits(m * n)
                         };
                         if tiles_fit && check_config(p, &c).is_ok() {
-                            space.push(c);
+                            space.push(c.clone());
+                        }
+                        // The row loop's tiles are `[row_loop, block_k / 32, 16]`, far below any limit.
+                        for row_loop in rowloop::ROW_LOOPS.into_iter().filter(|&r| r > 0) {
+                            let c = DequantGemmW4Config { row_loop, ..c.clone() };
+                            if p.xq == ActQuant::F32 && check_config(p, &c).is_ok() {
+                                space.push(c);
+                            }
                         }
                     }
                 }
@@ -381,6 +425,42 @@ impl TileKernel for DequantGemmW4 {
         }
 
         let spec = |name: &str, dtype, len, role| BufferSpec { name: name.into(), dtype, len, role };
+        if c.row_loop > 0 {
+            let blocks = k / rowloop::BLOCK as usize;
+            let mut buffers = vec![
+                spec("x", p.act, m * k, Role::Input),
+                spec("w", DType::U8, n * k / 2, Role::Input),
+                spec("scales", DType::F16, n * groups, Role::Input),
+            ];
+            let mut args = vec![buf("xd"), buf("xs"), buf("w"), buf("scales")];
+            if p.quant == Quant::Asym {
+                buffers.push(spec("mins", DType::F16, n * groups, Role::Input));
+                args.push(buf("mins"));
+            }
+            buffers.push(spec("y", p.act, m * n, Role::Output));
+            buffers.push(spec("xd", DType::F32, m * blocks * rowloop::BLOCK_VALUES as usize, Role::Scratch));
+            buffers.push(spec("xs", DType::F32, m * blocks, Role::Scratch));
+            args.push(buf(if split { "partials" } else { "y" }));
+            args.extend([i32_arg(n as i64), i32_arg(k as i64), i32_arg(k_per_split as i64)]);
+            let mut launches = vec![
+                Launch {
+                    kernel: rowloop::build_deinterleave(p.act)?,
+                    grid: [(blocks as u32).div_ceil(rowloop::DEINTERLEAVE_BLOCKS), p.m, 1],
+                    args: vec![buf("x"), buf("xd"), buf("xs"), i32_arg(k as i64), i32_arg(blocks as i64)],
+                },
+                Launch { kernel: rowloop::build_gemv(p, c)?, grid: [p.n.div_ceil(c.block_n), p.m, c.split_k], args },
+            ];
+            if split {
+                buffers.push(spec("partials", DType::F32, c.split_k as usize * m * n, Role::Scratch));
+                launches.push(Launch {
+                    kernel: build_reduce(p.act, c.split_k)?,
+                    grid: [(m * n).div_ceil(REDUCE_BLOCK as usize) as u32, 1, 1],
+                    args: vec![buf("partials"), buf("y"), i32_arg((m * n) as i64)],
+                });
+            }
+            return Ok(Plan { buffers, launches });
+        }
+
         let mut buffers = vec![
             spec("x", p.act, m * k, Role::Input),
             spec("w", DType::U8, n * k / 2, Role::Input),
@@ -468,31 +548,17 @@ impl TileKernel for DequantGemmW4 {
     }
 }
 
-/// The GEMV path's default for `m ≤ 16`: up to 8 rows per program (`block_m` = m rounded up to a
+/// The GEMV path's default for `2 ≤ m ≤ 16`: up to 8 rows per program (`block_m` = m rounded up to a
 /// power of two), so each weight byte is read once or twice per launch.
 fn gemv_default(p: &DequantGemmW4Problem) -> DequantGemmW4Config {
     let block_m = p.m.next_power_of_two();
-    if block_m == 1 {
-        // Every legal k is a multiple of 32 (the smallest group). The GEMV streams its weights
-        // as 64 rows of 64 bytes per step: its per-lane accumulator (16 KiB) and the step's
-        // bytes stay in L1 (k = 4096, n = 14336 on a 2-core AVX-512 host: ~1.6 ms against
-        // ~1.85 ms for 128 rows).
-        let block_k = [128, 64, 32].into_iter().find(|&b| p.k.is_multiple_of(b)).unwrap_or(32);
-        return DequantGemmW4Config {
-            block_m,
-            gemv: 1,
-            block_n: p.n.next_power_of_two().clamp(16, 64),
-            block_k,
-            split_k: 1,
-        };
-    }
     // Several rows: 16 outputs and one 32-column k step (a group of the smallest size, so one
     // scale per row of the tile) per program step, at most 8 rows: the per-lane accumulator
     // `[block_m, 16, 16]` f32 stays at 8 KiB. Measured at k = 576, n = 1536 (f32, group 32) on
     // 2 AVX-512 cores: m = 5 ~0.40 ms with 8 rows against ~0.42-0.90 ms for wider tiles or
     // 64-column steps; m = 16 ~0.79 ms with 2 programs of 8 rows against ~0.92 ms with 16.
     let block_m = block_m.min(8);
-    DequantGemmW4Config { block_m, gemv: 1, block_n: 16, block_k: 32, split_k: 1 }
+    DequantGemmW4Config { block_m, gemv: 1, block_n: 16, block_k: 32, split_k: 1, row_loop: 0 }
 }
 
 /// `y[i, j] = Σ_t x[i, t] · w[j, t]` in f64 (`x [m, k]`, `w [n, k]`).

@@ -794,9 +794,23 @@ impl Analysis {
             }
             Op::Cast { arg, to } => {
                 let Some(v) = result else { return };
+                let from = kernel.ty(*arg).dtype;
+                // f16 and bf16 tiles are held as the f32 values they round to, so widening a
+                // loaded one to f32 changes nothing: the result is a view of the load's storage
+                // instead of a copy (a row of converted scales read again at once by a vector
+                // load would also wait on the narrow stores that wrote it). Only loads: their
+                // storage is never written again, unlike a loop's carried tiles.
+                let of_load = matches!(kernel.value(*arg).def, ValueDef::Result(i, _) if matches!(kernel.inst(i).op, Op::Load { .. }));
+                if *to == DType::F32 && matches!(from, DType::F16 | DType::BF16) && of_load && !kernel.ty(v).is_scalar()
+                {
+                    let repr = self.repr(*arg).clone();
+                    if !repr.scalar_root {
+                        self.define_view(kernel, v, repr, None);
+                        return;
+                    }
+                }
                 self.define_own(kernel, v);
                 // i32 <-> u32 keeps the bits, so the value modulo 2^32 and its form.
-                let from = kernel.ty(*arg).dtype;
                 if !kernel.ty(v).is_scalar()
                     && matches!(from, DType::I32 | DType::U32)
                     && matches!(to, DType::I32 | DType::U32)

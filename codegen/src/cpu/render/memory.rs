@@ -569,16 +569,14 @@ impl Emitter<'_> {
     /// latency's worth of streaming), at most `PREFETCH_BYTES`. Further costs twice: the head of
     /// every row, up to the distance, is never prefetched (a 2 KiB weight row prefetched 1 KiB
     /// ahead misses on half its lines), and far lines of many rows evict each other from L1
-    /// before use. A row shorter than a cache line asks only when it starts in a line's first
-    /// `row_bytes` bytes, once per line as it walks forward, instead of on every iteration.
+    /// before use. A row shorter than a cache line asks on every iteration too, although most
+    /// of its hints name a line already asked for: a hint is one load-port slot, while testing
+    /// the row's position in its line was a branch that the rows of a tile (at irregular
+    /// offsets, e.g. a GEMV's 36-byte rows of scales) mispredicted often enough to cost the
+    /// f32 GEMV of `dequant_gemm_w4` ~15% of its time.
     fn prefetch_continuation(&mut self, b: &str, row_bytes: usize, offsets: Value) {
         let distance = self.continuation_distance(row_bytes, offsets);
-        let hint = format!("__builtin_prefetch((const char *)&{b}[s] + {distance});");
-        if row_bytes >= 64 {
-            self.line(&hint);
-        } else {
-            self.line(&format!("if (((uintptr_t)&{b}[s] & 63) < {row_bytes}) {hint}"));
-        }
+        self.line(&format!("__builtin_prefetch((const char *)&{b}[s] + {distance});"));
     }
 
     /// How far ahead of a row `prefetch_continuation` asks, in bytes (see there).

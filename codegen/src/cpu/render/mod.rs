@@ -23,13 +23,17 @@ mod vector;
 
 use super::target::CpuTarget;
 use analysis::Analysis;
-use kiln_ir::{BinaryOp, Block, Inst, Kernel, Literal, Op, ParamKind, Value, ValueDef, VerifyErrors};
+use kiln_ir::{BinaryOp, Block, DType, Inst, Kernel, Literal, Op, ParamKind, Value, ValueDef, VerifyErrors};
 use memory::Access;
 use std::fmt::Write as _;
 
 /// The verbatim ABI header every generated source starts with.
 pub const ABI_HEADER: &str = include_str!("../abi.h");
 const PRELUDE: &str = include_str!("../prelude.h");
+
+/// Most vectors of a loop-carried accumulator held in registers (see
+/// `Emitter::register_accumulator`): 16 of AVX-512's 32 leave room for a step's operands.
+const MAX_REGISTER_VECTORS: u64 = 16;
 
 /// One rendered kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,8 +58,16 @@ pub fn render(kernel: &Kernel, target: &CpuTarget) -> Result<CSource, RenderErro
     kiln_ir::verify(kernel)?;
     let name: String = kernel.name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     let entry = format!("kiln_{name}");
-    let mut e =
-        Emitter { k: kernel, a: Analysis::new(kernel), target, out: String::new(), indent: 0, tmp: 0, loop_depth: 0 };
+    let mut e = Emitter {
+        k: kernel,
+        a: Analysis::new(kernel),
+        target,
+        out: String::new(),
+        indent: 0,
+        tmp: 0,
+        loop_depth: 0,
+        registers: Vec::new(),
+    };
     e.out.push_str(ABI_HEADER);
     if !ABI_HEADER.ends_with('\n') {
         e.out.push('\n');
@@ -83,6 +95,9 @@ pub(crate) struct Emitter<'k> {
     tmp: usize,
     /// How many `for` bodies enclose the instruction being emitted.
     pub(crate) loop_depth: usize,
+    /// Loop-carried f32 tiles held as arrays of vectors small enough for registers (see
+    /// [`Emitter::register_accumulator`]); the maps that update them are fully unrolled.
+    pub(crate) registers: Vec<Value>,
 }
 
 impl<'k> Emitter<'k> {
@@ -215,7 +230,9 @@ impl<'k> Emitter<'k> {
             }
             Op::Unary { .. } | Op::Compare { .. } | Op::Select { .. } | Op::Cast { .. } | Op::Bitcast { .. } => {
                 let v = out();
-                if !self.a.inlined[v.index()] {
+                // A widening cast the analysis made a view of its operand has no code.
+                let view = matches!(data.op, Op::Cast { .. }) && self.a.repr(v).root != v;
+                if !self.a.inlined[v.index()] && !view {
                     self.emit_map(v);
                 }
             }
@@ -355,6 +372,23 @@ impl<'k> Emitter<'k> {
         self.close_n(n);
     }
 
+    /// Whether the loop-carried `carried` (with initial value `init`, yielding `yielded`) is an
+    /// f32 accumulator to hold in vector registers, and in how many vectors: updated in place
+    /// every iteration, filled with one value at the start, whole vectors of at most
+    /// [`MAX_REGISTER_VECTORS`] (an AVX-512 register file holds 32; the rest is left for the
+    /// operands). Kept in a stack array, as other tiles are, the C compiler loads and stores it
+    /// at every iteration.
+    fn register_accumulator(&self, carried: Value, yielded: Value, init: &analysis::Repr) -> Option<u64> {
+        let ty = self.k.ty(carried);
+        let lanes = u64::from(self.target.vector_bytes / 4);
+        let repr = self.a.repr(carried);
+        let numel = ty.shape.numel();
+        let in_place = self.a.repr(yielded) == repr && repr.root == carried;
+        let uniform = init.scalar_root || init.strides.iter().all(|&s| s == 0);
+        let fits = lanes >= 4 && numel.is_multiple_of(lanes) && numel / lanes <= MAX_REGISTER_VECTORS;
+        (ty.dtype == DType::F32 && !repr.scalar_root && in_place && uniform && fits).then_some(numel / lanes)
+    }
+
     fn emit_for(&mut self, inst: Inst, [start, end, step]: [Value; 3], init: &[Value], body: Block) {
         let k = self.k;
         let id = inst.0;
@@ -368,13 +402,27 @@ impl<'k> Emitter<'k> {
         self.line(&format!("if ({st} <= 0) return kiln_fail(err, KILN_BAD_STEP, {id}, -1, {st}, 0, program);"));
         let args = k.block(body).args.clone();
         let slots: Vec<usize> = (0..init.len()).filter(|&i| self.a.slot_needed(k, inst, i)).collect();
+        let yields = match k.block(body).insts.last().map(|&y| &k.inst(y).op) {
+            Some(Op::Yield { values }) => values.clone(),
+            _ => Vec::new(),
+        };
         for &i in &slots {
             let carried = args[i + 1];
-            self.declare(carried);
             let src = self.a.repr(init[i]).clone();
             let dims = k.ty(carried).shape.dims().to_vec();
             let scalar = self.a.repr(carried).scalar_root;
             let dst = self.name(carried);
+            if let Some(vectors) = yields.get(i).and_then(|&y| self.register_accumulator(carried, y, &src)) {
+                // Whole vectors named by constant indices once the updates are unrolled, so
+                // the C compiler keeps them in registers for the length of the loop.
+                self.registers.push(carried);
+                self.line(&format!("kiln_f32v {dst}_v[{vectors}];"));
+                self.line(&format!("float *const {dst} = (float *){dst}_v;"));
+                let value = self.access(&src, "0");
+                self.line(&format!("_Pragma(\"GCC unroll 64\") for (int q = 0; q < {vectors}; q++) {dst}_v[q] = kiln_f32v_splat({value});"));
+                continue;
+            }
+            self.declare(carried);
             self.emit_copy(&dst, scalar, &dims, &src);
         }
         let it = format!("it{id}");

@@ -248,10 +248,13 @@ impl Emitter<'_> {
         };
         let Some(result) = self.op_lanes(inst, &lanes) else { return false };
         let last = nest.headers.len() - 1;
+        // An update of a register-held accumulator is unrolled whole, so that every vector of
+        // it is named by a constant index and stays in a register.
+        let unroll = if self.registers.contains(&self.a.repr(out).root) { "_Pragma(\"GCC unroll 64\") " } else { "" };
         for h in &nest.headers[..last] {
-            self.open(h);
+            self.open(&format!("{unroll}{h}"));
         }
-        self.open(&format!("for (int {var} = 0; {var} < {extent}; {var} += {vl})"));
+        self.open(&format!("{unroll}for (int {var} = 0; {var} < {extent}; {var} += {vl})"));
         let target = self.access(&self.a.repr(out).clone(), &nest.index[0]);
         self.line(&format!("const {vt} r = {};", vector(&result, vt)));
         self.line(&format!("memcpy(&{target}, &r, sizeof r);"));

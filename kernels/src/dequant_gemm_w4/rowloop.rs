@@ -1,0 +1,200 @@
+//! The row-loop GEMV of `dequant_gemm_w4` (`row_loop = R > 0`, one token per program row):
+//! a program walks its `block_n` weight rows `R` at a time and runs the whole k loop for those
+//! rows before moving on, so each row's accumulators are a few vectors that stay in registers
+//! for the length of the row, and the row's scales and mins are read in k order next to its
+//! bytes. The lanes layout of `gemv.rs` (`row_loop = 0`) keeps `[block_n, tile_groups, 16]`
+//! accumulators, which a CPU holds in memory and loads and stores at every step; with the loop
+//! order turned around, a step is the weight bytes, a few multiply-adds and nothing else.
+//!
+//! # Launches
+//!
+//! 1. **De-interleave x** (grid `[⌈k / 32 / 8⌉, m, 1]`): per block of 32 columns of `x`, 32 f32
+//!    values in the scratch buffer `xd` (the 16 even columns, then the 16 odd ones) and their
+//!    sum in `xs`. A weight byte row of 16 bytes holds the block's codes with column `2p` in the
+//!    low nibble of byte `p` and `2p + 1` in the high one, so the low nibbles pair with the
+//!    first 16 values and the high nibbles with the next 16 without shuffles. `x` is read once
+//!    per token here instead of at stride 2 by every row of every program.
+//! 2. **GEMV** (grid `[⌈n / block_n⌉, m, split_k]`): for each `R` rows (masked past `n`), over
+//!    the program's k range in steps of `block_k`: `acc += (lo · x_even + hi · x_odd) · scale`
+//!    per lane (`[R, blocks, 16]`, blocks of 32 columns), and the offset term per row and block,
+//!    `acc_offset += min · Σ x` (asym) or `−8 · scale · Σ x` (sym), one product per 32 weights.
+//!    After the row's k loop, one horizontal sum per row.
+//! 3. With `split_k > 1`, the f32 partials are summed by the shared reduce launch.
+//!
+//! On the CPU, `R = 8` rows of 64-column steps make a 16-vector accumulator that the renderer
+//! keeps in AVX-512 registers; the step's x values are read where they lie in `xd` (L1).
+//!
+//! The numerics are those of the lanes GEMV: exact weights `q · s + min` in f32 (never rounded
+//! to f16), f32 sums, so the result differs from dequantize-then-multiply only by rounding order.
+
+use super::layout::Quant;
+use super::{out_dtype, to_dtype, DequantGemmW4Config, DequantGemmW4Problem, NAME};
+use crate::KernelError;
+use kiln_ir::{Buf, DType, Kernel, KernelBuilder, Tile};
+
+/// Columns of `x` per de-interleaved block: the smallest group, one 16-byte weight row segment.
+pub(super) const BLOCK: i32 = 32;
+/// f32 values of `xd` per block: 16 even columns, then 16 odd ones.
+pub(super) const BLOCK_VALUES: i32 = 32;
+/// Blocks per program of the de-interleave launch.
+pub(super) const DEINTERLEAVE_BLOCKS: u32 = 8;
+/// The legal `row_loop` values: 0 (the lanes GEMV) or rows per step of the row loop.
+pub(super) const ROW_LOOPS: [u32; 5] = [0, 1, 2, 4, 8];
+
+fn build_error(source: kiln_ir::BuildError) -> KernelError {
+    KernelError::Build { kernel: NAME, source }
+}
+
+/// Why a config with `row_loop > 0` does not fit, if it does not.
+pub(super) fn check_config(c: &DequantGemmW4Config) -> Result<(), String> {
+    if c.row_loop == 0 {
+        return Ok(());
+    }
+    if c.gemv != 1 || c.block_m != 1 {
+        return Err(format!(
+            "row_loop = {} is a one-token GEMV and needs gemv = 1, block_m = 1 (not gemv = {}, block_m = {})",
+            c.row_loop, c.gemv, c.block_m
+        ));
+    }
+    if !c.block_k.is_multiple_of(BLOCK as u32) {
+        return Err(format!("row_loop needs block_k to be a multiple of {BLOCK}, not {}", c.block_k));
+    }
+    if c.row_loop > c.block_n {
+        return Err(format!("row_loop = {} exceeds block_n = {}", c.row_loop, c.block_n));
+    }
+    Ok(())
+}
+
+/// Launch 1: `x` (`[m, k]` of `act`) → `xd` (`[m, k / 32, 32]` f32) and `xs` (`[m, k / 32]`
+/// f32), see the module doc.
+pub(super) fn build_deinterleave(act: DType) -> Result<Kernel, KernelError> {
+    use DType::{F32, I32};
+    let b = KernelBuilder::new("dequant_gemm_w4_deinterleave_x");
+    let (x, xd, xs) = (b.buffer("x", act), b.buffer("xd", F32), b.buffer("xs", F32));
+    let (k, blocks) = (b.scalar("k", I32), b.scalar("blocks", I32));
+    let db = DEINTERLEAVE_BLOCKS as i32;
+    let row = b.program_id(1);
+    let blk = (b.program_id(0) * db + b.arange(0, db)).named("blk");
+    let ok = blk.lt(blocks);
+    let ok3 = ok.expand_dims(1).expand_dims(2);
+    // `[blocks, parity, 16]`: element (i, h, p) is column 32·i + 2p + h of the row, so the tile
+    // is the de-interleaved block as loaded.
+    let base = (row * k + blk * BLOCK).expand_dims(1).expand_dims(2);
+    let parity = b.arange(0, 2).expand_dims(0).expand_dims(2);
+    let pair = b.arange(0, 16).expand_dims(0).expand_dims(1);
+    let xv = to_dtype(b.load_masked(x, base + pair * 2 + parity, ok3, 0.0), F32);
+    b.store_masked(xd, base + parity * 16 + pair, xv, ok3);
+    b.store_masked(xs, row * blocks + blk, xv.sum(2).sum(1), ok);
+    b.finish().map_err(build_error)
+}
+
+/// What launch 2 reads and writes.
+struct Buffers {
+    xd: Buf,
+    xs: Buf,
+    w: Buf,
+    scales: Buf,
+    mins: Option<Buf>,
+    out: Buf,
+}
+
+/// Launch 2: the row-loop GEMV over one k split (see the module doc).
+pub(super) fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kernel, KernelError> {
+    use DType::{F32, I32, U8};
+    let split = c.split_k > 1;
+    let b = KernelBuilder::new(if split { "dequant_gemm_w4_rows_partial" } else { "dequant_gemm_w4_rows" });
+    let bufs = Buffers {
+        xd: b.buffer("xd", F32),
+        xs: b.buffer("xs", F32),
+        w: b.buffer("w", U8),
+        scales: b.buffer("scales", DType::F16),
+        mins: match p.quant {
+            Quant::Sym => None,
+            Quant::Asym => Some(b.buffer("mins", DType::F16)),
+        },
+        out: if split { b.buffer("partials", F32) } else { b.buffer("y", p.act) },
+    };
+    let (n, k, k_per_split) = (b.scalar("n", I32), b.scalar("k", I32), b.scalar("k_per_split", I32));
+    let (bn, bk, group, rows) = (c.block_n as i32, c.block_k as i32, p.group as i32, c.row_loop as i32);
+    let token = b.program_id(1);
+    let col0 = (b.program_id(0) * bn).named("col0");
+    let k_lo = (b.program_id(2) * k_per_split).named("k_lo");
+    let k_hi = (k_lo + k_per_split).minimum(k).named("k_hi");
+    let (half_k, groups) = (k / 2, k / group);
+    let out_base = if split { b.program_id(2) * b.num_programs(1) * n } else { b.constant(0, I32) };
+    let nb = bk / BLOCK;
+    let shape = [rows as u32, nb as u32, 16];
+    // Block i of the k tile: its 16 bytes at 16·i of the row's tile, its x values at 48·i of the
+    // token's de-interleaved row.
+    let blk = b.arange(0, nb).col();
+    let lane = b.arange(0, 16).row();
+    let byte_at = (blk * 16 + lane).expand_dims(0);
+    let x_at = blk * BLOCK_VALUES + lane;
+    let x_row = token * (k / BLOCK) * BLOCK_VALUES;
+
+    b.for_range(0, bn, rows, [], |r, []| {
+        let cols = (col0 + r + b.arange(0, rows)).named("cols");
+        let col_ok = cols.lt(n);
+        let ok3 = col_ok.expand_dims(1).expand_dims(2);
+        let rows_of = RowGroup { b: &b, cols, col_ok, groups, group, bk };
+        let init = [b.zeros(&shape, F32).named("acc"), b.zeros(&[rows as u32, nb as u32], F32).named("acc_offset")];
+        let [acc, acc_offset] = b.for_range(k_lo, k_hi, bk, init, |k0, [acc, acc_offset]| {
+            // Masked (not clamped) rows: the row starts stay affine, so a backend can read the
+            // bytes where they lie whenever every row of the step exists.
+            let bytes =
+                b.load_masked(bufs.w, (cols * half_k + k0 / 2).expand_dims(1).expand_dims(2) + byte_at, ok3, 0u8);
+            let lo = (bytes & 0xFu8).cast(F32);
+            let hi = (bytes >> 4u8).cast(F32);
+            // `[1, blocks, 16]` offsets (not a load expanded after): the loads are then read by
+            // the multiply-adds alone, which a backend may do where the values lie.
+            let xd_at = (x_row + k0 / BLOCK * BLOCK_VALUES + x_at).expand_dims(0);
+            let x_even = b.load(bufs.xd, xd_at);
+            let x_odd = b.load(bufs.xd, xd_at + 16);
+            // Σ x per block of the tile, `[1, blocks]`.
+            let x_sums = b.load(bufs.xs, (token * (k / BLOCK) + k0 / BLOCK + b.arange(0, nb)).row());
+            let scale = rows_of.group_values(bufs.scales, k0);
+            let acc = acc + (lo * x_even + hi * x_odd) * scale.expand_dims(2);
+            // The offset term per row and block (`min · Σ x`, or `−8 · scale · Σ x`): one
+            // product per 32 weights, not one per lane.
+            let offset = match bufs.mins {
+                Some(mins) => rows_of.group_values(mins, k0) * x_sums,
+                None => scale * x_sums * -8.0,
+            };
+            [acc, acc_offset + offset]
+        });
+        let y = acc.sum(2).sum(1) + acc_offset.sum(1);
+        let out_at = out_base + token * n + cols;
+        b.store_masked(bufs.out, out_at, to_dtype(y, out_dtype(p, c)), col_ok);
+        []
+    });
+    b.finish().map_err(build_error)
+}
+
+/// The rows a step of the row loop works on, and how their group parameters are laid out.
+struct RowGroup<'b> {
+    b: &'b KernelBuilder,
+    cols: Tile<'b>,
+    col_ok: Tile<'b>,
+    groups: Tile<'b>,
+    group: i32,
+    bk: i32,
+}
+
+impl<'b> RowGroup<'b> {
+    /// A group parameter (scale or min) of the k tile at `k0` for these rows, as f32
+    /// broadcastable against `[R, blocks]`: one per row when the tile lies within a group, else
+    /// one per block of 32 columns (a group of g columns spans g / 32 blocks).
+    fn group_values(&self, buffer: Buf, k0: Tile<'b>) -> Tile<'b> {
+        let (b, cols, col_ok, groups, group) = (self.b, self.cols, self.col_ok, self.groups, self.group);
+        if self.bk <= group {
+            b.load_masked(buffer, cols * groups + k0 / group, col_ok, 0.0).cast(DType::F32).col()
+        } else {
+            let nb = self.bk / BLOCK;
+            // Block i of the tile is in group i / (group / 32) of the tile: consecutive groups
+            // (an affine row the backends load as one) when each group is one block.
+            let per_block = if group == BLOCK { b.arange(0, nb) } else { b.arange(0, nb) / (group / BLOCK) };
+            let g = (cols * groups + k0 / group).col() + per_block.row();
+            b.load_masked(buffer, g, col_ok.col(), 0.0).cast(DType::F32)
+        }
+    }
+}

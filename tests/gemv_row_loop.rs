@@ -1,0 +1,41 @@
+//! The one-token row-loop GEMV of `dequant_gemm_w4` (`row_loop = R`) on every backend: its two
+//! launches (x de-interleaved, then rows R at a time with k inner) against the reference on the
+//! interpreter, the CPU backend and the PTX backend in the SIMT simulator, on ragged n, group
+//! sizes below and above the k tile, sym and asym, and split-K. The conformance sweep samples
+//! only a few configs per shape, so these are named explicitly.
+
+use kiln::kernels::check::{check, Executor, Interpreter};
+use kiln::kernels::{lookup, Args};
+
+const CASES: [(&str, &str); 4] = [
+    ("m=1,n=37,k=256,group=32,act=f32", "block_m=1,block_n=16,block_k=64,split_k=1,row_loop=4"),
+    ("m=2,n=21,k=256,group=64,act=f16,quant=sym", "block_m=1,block_n=8,block_k=128,split_k=1,row_loop=2"),
+    ("m=1,n=19,k=384,group=128,act=f32", "block_m=1,block_n=32,block_k=32,split_k=1,row_loop=8"),
+    ("m=1,n=30,k=512,group=32,act=f32", "block_m=1,block_n=8,block_k=64,split_k=4,row_loop=1"),
+];
+
+fn check_all(exec: &mut dyn Executor) {
+    let kernel = lookup("dequant_gemm_w4").unwrap();
+    for (i, (shape, config)) in CASES.iter().enumerate() {
+        let report = check(kernel, &Args::parse(shape).unwrap(), &Args::parse(config).unwrap(), exec, 90 + i as u64)
+            .unwrap_or_else(|e| panic!("[{shape}] [{config}]: {e}"));
+        assert!(report.passed(), "{report}");
+    }
+}
+
+#[test]
+fn row_loop_in_the_interpreter() {
+    check_all(&mut Interpreter);
+}
+
+#[test]
+fn row_loop_on_the_cpu() {
+    let device = kiln::runtime::cpu::CpuDevice::host(Some(2)).expect("the CPU device starts");
+    check_all(&mut kiln::runtime::cpu::CpuExecutor { device: &device });
+}
+
+#[test]
+fn row_loop_in_the_simt_simulator() {
+    let options = kiln::codegen::ptx::PtxOptions::new(kiln::codegen::ptx::Sm::Sm80);
+    check_all(&mut kiln::runtime::simt::SimtExecutor::new(options));
+}
