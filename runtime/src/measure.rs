@@ -150,20 +150,28 @@ impl Measure for CpuMeasure<'_> {
             rotations.push(fresh()?);
         }
         let o = &self.options;
-        let mut warm = 0.0;
-        for i in 0..o.warmup.max(1) {
-            let start = Instant::now();
-            p.loaded.run(self.device, &mut rotations[i % n_rot]).map_err(launch_error)?;
-            warm = start.elapsed().as_secs_f64();
-        }
-        let repeats = ((o.target_seconds / warm.max(1e-9)) as usize).clamp(o.min_repeats.max(1), o.max_repeats.max(1));
-        let mut times = Vec::with_capacity(repeats);
-        for i in 0..repeats {
-            let buffers = &mut rotations[(o.warmup + i) % n_rot];
-            let start = Instant::now();
-            p.loaded.run(self.device, buffers).map_err(launch_error)?;
-            times.push(start.elapsed().as_secs_f64());
-        }
+        // Timed from a worker of the device pool, as `kiln bench` and a model step run their
+        // launches: from outside, each launch first hands its work to a sleeping worker (several
+        // µs on a small VM), which would rank plans of several launches (a GEMV with a small
+        // first launch preparing x) below what they cost in the model.
+        let mut times = self.device.install(|| {
+            let mut warm = 0.0;
+            for i in 0..o.warmup.max(1) {
+                let start = Instant::now();
+                p.loaded.run(self.device, &mut rotations[i % n_rot]).map_err(launch_error)?;
+                warm = start.elapsed().as_secs_f64();
+            }
+            let repeats =
+                ((o.target_seconds / warm.max(1e-9)) as usize).clamp(o.min_repeats.max(1), o.max_repeats.max(1));
+            let mut times = Vec::with_capacity(repeats);
+            for i in 0..repeats {
+                let buffers = &mut rotations[(o.warmup + i) % n_rot];
+                let start = Instant::now();
+                p.loaded.run(self.device, buffers).map_err(launch_error)?;
+                times.push(start.elapsed().as_secs_f64());
+            }
+            Ok::<_, MeasureError>(times)
+        })?;
         times.sort_by(f64::total_cmp);
         let t = median(&times);
         let cost = k.cost(&p.shape, &p.loaded.plan, &p.case.inputs).map_err(|e| MeasureError::Launch(e.to_string()))?;
