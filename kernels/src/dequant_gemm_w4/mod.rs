@@ -409,17 +409,7 @@ impl TileKernel for DequantGemmW4 {
         if p.xq == ActQuant::I8 {
             let (mut buffers, mut launches) = int8::plan(p, c)?;
             if split {
-                buffers.push(BufferSpec {
-                    name: "partials".into(),
-                    dtype: DType::F32,
-                    len: c.split_k as usize * m * n,
-                    role: Role::Scratch,
-                });
-                launches.push(Launch {
-                    kernel: build_reduce(p.act, c.split_k)?,
-                    grid: [(m * n).div_ceil(REDUCE_BLOCK as usize) as u32, 1, 1],
-                    args: vec![buf("partials"), buf("y"), i32_arg((m * n) as i64)],
-                });
+                push_split_reduce(p, c, &mut buffers, &mut launches)?;
             }
             return Ok(Plan { buffers, launches });
         }
@@ -451,12 +441,7 @@ impl TileKernel for DequantGemmW4 {
                 Launch { kernel: rowloop::build_gemv(p, c)?, grid: [p.n.div_ceil(c.block_n), p.m, c.split_k], args },
             ];
             if split {
-                buffers.push(spec("partials", DType::F32, c.split_k as usize * m * n, Role::Scratch));
-                launches.push(Launch {
-                    kernel: build_reduce(p.act, c.split_k)?,
-                    grid: [(m * n).div_ceil(REDUCE_BLOCK as usize) as u32, 1, 1],
-                    args: vec![buf("partials"), buf("y"), i32_arg((m * n) as i64)],
-                });
+                push_split_reduce(p, c, &mut buffers, &mut launches)?;
             }
             return Ok(Plan { buffers, launches });
         }
@@ -480,12 +465,7 @@ impl TileKernel for DequantGemmW4 {
             args,
         }];
         if split {
-            buffers.push(spec("partials", DType::F32, c.split_k as usize * m * n, Role::Scratch));
-            launches.push(Launch {
-                kernel: build_reduce(p.act, c.split_k)?,
-                grid: [(m * n).div_ceil(REDUCE_BLOCK as usize) as u32, 1, 1],
-                args: vec![buf("partials"), buf("y"), i32_arg((m * n) as i64)],
-            });
+            push_split_reduce(p, c, &mut buffers, &mut launches)?;
         }
         Ok(Plan { buffers, launches })
     }
@@ -697,6 +677,28 @@ fn out_dtype(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> DType {
     } else {
         p.act
     }
+}
+
+/// Appends split-K's partials buffer and its reduce launch (`y[i] = Σ_s partials[s, i]`).
+fn push_split_reduce(
+    p: &DequantGemmW4Problem,
+    c: &DequantGemmW4Config,
+    buffers: &mut Vec<BufferSpec>,
+    launches: &mut Vec<Launch>,
+) -> Result<(), KernelError> {
+    let mn = p.m as usize * p.n as usize;
+    buffers.push(BufferSpec {
+        name: "partials".into(),
+        dtype: DType::F32,
+        len: c.split_k as usize * mn,
+        role: Role::Scratch,
+    });
+    launches.push(Launch {
+        kernel: build_reduce(p.act, c.split_k)?,
+        grid: [mn.div_ceil(REDUCE_BLOCK as usize) as u32, 1, 1],
+        args: vec![buf("partials"), buf("y"), i32_arg(mn as i64)],
+    });
+    Ok(())
 }
 
 /// Launch 2 of split-K: `y[i] = Σ_s partials[s, i]` in split order, rounded to `act`.

@@ -247,12 +247,7 @@ impl Analysis {
     /// output column as a dot product of a row of the left operand with a stored row
     /// (`Emitter::emit_dot`). A value with any other reader keeps row-major storage.
     fn compute_column_major(&mut self, kernel: &Kernel) {
-        let mut users: Vec<Vec<Inst>> = vec![Vec::new(); kernel.values.len()];
-        for (inst, _) in kernel.walk() {
-            for v in kernel.inst(inst).op.operands() {
-                users[v.index()].push(inst);
-            }
-        }
+        let users = users(kernel);
         for (inst, _) in kernel.walk() {
             let data = kernel.inst(inst);
             let Op::Load { buffer, offsets, .. } = &data.op else { continue };
@@ -278,12 +273,7 @@ impl Analysis {
     /// bounds and the mask; only when every lane is active and in bounds does the tile point
     /// into the buffer, otherwise it is copied as before.
     fn compute_direct(&mut self, kernel: &Kernel) {
-        let mut users: Vec<Vec<Inst>> = vec![Vec::new(); kernel.values.len()];
-        for (inst, _) in kernel.walk() {
-            for v in kernel.inst(inst).op.operands() {
-                users[v.index()].push(inst);
-            }
-        }
+        let users = users(kernel);
         for (inst, _) in kernel.walk() {
             let data = kernel.inst(inst);
             let Op::Load { buffer, offsets, .. } = &data.op else { continue };
@@ -372,12 +362,7 @@ impl Analysis {
     /// nothing else reads the carried value, so writing the result in place is exact and saves
     /// a tile copy per iteration (see the module doc).
     fn compute_in_place(&mut self, kernel: &Kernel) {
-        let mut users: Vec<Vec<Inst>> = vec![Vec::new(); kernel.values.len()];
-        for (inst, _) in kernel.walk() {
-            for v in kernel.inst(inst).op.operands() {
-                users[v.index()].push(inst);
-            }
-        }
+        let users = users(kernel);
         for (inst, _) in kernel.walk() {
             let Op::For { body, .. } = &kernel.inst(inst).op else { continue };
             let block = kernel.block(*body);
@@ -1098,4 +1083,15 @@ fn byte_dot_tree(kernel: &Kernel, v: Value, tree: &mut Vec<Value>) -> Option<Vec
         }
         _ => None,
     }
+}
+
+/// The instructions reading each value, indexed by value.
+fn users(kernel: &Kernel) -> Vec<Vec<Inst>> {
+    let mut users: Vec<Vec<Inst>> = vec![Vec::new(); kernel.values.len()];
+    for (inst, _) in kernel.walk() {
+        for v in kernel.inst(inst).op.operands() {
+            users[v.index()].push(inst);
+        }
+    }
+    users
 }
