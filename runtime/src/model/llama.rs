@@ -888,9 +888,9 @@ impl LlamaModel {
     }
 
     /// Resolves every launch of (kernel, problem) with plan buffers bound to store regions by
-    /// `bind` (plan name → region), and appends them to `out`. Checks dtypes, sizes and that no
-    /// two buffer arguments of a launch overlap. A scratch buffer that `bind` names is bound like
-    /// any other (shared with the launches of other plans).
+    /// `bind` (plan name → region), and appends them to `out`. Checks dtypes and sizes
+    /// (`CpuDevice::run_views` checks at each launch that no two views overlap). A scratch
+    /// buffer that `bind` names is bound like any other (shared with the launches of other plans).
     fn emit_regions(
         &mut self,
         out: &mut Vec<Resolved>,
@@ -961,16 +961,6 @@ impl LlamaModel {
                         ViewArg::Buffer(View { buffer: index, offset: region.offset, len })
                     }
                 });
-            }
-            let views: Vec<View> = args
-                .iter()
-                .filter_map(|a| match a {
-                    ViewArg::Buffer(v) => Some(*v),
-                    ViewArg::Scalar(_) => None,
-                })
-                .collect();
-            if views.iter().enumerate().any(|(i, v)| views[..i].iter().any(|w| w.overlaps(v))) {
-                return Err(ModelError::Internal(format!("{kernel}: a launch binds overlapping buffer views")));
             }
             out.push(Resolved { module: module.clone(), grid: launch.grid, args });
         }
