@@ -30,7 +30,7 @@ fn gguf() -> &'static GgufFile {
 fn model() -> LlamaModel {
     let device = Arc::new(CpuDevice::host(None).unwrap());
     let options = ModelOptions { max_seq_len: 256, ..ModelOptions::default() };
-    LlamaModel::load(gguf(), device, Arc::new(Defaults), options).unwrap()
+    LlamaModel::load(gguf(), device, Arc::new(Defaults::cpu()), options).unwrap()
 }
 
 #[test]
@@ -58,7 +58,7 @@ fn chat_prompt_logits_with_the_f32_head_match_the_f64_reference() {
     // the default is what the test above runs: it reads the offset copy of the weights.
     let device = Arc::new(CpuDevice::host(None).unwrap());
     let options = ModelOptions { max_seq_len: 256, head_activations: ActQuant::F32, ..ModelOptions::default() };
-    let mut m = LlamaModel::load(gguf(), device, Arc::new(Defaults), options).unwrap();
+    let mut m = LlamaModel::load(gguf(), device, Arc::new(Defaults::cpu()), options).unwrap();
     let seq = m.add_sequence();
     let got = m.step(&[SeqInput { seq, tokens: &CHAT_IDS, logits: Logits::Last }]).unwrap().remove(0);
     let want = common::reference::reference_logits(gguf(), &CHAT_IDS, &[CHAT_IDS.len() - 1]);
@@ -96,7 +96,7 @@ fn greedy_decoding_with_int8_activations_says_paris() {
     // change.
     let device = Arc::new(CpuDevice::host(None).unwrap());
     let options = ModelOptions { max_seq_len: 256, gemv_activations: GemvActivations::I8, ..ModelOptions::default() };
-    let mut m = LlamaModel::load(gguf(), device, Arc::new(Defaults), options).unwrap();
+    let mut m = LlamaModel::load(gguf(), device, Arc::new(Defaults::cpu()), options).unwrap();
     let seq = m.add_sequence();
     let mut logits = m.step(&[SeqInput { seq, tokens: &CHAT_IDS, logits: Logits::Last }]).unwrap().remove(0);
     let mut out = Vec::new();
@@ -133,7 +133,7 @@ fn decode_logits_with_int8_gemv_activations_stay_within_their_bound() {
         gemv_activations: GemvActivations::I8,
         ..ModelOptions::default()
     };
-    let mut m = LlamaModel::load(gguf(), device, Arc::new(Defaults), options).unwrap();
+    let mut m = LlamaModel::load(gguf(), device, Arc::new(Defaults::cpu()), options).unwrap();
     let seq = m.add_sequence();
     let (prompt, last) = CHAT_IDS.split_at(CHAT_IDS.len() - 1);
     m.step(&[SeqInput { seq, tokens: prompt, logits: Logits::Last }]).unwrap();

@@ -15,7 +15,7 @@
 
 use crate::args::parse_dtype;
 use crate::args::{Args, ArgsKind, Reader};
-use crate::kernel::{Config, Knob, Problem, SpaceLimits, TileKernel};
+use crate::kernel::{Config, Knob, Problem, SpaceLimits, TargetKind, TileKernel};
 use crate::plan::{buf, f32_arg, i32_arg, BufferSpec, Buffers, Launch, Plan, Reference, Role};
 use crate::random;
 use crate::registry::KernelId;
@@ -110,14 +110,26 @@ impl TileKernel for Rmsnorm {
         RmsnormConfig { block: covering(&BLOCKS, p.dim.min(1024)) }
     }
 
+    fn target_default(&self, p: &RmsnormProblem, target: TargetKind) -> RmsnormConfig {
+        match target {
+            // A CPU walks the row in 64-column pieces (four AVX-512 vectors, in registers) twice
+            // rather than holding a whole-row tile on the stack: at dim = 576, one token, 2 Zen 5
+            // threads, ~0.9 µs a launch against ~3.4 µs for the one 1024-column tile.
+            TargetKind::Cpu => RmsnormConfig { block: BLOCKS[0] },
+            TargetKind::Gpu => self.default_config(p),
+        }
+    }
+
     fn space(&self, p: &RmsnormProblem, limits: &SpaceLimits) -> Vec<RmsnormConfig> {
         let mut space: Vec<RmsnormConfig> = blocks_for(&BLOCKS, p.dim, limits.max_tile_elements)
             .into_iter()
             .map(|block| RmsnormConfig { block })
             .collect();
-        let default = self.default_config(p);
-        if !space.contains(&default) {
-            space.push(default);
+        for target in [TargetKind::Cpu, TargetKind::Gpu] {
+            let default = self.target_default(p, target);
+            if !space.contains(&default) {
+                space.push(default);
+            }
         }
         space
     }
