@@ -167,9 +167,13 @@ fn a_batch_of_prompts_gives_each_prompt_s_logits_alone() {
         prompts.iter().zip(&seqs).map(|(p, &seq)| SeqInput { seq, tokens: p, logits: Logits::Last }).collect();
     let together = m.step(&inputs).unwrap();
     for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
-        // Other batch shapes run other GEMM tilings: equal up to f32 summation order.
+        // Other batch shapes run other GEMM tilings: equal up to f32 summation order. The short
+        // prompt is the most sensitive: 9.1e-5 with whole-row norm tiles, 1.0e-4 with the CPU's
+        // 64-column norm pieces (another order of the sum of squares); a wrong position or mask
+        // moves logits by far more.
         let a64 = vec![a.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>()];
         let err = common::reference::rel_error(t, &a64);
-        assert!(err < 1e-4, "prompt {i}: batch and alone differ by {err:.3e}");
+        eprintln!("prompt {i}: batch and alone differ by {err:.3e}");
+        assert!(err < 2e-4, "prompt {i}: batch and alone differ by {err:.3e}");
     }
 }
