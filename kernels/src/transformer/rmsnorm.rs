@@ -282,13 +282,19 @@ fn build(p: &RmsnormProblem, c: &RmsnormConfig) -> Result<kiln_ir::Kernel, kiln_
         let first = (j + blk * XD_BLOCK).expand_dims(1).expand_dims(2);
         let parity = b.arange(0, 2).expand_dims(0).expand_dims(2);
         let pair = b.arange(0, 16).expand_dims(0).expand_dims(1);
-        let cols = first + pair * 2 + parity;
-        // dim is a multiple of 32: a block is in the row entirely or not at all.
+        // dim is a multiple of 32: a block is in the row entirely or not at all, so one mask per
+        // block (not per element) keeps each load a tile of evenly strided rows.
         let ok = first.lt(dim);
-        let h = load_h(cols);
+        let cols = first + pair * 2 + parity;
+        let at = (row + first) + pair * 2 + parity;
+        let xv = b.load_masked(x, at, ok, 0.0).cast(F32);
+        let h = match residual {
+            Some(res) => xv + b.load_masked(res, at, ok, 0.0).cast(F32),
+            None => xv,
+        };
         let wv = b.load_masked(w, cols, ok, 0.0).cast(F32);
         let y = (h * scale * wv).cast(p.dtype).cast(F32);
-        b.store_masked(xd, row + first + parity * 16 + pair, y, ok);
+        b.store_masked(xd, (row + first) + parity * 16 + pair, y, ok);
         let block_at = j / XD_BLOCK + blk;
         let n_blocks = dim / XD_BLOCK;
         b.store_masked(xs, b.program_id(0) * n_blocks + block_at, y.sum(2).sum(1), block_at.lt(n_blocks));
