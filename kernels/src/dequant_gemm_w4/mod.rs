@@ -328,6 +328,14 @@ impl TileKernel for DequantGemmW4 {
             let block_n = if p.group >= 64 { 8 } else { 16 };
             return DequantGemmW4Config { block_m: 1, gemv: 1, block_n, block_k, split_k: 1, row_loop: 0 };
         }
+        if p.m == 1 {
+            // One token, f32 products, portable: the lanes GEMV over 32 rows with a cache line
+            // of each row per step where k allows (128 columns), byte tiles the PTX backend loads
+            // with vector accesses (`tests/ptx_vector.rs`). A CPU takes the row loop instead
+            // (`target_default`).
+            let block_k = [128, 64, 32].into_iter().find(|&b| p.k.is_multiple_of(b)).unwrap_or(32);
+            return DequantGemmW4Config { block_m: 1, gemv: 1, block_n: 32, block_k, split_k: 1, row_loop: 0 };
+        }
         if p.m <= 16 {
             return gemv_default(p);
         }
@@ -354,8 +362,9 @@ impl TileKernel for DequantGemmW4 {
             let row_loop = (16 * rowloop::BLOCK as u32 / block_k).min(8);
             return DequantGemmW4Config { block_m: 1, gemv: 1, block_n: 32, block_k, split_k: 1, row_loop };
         }
-        // A GPU takes the lanes GEMV: the row loop's `[R, block_k / 32, 16]` steps are shaped
-        // for a CPU's vector registers and have fewer elements than a few warps have threads.
+        // A GPU takes the lanes GEMV of the portable default: the row loop's `[R, block_k / 32,
+        // 16]` steps are shaped for a CPU's vector registers and have fewer elements than a few
+        // warps have threads.
         self.default_config(p)
     }
 
