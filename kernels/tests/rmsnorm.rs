@@ -78,7 +78,8 @@ fn rmsnorm_deinterleaved_output_is_the_row_loop_gemvs_x() {
         inputs.insert("x".into(), buffers["out"].clone());
         let mut gemv_buffers = prepare_buffers("dequant_gemm_w4", &gemv_plan, &inputs).unwrap();
         // Only the first launch: the de-interleave.
-        let first = kiln_kernels::Plan { buffers: gemv_plan.buffers.clone(), launches: gemv_plan.launches[..1].to_vec() };
+        let first =
+            kiln_kernels::Plan { buffers: gemv_plan.buffers.clone(), launches: gemv_plan.launches[..1].to_vec() };
         run_plan("dequant_gemm_w4", &first, &mut Interpreter, &mut gemv_buffers).unwrap();
         for name in ["xd", "xs"] {
             let (want, got) = (gemv_buffers[name].to_f64(), buffers[name].to_f64());

@@ -172,7 +172,8 @@ impl TileKernel for Rmsnorm {
             args.push(buf("residual"));
         }
         if p.deinterleave {
-            let f32_spec = |name: &str, len| BufferSpec { name: name.into(), dtype: DType::F32, len, role: Role::Output };
+            let f32_spec =
+                |name: &str, len| BufferSpec { name: name.into(), dtype: DType::F32, len, role: Role::Output };
             buffers.push(f32_spec("xd", len));
             buffers.push(f32_spec("xs", len / XD_BLOCK as usize));
             args.extend([buf("xd"), buf("xs")]);
@@ -221,7 +222,9 @@ impl TileKernel for Rmsnorm {
             let block = XD_BLOCK as usize;
             let xd: Vec<f64> = out
                 .chunks(block)
-                .flat_map(|c| (0..block).map(move |i| if i < block / 2 { c[2 * i] } else { c[2 * (i - block / 2) + 1] }))
+                .flat_map(|c| {
+                    (0..block).map(move |i| if i < block / 2 { c[2 * i] } else { c[2 * (i - block / 2) + 1] })
+                })
                 .collect();
             let xs = out.chunks(block).map(|c| c.iter().sum()).collect();
             r.insert("xd".to_string(), xd);
