@@ -1,4 +1,4 @@
-//! Vector memory accesses of the PTX backend on the kernels they matter for: the default config
+//! Vector memory accesses of the PTX backend on the kernels they matter for: the GPU default config
 //! of each lowers with `ld.global.v4` / `.v2` on shapes whose sizes are multiples of 16 (the
 //! scalar arguments are specialised on that), and the vectorised code computes the reference's
 //! result in the SIMT simulator, for several block sizes. Ragged shapes, where vectorisation
