@@ -5,7 +5,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kiln_ir::text;
-use kiln_kernels::Args;
+use kiln_kernels::{Args, TargetKind};
 use std::path::{Path, PathBuf};
 
 mod model;
@@ -273,7 +273,7 @@ fn bench(args: &BenchArgs) -> Result<String, CliError> {
         Some(name) if !args.roofline => {
             let kernel = kiln_kernels::lookup(name)?;
             let shape = kernel.problem(&kernel.example_problem().overlaid(&Args::parse(&args.shape)?))?;
-            let config = kernel.default_config(&shape)?.overlaid(&Args::parse(&args.config)?);
+            let config = kernel.target_default(&shape, TargetKind::Cpu)?.overlaid(&Args::parse(&args.config)?);
             kernel.plan(&shape, &config)?;
             Some((kernel, shape, config))
         }
@@ -325,7 +325,7 @@ fn bench_cuda(args: &BenchArgs) -> Result<String, CliError> {
         Some(name) if !args.roofline => {
             let kernel = kiln_kernels::lookup(name)?;
             let shape = kernel.problem(&kernel.example_problem().overlaid(&Args::parse(&args.shape)?))?;
-            let config = kernel.default_config(&shape)?.overlaid(&Args::parse(&args.config)?);
+            let config = kernel.target_default(&shape, TargetKind::Gpu)?.overlaid(&Args::parse(&args.config)?);
             kernel.plan(&shape, &config)?;
             Some((kernel, shape, config))
         }
@@ -425,7 +425,9 @@ fn emit_library_kernel(name: &str, shape: &str, config: &str, format: EmitFormat
         let gpu = kiln_runtime::cuda_bench::GpuConfig::split(&config, num_warps)?;
         (config, num_warps) = (gpu.kernel, gpu.num_warps);
     }
-    let config = kernel.default_config(&shape)?.overlaid(&config);
+    // The C code is for a CPU, the PTX for a GPU: each starts from its target's default.
+    let target = if format == EmitFormat::Ptx { TargetKind::Gpu } else { TargetKind::Cpu };
+    let config = kernel.target_default(&shape, target)?.overlaid(&config);
     let plan = kernel.plan(&shape, &config)?;
     let mut out = String::new();
     let n = plan.launches.len();
@@ -568,7 +570,7 @@ fn config_provider(
 ) -> Result<std::sync::Arc<dyn kiln_autotune::lookup::ConfigProvider + Send + Sync>, CliError> {
     match db {
         Some(path) => Ok(std::sync::Arc::new(kiln_autotune::database::open_host_cpu(path, threads)?)),
-        None => Ok(std::sync::Arc::new(kiln_autotune::lookup::Defaults)),
+        None => Ok(std::sync::Arc::new(kiln_autotune::lookup::Defaults::cpu())),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Vector memory accesses of the PTX backend on the kernels they matter for: the default config
+//! Vector memory accesses of the PTX backend on the kernels they matter for: the GPU default config
 //! of each lowers with `ld.global.v4` / `.v2` on shapes whose sizes are multiples of 16 (the
 //! scalar arguments are specialised on that), and the vectorised code computes the reference's
 //! result in the SIMT simulator, for several block sizes. Ragged shapes, where vectorisation
@@ -6,7 +6,7 @@
 
 use kiln::codegen::ptx::{self, PtxOptions, Sm};
 use kiln::kernels::check::sweep;
-use kiln::kernels::{Args, Binding, KernelId};
+use kiln::kernels::{Args, Binding, KernelId, TargetKind};
 use kiln::runtime::ptx_abi::{self, AbiArg};
 use kiln::runtime::simt::SimtExecutor;
 
@@ -22,13 +22,7 @@ const CASES: [(KernelId, &str); 4] = [
 fn default_ptx(id: KernelId, shape: &str, num_warps: u32) -> String {
     let kernel = id.kernel();
     let shape = kernel.problem(&kernel.example_problem().overlaid(&Args::parse(shape).unwrap())).unwrap();
-    let mut config = kernel.default_config(&shape).unwrap();
-    if id == KernelId::DequantGemmW4 {
-        // The one-token default is the row loop, whose `[4, 4, 16]` steps are shaped for a CPU's
-        // vector registers (fewer elements than 8 warps have threads); a GPU takes the lanes
-        // GEMV, `row_loop = 0`, whose tiles these checks are about.
-        config = config.overlaid(&Args::parse("row_loop=0").unwrap());
-    }
+    let config = kernel.target_default(&shape, TargetKind::Gpu).unwrap();
     let plan = kernel.plan(&shape, &config).unwrap();
     let mut text = String::new();
     for launch in &plan.launches {

@@ -390,6 +390,6 @@ impl ConfigProvider for DbProvider {
             let source = if distance == 0 { ConfigSource::Exact } else { ConfigSource::Nearest { bucket: b } };
             return Ok(Choice { config, source });
         }
-        Ok(Choice { config: k.default_config(&problem)?, source: ConfigSource::Default })
+        Ok(Choice { config: k.target_default(&problem, self.db.target.kind())?, source: ConfigSource::Default })
     }
 }

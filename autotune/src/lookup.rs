@@ -5,7 +5,7 @@
 //! the nearest tuned bucket, else the default), and [`Defaults`] answers with each kernel's
 //! default config when there is no database.
 
-use kiln_kernels::{Args, KernelError, KernelId};
+use kiln_kernels::{Args, KernelError, KernelId, TargetKind};
 
 /// Where a config came from.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,12 +32,26 @@ pub trait ConfigProvider: Sync {
     fn choose(&self, kernel: KernelId, problem: &Args) -> Result<Choice, KernelError>;
 }
 
-/// Every kernel's default config: what runs when nothing was tuned.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Defaults;
+/// Every kernel's default config for a kind of target: what runs when nothing was tuned.
+#[derive(Clone, Copy, Debug)]
+pub struct Defaults {
+    target: TargetKind,
+}
+
+impl Defaults {
+    /// The defaults of a CPU backend.
+    pub fn cpu() -> Defaults {
+        Defaults { target: TargetKind::Cpu }
+    }
+
+    /// The defaults of a GPU backend.
+    pub fn gpu() -> Defaults {
+        Defaults { target: TargetKind::Gpu }
+    }
+}
 
 impl ConfigProvider for Defaults {
     fn choose(&self, kernel: KernelId, problem: &Args) -> Result<Choice, KernelError> {
-        Ok(Choice { config: kernel.kernel().default_config(problem)?, source: ConfigSource::Default })
+        Ok(Choice { config: kernel.kernel().target_default(problem, self.target)?, source: ConfigSource::Default })
     }
 }

@@ -9,7 +9,7 @@
 
 use crate::measure::Roofline;
 use crate::model::{self, Estimate};
-use kiln_kernels::{Args, Cost, KernelError, KernelId, SpaceLimits};
+use kiln_kernels::{Args, Cost, KernelError, KernelId, SpaceLimits, TargetKind};
 use rayon::prelude::*;
 
 /// What a target allows a config to use.
@@ -19,12 +19,15 @@ pub struct TargetLimits {
     /// Most bytes of tiles one program may hold (the sum over its values: an upper bound of what
     /// the generated code keeps live).
     pub max_program_bytes: u64,
+    /// Whose default config is the space's default (the baseline candidates are measured
+    /// against).
+    pub kind: TargetKind,
 }
 
 impl TargetLimits {
     /// The CPU device: tiles live on 64 MiB worker stacks; keep a quarter for everything else.
     pub fn cpu() -> TargetLimits {
-        TargetLimits { space: SpaceLimits::default(), max_program_bytes: 48 << 20 }
+        TargetLimits { space: SpaceLimits::default(), max_program_bytes: 48 << 20, kind: TargetKind::Cpu }
     }
 }
 
@@ -73,7 +76,7 @@ pub fn legal_space(
 ) -> Result<LegalSpace, KernelError> {
     let k = kernel.kernel();
     let problem = k.problem(&k.example_problem().overlaid(problem))?;
-    let default = k.default_config(&problem)?;
+    let default = k.target_default(&problem, limits.kind)?;
     let mut configs = k.space(&problem, &limits.space)?;
     if !configs.contains(&default) {
         configs.push(default.clone());

@@ -52,6 +52,16 @@ impl fmt::Display for Target {
 pub struct Fingerprint(pub String);
 
 impl Fingerprint {
+    /// The kind of target, for the defaults that serve where nothing was tuned: CPU fingerprints
+    /// begin with the codegen's `cpu:` (see [`CpuTarget::fingerprint`]), anything else is a GPU's.
+    pub fn kind(&self) -> kiln_kernels::TargetKind {
+        if self.0.starts_with("cpu") {
+            kiln_kernels::TargetKind::Cpu
+        } else {
+            kiln_kernels::TargetKind::Gpu
+        }
+    }
+
     /// The host CPU run with `threads` workers.
     pub fn host_cpu(threads: usize) -> Fingerprint {
         Fingerprint::cpu(&CpuTarget::host(), &cpu_model_name(), threads)

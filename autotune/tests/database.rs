@@ -5,7 +5,7 @@
 use kiln_autotune::database::{bucket, ir_hash, Database, DbError, Record, KILN_VERSION};
 use kiln_autotune::lookup::{ConfigProvider, ConfigSource};
 use kiln_autotune::target::Fingerprint;
-use kiln_kernels::{Args, KernelId};
+use kiln_kernels::{Args, KernelId, TargetKind};
 use std::path::PathBuf;
 
 fn scratch(name: &str) -> PathBuf {
@@ -206,7 +206,7 @@ fn lookup_takes_the_exact_bucket_then_the_nearest_then_the_default() {
     let other = Args::parse("m=1,n=576,k=576,group=32,act=f32,quant=asym").unwrap();
     let c = p.choose(k, &other).unwrap();
     assert_eq!(c.source, ConfigSource::Default);
-    assert_eq!(c.config, k.kernel().default_config(&other).unwrap());
+    assert_eq!(c.config, k.kernel().target_default(&other, TargetKind::Cpu).unwrap());
     // Another kernel: the default.
     let rms = Args::parse("tokens=1,dim=576").unwrap();
     assert_eq!(p.choose(KernelId::Rmsnorm, &rms).unwrap().source, ConfigSource::Default);
@@ -252,7 +252,7 @@ fn nearest_never_crosses_the_gemv_gemm_boundary() {
         );
         let c = p.choose(k, &problem).unwrap();
         assert_eq!(c.source, ConfigSource::Default, "m = {m}");
-        assert_eq!(c.config, k.kernel().default_config(&problem).unwrap());
+        assert_eq!(c.config, k.kernel().target_default(&problem, TargetKind::Cpu).unwrap());
     }
     // The default at m = 128 is a dot tile, at m = 16 a multi-row GEMV.
     assert_eq!(k.kernel().default_config(&gemm_problem(128)).unwrap().get("gemv"), Some("0"));

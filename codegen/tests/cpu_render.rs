@@ -71,7 +71,7 @@ fn library_launches() -> Vec<(String, Launch)> {
     let mut out = Vec::new();
     for k in registry::all() {
         let shape = k.example_problem();
-        let config = k.default_config(&shape).expect("default config");
+        let config = k.target_default(&shape, kiln_kernels::TargetKind::Cpu).expect("default config");
         let plan = k.plan(&shape, &config).expect("plan");
         for l in plan.launches {
             out.push((k.id().name().to_string(), l));

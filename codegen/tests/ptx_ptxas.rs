@@ -28,7 +28,7 @@ fn cases(extra: usize) -> Vec<(String, String, Vec<kiln_kernels::plan::Launch>)>
     for k in registry::all() {
         let name = k.id().name().to_string();
         let shape = k.problem(&k.example_problem()).expect("example problem");
-        let default = k.default_config(&shape).expect("default config");
+        let default = k.target_default(&shape, kiln_kernels::TargetKind::Gpu).expect("default config");
         let mut configs = vec![default.clone()];
         let space = k.space(&shape, &Default::default()).expect("space");
         if !space.is_empty() && extra > 0 {

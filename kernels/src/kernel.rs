@@ -44,6 +44,19 @@ impl Default for SpaceLimits {
     }
 }
 
+/// The kind of machine a default config is meant for. Kernels know no backend's code, only that
+/// the same IR wants different tile shapes on a CPU core (tiles its vector registers and L1 hold,
+/// programs that each walk a long stretch of memory) and on a GPU (enough threads per program,
+/// enough programs per SM). Tuning records, when there are any, are per target and override
+/// either default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TargetKind {
+    /// A CPU backend (the C code generator).
+    Cpu,
+    /// A GPU backend (PTX, the SIMT simulator, CUDA).
+    Gpu,
+}
+
 /// One kernel of the library.
 pub trait TileKernel: Sync + 'static {
     type Problem: Problem;
@@ -55,6 +68,11 @@ pub trait TileKernel: Sync + 'static {
     fn knobs(&self) -> Vec<Knob>;
     /// A config that is legal for `problem` and reasonable everywhere.
     fn default_config(&self, problem: &Self::Problem) -> Self::Config;
+    /// The default config on a `target` kind of machine: [`TileKernel::default_config`] unless
+    /// the kernel knows a better one there (it must be legal for `problem` and in its space).
+    fn target_default(&self, problem: &Self::Problem, _target: TargetKind) -> Self::Config {
+        self.default_config(problem)
+    }
     /// Every legal config for `problem` under `limits`; contains the default config.
     fn space(&self, problem: &Self::Problem, limits: &SpaceLimits) -> Vec<Self::Config>;
     /// The buffers and launches that compute `problem` with `config`; a config that does not fit
@@ -128,7 +146,11 @@ pub trait DynKernel: Sync {
     fn knobs(&self) -> Vec<Knob>;
     /// Parses and validates a problem, returning its canonical form.
     fn problem(&self, shape: &Args) -> Result<Args, KernelError>;
+    /// The portable default config ([`TileKernel::default_config`]).
     fn default_config(&self, shape: &Args) -> Result<Args, KernelError>;
+    /// The default config on a `target` kind of machine ([`TileKernel::target_default`]): what
+    /// a runtime, a benchmark or the tuner runs when nothing was tuned.
+    fn target_default(&self, shape: &Args, target: TargetKind) -> Result<Args, KernelError>;
     fn space(&self, shape: &Args, limits: &SpaceLimits) -> Result<Vec<Args>, KernelError>;
     fn plan(&self, shape: &Args, config: &Args) -> Result<Plan, KernelError>;
     fn inputs(&self, shape: &Args, seed: u64) -> Result<Buffers, KernelError>;
@@ -155,6 +177,10 @@ impl<K: TileKernel> DynKernel for K {
     fn default_config(&self, shape: &Args) -> Result<Args, KernelError> {
         let p = K::Problem::from_args(shape)?;
         Ok(TileKernel::default_config(self, &p).to_args())
+    }
+    fn target_default(&self, shape: &Args, target: TargetKind) -> Result<Args, KernelError> {
+        let p = K::Problem::from_args(shape)?;
+        Ok(TileKernel::target_default(self, &p, target).to_args())
     }
     fn space(&self, shape: &Args, limits: &SpaceLimits) -> Result<Vec<Args>, KernelError> {
         let p = K::Problem::from_args(shape)?;

@@ -28,6 +28,6 @@ pub mod transformer;
 
 pub use args::{Args, ArgsKind, Reader};
 pub use error::{ensure, KernelError};
-pub use kernel::{Config, Cost, DynKernel, Knob, Problem, SpaceLimits, TileKernel};
+pub use kernel::{Config, Cost, DynKernel, Knob, Problem, SpaceLimits, TargetKind, TileKernel};
 pub use plan::{Binding, BufferSpec, Buffers, Launch, Plan, Reference, Role};
 pub use registry::{lookup, KernelId};

@@ -1,10 +1,12 @@
 //! `rmsnorm` against its reference in the interpreter (plain and fused with the residual add,
-//! every dtype, one-tile and looped rows), and its bad inputs.
+//! every dtype, one-tile and looped rows, with and without the de-interleaved output), the
+//! de-interleaved output equal to what the row-loop GEMV's own launch makes of `out`, and its
+//! bad inputs.
 
 mod common;
 
 use common::{assert_conformance, assert_constraint};
-use kiln_kernels::check::{check, Interpreter};
+use kiln_kernels::check::{check, prepare_buffers, run_plan, Interpreter};
 use kiln_kernels::{lookup, Args};
 use proptest::prelude::*;
 
@@ -38,6 +40,58 @@ fn rmsnorm_loop_and_single_tile_agree_with_reference() {
 }
 
 #[test]
+fn rmsnorm_deinterleaved_output_matches_reference() {
+    // Every dtype, plain and fused, one tile (block >= dim) and a loop of pieces (block 64).
+    let shapes = [
+        "tokens=1,dim=576,fused=1,deinterleave=1",
+        "tokens=3,dim=96,dtype=f16,deinterleave=1",
+        "tokens=2,dim=160,dtype=bf16,fused=1,deinterleave=1",
+    ];
+    for (i, shape) in shapes.iter().enumerate() {
+        for block in ["block=64", "block=1024"] {
+            let k = lookup("rmsnorm").unwrap();
+            let shape = Args::parse(shape).unwrap();
+            let report = check(k, &shape, &Args::parse(block).unwrap(), &mut Interpreter, 30 + i as u64).unwrap();
+            assert!(report.passed(), "{report}");
+            let compared: Vec<&str> = report.comparisons.iter().map(|c| c.buffer.as_str()).collect();
+            assert!(compared.contains(&"xd") && compared.contains(&"xs"), "{compared:?}");
+        }
+    }
+}
+
+#[test]
+fn rmsnorm_deinterleaved_output_is_the_row_loop_gemvs_x() {
+    // The norm's `xd` / `xs` must be bit for bit what the one-token row-loop GEMV's first launch
+    // makes of the norm's `out`, since a model step hands them to the GEMV in its place.
+    for (dtype, block) in [("f32", "block=64"), ("f32", "block=1024"), ("f16", "block=128")] {
+        let norm = lookup("rmsnorm").unwrap();
+        let shape = Args::parse(&format!("tokens=1,dim=576,dtype={dtype},fused=1,deinterleave=1")).unwrap();
+        let plan = norm.plan(&shape, &Args::parse(block).unwrap()).unwrap();
+        let mut buffers = prepare_buffers("rmsnorm", &plan, &norm.inputs(&shape, 11).unwrap()).unwrap();
+        run_plan("rmsnorm", &plan, &mut Interpreter, &mut buffers).unwrap();
+
+        let gemv = lookup("dequant_gemm_w4").unwrap();
+        let gemv_shape = Args::parse(&format!("m=1,n=64,k=576,group=32,act={dtype}")).unwrap();
+        let config = Args::parse("block_m=1,gemv=1,block_n=32,block_k=64,split_k=1,row_loop=8").unwrap();
+        let gemv_plan = gemv.plan(&gemv_shape, &config).unwrap();
+        let mut inputs = gemv.inputs(&gemv_shape, 12).unwrap();
+        inputs.insert("x".into(), buffers["out"].clone());
+        let mut gemv_buffers = prepare_buffers("dequant_gemm_w4", &gemv_plan, &inputs).unwrap();
+        // Only the first launch: the de-interleave.
+        let first =
+            kiln_kernels::Plan { buffers: gemv_plan.buffers.clone(), launches: gemv_plan.launches[..1].to_vec() };
+        run_plan("dequant_gemm_w4", &first, &mut Interpreter, &mut gemv_buffers).unwrap();
+        for name in ["xd", "xs"] {
+            let (want, got) = (gemv_buffers[name].to_f64(), buffers[name].to_f64());
+            assert_eq!(want.len(), got.len(), "{name}");
+            assert!(want.iter().all(|v| v.is_finite()), "{name} not written by the GEMV's launch");
+            let differ = want.iter().zip(&got).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            assert_eq!(differ, 0, "{dtype} {block}: {differ} of {} values of `{name}` differ", want.len());
+        }
+    }
+}
+
+#[test]
 fn rmsnorm_reference_catches_a_missing_weight() {
     // A kernel that forgot `· w` would be off by the weights (drawn in [0.25, 1.75)), far beyond
     // the f32 tolerance: the comparison must fail when the weight is dropped from the reference.
@@ -60,6 +114,8 @@ fn rmsnorm_rejects_bad_problems() {
     assert_constraint("rmsnorm", "tokens=1,dim=0", "", "at least 1");
     assert_constraint("rmsnorm", "tokens=1,dim=8,dtype=i32", "", "dtype `i32`");
     assert_constraint("rmsnorm", "tokens=1,dim=8,fused=2", "", "fused = 2");
+    assert_constraint("rmsnorm", "tokens=1,dim=100,deinterleave=1", "", "multiple of 32");
+    assert_constraint("rmsnorm", "tokens=1,dim=64,deinterleave=2", "", "deinterleave = 2");
     assert_constraint("rmsnorm", "tokens=1,dim=8,eps=-1", "", "eps = -1");
     assert_constraint("rmsnorm", "tokens=1,dim=8,eps=inf", "", "eps = inf");
     assert_constraint("rmsnorm", "tokens=65536,dim=65536", "", "i32 offset range");

@@ -5,7 +5,7 @@
 
 use crate::cpu::{CpuDevice, CpuError, CpuModule};
 use kiln_kernels::check::{compare, prepare_buffers, with_args};
-use kiln_kernels::{roofline, Args, Buffers, DynKernel, KernelError, Plan, Reference, Role};
+use kiln_kernels::{roofline, Args, Buffers, DynKernel, KernelError, Plan, Reference, Role, TargetKind};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -218,7 +218,7 @@ pub fn bench(
 ) -> Result<BenchCase, BenchError> {
     let name = kernel.id().name();
     let shape = kernel.problem(&kernel.example_problem().overlaid(shape))?;
-    let config = kernel.default_config(&shape)?.overlaid(config);
+    let config = kernel.target_default(&shape, TargetKind::Cpu)?.overlaid(config);
     let loaded = LoadedPlan::load(device, kernel.plan(&shape, &config)?)?;
     let inputs = kernel.inputs(&shape, 7)?;
     let cost = kernel.cost(&shape, &loaded.plan, &inputs)?;

@@ -11,7 +11,7 @@ use crate::bench::{check_outputs, median, rotation_count, BenchCase, BenchError,
 use crate::cuda::{CudaDevice, CudaError, CudaExecutor, CudaKernel, DeviceArg, DeviceBuffer};
 use crate::ptx_abi::AbiArg;
 use kiln_kernels::check::{conformance_shapes, prepare_buffers, sweep};
-use kiln_kernels::{roofline, Args, Binding, Buffers, DynKernel, KernelId, Plan};
+use kiln_kernels::{roofline, Args, Binding, Buffers, DynKernel, KernelId, Plan, TargetKind};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -180,7 +180,7 @@ pub fn bench(
     let name = kernel.id().name();
     let shape = kernel.problem(&kernel.example_problem().overlaid(shape))?;
     let gpu = GpuConfig::split(config, device.num_warps)?;
-    let config = kernel.default_config(&shape)?.overlaid(&gpu.kernel);
+    let config = kernel.target_default(&shape, TargetKind::Gpu)?.overlaid(&gpu.kernel);
     let loaded = GpuPlan::load(device, kernel.plan(&shape, &config)?, gpu.num_warps)?;
     let inputs = kernel.inputs(&shape, 7)?;
     let cost = kernel.cost(&shape, &loaded.plan, &inputs)?;

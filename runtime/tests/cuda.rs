@@ -15,7 +15,7 @@ use kiln_runtime::ptx_abi::{self, AbiArg, ParamValue};
 fn lowered(id: KernelId, options: &PtxOptions) -> Vec<ptx::ThreadKernel> {
     let kernel = id.kernel();
     let shape = kernel.problem(&Args::parse(conformance_shapes(id)[0]).unwrap()).unwrap();
-    let config = kernel.default_config(&shape).unwrap();
+    let config = kernel.target_default(&shape, kiln_kernels::TargetKind::Gpu).unwrap();
     let plan = kernel.plan(&shape, &config).unwrap();
     plan.launches.iter().map(|l| ptx::lower(&l.kernel, options).unwrap()).collect()
 }
@@ -100,7 +100,7 @@ fn packing_follows_the_declared_parameters() {
     for id in KernelId::ALL {
         let kernel = id.kernel();
         let shape = kernel.problem(&Args::parse(conformance_shapes(id)[0]).unwrap()).unwrap();
-        let plan = kernel.plan(&shape, &kernel.default_config(&shape).unwrap()).unwrap();
+        let plan = kernel.plan(&shape, &kernel.target_default(&shape, kiln_kernels::TargetKind::Gpu).unwrap()).unwrap();
         for launch in &plan.launches {
             let thread = ptx::lower(&launch.kernel, &PtxOptions::new(Sm::Sm90)).unwrap();
             let args: Vec<AbiArg> = launch
@@ -159,7 +159,7 @@ fn headline_cases_lower_within_the_limits() {
     for (id, shape) in HEADLINE {
         let kernel = id.kernel();
         let shape = kernel.problem(&kernel.example_problem().overlaid(&Args::parse(shape).unwrap())).unwrap();
-        let plan = kernel.plan(&shape, &kernel.default_config(&shape).unwrap()).unwrap();
+        let plan = kernel.plan(&shape, &kernel.target_default(&shape, kiln_kernels::TargetKind::Gpu).unwrap()).unwrap();
         for sm in Sm::ALL {
             let options = PtxOptions::new(sm);
             let limits = DeviceLimits::for_sm(sm);

@@ -68,7 +68,7 @@ fn exact() -> ModelOptions {
 }
 
 fn model(src: &MemSource, options: ModelOptions) -> LlamaModel {
-    LlamaModel::load(src, device(), Arc::new(Defaults), options).expect("model loads")
+    LlamaModel::load(src, device(), Arc::new(Defaults::cpu()), options).expect("model loads")
 }
 
 fn random_tokens(rng: &mut StdRng, n: usize) -> Vec<u32> {
@@ -343,12 +343,12 @@ fn bad_inputs_are_typed_errors() {
     // A missing tensor names itself.
     let mut broken = random_model(5);
     broken.tensors.remove("blk.1.ffn_up.weight");
-    let err = LlamaModel::load(&broken, device(), Arc::new(Defaults), ModelOptions::default()).err().unwrap();
+    let err = LlamaModel::load(&broken, device(), Arc::new(Defaults::cpu()), ModelOptions::default()).err().unwrap();
     assert!(err.to_string().contains("blk.1.ffn_up.weight"), "{err}");
     // A wrong shape names the tensor and both shapes.
     let mut broken = random_model(5);
     broken.tensors.get_mut("blk.0.attn_k.weight").unwrap().shape = vec![256, 64];
-    let err = LlamaModel::load(&broken, device(), Arc::new(Defaults), ModelOptions::default()).err().unwrap();
+    let err = LlamaModel::load(&broken, device(), Arc::new(Defaults::cpu()), ModelOptions::default()).err().unwrap();
     assert!(matches!(err, ModelError::Shape { .. }) && err.to_string().contains("attn_k"), "{err}");
 }
 

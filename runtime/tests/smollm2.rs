@@ -30,7 +30,7 @@ fn gguf() -> &'static GgufFile {
 fn model() -> LlamaModel {
     let device = Arc::new(CpuDevice::host(None).unwrap());
     let options = ModelOptions { max_seq_len: 256, ..ModelOptions::default() };
-    LlamaModel::load(gguf(), device, Arc::new(Defaults), options).unwrap()
+    LlamaModel::load(gguf(), device, Arc::new(Defaults::cpu()), options).unwrap()
 }
 
 #[test]
@@ -58,7 +58,7 @@ fn chat_prompt_logits_with_the_f32_head_match_the_f64_reference() {
     // the default is what the test above runs: it reads the offset copy of the weights.
     let device = Arc::new(CpuDevice::host(None).unwrap());
     let options = ModelOptions { max_seq_len: 256, head_activations: ActQuant::F32, ..ModelOptions::default() };
-    let mut m = LlamaModel::load(gguf(), device, Arc::new(Defaults), options).unwrap();
+    let mut m = LlamaModel::load(gguf(), device, Arc::new(Defaults::cpu()), options).unwrap();
     let seq = m.add_sequence();
     let got = m.step(&[SeqInput { seq, tokens: &CHAT_IDS, logits: Logits::Last }]).unwrap().remove(0);
     let want = common::reference::reference_logits(gguf(), &CHAT_IDS, &[CHAT_IDS.len() - 1]);
@@ -96,7 +96,7 @@ fn greedy_decoding_with_int8_activations_says_paris() {
     // change.
     let device = Arc::new(CpuDevice::host(None).unwrap());
     let options = ModelOptions { max_seq_len: 256, gemv_activations: GemvActivations::I8, ..ModelOptions::default() };
-    let mut m = LlamaModel::load(gguf(), device, Arc::new(Defaults), options).unwrap();
+    let mut m = LlamaModel::load(gguf(), device, Arc::new(Defaults::cpu()), options).unwrap();
     let seq = m.add_sequence();
     let mut logits = m.step(&[SeqInput { seq, tokens: &CHAT_IDS, logits: Logits::Last }]).unwrap().remove(0);
     let mut out = Vec::new();
@@ -133,7 +133,7 @@ fn decode_logits_with_int8_gemv_activations_stay_within_their_bound() {
         gemv_activations: GemvActivations::I8,
         ..ModelOptions::default()
     };
-    let mut m = LlamaModel::load(gguf(), device, Arc::new(Defaults), options).unwrap();
+    let mut m = LlamaModel::load(gguf(), device, Arc::new(Defaults::cpu()), options).unwrap();
     let seq = m.add_sequence();
     let (prompt, last) = CHAT_IDS.split_at(CHAT_IDS.len() - 1);
     m.step(&[SeqInput { seq, tokens: prompt, logits: Logits::Last }]).unwrap();
@@ -167,9 +167,13 @@ fn a_batch_of_prompts_gives_each_prompt_s_logits_alone() {
         prompts.iter().zip(&seqs).map(|(p, &seq)| SeqInput { seq, tokens: p, logits: Logits::Last }).collect();
     let together = m.step(&inputs).unwrap();
     for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
-        // Other batch shapes run other GEMM tilings: equal up to f32 summation order.
+        // Other batch shapes run other GEMM tilings: equal up to f32 summation order. The short
+        // prompt is the most sensitive: 9.1e-5 with whole-row norm tiles, 1.0e-4 with the CPU's
+        // 64-column norm pieces (another order of the sum of squares); a wrong position or mask
+        // moves logits by far more.
         let a64 = vec![a.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>()];
         let err = common::reference::rel_error(t, &a64);
-        assert!(err < 1e-4, "prompt {i}: batch and alone differ by {err:.3e}");
+        eprintln!("prompt {i}: batch and alone differ by {err:.3e}");
+        assert!(err < 2e-4, "prompt {i}: batch and alone differ by {err:.3e}");
     }
 }

@@ -50,7 +50,7 @@ fn random_model(seed: u64, vocab: usize, embd_scale: f32) -> MemSource {
 
 fn load(src: &dyn TensorSource) -> LlamaModel {
     let options = ModelOptions { max_seq_len: 128, ..ModelOptions::default() };
-    LlamaModel::load(src, device(), Arc::new(Defaults), options).expect("model loads")
+    LlamaModel::load(src, device(), Arc::new(Defaults::cpu()), options).expect("model loads")
 }
 
 const VOCAB: usize = 8;

@@ -37,7 +37,7 @@ fn options() -> ModelOptions {
 }
 
 fn load(src: &dyn TensorSource, device: &Arc<CpuDevice>) -> LlamaModel {
-    LlamaModel::load(src, device.clone(), Arc::new(Defaults), options()).unwrap()
+    LlamaModel::load(src, device.clone(), Arc::new(Defaults::cpu()), options()).unwrap()
 }
 
 const PROMPTS: [&str; 3] = [

@@ -15,7 +15,7 @@ const DIM: usize = 64;
 fn silu_mul() -> (kiln_kernels::Launch, Vec<String>) {
     let kernel = KernelId::SiluMul.kernel();
     let shape = kernel.problem(&Args::new().with("tokens", 1).with("dim", DIM).with("dtype", "f32")).unwrap();
-    let config = kernel.default_config(&shape).unwrap();
+    let config = kernel.target_default(&shape, kiln_kernels::TargetKind::Cpu).unwrap();
     let mut plan = kernel.plan(&shape, &config).unwrap();
     assert_eq!(plan.launches.len(), 1);
     let launch = plan.launches.remove(0);

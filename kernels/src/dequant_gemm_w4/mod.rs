@@ -57,8 +57,8 @@
 //!   then each program's rows R at a time, each group of rows over its whole k range with an
 //!   accumulator of `[R, block_k / 32, 16]` lanes.
 //!
-//! The default takes the GEMV path up to m = 16 (one token: the row loop, 8 rows at a time; more:
-//! up to 8 tokens per program) and the `dot` path for prefill. In `key=value` form `gemv` may be left out: it is then
+//! The default takes the GEMV path up to m = 16 (one token with f32 products on a CPU: the row
+//! loop; on a GPU and for more tokens: up to 8 tokens per program) and the `dot` path for prefill. In `key=value` form `gemv` may be left out: it is then
 //! 1 below `block_m = 16` and 0 from there (callers that overlay the default config inherit its
 //! `gemv`). Each problem's m falls in a regime (`TileKernel::regime`: 1, 2..16, more) that the
 //! tuning database's nearest-bucket lookup does not cross.
@@ -79,7 +79,7 @@ mod rowloop;
 
 use crate::args::{Args, ArgsKind, Reader};
 use crate::kernel::Cost;
-use crate::kernel::{default_tolerance, Config, Knob, Problem, SpaceLimits, TileKernel};
+use crate::kernel::{default_tolerance, Config, Knob, Problem, SpaceLimits, TargetKind, TileKernel};
 use crate::plan::{buf, i32_arg, BufferSpec, Buffers, Launch, Plan, Reference, Role};
 use crate::random;
 use crate::registry::KernelId;
@@ -329,6 +329,27 @@ impl TileKernel for DequantGemmW4 {
             return DequantGemmW4Config { block_m: 1, gemv: 1, block_n, block_k, split_k: 1, row_loop: 0 };
         }
         if p.m == 1 {
+            // One token, f32 products, portable: the lanes GEMV over 32 rows with a cache line
+            // of each row per step where k allows (128 columns), byte tiles the PTX backend loads
+            // with vector accesses (`tests/ptx_vector.rs`). A CPU takes the row loop instead
+            // (`target_default`).
+            let block_k = [128, 64, 32].into_iter().find(|&b| p.k.is_multiple_of(b)).unwrap_or(32);
+            return DequantGemmW4Config { block_m: 1, gemv: 1, block_n: 32, block_k, split_k: 1, row_loop: 0 };
+        }
+        if p.m <= 16 {
+            return gemv_default(p);
+        }
+        let block_m = match p.m {
+            17..=32 => 32,
+            _ => 64,
+        };
+        let block_n = p.n.next_power_of_two().clamp(16, 64);
+        let block_k = if p.k.is_multiple_of(64) { 64 } else { 32 };
+        DequantGemmW4Config { block_m, gemv: 0, block_n, block_k, split_k: 1, row_loop: 0 }
+    }
+
+    fn target_default(&self, p: &DequantGemmW4Problem, target: TargetKind) -> DequantGemmW4Config {
+        if target == TargetKind::Cpu && p.m == 1 && p.xq == ActQuant::F32 {
             // One token, f32 products: the row loop with a 16-vector accumulator (`[R, block_k /
             // 32, 16]`, what the CPU renderer keeps in AVX-512 registers): 4 rows of 128-column
             // steps where k allows (a cache line of each row per step), else 8 rows of 64 (or
@@ -341,16 +362,10 @@ impl TileKernel for DequantGemmW4 {
             let row_loop = (16 * rowloop::BLOCK as u32 / block_k).min(8);
             return DequantGemmW4Config { block_m: 1, gemv: 1, block_n: 32, block_k, split_k: 1, row_loop };
         }
-        if p.m <= 16 {
-            return gemv_default(p);
-        }
-        let block_m = match p.m {
-            17..=32 => 32,
-            _ => 64,
-        };
-        let block_n = p.n.next_power_of_two().clamp(16, 64);
-        let block_k = if p.k.is_multiple_of(64) { 64 } else { 32 };
-        DequantGemmW4Config { block_m, gemv: 0, block_n, block_k, split_k: 1, row_loop: 0 }
+        // A GPU takes the lanes GEMV of the portable default: the row loop's `[R, block_k / 32,
+        // 16]` steps are shaped for a CPU's vector registers and have fewer elements than a few
+        // warps have threads.
+        self.default_config(p)
     }
 
     fn space(&self, p: &DequantGemmW4Problem, limits: &SpaceLimits) -> Vec<DequantGemmW4Config> {
@@ -392,9 +407,11 @@ impl TileKernel for DequantGemmW4 {
                 }
             }
         }
-        let default = self.default_config(p);
-        if !space.contains(&default) {
-            space.push(default);
+        for target in [TargetKind::Cpu, TargetKind::Gpu] {
+            let default = self.target_default(p, target);
+            if !space.contains(&default) {
+                space.push(default);
+            }
         }
         space
     }

@@ -2,9 +2,14 @@
 //! `silu(x) = x / (1 + e^-x)`, computed in f32 whatever the activation dtype.
 //!
 //! One program per (`block` columns, token); columns past `dim` are masked.
+//!
+//! With `deinterleave=1` the kernel also writes `out` in the layout the one-token row-loop GEMV
+//! of `dequant_gemm_w4` reads (as `rmsnorm`'s `deinterleave=1` does, see there): per block of 32
+//! columns the even ones, then the odd ones, as f32 in `xd` `[tokens, dim]`, and their sum in
+//! `xs` `[tokens, dim / 32]`, the same bits as the GEMV's own launch would make of `out`.
 
 use crate::args::{parse_dtype, Args, ArgsKind, Reader};
-use crate::kernel::{Config, Knob, Problem, SpaceLimits, TileKernel};
+use crate::kernel::{default_tolerance, Config, Knob, Problem, SpaceLimits, TileKernel};
 use crate::plan::{buf, i32_arg, BufferSpec, Buffers, Launch, Plan, Reference, Role};
 use crate::random;
 use crate::registry::KernelId;
@@ -19,7 +24,12 @@ pub struct SiluMulProblem {
     pub dim: u32,
     /// Activation dtype of `gate`, `up` and `out`: f32, f16 or bf16.
     pub dtype: DType,
+    /// Whether `out` is also written de-interleaved, to `xd` and `xs` (see the module doc).
+    pub deinterleave: bool,
 }
+
+/// Columns per de-interleaved block of `xd`: those of the row-loop GEMV of `dequant_gemm_w4`.
+const XD_BLOCK: i32 = 32;
 
 impl Problem for SiluMulProblem {
     fn from_args(args: &Args) -> Result<Self, KernelError> {
@@ -33,15 +43,28 @@ impl Problem for SiluMulProblem {
                 &r.get_or("dtype", "f32".to_string())?,
                 &[DType::F32, DType::F16, DType::BF16],
             )?,
+            deinterleave: false,
         };
+        let deinterleave: u32 = r.get_or("deinterleave", 0)?;
         r.finish()?;
+        ensure(NAME, deinterleave <= 1, || format!("deinterleave = {deinterleave} is not 0 or 1"))?;
+        ensure(NAME, deinterleave == 0 || p.dim % XD_BLOCK as u32 == 0, || {
+            format!("deinterleave = 1 needs dim to be a multiple of {XD_BLOCK}, not {}", p.dim)
+        })?;
+        let p = SiluMulProblem { deinterleave: deinterleave == 1, ..p };
         ensure(NAME, p.tokens >= 1 && p.dim >= 1, || "tokens and dim must be at least 1".into())?;
         ensure(NAME, p.tokens <= 65_535, || format!("tokens = {} exceeds the grid limit 65535", p.tokens))?;
         Ok(p)
     }
 
     fn to_args(&self) -> Args {
-        Args::new().with("tokens", self.tokens).with("dim", self.dim).with("dtype", self.dtype)
+        let args = Args::new().with("tokens", self.tokens).with("dim", self.dim).with("dtype", self.dtype);
+        // Written only when set, so the keys (and tuning buckets) of plain problems stay as they were.
+        if self.deinterleave {
+            args.with("deinterleave", 1)
+        } else {
+            args
+        }
     }
 }
 
@@ -108,6 +131,7 @@ impl TileKernel for SiluMul {
     fn plan(&self, p: &SiluMulProblem, c: &SiluMulConfig) -> Result<Plan, KernelError> {
         let b = KernelBuilder::new(NAME);
         let (gate, up, out) = (b.buffer("gate", p.dtype), b.buffer("up", p.dtype), b.buffer("out", p.dtype));
+        let deinterleaved = p.deinterleave.then(|| (b.buffer("xd", DType::F32), b.buffer("xs", DType::F32)));
         let dim = b.scalar("dim", DType::I32);
         let cols = b.program_id(0) * c.block as i32 + b.arange(0, c.block as i32);
         let mask = cols.lt(dim);
@@ -116,18 +140,38 @@ impl TileKernel for SiluMul {
         let u = b.load_masked(up, offs, mask, 0.0).cast(DType::F32);
         let silu = g / ((-g).exp() + 1.0);
         b.store_masked(out, offs, (silu * u).cast(p.dtype), mask);
+        if let Some((xd, xs)) = deinterleaved {
+            // `[blocks, parity, 16]`: element (i, h, q) is column 32·i + 2q + h of the program's
+            // columns, the tile the GEMV's launch loads; dim is a multiple of 32, so one mask
+            // per block.
+            let blk = b.program_id(0) * (c.block as i32 / XD_BLOCK) + b.arange(0, c.block as i32 / XD_BLOCK);
+            let first = (blk * XD_BLOCK).expand_dims(1).expand_dims(2);
+            let ok = first.lt(dim);
+            let parity = b.arange(0, 2).expand_dims(0).expand_dims(2);
+            let pair = b.arange(0, 16).expand_dims(0).expand_dims(1);
+            let row = b.program_id(1) * dim;
+            let at = (row + first) + pair * 2 + parity;
+            let g = b.load_masked(gate, at, ok, 0.0).cast(DType::F32);
+            let u = b.load_masked(up, at, ok, 0.0).cast(DType::F32);
+            let y = (g / ((-g).exp() + 1.0) * u).cast(p.dtype).cast(DType::F32);
+            b.store_masked(xd, (row + first) + parity * 16 + pair, y, ok);
+            let n_blocks = dim / XD_BLOCK;
+            b.store_masked(xs, b.program_id(1) * n_blocks + blk, y.sum(2).sum(1), blk.lt(n_blocks));
+        }
         let kernel = b.finish().map_err(|source| KernelError::Build { kernel: NAME, source })?;
 
         let len = p.tokens as usize * p.dim as usize;
         let spec = |name: &str, role| BufferSpec { name: name.into(), dtype: p.dtype, len, role };
-        Ok(Plan {
-            buffers: vec![spec("gate", Role::Input), spec("up", Role::Input), spec("out", Role::Output)],
-            launches: vec![Launch {
-                kernel,
-                grid: [p.dim.div_ceil(c.block), p.tokens, 1],
-                args: vec![buf("gate"), buf("up"), buf("out"), i32_arg(p.dim as i64)],
-            }],
-        })
+        let mut buffers = vec![spec("gate", Role::Input), spec("up", Role::Input), spec("out", Role::Output)];
+        let mut args = vec![buf("gate"), buf("up"), buf("out")];
+        if p.deinterleave {
+            let f32_spec =
+                |name: &str, len| BufferSpec { name: name.into(), dtype: DType::F32, len, role: Role::Output };
+            buffers.extend([f32_spec("xd", len), f32_spec("xs", len / XD_BLOCK as usize)]);
+            args.extend([buf("xd"), buf("xs")]);
+        }
+        args.push(i32_arg(p.dim as i64));
+        Ok(Plan { buffers, launches: vec![Launch { kernel, grid: [p.dim.div_ceil(c.block), p.tokens, 1], args }] })
     }
 
     fn inputs(&self, p: &SiluMulProblem, seed: u64) -> Buffers {
@@ -139,10 +183,29 @@ impl TileKernel for SiluMul {
         ])
     }
 
-    fn reference(&self, _p: &SiluMulProblem, inputs: &Buffers) -> Reference {
+    fn tolerance(&self, p: &SiluMulProblem, dtype: DType) -> f64 {
+        // `xd` and `xs` are f32 but hold `out`'s values, rounded to the problem's dtype.
+        default_tolerance(dtype).max(default_tolerance(p.dtype))
+    }
+
+    fn reference(&self, p: &SiluMulProblem, inputs: &Buffers) -> Reference {
         let gate = inputs["gate"].to_f64();
         let up = inputs["up"].to_f64();
-        let out = gate.iter().zip(&up).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect();
-        Reference::from([("out".to_string(), out)])
+        let out: Vec<f64> = gate.iter().zip(&up).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect();
+        let mut r = Reference::new();
+        if p.deinterleave {
+            // Per block of 32: the even columns, then the odd ones; and the block's sum.
+            let block = XD_BLOCK as usize;
+            let xd = out
+                .chunks(block)
+                .flat_map(|c| {
+                    (0..block).map(move |i| if i < block / 2 { c[2 * i] } else { c[2 * (i - block / 2) + 1] })
+                })
+                .collect();
+            r.insert("xd".to_string(), xd);
+            r.insert("xs".to_string(), out.chunks(block).map(|c| c.iter().sum()).collect());
+        }
+        r.insert("out".to_string(), out);
+        r
     }
 }

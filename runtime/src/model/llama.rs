@@ -54,6 +54,16 @@
 //! on which path produced it. Every projection goes through `LlamaModel::gemm`, the one place
 //! that builds a GEMM problem (activation dtype included).
 //!
+//! # x handed to the GEMV ready
+//!
+//! The one-token row-loop GEMV (the CPU's default at m = 1) reads its x de-interleaved (per 32
+//! columns the even ones, then the odd ones, and their sum), which its plan makes in a first
+//! launch. When the GEMV's x is the output of a norm (Q/K/V and gate/up), the norm writes that
+//! layout too (`rmsnorm` with `deinterleave=1`, into the store's `xn.xd` and `xn.xs`) and the
+//! GEMV's plan runs from its second launch on; likewise `silu_mul` for the down projection
+//! (`act.xd`, `act.xs`): 90 fewer launches per SmolLM2 token, the same bits (both layouts are
+//! tested against the GEMV's own launch).
+//!
 //! # Plans and buffers
 //!
 //! Every (kernel, problem) gets its config from the [`ConfigProvider`] once; its plan is built and
@@ -362,6 +372,25 @@ pub struct LlamaModel {
 /// order, so each quantized vector is read by its GEMVs before the next one overwrites it.
 const X_I8: [(&str, &str); 3] = [("xq", "x_i8"), ("xs", "x_i8.scales"), ("xsums", "x_i8.sums")];
 
+/// The de-interleaved x of the one-token row-loop GEMV as the kernel before it writes it
+/// (`rmsnorm`'s and `silu_mul`'s `deinterleave=1`), per activation buffer the GEMV reads: the
+/// GEMV plan's buffer names and the store's.
+const XN_DEINTERLEAVED: [(&str, &str); 2] = [("xd", "xn.xd"), ("xs", "xn.xs")];
+const ACT_DEINTERLEAVED: [(&str, &str); 2] = [("xd", "act.xd"), ("xs", "act.xs")];
+
+/// The store buffers holding activation buffer `x` de-interleaved, if any kernel writes them.
+fn deinterleaved(x: &str) -> Option<[(&'static str, &'static str); 2]> {
+    match x {
+        "xn" => Some(XN_DEINTERLEAVED),
+        "act" => Some(ACT_DEINTERLEAVED),
+        _ => None,
+    }
+}
+/// Columns per block of the de-interleaved layout.
+const XD_BLOCK: usize = 32;
+/// Columns per quantization group of the int4 weights.
+const GROUP: usize = 32;
+
 /// The store's weight matrices of a layer (`blk.{l}.{name}.weight.{w,scales,mins}`) and the
 /// GGUF tensors concatenated along n into each.
 const MATRICES: [(&str, &[&str]); 4] = [
@@ -455,6 +484,8 @@ impl LlamaModel {
         for (name, width) in [
             ("resid", dim),
             ("xn", dim),
+            ("xn.xd", dim),
+            ("act.xd", ffn),
             ("qkv", q_dim + 2 * kv_dim),
             ("attn", q_dim),
             ("o", dim),
@@ -464,6 +495,8 @@ impl LlamaModel {
         ] {
             store.add(name, HostBuffer::F32(vec![0.0; t * width]));
         }
+        store.add("xn.xs", HostBuffer::F32(vec![0.0; t * dim.div_ceil(XD_BLOCK)]));
+        store.add("act.xs", HostBuffer::F32(vec![0.0; t * ffn.div_ceil(XD_BLOCK)]));
         let widest = dim.max(ffn).max(q_dim) * INT8_ACTIVATION_MAX_TOKENS;
         store.add(X_I8[0].1, HostBuffer::I8(vec![0; widest]));
         for (_, name) in &X_I8[1..] {
@@ -1001,6 +1034,10 @@ impl LlamaModel {
     /// The one place a linear layer becomes a launch: `dequant_gemm_w4` over `projection`'s rows
     /// of its layer's int4 matrix (a view of the fused weights), reading `x` and writing the
     /// projection's output region. The activation dtype of the GEMV is chosen here.
+    ///
+    /// With `x_ready`, the kernel just before has written `x` de-interleaved into the store's
+    /// buffers of [`deinterleaved`] (see [`Self::takes_deinterleaved_x`]) and the GEMV runs
+    /// without its own de-interleave launch.
     fn gemm(
         &mut self,
         out: &mut Vec<Resolved>,
@@ -1008,27 +1045,11 @@ impl LlamaModel {
         layer: usize,
         projection: Projection,
         x: &str,
+        x_ready: bool,
     ) -> Result<(), ModelError> {
         let (matrix, row, n, k) = self.rows(projection);
-        let quants = self.layers[layer];
-        let quant = match matrix {
-            "attn_qkv" => quants.qkv,
-            "attn_output" => quants.output,
-            "ffn_gate_up" => quants.gate_up,
-            _ => quants.down,
-        };
-        const GROUP: usize = 32;
-        let mut problem = Args::new()
-            .with("m", m)
-            .with("n", n)
-            .with("k", k)
-            .with("group", GROUP)
-            .with("act", "f32")
-            .with("quant", quant);
+        let (problem, quant) = self.gemm_problem(m, layer, projection);
         let activations = self.gemv_activations(m);
-        if activations != GemvActivations::F32 {
-            problem = problem.with("xq", activations);
-        }
         let name = format!("blk.{layer}.{matrix}.weight");
         let (w, scales, mins) = (format!("{name}.w"), format!("{name}.scales"), format!("{name}.mins"));
         let groups = k / GROUP;
@@ -1040,6 +1061,12 @@ impl LlamaModel {
         ];
         if quant == layout::Quant::Asym {
             bind.push(("mins", part(&mins, row * groups, n * groups)));
+        }
+        if x_ready {
+            let ready = deinterleaved(x)
+                .ok_or_else(|| ModelError::Internal(format!("no kernel writes `{x}` de-interleaved")))?;
+            bind.extend(ready.iter().map(|&(p, name)| (p, whole(name))));
+            return self.emit_regions_from(out, KernelId::DequantGemmW4, problem, &bind, 1);
         }
         if activations == GemvActivations::F32 {
             return self.emit_regions(out, KernelId::DequantGemmW4, problem, &bind);
@@ -1054,6 +1081,44 @@ impl LlamaModel {
         Ok(())
     }
 
+    /// The `dequant_gemm_w4` problem of `projection` in `layer` for `m` tokens, and the
+    /// quantization of its weights.
+    fn gemm_problem(&self, m: usize, layer: usize, projection: Projection) -> (Args, layout::Quant) {
+        let (matrix, _, n, k) = self.rows(projection);
+        let quants = self.layers[layer];
+        let quant = match matrix {
+            "attn_qkv" => quants.qkv,
+            "attn_output" => quants.output,
+            "ffn_gate_up" => quants.gate_up,
+            _ => quants.down,
+        };
+        let mut problem = Args::new()
+            .with("m", m)
+            .with("n", n)
+            .with("k", k)
+            .with("group", GROUP)
+            .with("act", "f32")
+            .with("quant", quant);
+        let activations = self.gemv_activations(m);
+        if activations != GemvActivations::F32 {
+            problem = problem.with("xq", activations);
+        }
+        (problem, quant)
+    }
+
+    /// Whether `projection`'s GEMV for `m` tokens is the one-token row loop, whose plan begins
+    /// with a launch de-interleaving x (f32 activations, `row_loop > 0` in the provider's
+    /// config), so that a norm writing x can write it de-interleaved instead.
+    fn takes_deinterleaved_x(&self, m: usize, layer: usize, projection: Projection) -> Result<bool, ModelError> {
+        let (_, _, _, k) = self.rows(projection);
+        if m != 1 || self.gemv_activations(m) != GemvActivations::F32 || !k.is_multiple_of(XD_BLOCK) {
+            return Ok(false);
+        }
+        let (problem, _) = self.gemm_problem(m, layer, projection);
+        let choice = self.provider.choose(KernelId::DequantGemmW4, &problem)?;
+        Ok(choice.config.get("row_loop").is_some_and(|r| r != "0"))
+    }
+
     /// How the int4 GEMVs of a step of `m` tokens take their activations: the model's
     /// [`ModelOptions::gemv_activations`] for decoding steps (at most
     /// [`INT8_ACTIVATION_MAX_TOKENS`] tokens, where the int8 path's one-row GEMV reads the
@@ -1066,8 +1131,18 @@ impl LlamaModel {
         }
     }
 
-    fn rmsnorm(&mut self, out: &mut Vec<Resolved>, m: usize, x: &str, w: &str, fused: bool) -> Result<(), ModelError> {
-        let problem = Args::new()
+    /// The norm of `x` (plus the residual stream when `fused`) into `xn`, and with
+    /// `deinterleave` also into [`XN_DEINTERLEAVED`].
+    fn rmsnorm(
+        &mut self,
+        out: &mut Vec<Resolved>,
+        m: usize,
+        x: &str,
+        w: &str,
+        fused: bool,
+        deinterleave: bool,
+    ) -> Result<(), ModelError> {
+        let mut problem = Args::new()
             .with("tokens", m)
             .with("dim", self.config.dim)
             .with("dtype", "f32")
@@ -1076,6 +1151,10 @@ impl LlamaModel {
         let mut bind = vec![("x", x), ("w", w), ("out", "xn")];
         if fused {
             bind.push(("residual", "resid"));
+        }
+        if deinterleave {
+            problem = problem.with("deinterleave", 1);
+            bind.extend(XN_DEINTERLEAVED);
         }
         self.emit(out, KernelId::Rmsnorm, problem, &bind)
     }
@@ -1096,19 +1175,21 @@ impl LlamaModel {
         self.emit(&mut out, KernelId::Embedding, embedding, &bind)?;
         for l in 0..layers.min(c.n_layers) {
             let attn_norm = format!("blk.{l}.attn_norm.weight");
+            let one_gemv = m == 1 && self.options.fused_projections;
+            let qkv_ready = one_gemv && self.takes_deinterleaved_x(m, l, Projection::Qkv)?;
             if l == 0 {
-                self.rmsnorm(&mut out, m, "resid", &attn_norm, false)?;
+                self.rmsnorm(&mut out, m, "resid", &attn_norm, false, qkv_ready)?;
             } else {
-                self.rmsnorm(&mut out, m, "ffn_out", &attn_norm, true)?;
+                self.rmsnorm(&mut out, m, "ffn_out", &attn_norm, true, qkv_ready)?;
             }
             // One token: Q, K and V in one GEMV (its output row is the three blocks). More
             // tokens: three GEMMs over row views of the fused weights, each writing its dense
             // `[m, n]` block, which is what RoPE, the append and attention read.
-            if m == 1 && self.options.fused_projections {
-                self.gemm(&mut out, m, l, Projection::Qkv, "xn")?;
+            if one_gemv {
+                self.gemm(&mut out, m, l, Projection::Qkv, "xn", qkv_ready)?;
             } else {
                 for projection in [Projection::Q, Projection::K, Projection::V] {
-                    self.gemm(&mut out, m, l, projection, "xn")?;
+                    self.gemm(&mut out, m, l, projection, "xn", false)?;
                 }
             }
             let (q, k, v) =
@@ -1165,27 +1246,33 @@ impl LlamaModel {
                 ("out", whole("attn")),
             ];
             self.emit_regions(&mut out, KernelId::AttentionDecodePaged, attention, &bind)?;
-            self.gemm(&mut out, m, l, Projection::Output, "attn")?;
-            self.rmsnorm(&mut out, m, "o", &format!("blk.{l}.ffn_norm.weight"), true)?;
-            if m == 1 && self.options.fused_projections {
-                self.gemm(&mut out, m, l, Projection::GateUp, "xn")?;
+            self.gemm(&mut out, m, l, Projection::Output, "attn", false)?;
+            let gate_up_ready = one_gemv && self.takes_deinterleaved_x(m, l, Projection::GateUp)?;
+            self.rmsnorm(&mut out, m, "o", &format!("blk.{l}.ffn_norm.weight"), true, gate_up_ready)?;
+            if one_gemv {
+                self.gemm(&mut out, m, l, Projection::GateUp, "xn", gate_up_ready)?;
             } else {
-                self.gemm(&mut out, m, l, Projection::Gate, "xn")?;
-                self.gemm(&mut out, m, l, Projection::Up, "xn")?;
+                self.gemm(&mut out, m, l, Projection::Gate, "xn", false)?;
+                self.gemm(&mut out, m, l, Projection::Up, "xn", false)?;
             }
-            let silu = Args::new().with("tokens", m).with("dim", c.ffn_dim).with("dtype", "f32");
-            let bind = [
+            let down_ready = self.takes_deinterleaved_x(m, l, Projection::Down)?;
+            let mut silu = Args::new().with("tokens", m).with("dim", c.ffn_dim).with("dtype", "f32");
+            let mut bind = vec![
                 ("gate", self.output(Projection::Gate, m)),
                 ("up", self.output(Projection::Up, m)),
                 ("out", whole("act")),
             ];
+            if down_ready {
+                silu = silu.with("deinterleave", 1);
+                bind.extend(ACT_DEINTERLEAVED.iter().map(|&(p, name)| (p, whole(name))));
+            }
             self.emit_regions(&mut out, KernelId::SiluMul, silu, &bind)?;
-            self.gemm(&mut out, m, l, Projection::Down, "act")?;
+            self.gemm(&mut out, m, l, Projection::Down, "act", down_ready)?;
         }
         if c.n_layers == 0 {
             return Err(ModelError::Config("the model has no layers".into()));
         }
-        self.rmsnorm(&mut out, m, "ffn_out", "output_norm.weight", true)?;
+        self.rmsnorm(&mut out, m, "ffn_out", "output_norm.weight", true, false)?;
         let launches = Arc::new(out);
         self.steps.insert((lanes, q_len, layers), launches.clone());
         Ok(launches)
