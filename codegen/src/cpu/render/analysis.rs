@@ -370,12 +370,58 @@ impl Analysis {
             let Op::Yield { values } = &kernel.inst(yield_inst).op else { continue };
             for (i, &v) in values.iter().enumerate() {
                 let carried = block.args[i + 1];
+                let strides = row_major(kernel.ty(v).shape.dims());
+                let in_place = Repr { root: carried, scalar_root: false, strides };
                 if self.can_update_in_place(kernel, &users, &block.insts, yield_inst, carried, v) {
-                    let strides = row_major(kernel.ty(v).shape.dims());
-                    self.reprs[v.index()] = Some(Repr { root: carried, scalar_root: false, strides });
+                    self.reprs[v.index()] = Some(in_place);
+                } else if let Some(acc) = self.dot_in_place(kernel, &users, &block.insts, yield_inst, carried, v) {
+                    self.reprs[v.index()] = Some(in_place.clone());
+                    self.reprs[acc.index()] = Some(in_place);
                 }
             }
         }
+    }
+
+    /// A loop-carried f32 tile yielded as `dot(a, b, acc)` where `acc` is the carried tile
+    /// itself or an elementwise update of it read only by the dot (flash attention's
+    /// `dot(p, v, acc · α)`): both are computed in the carried storage, the update in place and
+    /// the dot accumulating onto it, instead of the update into a tile of its own, copied into
+    /// the dot's result, copied back at the yield (three passes over `[rows, head_dim]` a
+    /// tile). Returns the value whose storage becomes the carried one besides `v`: `acc`, or
+    /// `carried` when the dot reads it directly. The dot's operands must not read the carried
+    /// storage, which it overwrites as it goes.
+    fn dot_in_place(
+        &self,
+        kernel: &Kernel,
+        users: &[Vec<Inst>],
+        body: &[Inst],
+        yield_inst: Inst,
+        carried: Value,
+        v: Value,
+    ) -> Option<Value> {
+        let ValueDef::Result(def, _) = kernel.value(v).def else { return None };
+        let Op::Dot { lhs, rhs, acc } = kernel.inst(def).op else { return None };
+        let ty = kernel.ty(v);
+        let simple = body.contains(&def)
+            && ty.dtype == DType::F32
+            && *kernel.ty(carried) == *ty
+            && self.needed[v.index()]
+            && self.repr(v).root == v
+            && self.repr(carried).root == carried
+            && self.repr(lhs).root != carried
+            && self.repr(rhs).root != carried
+            && users[v.index()][..] == [yield_inst];
+        if !simple {
+            return None;
+        }
+        if acc == carried {
+            return (users[carried.index()][..] == [def]).then_some(carried);
+        }
+        let update = self.repr(acc).root == acc
+            && self.repr(lhs).root != acc
+            && self.repr(rhs).root != acc
+            && self.is_elementwise_update(kernel, users, body, def, carried, acc);
+        update.then_some(acc)
     }
 
     fn can_update_in_place(
@@ -384,6 +430,21 @@ impl Analysis {
         users: &[Vec<Inst>],
         body: &[Inst],
         yield_inst: Inst,
+        carried: Value,
+        v: Value,
+    ) -> bool {
+        self.is_elementwise_update(kernel, users, body, yield_inst, carried, v)
+    }
+
+    /// Whether `v`, read only by `reader`, is an elementwise function of the loop-carried
+    /// `carried` that reads element i of it for element i and is its only reader, so that it
+    /// can be computed in the carried storage.
+    fn is_elementwise_update(
+        &self,
+        kernel: &Kernel,
+        users: &[Vec<Inst>],
+        body: &[Inst],
+        reader: Inst,
         carried: Value,
         v: Value,
     ) -> bool {
@@ -399,7 +460,7 @@ impl Analysis {
             && !self.inlined[v.index()]
             && self.repr(v).root == v
             && self.repr(carried).root == carried
-            && users[v.index()][..] == [yield_inst];
+            && users[v.index()][..] == [reader];
         if !simple {
             return false;
         }

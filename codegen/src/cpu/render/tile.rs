@@ -373,19 +373,13 @@ impl Emitter<'_> {
         if float && rhs_repr.root == rhs && !rhs_repr.scalar_root && rhs_repr.strides == [1, i64::from(k)] {
             let a = self.contiguous(lhs);
             let b = self.name(rhs);
-            self.declare(out);
-            let o = self.name(out);
-            let acc_repr = self.a.repr(acc).clone();
-            self.emit_copy(&o, false, &[m, n], &acc_repr);
+            let o = self.dot_output(out, acc, (m, n));
             self.emit_dot_columns(&o, &a, &b, (m, k, n));
             return;
         }
         let a = self.contiguous(lhs);
         let b = self.contiguous(rhs);
-        self.declare(out);
-        let o = self.name(out);
-        let acc_repr = self.a.repr(acc).clone();
-        self.emit_copy(&o, false, &[m, n], &acc_repr);
+        let o = self.dot_output(out, acc, (m, n));
         let vl = self.target.vector_bytes / 4;
         if float && n % vl == 0 {
             self.emit_dot_vector(&o, &a, &b, (m, k, n), vl);
@@ -408,6 +402,22 @@ impl Emitter<'_> {
         self.close();
         self.close();
         self.close();
+    }
+
+    /// The C array a `dot` accumulates into, holding `acc` on return: `out`'s own, declared and
+    /// filled with `acc`, or, for a dot the analysis computes in a loop's carried storage (its
+    /// `dot_in_place`, where `acc` lives too), that storage as it is.
+    fn dot_output(&mut self, out: Value, acc: Value, (m, n): (u32, u32)) -> String {
+        let out_repr = self.a.repr(out).clone();
+        let acc_repr = self.a.repr(acc).clone();
+        if out_repr.root != out {
+            debug_assert_eq!(out_repr, acc_repr, "a dot in place accumulates onto its own storage");
+            return self.name(out_repr.root);
+        }
+        self.declare(out);
+        let o = self.name(out);
+        self.emit_copy(&o, false, &[m, n], &acc_repr);
+        o
     }
 
     /// f32 `dot` with a column-major right operand (`b[j * k + kk]`, see the analysis's
