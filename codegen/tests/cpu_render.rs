@@ -967,3 +967,81 @@ fn a_transposed_load_read_by_dot_is_stored_by_columns() {
         }
     }
 }
+
+/// A `select` on a compare and a stored `bool` tile, over `[4, 32]` (whole vectors along the
+/// last dim), runs as a vector loop on masks (attention's score mask) and picks exactly the
+/// interpreter's bits: NaN and -0 operands, an infinite fill, lanes true and false in every
+/// vector and whole rows of each.
+#[test]
+fn a_select_on_masks_runs_a_vector_at_a_time_and_matches_the_interpreter() {
+    if !have_gcc() {
+        return;
+    }
+    let k = parse(
+        "kernel masked(@x: ptr<f32>, @lim: ptr<i32>, @out: ptr<f32>, @flags: ptr<bool>, %n: i32, %scale: f32) {
+           %r: i32[4] = arange 0, 4
+           %c: i32[32] = arange 0, 32
+           %c32: i32 = const 32
+           %c32v: i32[4] = broadcast %c32
+           %ro: i32[4] = mul %r, %c32v
+           %ro2: i32[4, 1] = expand_dims %ro, 1
+           %rob: i32[4, 32] = broadcast %ro2
+           %co: i32[1, 32] = expand_dims %c, 0
+           %cob: i32[4, 32] = broadcast %co
+           %o: i32[4, 32] = add %rob, %cob
+           %x: f32[4, 32] = load @x[%o]
+           %lim: i32[4] = load @lim[%r]
+           %lim2: i32[4, 1] = expand_dims %lim, 1
+           %limb: i32[4, 32] = broadcast %lim2
+           %nb: i32[32] = broadcast %n
+           %ok: bool[32] = cmp lt %c, %nb
+           store @flags[%c], %ok
+           %ok2: bool[1, 32] = expand_dims %ok, 0
+           %okb: bool[4, 32] = broadcast %ok2
+           %vis: bool[4, 32] = cmp le %cob, %limb
+           %both: bool[4, 32] = and %vis, %okb
+           %sb: f32[4, 32] = broadcast %scale
+           %xs: f32[4, 32] = mul %x, %sb
+           %ninf: f32 = const -inf
+           %ninfb: f32[4, 32] = broadcast %ninf
+           %y: f32[4, 32] = select %both, %xs, %ninfb
+           store @out[%o], %y
+         }",
+    );
+    let src = render(&k, &CpuTarget::avx512()).unwrap().code;
+    assert!(src.contains("kiln_u8v_widen(kiln_u8v_load("), "the stored bool tile is read as a mask");
+    let program = &src[src.find("masked_program(").expect("the program function")..];
+    assert!(!program.contains(" ? "), "no scalar select is left:\n{program}");
+    let mut x: Vec<f32> = (0..128).map(|i| ((i * 37 % 101) as f32 - 50.0) / 8.0).collect();
+    x[3] = f32::NAN;
+    x[40] = -0.0;
+    x[77] = f32::INFINITY;
+    for (n, lim) in [(32, [0, 31, 5, 17]), (20, [-1, 40, 19, 20]), (0, [3, 3, 3, 3])] {
+        let bind = || {
+            vec![
+                Arg::Buffer(HostBuffer::F32(x.clone())),
+                Arg::Buffer(HostBuffer::I32(lim.to_vec())),
+                Arg::Buffer(HostBuffer::F32(vec![7.0; 128])),
+                Arg::Buffer(HostBuffer::Bool(vec![true; 32])),
+                Arg::Scalar(Scalar::I32(n)),
+                Arg::Scalar(Scalar::F32(0.75)),
+            ]
+        };
+        let mut want = bind();
+        interp::run(&k, [1, 1, 1], &mut want).unwrap();
+        for t in run_targets() {
+            let mut got = bind();
+            run(&k, &t, [1, 1, 1], &mut got).unwrap();
+            let (Arg::Buffer(HostBuffer::F32(g)), Arg::Buffer(HostBuffer::F32(w))) = (&got[2], &want[2]) else {
+                unreachable!("f32 outputs")
+            };
+            for (i, (a, b)) in g.iter().zip(w).enumerate() {
+                assert!(
+                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                    "{} n {n} lim {lim:?} lane {i}: {a} against the interpreter's {b}",
+                    t.fingerprint()
+                );
+            }
+        }
+    }
+}
