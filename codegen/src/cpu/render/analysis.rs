@@ -29,7 +29,9 @@
 //! - **In-place loop updates** ([`Analysis::compute_in_place`]): a loop-carried float tile
 //!   yielded as an elementwise update of itself (`acc + f(...)`), read by nothing else, is
 //!   computed straight into the carried storage instead of a new tile copied back every
-//!   iteration.
+//!   iteration. Likewise a carried f32 tile yielded as `dot(a, b, acc)` whose `acc` is the
+//!   carried tile or such an update of it read only by the dot (`Analysis::dot_in_place`):
+//!   the update and the dot both write the carried storage.
 //! - **Byte dots** ([`Analysis::byte_dot`]): an `i32` sum along a last axis of 4 of
 //!   `Σ cast(u8 a) · cast(i8 b)` (the lanes of an x86 VNNI `vpdpbusd`) has its whole product
 //!   tree inlined, `i32` nodes included, so the renderer sees the byte operands and can emit the
