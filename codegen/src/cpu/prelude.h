@@ -114,6 +114,21 @@ static inline KILN_UNUSED void kiln_f16_load_n(float *dst, const uint16_t *src, 
     for (; i < n; i++) dst[i] = kiln_f16_value(src[i]);
 }
 
+/* KILN_VL halves from p as one vector of floats: a dot reading f16 rows where they lie. */
+static inline KILN_UNUSED kiln_f32v kiln_f16_loadv(const uint16_t *p) {
+#if KILN_X86 && KILN_VECTOR_BYTES == 64
+    __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+    kiln_f32v r; memcpy(&r, &v, sizeof r); return r;
+#elif KILN_F16C && KILN_VECTOR_BYTES == 32
+    __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    kiln_f32v r; memcpy(&r, &v, sizeof r); return r;
+#else
+    kiln_f32v r;
+    for (int i = 0; i < KILN_VL; i++) r[i] = kiln_f16_value(p[i]);
+    return r;
+#endif
+}
+
 /* `rows` (a multiple of 16) rows of two halves each, `stride_bytes` apart from `src`, to `2 · rows`
  * floats in row order: one 32-bit gather per 16 rows and two 16-lane conversions, where copying
  * row by row converts 2 halves at a time (a GEMV's per-group scales and mins, [16, 2] per step,

@@ -214,6 +214,8 @@ pub(crate) struct Analysis {
     pub direct: Vec<bool>,
     /// Reductions that are byte dots: see [`Analysis::compute_byte_dots`].
     pub byte_dot: Vec<bool>,
+    /// Loads whose rows a `dot` reads where they lie: see [`Analysis::compute_rows_in_place`].
+    pub rows_in_place: Vec<bool>,
 }
 
 impl Analysis {
@@ -225,6 +227,7 @@ impl Analysis {
             inlined: vec![false; kernel.values.len()],
             direct: vec![false; kernel.values.len()],
             byte_dot: vec![false; kernel.values.len()],
+            rows_in_place: vec![false; kernel.values.len()],
         };
         for p in &kernel.params {
             if let kiln_ir::ParamKind::Scalar { value } = p.kind {
@@ -240,7 +243,52 @@ impl Analysis {
         a.compute_byte_dots(kernel);
         a.compute_in_place(kernel);
         a.compute_direct(kernel);
+        a.compute_rows_in_place(kernel);
         a
+    }
+
+    /// Marks the f16 / f32 loads of whole rows (at any starts, gathered ones included: the
+    /// pages of a paged KV cache) read only as the right operand of `dot`s, with a mask that
+    /// is constant along each row and `other` zero (or no mask). Such a tile is a table of row
+    /// pointers, into the buffer or at a row of zeros for a masked-off row, and the dot
+    /// converts each vector of the rhs as it loads it (`vcvtph2ps` on x86), instead of the
+    /// load converting every row into an f32 copy that the dot reads back: attention's V
+    /// (`P·V`), 16 KiB written and read again per 32-key tile at head_dim 128.
+    fn compute_rows_in_place(&mut self, kernel: &Kernel) {
+        let users = users(kernel);
+        for (inst, _) in kernel.walk() {
+            let data = kernel.inst(inst);
+            let Op::Load { buffer, offsets, mask, other } = &data.op else { continue };
+            let v = data.results[0];
+            let Some(dtype) = kernel.buffer_dtype(*buffer) else { continue };
+            let ty = kernel.ty(v);
+            let transposed = self.transposed_form(kernel, *offsets).is_some() && super::memory::transposes(dtype);
+            let written = kernel.walk().iter().any(|&(i, _)| match &kernel.inst(i).op {
+                Op::Store { buffer: b, .. } | Op::AtomicAdd { buffer: b, .. } => b == buffer,
+                _ => false,
+            });
+            let row_mask = mask.is_none_or(|m| self.repr(m).strides.get(1) == Some(&0));
+            let zero_other = other.is_none_or(|o| {
+                matches!(kernel.value(o).def, ValueDef::Result(c, _)
+                    if matches!(kernel.inst(c).op, Op::Constant { value: Literal::Float(x), .. } if x.to_bits() == 0))
+            });
+            let only_rhs = !users[v.index()].is_empty()
+                && users[v.index()].iter().all(|&user| {
+                    matches!(kernel.inst(user).op, Op::Dot { lhs, rhs, acc } if rhs == v && lhs != v && acc != v)
+                });
+            self.rows_in_place[v.index()] = matches!(dtype, DType::F16 | DType::F32)
+                && ty.shape.rank() == 2
+                && self.needed[v.index()]
+                && !self.direct[v.index()]
+                && self.repr(v).root == v
+                && self.repr(v).strides == row_major(ty.shape.dims())
+                && !transposed
+                && self.contiguous_form(kernel, *offsets).is_some()
+                && !written
+                && row_mask
+                && zero_other
+                && only_rhs;
+        }
     }
 
     /// Gives column-major storage to the transposed loads (see [`Analysis::transposed_form`])
