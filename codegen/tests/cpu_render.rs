@@ -1045,3 +1045,91 @@ fn a_select_on_masks_runs_a_vector_at_a_time_and_matches_the_interpreter() {
         }
     }
 }
+
+/// An f16 tile of gathered rows read only as a `dot`'s right operand (attention's V over a
+/// paged cache) is a table of row pointers, not a converted copy: its masked-off rows read as
+/// zeros (even when their start is out of bounds), an active row out of bounds is an error as
+/// in the interpreter, and the results match the interpreter's.
+#[test]
+fn gathered_rows_read_by_dot_stay_in_place() {
+    if !have_gcc() {
+        return;
+    }
+    let k = parse(
+        "kernel pv(@p: ptr<f16>, @v: ptr<f16>, @idx: ptr<i32>, @out: ptr<f32>, %n: i32) {
+           %r: i32[4] = arange 0, 4
+           %keys: i32[16] = arange 0, 16
+           %c16: i32 = const 16
+           %c16v: i32[4] = broadcast %c16
+           %pr: i32[4] = mul %r, %c16v
+           %pr2: i32[4, 1] = expand_dims %pr, 1
+           %prb: i32[4, 16] = broadcast %pr2
+           %kc: i32[1, 16] = expand_dims %keys, 0
+           %kcb: i32[4, 16] = broadcast %kc
+           %po: i32[4, 16] = add %prb, %kcb
+           %p: f16[4, 16] = load @p[%po]
+           %nb: i32[16] = broadcast %n
+           %ok: bool[16] = cmp lt %keys, %nb
+           %slot: i32[16] = load @idx[%keys]
+           %c32: i32 = const 32
+           %c32v: i32[16] = broadcast %c32
+           %start: i32[16] = mul %slot, %c32v
+           %st2: i32[16, 1] = expand_dims %start, 1
+           %stb: i32[16, 32] = broadcast %st2
+           %d: i32[32] = arange 0, 32
+           %d2: i32[1, 32] = expand_dims %d, 0
+           %db: i32[16, 32] = broadcast %d2
+           %vo: i32[16, 32] = add %stb, %db
+           %ok2: bool[16, 1] = expand_dims %ok, 1
+           %okb: bool[16, 32] = broadcast %ok2
+           %zero: f16 = const 0.0
+           %vt: f16[16, 32] = load @v[%vo], mask %okb, other %zero
+           %acc: f32[4, 32] = const 0.25
+           %s: f32[4, 32] = dot %p, %vt, %acc
+           %c32r: i32[4] = broadcast %c32
+           %or: i32[4] = mul %r, %c32r
+           %or2: i32[4, 1] = expand_dims %or, 1
+           %orb: i32[4, 32] = broadcast %or2
+           %dc: i32[1, 32] = expand_dims %d, 0
+           %dcb: i32[4, 32] = broadcast %dc
+           %oo: i32[4, 32] = add %orb, %dcb
+           store @out[%oo], %s
+         }",
+    );
+    for t in all_targets() {
+        let src = render(&k, &t).unwrap().code;
+        assert!(src.contains("_rows[k][j"), "{}: the dot reads the rows in place", t.fingerprint());
+    }
+    let p: Vec<f64> = (0..64).map(|i| ((i * 37 % 29) as f64 - 14.0) / 8.0).collect();
+    let v: Vec<f64> = (0..20 * 32).map(|i| ((i * 53 % 97) as f64 - 48.0) / 16.0).collect();
+    let base: Vec<i32> = (0..16).map(|i| (i * 7 + 3) % 20).collect();
+    let mut masked_far = base.clone();
+    masked_far[13] = 1 << 20;
+    let mut active_far = base.clone();
+    active_far[5] = 20;
+    for (n, idx, fails) in [(16, base.clone(), false), (11, base, false), (11, masked_far, false), (16, active_far, true)] {
+        let bind = || {
+            vec![
+                Arg::Buffer(HostBuffer::from_f64(DType::F16, &p)),
+                Arg::Buffer(HostBuffer::from_f64(DType::F16, &v)),
+                Arg::Buffer(HostBuffer::I32(idx.clone())),
+                Arg::Buffer(HostBuffer::F32(vec![f32::NAN; 128])),
+                Arg::Scalar(Scalar::I32(n)),
+            ]
+        };
+        let mut want = bind();
+        let interp_result = interp::run(&k, [1, 1, 1], &mut want);
+        assert_eq!(interp_result.is_err(), fails, "n {n}, {idx:?}: the interpreter");
+        for t in run_targets() {
+            let mut got = bind();
+            let result = run(&k, &t, [1, 1, 1], &mut got);
+            assert_eq!(result.is_err(), fails, "{} n {n}, {idx:?}: {result:?}", t.fingerprint());
+            if fails {
+                continue;
+            }
+            let (Arg::Buffer(g), Arg::Buffer(w)) = (&got[3], &want[3]) else { unreachable!("buffers") };
+            same(DType::F32, &g.to_f64(), &w.to_f64())
+                .unwrap_or_else(|e| panic!("{} n {n}, {idx:?}: {e}", t.fingerprint()));
+        }
+    }
+}
