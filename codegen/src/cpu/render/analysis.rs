@@ -36,6 +36,9 @@
 //!   `Σ cast(u8 a) · cast(i8 b)` (the lanes of an x86 VNNI `vpdpbusd`) has its whole product
 //!   tree inlined, `i32` nodes included, so the renderer sees the byte operands and can emit the
 //!   dot instruction (see [`byte_dot_pairs`]); its operands are walked by a nest of their own.
+//! - **Rows read in place by a dot** (`Analysis::compute_rows_in_place`): an f16 / f32 load of
+//!   whole rows, at any starts, read only as the right operand of `dot`s, with a mask constant
+//!   along rows and a zero `other`, is a table of row pointers; the dot converts as it loads.
 //! - **Loads read in place** ([`Analysis::direct`]): a tile of whole rows at affine row starts,
 //!   read only by elementwise loops, points into the buffer when all its lanes are active and in
 //!   bounds, instead of being copied into a local array first.
