@@ -1107,7 +1107,9 @@ fn gathered_rows_read_by_dot_stay_in_place() {
     masked_far[13] = 1 << 20;
     let mut active_far = base.clone();
     active_far[5] = 20;
-    for (n, idx, fails) in [(16, base.clone(), false), (11, base, false), (11, masked_far, false), (16, active_far, true)] {
+    for (n, idx, fails) in
+        [(16, base.clone(), false), (11, base, false), (11, masked_far, false), (16, active_far, true)]
+    {
         let bind = || {
             vec![
                 Arg::Buffer(HostBuffer::from_f64(DType::F16, &p)),
