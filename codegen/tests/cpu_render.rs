@@ -967,3 +967,171 @@ fn a_transposed_load_read_by_dot_is_stored_by_columns() {
         }
     }
 }
+
+/// A `select` on a compare and a stored `bool` tile, over `[4, 32]` (whole vectors along the
+/// last dim), runs as a vector loop on masks (attention's score mask) and picks exactly the
+/// interpreter's bits: NaN and -0 operands, an infinite fill, lanes true and false in every
+/// vector and whole rows of each.
+#[test]
+fn a_select_on_masks_runs_a_vector_at_a_time_and_matches_the_interpreter() {
+    if !have_gcc() {
+        return;
+    }
+    let k = parse(
+        "kernel masked(@x: ptr<f32>, @lim: ptr<i32>, @out: ptr<f32>, @flags: ptr<bool>, %n: i32, %scale: f32) {
+           %r: i32[4] = arange 0, 4
+           %c: i32[32] = arange 0, 32
+           %c32: i32 = const 32
+           %c32v: i32[4] = broadcast %c32
+           %ro: i32[4] = mul %r, %c32v
+           %ro2: i32[4, 1] = expand_dims %ro, 1
+           %rob: i32[4, 32] = broadcast %ro2
+           %co: i32[1, 32] = expand_dims %c, 0
+           %cob: i32[4, 32] = broadcast %co
+           %o: i32[4, 32] = add %rob, %cob
+           %x: f32[4, 32] = load @x[%o]
+           %lim: i32[4] = load @lim[%r]
+           %lim2: i32[4, 1] = expand_dims %lim, 1
+           %limb: i32[4, 32] = broadcast %lim2
+           %nb: i32[32] = broadcast %n
+           %ok: bool[32] = cmp lt %c, %nb
+           store @flags[%c], %ok
+           %ok2: bool[1, 32] = expand_dims %ok, 0
+           %okb: bool[4, 32] = broadcast %ok2
+           %vis: bool[4, 32] = cmp le %cob, %limb
+           %both: bool[4, 32] = and %vis, %okb
+           %sb: f32[4, 32] = broadcast %scale
+           %xs: f32[4, 32] = mul %x, %sb
+           %ninf: f32 = const -inf
+           %ninfb: f32[4, 32] = broadcast %ninf
+           %y: f32[4, 32] = select %both, %xs, %ninfb
+           store @out[%o], %y
+         }",
+    );
+    let src = render(&k, &CpuTarget::avx512()).unwrap().code;
+    assert!(src.contains("kiln_u8v_widen(kiln_u8v_load("), "the stored bool tile is read as a mask");
+    let program = &src[src.find("masked_program(").expect("the program function")..];
+    assert!(!program.contains(" ? "), "no scalar select is left:\n{program}");
+    let mut x: Vec<f32> = (0..128).map(|i| ((i * 37 % 101) as f32 - 50.0) / 8.0).collect();
+    x[3] = f32::NAN;
+    x[40] = -0.0;
+    x[77] = f32::INFINITY;
+    for (n, lim) in [(32, [0, 31, 5, 17]), (20, [-1, 40, 19, 20]), (0, [3, 3, 3, 3])] {
+        let bind = || {
+            vec![
+                Arg::Buffer(HostBuffer::F32(x.clone())),
+                Arg::Buffer(HostBuffer::I32(lim.to_vec())),
+                Arg::Buffer(HostBuffer::F32(vec![7.0; 128])),
+                Arg::Buffer(HostBuffer::Bool(vec![true; 32])),
+                Arg::Scalar(Scalar::I32(n)),
+                Arg::Scalar(Scalar::F32(0.75)),
+            ]
+        };
+        let mut want = bind();
+        interp::run(&k, [1, 1, 1], &mut want).unwrap();
+        for t in run_targets() {
+            let mut got = bind();
+            run(&k, &t, [1, 1, 1], &mut got).unwrap();
+            let (Arg::Buffer(HostBuffer::F32(g)), Arg::Buffer(HostBuffer::F32(w))) = (&got[2], &want[2]) else {
+                unreachable!("f32 outputs")
+            };
+            for (i, (a, b)) in g.iter().zip(w).enumerate() {
+                assert!(
+                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                    "{} n {n} lim {lim:?} lane {i}: {a} against the interpreter's {b}",
+                    t.fingerprint()
+                );
+            }
+        }
+    }
+}
+
+/// An f16 tile of gathered rows read only as a `dot`'s right operand (attention's V over a
+/// paged cache) is a table of row pointers, not a converted copy: its masked-off rows read as
+/// zeros (even when their start is out of bounds), an active row out of bounds is an error as
+/// in the interpreter, and the results match the interpreter's.
+#[test]
+fn gathered_rows_read_by_dot_stay_in_place() {
+    if !have_gcc() {
+        return;
+    }
+    let k = parse(
+        "kernel pv(@p: ptr<f16>, @v: ptr<f16>, @idx: ptr<i32>, @out: ptr<f32>, %n: i32) {
+           %r: i32[4] = arange 0, 4
+           %keys: i32[16] = arange 0, 16
+           %c16: i32 = const 16
+           %c16v: i32[4] = broadcast %c16
+           %pr: i32[4] = mul %r, %c16v
+           %pr2: i32[4, 1] = expand_dims %pr, 1
+           %prb: i32[4, 16] = broadcast %pr2
+           %kc: i32[1, 16] = expand_dims %keys, 0
+           %kcb: i32[4, 16] = broadcast %kc
+           %po: i32[4, 16] = add %prb, %kcb
+           %p: f16[4, 16] = load @p[%po]
+           %nb: i32[16] = broadcast %n
+           %ok: bool[16] = cmp lt %keys, %nb
+           %slot: i32[16] = load @idx[%keys]
+           %c32: i32 = const 32
+           %c32v: i32[16] = broadcast %c32
+           %start: i32[16] = mul %slot, %c32v
+           %st2: i32[16, 1] = expand_dims %start, 1
+           %stb: i32[16, 32] = broadcast %st2
+           %d: i32[32] = arange 0, 32
+           %d2: i32[1, 32] = expand_dims %d, 0
+           %db: i32[16, 32] = broadcast %d2
+           %vo: i32[16, 32] = add %stb, %db
+           %ok2: bool[16, 1] = expand_dims %ok, 1
+           %okb: bool[16, 32] = broadcast %ok2
+           %zero: f16 = const 0.0
+           %vt: f16[16, 32] = load @v[%vo], mask %okb, other %zero
+           %acc: f32[4, 32] = const 0.25
+           %s: f32[4, 32] = dot %p, %vt, %acc
+           %c32r: i32[4] = broadcast %c32
+           %or: i32[4] = mul %r, %c32r
+           %or2: i32[4, 1] = expand_dims %or, 1
+           %orb: i32[4, 32] = broadcast %or2
+           %dc: i32[1, 32] = expand_dims %d, 0
+           %dcb: i32[4, 32] = broadcast %dc
+           %oo: i32[4, 32] = add %orb, %dcb
+           store @out[%oo], %s
+         }",
+    );
+    for t in all_targets() {
+        let src = render(&k, &t).unwrap().code;
+        assert!(src.contains("_rows[k][j"), "{}: the dot reads the rows in place", t.fingerprint());
+    }
+    let p: Vec<f64> = (0..64).map(|i| ((i * 37 % 29) as f64 - 14.0) / 8.0).collect();
+    let v: Vec<f64> = (0..20 * 32).map(|i| ((i * 53 % 97) as f64 - 48.0) / 16.0).collect();
+    let base: Vec<i32> = (0..16).map(|i| (i * 7 + 3) % 20).collect();
+    let mut masked_far = base.clone();
+    masked_far[13] = 1 << 20;
+    let mut active_far = base.clone();
+    active_far[5] = 20;
+    for (n, idx, fails) in
+        [(16, base.clone(), false), (11, base, false), (11, masked_far, false), (16, active_far, true)]
+    {
+        let bind = || {
+            vec![
+                Arg::Buffer(HostBuffer::from_f64(DType::F16, &p)),
+                Arg::Buffer(HostBuffer::from_f64(DType::F16, &v)),
+                Arg::Buffer(HostBuffer::I32(idx.clone())),
+                Arg::Buffer(HostBuffer::F32(vec![f32::NAN; 128])),
+                Arg::Scalar(Scalar::I32(n)),
+            ]
+        };
+        let mut want = bind();
+        let interp_result = interp::run(&k, [1, 1, 1], &mut want);
+        assert_eq!(interp_result.is_err(), fails, "n {n}, {idx:?}: the interpreter");
+        for t in run_targets() {
+            let mut got = bind();
+            let result = run(&k, &t, [1, 1, 1], &mut got);
+            assert_eq!(result.is_err(), fails, "{} n {n}, {idx:?}: {result:?}", t.fingerprint());
+            if fails {
+                continue;
+            }
+            let (Arg::Buffer(g), Arg::Buffer(w)) = (&got[3], &want[3]) else { unreachable!("buffers") };
+            same(DType::F32, &g.to_f64(), &w.to_f64())
+                .unwrap_or_else(|e| panic!("{} n {n}, {idx:?}: {e}", t.fingerprint()));
+        }
+    }
+}

@@ -330,7 +330,15 @@ impl TileKernel for AttentionDecodePaged {
         // place) and V (16 KiB each in f32 at head_dim 128) stay in L1 next to the prefetched
         // next tile. Batch 16 over 2048 keys on 2 Zen 5 cores, when K still went through a
         // transpose: 3.8 ms at 32, 4.0-4.2 ms at 16, 4.6 ms at 64; 4.5 ms at 32 without the
-        // look-ahead. Without the transpose and with the polynomial exp2: 3.1 ms at 32.
+        // look-ahead. Without the transpose and with the polynomial exp2: 3.1 ms at 32. With V
+        // read in place by the P·V dot, the score mask on vector lanes and the accumulator
+        // rescaled in place: 2.5-2.8 ms (0.52-0.61 of the same run's read roofline) against
+        // 2.9-3.0 ms (0.44-0.53). What is left is the misses one core keeps in flight for
+        // 256-byte rows scattered over pages: one thread streams 13 GB/s of K/V where the same
+        // code hot in L3 reaches 19.5 GB/s; looking 2 or 3 tiles ahead, 8 KV heads a program
+        // (2 KiB contiguous a slot) or block_n 64 measured slower, block_n 16 within 2%; kᵀ's
+        // columns read in place by the score dot too (as V is) ran 6% faster hot in L3 and
+        // 0-5% slower streamed, so K is still converted into a column-major copy.
         let block_n = BLOCK_N.into_iter().find(|&b| b >= p.ctx).unwrap_or(32).min(32);
         // Split while each split keeps at least 256 keys and the grid stays within about two
         // programs per SM of a large GPU; a decode step of few sequences is otherwise a handful

@@ -29,11 +29,16 @@
 //! - **In-place loop updates** ([`Analysis::compute_in_place`]): a loop-carried float tile
 //!   yielded as an elementwise update of itself (`acc + f(...)`), read by nothing else, is
 //!   computed straight into the carried storage instead of a new tile copied back every
-//!   iteration.
+//!   iteration. Likewise a carried f32 tile yielded as `dot(a, b, acc)` whose `acc` is the
+//!   carried tile or such an update of it read only by the dot (`Analysis::dot_in_place`):
+//!   the update and the dot both write the carried storage.
 //! - **Byte dots** ([`Analysis::byte_dot`]): an `i32` sum along a last axis of 4 of
 //!   `Σ cast(u8 a) · cast(i8 b)` (the lanes of an x86 VNNI `vpdpbusd`) has its whole product
 //!   tree inlined, `i32` nodes included, so the renderer sees the byte operands and can emit the
 //!   dot instruction (see [`byte_dot_pairs`]); its operands are walked by a nest of their own.
+//! - **Rows read in place by a dot** (`Analysis::compute_rows_in_place`): an f16 / f32 load of
+//!   whole rows, at any starts, read only as the right operand of `dot`s, with a mask constant
+//!   along rows and a zero `other`, is a table of row pointers; the dot converts as it loads.
 //! - **Loads read in place** ([`Analysis::direct`]): a tile of whole rows at affine row starts,
 //!   read only by elementwise loops, points into the buffer when all its lanes are active and in
 //!   bounds, instead of being copied into a local array first.
@@ -212,6 +217,8 @@ pub(crate) struct Analysis {
     pub direct: Vec<bool>,
     /// Reductions that are byte dots: see [`Analysis::compute_byte_dots`].
     pub byte_dot: Vec<bool>,
+    /// Loads whose rows a `dot` reads where they lie: see [`Analysis::compute_rows_in_place`].
+    pub rows_in_place: Vec<bool>,
 }
 
 impl Analysis {
@@ -223,6 +230,7 @@ impl Analysis {
             inlined: vec![false; kernel.values.len()],
             direct: vec![false; kernel.values.len()],
             byte_dot: vec![false; kernel.values.len()],
+            rows_in_place: vec![false; kernel.values.len()],
         };
         for p in &kernel.params {
             if let kiln_ir::ParamKind::Scalar { value } = p.kind {
@@ -238,7 +246,52 @@ impl Analysis {
         a.compute_byte_dots(kernel);
         a.compute_in_place(kernel);
         a.compute_direct(kernel);
+        a.compute_rows_in_place(kernel);
         a
+    }
+
+    /// Marks the f16 / f32 loads of whole rows (at any starts, gathered ones included: the
+    /// pages of a paged KV cache) read only as the right operand of `dot`s, with a mask that
+    /// is constant along each row and `other` zero (or no mask). Such a tile is a table of row
+    /// pointers, into the buffer or at a row of zeros for a masked-off row, and the dot
+    /// converts each vector of the rhs as it loads it (`vcvtph2ps` on x86), instead of the
+    /// load converting every row into an f32 copy that the dot reads back: attention's V
+    /// (`P·V`), 16 KiB written and read again per 32-key tile at head_dim 128.
+    fn compute_rows_in_place(&mut self, kernel: &Kernel) {
+        let users = users(kernel);
+        for (inst, _) in kernel.walk() {
+            let data = kernel.inst(inst);
+            let Op::Load { buffer, offsets, mask, other } = &data.op else { continue };
+            let v = data.results[0];
+            let Some(dtype) = kernel.buffer_dtype(*buffer) else { continue };
+            let ty = kernel.ty(v);
+            let transposed = self.transposed_form(kernel, *offsets).is_some() && super::memory::transposes(dtype);
+            let written = kernel.walk().iter().any(|&(i, _)| match &kernel.inst(i).op {
+                Op::Store { buffer: b, .. } | Op::AtomicAdd { buffer: b, .. } => b == buffer,
+                _ => false,
+            });
+            let row_mask = mask.is_none_or(|m| self.repr(m).strides.get(1) == Some(&0));
+            let zero_other = other.is_none_or(|o| {
+                matches!(kernel.value(o).def, ValueDef::Result(c, _)
+                    if matches!(kernel.inst(c).op, Op::Constant { value: Literal::Float(x), .. } if x.to_bits() == 0))
+            });
+            let only_rhs = !users[v.index()].is_empty()
+                && users[v.index()].iter().all(|&user| {
+                    matches!(kernel.inst(user).op, Op::Dot { lhs, rhs, acc } if rhs == v && lhs != v && acc != v)
+                });
+            self.rows_in_place[v.index()] = matches!(dtype, DType::F16 | DType::F32)
+                && ty.shape.rank() == 2
+                && self.needed[v.index()]
+                && !self.direct[v.index()]
+                && self.repr(v).root == v
+                && self.repr(v).strides == row_major(ty.shape.dims())
+                && !transposed
+                && self.contiguous_form(kernel, *offsets).is_some()
+                && !written
+                && row_mask
+                && zero_other
+                && only_rhs;
+        }
     }
 
     /// Gives column-major storage to the transposed loads (see [`Analysis::transposed_form`])
@@ -370,12 +423,58 @@ impl Analysis {
             let Op::Yield { values } = &kernel.inst(yield_inst).op else { continue };
             for (i, &v) in values.iter().enumerate() {
                 let carried = block.args[i + 1];
+                let strides = row_major(kernel.ty(v).shape.dims());
+                let in_place = Repr { root: carried, scalar_root: false, strides };
                 if self.can_update_in_place(kernel, &users, &block.insts, yield_inst, carried, v) {
-                    let strides = row_major(kernel.ty(v).shape.dims());
-                    self.reprs[v.index()] = Some(Repr { root: carried, scalar_root: false, strides });
+                    self.reprs[v.index()] = Some(in_place);
+                } else if let Some(acc) = self.dot_in_place(kernel, &users, &block.insts, yield_inst, carried, v) {
+                    self.reprs[v.index()] = Some(in_place.clone());
+                    self.reprs[acc.index()] = Some(in_place);
                 }
             }
         }
+    }
+
+    /// A loop-carried f32 tile yielded as `dot(a, b, acc)` where `acc` is the carried tile
+    /// itself or an elementwise update of it read only by the dot (flash attention's
+    /// `dot(p, v, acc · α)`): both are computed in the carried storage, the update in place and
+    /// the dot accumulating onto it, instead of the update into a tile of its own, copied into
+    /// the dot's result, copied back at the yield (three passes over `[rows, head_dim]` a
+    /// tile). Returns the value whose storage becomes the carried one besides `v`: `acc`, or
+    /// `carried` when the dot reads it directly. The dot's operands must not read the carried
+    /// storage, which it overwrites as it goes.
+    fn dot_in_place(
+        &self,
+        kernel: &Kernel,
+        users: &[Vec<Inst>],
+        body: &[Inst],
+        yield_inst: Inst,
+        carried: Value,
+        v: Value,
+    ) -> Option<Value> {
+        let ValueDef::Result(def, _) = kernel.value(v).def else { return None };
+        let Op::Dot { lhs, rhs, acc } = kernel.inst(def).op else { return None };
+        let ty = kernel.ty(v);
+        let simple = body.contains(&def)
+            && ty.dtype == DType::F32
+            && *kernel.ty(carried) == *ty
+            && self.needed[v.index()]
+            && self.repr(v).root == v
+            && self.repr(carried).root == carried
+            && self.repr(lhs).root != carried
+            && self.repr(rhs).root != carried
+            && users[v.index()][..] == [yield_inst];
+        if !simple {
+            return None;
+        }
+        if acc == carried {
+            return (users[carried.index()][..] == [def]).then_some(carried);
+        }
+        let update = self.repr(acc).root == acc
+            && self.repr(lhs).root != acc
+            && self.repr(rhs).root != acc
+            && self.is_elementwise_update(kernel, users, body, def, carried, acc);
+        update.then_some(acc)
     }
 
     fn can_update_in_place(
@@ -384,6 +483,21 @@ impl Analysis {
         users: &[Vec<Inst>],
         body: &[Inst],
         yield_inst: Inst,
+        carried: Value,
+        v: Value,
+    ) -> bool {
+        self.is_elementwise_update(kernel, users, body, yield_inst, carried, v)
+    }
+
+    /// Whether `v`, read only by `reader`, is an elementwise function of the loop-carried
+    /// `carried` that reads element i of it for element i and is its only reader, so that it
+    /// can be computed in the carried storage.
+    fn is_elementwise_update(
+        &self,
+        kernel: &Kernel,
+        users: &[Vec<Inst>],
+        body: &[Inst],
+        reader: Inst,
         carried: Value,
         v: Value,
     ) -> bool {
@@ -399,7 +513,7 @@ impl Analysis {
             && !self.inlined[v.index()]
             && self.repr(v).root == v
             && self.repr(carried).root == carried
-            && users[v.index()][..] == [yield_inst];
+            && users[v.index()][..] == [reader];
         if !simple {
             return false;
         }

@@ -29,7 +29,7 @@
 //! nothing behind); stores and atomics check every lane first, then write.
 
 use super::analysis::{row_major, Form, Repr, Sym};
-use super::ops::{from_storage, to_storage};
+use super::ops::{from_storage, storage_type, to_storage};
 use super::tile::{collapsed_nest, sum_expr};
 use super::Emitter;
 use kiln_ir::{DType, Inst, Param, Value};
@@ -173,6 +173,9 @@ impl Emitter<'_> {
     }
 
     pub(crate) fn emit_load(&mut self, acc: &Access, other: Option<Value>, out: Value) {
+        if self.a.rows_in_place[out.index()] {
+            return self.emit_load_row_pointers(acc, out);
+        }
         let keep = self.a.needed[out.index()];
         let direct = self.a.direct[out.index()];
         if direct {
@@ -349,6 +352,52 @@ impl Emitter<'_> {
     /// (`vN_sD`); when every row is in bounds and every lane active, points them at the buffer
     /// (prefetching the rows' continuation inside a loop), and opens the `else` branch in which
     /// the caller copies the tile as usual. The caller closes it.
+    /// A load the analysis reads in place by rows (`Analysis::compute_rows_in_place`): the table
+    /// `NAME_rows` of one pointer per row, into the buffer where the row is active, at a row
+    /// of zeros where the mask turns it off (`other` is zero). An active row not wholly in
+    /// bounds is checked lane by lane with exact wrapped offsets, as a copy would be, and fails
+    /// at its first lane out of bounds; one in bounds only through the offsets' wrap is copied
+    /// into `NAME_spill`. Rows gathered inside a loop are prefetched first, all of them, so that
+    /// their misses overlap.
+    fn emit_load_row_pointers(&mut self, acc: &Access, out: Value) {
+        let (b, n, dtype) = self.buf(acc.buffer);
+        let form = self.a.contiguous_form(self.k, acc.offsets).cloned().expect("rows in place have a contiguous form");
+        let dims = self.k.ty(out).shape.dims().to_vec();
+        let (rows, len) = (dims[0], dims[1]);
+        let name = self.name(out);
+        let storage = storage_type(dtype);
+        let mask = acc.mask.map(|m| self.a.repr(m).clone());
+        self.line(&format!("static const {storage} {name}_zero[{len}] __attribute__((aligned(64)));"));
+        self.line(&format!("const {storage} *{name}_rows[{rows}];"));
+        self.line(&format!("{storage} {name}_spill[{rows}][{len}] __attribute__((aligned(64)));"));
+        self.open("");
+        if self.loop_depth > 0 && !Self::affine_rows(&form) {
+            let (opened, _) = self.open_rows(&form, acc);
+            self.prefetch_row(&b, len as usize * dtype.size_bytes());
+            self.close_n(opened);
+        }
+        let (opened, coords) = self.open_rows(&form, acc);
+        let row = coords.first().cloned().unwrap_or_else(|| "0".into());
+        let active = mask.as_ref().map_or("1".to_string(), |m| self.access(m, &self.lane(m, &coords, "0")));
+        self.open(&format!("if (!({active}))"));
+        self.line(&format!("{name}_rows[{row}] = {name}_zero;"));
+        self.close();
+        self.open(&format!("else if ({})", self.row_in_bounds(acc, len)));
+        self.line(&format!("{name}_rows[{row}] = &{b}[s];"));
+        self.close_else();
+        self.open(&format!("for (int j = 0; j < {len}; j++)"));
+        let o_lane = self.wrap(acc.offsets, "s + j");
+        let fail = self.oob(acc, "o");
+        self.line(&format!("const int64_t o = {o_lane};"));
+        self.line(&format!("if (o < 0 || o >= {n}) {fail}"));
+        self.line(&format!("{name}_spill[{row}][j] = {b}[o];"));
+        self.close();
+        self.line(&format!("{name}_rows[{row}] = {name}_spill[{row}];"));
+        self.close();
+        self.close_n(opened);
+        self.close();
+    }
+
     fn emit_load_direct(&mut self, acc: &Access, out: Value) {
         let (b, _, dtype) = self.buf(acc.buffer);
         let form = self.a.contiguous_form(self.k, acc.offsets).expect("direct loads have contiguous rows").clone();

@@ -383,7 +383,9 @@ impl<'k> Emitter<'k> {
         let lanes = u64::from(self.target.vector_bytes / 4);
         let repr = self.a.repr(carried);
         let numel = ty.shape.numel();
-        let in_place = self.a.repr(yielded) == repr && repr.root == carried;
+        // A dot accumulating in place indexes its storage at run time: not held in registers.
+        let dot = matches!(self.k.value(yielded).def, ValueDef::Result(inst, _) if matches!(self.k.inst(inst).op, Op::Dot { .. }));
+        let in_place = self.a.repr(yielded) == repr && repr.root == carried && !dot;
         let uniform = init.scalar_root || init.strides.iter().all(|&s| s == 0);
         let fits = lanes >= 4 && numel.is_multiple_of(lanes) && numel / lanes <= MAX_REGISTER_VECTORS;
         (ty.dtype == DType::F32 && !repr.scalar_root && in_place && uniform && fits).then_some(numel / lanes)

@@ -15,6 +15,33 @@ use super::ops::{held_type, round_fn};
 use super::Emitter;
 use kiln_ir::{ReduceOp, Value, ValueDef};
 
+/// Where a `dot` reads its right operand `[k, n]`: a row-major C array, or a table of row
+/// pointers into memory (`Analysis::compute_rows_in_place`), converted as read when f16.
+pub(crate) enum Rhs {
+    Array(String),
+    Rows { table: String, f16: bool },
+}
+
+impl Rhs {
+    /// A vector of `KILN_VL` floats from row `k`, columns from `col`, of a `[_, n]` operand.
+    fn vector(&self, k: &str, col: &str, n: u32) -> String {
+        match self {
+            Rhs::Array(b) => format!("kiln_loadv(&{b}[{k} * {n} + {col}])"),
+            Rhs::Rows { table, f16: true } => format!("kiln_f16_loadv(&{table}[{k}][{col}])"),
+            Rhs::Rows { table, f16: false } => format!("kiln_loadv(&{table}[{k}][{col}])"),
+        }
+    }
+
+    /// Element (`k`, `col`) of a `[_, n]` operand, as held.
+    fn element(&self, k: &str, col: &str, n: u32) -> String {
+        match self {
+            Rhs::Array(b) => format!("{b}[{k} * {n} + {col}]"),
+            Rhs::Rows { table, f16: true } => format!("kiln_f16_value({table}[{k}][{col}])"),
+            Rhs::Rows { table, f16: false } => format!("{table}[{k}][{col}]"),
+        }
+    }
+}
+
 /// A loop nest: C `for` headers and, per operand, the index expression inside the nest.
 pub(crate) struct Nest {
     pub headers: Vec<String>,
@@ -373,19 +400,18 @@ impl Emitter<'_> {
         if float && rhs_repr.root == rhs && !rhs_repr.scalar_root && rhs_repr.strides == [1, i64::from(k)] {
             let a = self.contiguous(lhs);
             let b = self.name(rhs);
-            self.declare(out);
-            let o = self.name(out);
-            let acc_repr = self.a.repr(acc).clone();
-            self.emit_copy(&o, false, &[m, n], &acc_repr);
+            let o = self.dot_output(out, acc, (m, n));
             self.emit_dot_columns(&o, &a, &b, (m, k, n));
             return;
         }
         let a = self.contiguous(lhs);
-        let b = self.contiguous(rhs);
-        self.declare(out);
-        let o = self.name(out);
-        let acc_repr = self.a.repr(acc).clone();
-        self.emit_copy(&o, false, &[m, n], &acc_repr);
+        let b = if self.a.rows_in_place[rhs.index()] {
+            let f16 = self.k.ty(rhs).dtype == kiln_ir::DType::F16;
+            Rhs::Rows { table: format!("{}_rows", self.name(rhs)), f16 }
+        } else {
+            Rhs::Array(self.contiguous(rhs))
+        };
+        let o = self.dot_output(out, acc, (m, n));
         let vl = self.target.vector_bytes / 4;
         if float && n % vl == 0 {
             self.emit_dot_vector(&o, &a, &b, (m, k, n), vl);
@@ -396,18 +422,35 @@ impl Emitter<'_> {
         if float {
             self.line(&format!("const float a = {a}[i * {k} + k];"));
             self.open(&format!("for (int j = 0; j < {n}; j++)"));
-            self.line(&format!("{o}[i * {n} + j] = {o}[i * {n} + j] + a * {b}[k * {n} + j];"));
+            self.line(&format!("{o}[i * {n} + j] = {o}[i * {n} + j] + a * {};", b.element("k", "j", n)));
         } else {
             // 8-bit products are exact in int32; the sum wraps like the interpreter's i32.
             self.line(&format!("const int32_t a = (int32_t){a}[i * {k} + k];"));
             self.open(&format!("for (int j = 0; j < {n}; j++)"));
             self.line(&format!(
-                "{o}[i * {n} + j] = (int32_t)((uint32_t){o}[i * {n} + j] + (uint32_t)(a * (int32_t){b}[k * {n} + j]));"
+                "{o}[i * {n} + j] = (int32_t)((uint32_t){o}[i * {n} + j] + (uint32_t)(a * (int32_t){}));",
+                b.element("k", "j", n)
             ));
         }
         self.close();
         self.close();
         self.close();
+    }
+
+    /// The C array a `dot` accumulates into, holding `acc` on return: `out`'s own, declared and
+    /// filled with `acc`, or, for a dot the analysis computes in a loop's carried storage (its
+    /// `dot_in_place`, where `acc` lives too), that storage as it is.
+    fn dot_output(&mut self, out: Value, acc: Value, (m, n): (u32, u32)) -> String {
+        let out_repr = self.a.repr(out).clone();
+        let acc_repr = self.a.repr(acc).clone();
+        if out_repr.root != out {
+            debug_assert_eq!(out_repr, acc_repr, "a dot in place accumulates onto its own storage");
+            return self.name(out_repr.root);
+        }
+        self.declare(out);
+        let o = self.name(out);
+        self.emit_copy(&o, false, &[m, n], &acc_repr);
+        o
     }
 
     /// f32 `dot` with a column-major right operand (`b[j * k + kk]`, see the analysis's
@@ -462,7 +505,7 @@ impl Emitter<'_> {
 
     /// Register-blocked f32 `dot`: `mr` rows by `nv` vectors of columns stay in registers over
     /// the whole k loop.
-    fn emit_dot_vector(&mut self, o: &str, a: &str, b: &str, (m, k, n): (u32, u32, u32), vl: u32) {
+    fn emit_dot_vector(&mut self, o: &str, a: &str, b: &Rhs, (m, k, n): (u32, u32, u32), vl: u32) {
         let vectors = n / vl;
         let registers = if self.target.vector_bytes >= 64 { 24 } else { 12 };
         let mr = [4u32, 2, 1].into_iter().find(|&r| m.is_multiple_of(r)).unwrap_or(1);
@@ -476,7 +519,7 @@ impl Emitter<'_> {
         }
         self.open(&format!("for (int k = 0; k < {k}; k++)"));
         for v in 0..nv {
-            self.line(&format!("const kiln_f32v b{v} = kiln_loadv(&{b}[k * {n} + j + {}]);", v * vl));
+            self.line(&format!("const kiln_f32v b{v} = {};", b.vector("k", &format!("j + {}", v * vl), n)));
         }
         for r in 0..mr {
             self.line(&format!("const float a{r} = {a}[(i + {r}) * {k} + k];"));

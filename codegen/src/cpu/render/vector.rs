@@ -15,10 +15,17 @@
 //! unsigned integers, bitwise ops, shifts of unsigned integers by a uniform amount (an amount of
 //! the width or more gives 0, as in the interpreter), and widening or integer conversions. Any
 //! other op in the expression keeps the whole map scalar.
+//!
+//! Booleans in a vector loop are **masks**: a `kiln_i32v` whose lanes are -1 (true) or 0
+//! (false), what GCC's vector comparisons give. A stored `bool` tile (bytes 0 / 1) is widened and
+//! compared with 0; compares of 32-bit lanes are vector compares (ordered on floats, as the
+//! scalar C's); `&`, `|`, `^` of masks are masks; and `select` on a mask is a bit blend of the
+//! two 32-bit operands, so it picks exactly the bits the scalar `?:` picks. A map's score mask
+//! (attention's `select(visible, scores, -inf)` over `[rows, keys]`) was a scalar loop before.
 
 use super::tile::Nest;
 use super::Emitter;
-use kiln_ir::{BinaryOp, DType, Inst, Op, UnaryOp, Value, ValueDef};
+use kiln_ir::{BinaryOp, CmpPred, DType, Inst, Op, UnaryOp, Value, ValueDef};
 
 /// An operand's C inside a vector loop: one value for every lane, or a vector of `KILN_VL`.
 #[derive(Clone)]
@@ -95,6 +102,69 @@ fn binary(op: BinaryOp, dtype: DType, a: &Lanes, b: &Lanes) -> Option<String> {
     }
 }
 
+/// The vector type of a dtype held in 32-bit lanes (floats of every width, `i32`, `u32`): the
+/// width of a mask's lanes.
+fn lanes_of_32_bits(dtype: DType) -> Option<&'static str> {
+    vector_type(dtype).filter(|vt| matches!(*vt, "kiln_f32v" | "kiln_i32v" | "kiln_u32v"))
+}
+
+/// A boolean's lanes as a mask (`kiln_i32v`, -1 for true, 0 for false): a uniform bool (0 or 1
+/// in C) negated into every lane.
+fn mask(l: &Lanes) -> String {
+    match l {
+        Lanes::Uniform(s) => format!("kiln_i32v_splat(-(int32_t)({s}))"),
+        Lanes::Vector(v) => v.clone(),
+    }
+}
+
+/// `&`, `|`, `^` of two booleans' lanes, at least one a mask.
+fn mask_binary(op: BinaryOp, a: &Lanes, b: &Lanes) -> Option<String> {
+    let sym = match op {
+        BinaryOp::And => "&",
+        BinaryOp::Or => "|",
+        BinaryOp::Xor => "^",
+        BinaryOp::Add
+        | BinaryOp::Sub
+        | BinaryOp::Mul
+        | BinaryOp::Div
+        | BinaryOp::Rem
+        | BinaryOp::Min
+        | BinaryOp::Max
+        | BinaryOp::Shl
+        | BinaryOp::Shr => return None,
+    };
+    Some(format!("({} {sym} {})", mask(a), mask(b)))
+}
+
+/// A compare of lanes of a 32-bit `dtype` as a mask: GCC's vector compare gives -1 / 0 in
+/// signed lanes of the operands' width (ordered on floats: a NaN compares false except by `!=`,
+/// as in the scalar C).
+fn compare(pred: CmpPred, dtype: DType, a: &Lanes, b: &Lanes) -> Option<String> {
+    let vt = lanes_of_32_bits(dtype)?;
+    let sym = match pred {
+        CmpPred::Eq => "==",
+        CmpPred::Ne => "!=",
+        CmpPred::Lt => "<",
+        CmpPred::Le => "<=",
+        CmpPred::Gt => ">",
+        CmpPred::Ge => ">=",
+    };
+    Some(format!("((kiln_i32v)({} {sym} {}))", vector(a, vt), vector(b, vt)))
+}
+
+/// `select(cond, t, f)` on lanes of a 32-bit `dtype`: a bit blend on a mask, or the C `?:` of
+/// two vectors on a uniform condition.
+fn select(dtype: DType, cond: &Lanes, t: &Lanes, f: &Lanes) -> Option<String> {
+    let vt = lanes_of_32_bits(dtype)?;
+    let (vt_, vf) = (vector(t, vt), vector(f, vt));
+    Some(match cond {
+        Lanes::Uniform(c) => format!("(({c}) ? {vt_} : {vf})"),
+        Lanes::Vector(m) => {
+            format!("({vt})(((kiln_i32v)({vt_}) & {m}) | ((kiln_i32v)({vf}) & ~{m}))")
+        }
+    })
+}
+
 /// `cast` of a vector from `from` to `to`.
 fn cast(from: DType, to: DType, a: &str) -> Option<String> {
     let target = vector_type(to)?;
@@ -127,10 +197,15 @@ impl Emitter<'_> {
             *pos += 1;
             let repr = self.a.repr(v);
             let e = self.access(repr, &nest.index[k]);
+            let dtype = self.k.ty(v).dtype;
             return match nest.inner_strides[k] {
                 _ if repr.scalar_root => Some(Lanes::Uniform(e)),
                 Some(0) => Some(Lanes::Uniform(e)),
-                Some(1) => Some(Lanes::Vector(format!("{}_load(&{e})", vector_type(self.k.ty(v).dtype)?))),
+                // Stored bools are bytes 0 / 1: widened to a mask.
+                Some(1) if dtype == DType::Bool => {
+                    Some(Lanes::Vector(format!("((kiln_i32v)kiln_u8v_widen(kiln_u8v_load(&{e})) != 0)")))
+                }
+                Some(1) => Some(Lanes::Vector(format!("{}_load(&{e})", vector_type(dtype)?))),
                 _ => None,
             };
         }
@@ -201,7 +276,14 @@ impl Emitter<'_> {
             return Some(Lanes::Uniform(f(&args)));
         }
         match &k.inst(inst).op {
+            Op::Binary { op, lhs, .. } if k.ty(*lhs).dtype == DType::Bool => {
+                mask_binary(*op, &lanes[0], &lanes[1]).map(Lanes::Vector)
+            }
             Op::Binary { op, lhs, .. } => binary(*op, k.ty(*lhs).dtype, &lanes[0], &lanes[1]).map(Lanes::Vector),
+            Op::Compare { pred, lhs, .. } => compare(*pred, k.ty(*lhs).dtype, &lanes[0], &lanes[1]).map(Lanes::Vector),
+            Op::Select { on_true, .. } => {
+                select(k.ty(*on_true).dtype, &lanes[0], &lanes[1], &lanes[2]).map(Lanes::Vector)
+            }
             Op::Unary { op: UnaryOp::Neg, arg } if k.ty(*arg).dtype.is_float() => {
                 Some(Lanes::Vector(format!("(-{})", vector(&lanes[0], "kiln_f32v"))))
             }
@@ -213,7 +295,7 @@ impl Emitter<'_> {
             Op::Unary { op: UnaryOp::Exp2, arg } if k.ty(*arg).dtype == DType::F32 => {
                 Some(Lanes::Vector(format!("kiln_exp2v({})", vector(&lanes[0], "kiln_f32v"))))
             }
-            Op::Unary { .. } | Op::Compare { .. } | Op::Select { .. } | Op::Bitcast { .. } => None,
+            Op::Unary { .. } | Op::Bitcast { .. } => None,
             Op::ProgramId { .. }
             | Op::NumPrograms { .. }
             | Op::Arange { .. }
