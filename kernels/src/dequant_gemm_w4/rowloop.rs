@@ -137,7 +137,10 @@ pub(super) fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> R
         let col_ok = cols.lt(n);
         let ok3 = col_ok.expand_dims(1).expand_dims(2);
         let rows_of = RowGroup { b: &b, cols, col_ok, groups, group, bk };
-        let init = [b.zeros(&shape, F32).named("acc"), b.zeros(&[rows as u32, nb as u32], F32).named("acc_offset")];
+        // The offset term has one value per row and group: `[R, 1]` when the step lies within
+        // a group (the step's Σ x summed first, shared by the rows), else `[R, blocks]`.
+        let offset_cols = if bk <= group { 1 } else { nb as u32 };
+        let init = [b.zeros(&shape, F32).named("acc"), b.zeros(&[rows as u32, offset_cols], F32).named("acc_offset")];
         let [acc, acc_offset] = b.for_range(k_lo, k_hi, bk, init, |k0, [acc, acc_offset]| {
             // Masked (not clamped) rows: the row starts stay affine, so a backend can read the
             // bytes where they lie whenever every row of the step exists.
@@ -150,8 +153,9 @@ pub(super) fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> R
             let xd_at = (x_row + k0 / BLOCK * BLOCK_VALUES + x_at).expand_dims(0);
             let x_even = b.load(bufs.xd, xd_at);
             let x_odd = b.load(bufs.xd, xd_at + 16);
-            // Σ x per block of the tile, `[1, blocks]`.
+            // Σ x per block of the tile, `[1, blocks]`, or over the tile, `[1, 1]`.
             let x_sums = b.load(bufs.xs, (token * (k / BLOCK) + k0 / BLOCK + b.arange(0, nb)).row());
+            let x_sums = if bk <= group { x_sums.sum(1).col() } else { x_sums };
             let scale = rows_of.group_values(bufs.scales, k0);
             let acc = acc + (lo * x_even + hi * x_odd) * scale.expand_dims(2);
             // The offset term per row and block (`min · Σ x`, or `−8 · scale · Σ x`): one

@@ -375,10 +375,18 @@ impl Emitter<'_> {
         if self.loop_depth > 0 {
             // As for copied rows (see `emit_load`): the rows usually continue on the next
             // iterations, further than the hardware prefetcher runs ahead.
+            // Rows that continue one another along the last lead dim (`dk_c` of exactly one
+            // row, a weight row read as blocks of 16 bytes) share their cache lines: one hint
+            // per line of the run, not one per row (the rest name lines already asked for).
+            let row_bytes = len as usize * dtype.size_bytes();
+            let contiguous = lead > 0 && form.coefs[lead - 1] == Sym::Const(i64::from(len));
+            let step = if contiguous && row_bytes < 64 && 64 % row_bytes == 0 { 64 / row_bytes } else { 1 };
             let coords: Vec<String> = (0..lead).map(|d| format!("r{d}")).collect();
             let mut opened = 0;
             for (d, &extent) in dims[..lead].iter().enumerate() {
-                self.open(&format!("for (int64_t r{d} = 0; r{d} < {extent}; r{d}++)"));
+                let step = if d + 1 == lead { step } else { 1 };
+                let inc = if step == 1 { format!("r{d}++") } else { format!("r{d} += {step}") };
+                self.open(&format!("for (int64_t r{d} = 0; r{d} < {extent}; {inc})"));
                 opened += 1;
             }
             let row = coords.iter().enumerate().map(|(d, r)| format!(" + {r} * dk_c{d}")).collect::<String>();
