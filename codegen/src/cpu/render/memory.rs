@@ -641,9 +641,15 @@ impl Emitter<'_> {
                 self.close();
             }
             if let Some(m) = m_at(self, "j") {
+                // Lanes are masked off only at a ragged edge: one test of the whole row, not a
+                // select per lane (which compiled to a branch per lane).
+                self.line("uint8_t all = 1;");
+                self.line(&format!("for (int j = 0; j < {len}; j++) all &= (uint8_t)(({m}) != 0);"));
+                self.open("if (!all)");
                 self.open(&format!("for (int j = 0; j < {len}; j++)"));
                 let (o, x) = (o_at(self, "j").unwrap_or_default(), other_at(self, "j"));
                 self.line(&format!("{o} = {m} ? {o} : {x};"));
+                self.close();
                 self.close();
             }
             self.close_else();
