@@ -210,6 +210,9 @@ pub(crate) struct Analysis {
     pub inlined: Vec<bool>,
     /// Loads read in place: see [`Analysis::compute_direct`].
     pub direct: Vec<bool>,
+    /// Loads read in place only through broadcasts (the shared operand beside a larger tile,
+    /// e.g. a GEMV's activations beside its weight rows): see [`Analysis::compute_direct`].
+    pub shared: Vec<bool>,
     /// Reductions that are byte dots: see [`Analysis::compute_byte_dots`].
     pub byte_dot: Vec<bool>,
 }
@@ -222,6 +225,7 @@ impl Analysis {
             needed: vec![false; kernel.values.len()],
             inlined: vec![false; kernel.values.len()],
             direct: vec![false; kernel.values.len()],
+            shared: vec![false; kernel.values.len()],
             byte_dot: vec![false; kernel.values.len()],
         };
         for p in &kernel.params {
@@ -317,6 +321,8 @@ impl Analysis {
                     })
             });
             self.direct[v.index()] = read_by_maps;
+            self.shared[v.index()] =
+                read_by_maps && users[v.index()].iter().all(|&u| matches!(kernel.inst(u).op, Op::Broadcast { .. }));
         }
     }
 

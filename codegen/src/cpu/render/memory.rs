@@ -372,7 +372,10 @@ impl Emitter<'_> {
         for (d, stride) in strides.iter().enumerate().take(lead) {
             self.line(&format!("{} = dk_c{d};", stride.as_deref().unwrap_or_default()));
         }
-        if self.loop_depth > 0 {
+        // A tile read only through broadcasts is the small operand every row of a larger one
+        // meets (a GEMV's activations beside its weight rows): every program reads it again,
+        // so it stays in L1 and a prefetch per row and step would only take load slots.
+        if self.loop_depth > 0 && !self.a.shared[out.index()] {
             // As for copied rows (see `emit_load`): the rows usually continue on the next
             // iterations, further than the hardware prefetcher runs ahead.
             // Rows that continue one another along the last lead dim (`dk_c` of exactly one
