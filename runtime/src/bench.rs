@@ -129,6 +129,8 @@ impl LoadedPlan {
     /// sleeping worker and waits on a lock for the answer, a fixed cost per launch (~8 µs on a
     /// 2-core VM) that a decode step never pays and that would otherwise dominate every kernel
     /// of a few tens of microseconds.
+    ///
+    /// With `KILN_BENCH_TRACE` set, each timed run's time and rotation go to stderr in order.
     fn time(&self, device: &CpuDevice, rotations: &mut [Buffers], opts: &BenchOptions) -> Result<Vec<f64>, CpuError> {
         device.install(|| {
             let n = rotations.len();
@@ -136,11 +138,15 @@ impl LoadedPlan {
                 self.run(device, &mut rotations[i % n])?;
             }
             let mut times = Vec::with_capacity(opts.repeats);
+            let trace = std::env::var_os("KILN_BENCH_TRACE").is_some();
             for i in 0..opts.repeats.max(1) {
-                let buffers = &mut rotations[(opts.warmup + i) % n];
+                let r = (opts.warmup + i) % n;
                 let start = Instant::now();
-                self.run(device, buffers)?;
+                self.run(device, &mut rotations[r])?;
                 times.push(start.elapsed().as_secs_f64());
+                if trace {
+                    eprintln!("run {i} rotation {r}: {:.1} us", times[i] * 1e6);
+                }
             }
             times.sort_by(f64::total_cmp);
             Ok(times)

@@ -137,7 +137,11 @@ pub(super) fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> R
         let col_ok = cols.lt(n);
         let ok3 = col_ok.expand_dims(1).expand_dims(2);
         let rows_of = RowGroup { b: &b, cols, col_ok, groups, group, bk };
-        let init = [b.zeros(&shape, F32).named("acc"), b.zeros(&[rows as u32, nb as u32], F32).named("acc_offset")];
+        // The offset term (`min · Σ x`, or `−8 · scale · Σ x`) when the step lies within a
+        // group: one value per row, `[R, 1]`, from the step's Σ x (summed first, shared by the
+        // rows). A step over several groups adds it to `acc` instead (see below) and leaves
+        // this one at zero.
+        let init = [b.zeros(&shape, F32).named("acc"), b.zeros(&[rows as u32, 1], F32).named("acc_offset")];
         let [acc, acc_offset] = b.for_range(k_lo, k_hi, bk, init, |k0, [acc, acc_offset]| {
             // Masked (not clamped) rows: the row starts stay affine, so a backend can read the
             // bytes where they lie whenever every row of the step exists.
@@ -150,17 +154,32 @@ pub(super) fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> R
             let xd_at = (x_row + k0 / BLOCK * BLOCK_VALUES + x_at).expand_dims(0);
             let x_even = b.load(bufs.xd, xd_at);
             let x_odd = b.load(bufs.xd, xd_at + 16);
-            // Σ x per block of the tile, `[1, blocks]`.
-            let x_sums = b.load(bufs.xs, (token * (k / BLOCK) + k0 / BLOCK + b.arange(0, nb)).row());
             let scale = rows_of.group_values(bufs.scales, k0);
-            let acc = acc + (lo * x_even + hi * x_odd) * scale.expand_dims(2);
-            // The offset term per row and block (`min · Σ x`, or `−8 · scale · Σ x`): one
-            // product per 32 weights, not one per lane.
-            let offset = match bufs.mins {
-                Some(mins) => rows_of.group_values(mins, k0) * x_sums,
-                None => scale * x_sums * -8.0,
-            };
-            [acc, acc_offset + offset]
+            let dot = lo * x_even + hi * x_odd;
+            if bk <= group {
+                // Σ x over the step, `[1, 1]`: one product per row and step.
+                let x_sum = b.load(bufs.xs, (token * (k / BLOCK) + k0 / BLOCK + b.arange(0, nb)).row()).sum(1).col();
+                let offset = match bufs.mins {
+                    Some(mins) => rows_of.group_values(mins, k0) * x_sum,
+                    None => scale * x_sum * -8.0,
+                };
+                [acc + dot * scale.expand_dims(2), acc_offset + offset]
+            } else {
+                // Several groups per step: per row and block, `[R, blocks]` parameters. The
+                // offset term rides in `acc` as `min · (x_even + x_odd)` per lane (its lanes sum
+                // to `min · Σ x` of the block), one more multiply-add per 32 weights, instead of
+                // an `[R, blocks]` accumulator beside it: a CPU then keeps every parameter a
+                // broadcast scalar and never reads a tile of them as a vector right after
+                // writing it row by row.
+                let x_pair = x_even + x_odd;
+                let acc = match bufs.mins {
+                    Some(mins) => {
+                        acc + dot * scale.expand_dims(2) + rows_of.group_values(mins, k0).expand_dims(2) * x_pair
+                    }
+                    None => acc + (dot + x_pair * -8.0) * scale.expand_dims(2),
+                };
+                [acc, acc_offset]
+            }
         });
         let y = acc.sum(2).sum(1) + acc_offset.sum(1);
         let out_at = out_base + token * n + cols;

@@ -215,6 +215,9 @@ pub(crate) struct Analysis {
     pub inlined: Vec<bool>,
     /// Loads read in place: see [`Analysis::compute_direct`].
     pub direct: Vec<bool>,
+    /// Loads read in place only through broadcasts (the shared operand beside a larger tile,
+    /// e.g. a GEMV's activations beside its weight rows): see [`Analysis::compute_direct`].
+    pub shared: Vec<bool>,
     /// Reductions that are byte dots: see [`Analysis::compute_byte_dots`].
     pub byte_dot: Vec<bool>,
     /// Loads whose rows a `dot` reads where they lie: see [`Analysis::compute_rows_in_place`].
@@ -229,6 +232,7 @@ impl Analysis {
             needed: vec![false; kernel.values.len()],
             inlined: vec![false; kernel.values.len()],
             direct: vec![false; kernel.values.len()],
+            shared: vec![false; kernel.values.len()],
             byte_dot: vec![false; kernel.values.len()],
             rows_in_place: vec![false; kernel.values.len()],
         };
@@ -355,17 +359,38 @@ impl Analysis {
             // Every reader is an elementwise loop: an emitted map, or an expression inlined into
             // one or into a byte dot (not into another reduction, which indexes its operands
             // with constant strides); or a reshape of whole rows read so (see `row_view`).
+            // A broadcast of the tile along its size-1 dims (an activation row beside the weight
+            // rows) is a view that maps index with the tile's runtime strides too.
             let read_by_maps = users[v.index()].iter().all(|&user| {
                 self.feeds_a_map(kernel, &users, user)
                     || kernel.inst(user).results.first().is_some_and(|&r| {
-                        matches!(kernel.inst(user).op, Op::Reshape { .. })
-                            && self.row_view(kernel, r).is_some()
-                            && !users[r.index()].is_empty()
+                        let view = match kernel.inst(user).op {
+                            Op::Reshape { .. } => self.row_view(kernel, r).is_some(),
+                            Op::Broadcast { .. } => self.broadcast_view(kernel, r).is_some(),
+                            _ => false,
+                        };
+                        view && !users[r.index()].is_empty()
                             && users[r.index()].iter().all(|&u| self.feeds_a_map(kernel, &users, u))
                     })
             });
             self.direct[v.index()] = read_by_maps;
+            self.shared[v.index()] =
+                read_by_maps && users[v.index()].iter().all(|&u| matches!(kernel.inst(u).op, Op::Broadcast { .. }));
         }
+    }
+
+    /// For a view `v` of a tile of its own storage with the same rank, that repeats the tile
+    /// along some of its size-1 dims and is otherwise the tile as stored: per dim, whether it is
+    /// such a repeated dim (stride 0).
+    pub fn broadcast_view(&self, kernel: &Kernel, v: Value) -> Option<Vec<bool>> {
+        let repr = self.repr(v);
+        let root_dims = kernel.ty(repr.root).shape.dims();
+        if repr.scalar_root || repr.root == v || root_dims.len() != kernel.ty(v).shape.rank() {
+            return None;
+        }
+        let fixed = row_major(root_dims);
+        let same = repr.strides.iter().zip(&fixed).zip(root_dims).all(|((&s, &f), &n)| s == f || (s == 0 && n == 1));
+        same.then(|| repr.strides.iter().map(|&s| s == 0).collect())
     }
 
     /// For a view `v` of a rank-2 tile `[rows, len]` of its own storage (a load's whole rows):

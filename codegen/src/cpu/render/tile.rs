@@ -222,7 +222,12 @@ impl Emitter<'_> {
         if root == l || !self.a.direct[root.index()] {
             return None;
         }
-        let rows = self.a.row_view(self.k, l).expect("views of loads read in place are row views");
+        if let Some(repeated) = self.a.broadcast_view(self.k, l) {
+            // The repeated dims step by 0 (their fixed stride); the others as the tile does.
+            let root_strides = self.runtime_strides(root);
+            return Some(root_strides.into_iter().zip(repeated).map(|(s, r)| if r { None } else { s }).collect());
+        }
+        let rows = self.a.row_view(self.k, l).expect("views of loads read in place are row or broadcast views");
         let s0 = format!("{}_s0", self.name(root));
         Some(rows.into_iter().map(|r| r.map(|r| format!("((int64_t){r} * {s0})"))).collect())
     }

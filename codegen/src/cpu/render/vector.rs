@@ -211,6 +211,18 @@ impl Emitter<'_> {
         }
         let ValueDef::Result(inst, _) = self.k.value(v).def else { return None };
         if let Op::Cast { arg, to } = &self.k.inst(inst).op {
+            if self.k.ty(*arg).dtype == DType::U8 && *to == DType::F32 && self.target.vector_bytes == 64 {
+                let saved = *pos;
+                if let Some(index) = self.nibble(*arg, nest, pos) {
+                    // A 16-entry table lookup (`vpermps`, which reads the low 4 bits of each
+                    // index) instead of a mask or shift and an int → float conversion.
+                    let table = (0..16).map(|i| format!("{i}.0f")).collect::<Vec<_>>().join(", ");
+                    return Some(Lanes::Vector(format!(
+                        "__builtin_shuffle((kiln_f32v){{{table}}}, (kiln_i32v)({index}))"
+                    )));
+                }
+                *pos = saved;
+            }
             if self.k.ty(*arg).dtype == DType::U8 && to.is_float() {
                 let saved = *pos;
                 if let Some(wide) = self.widened(*arg, nest, pos) {
@@ -223,6 +235,36 @@ impl Emitter<'_> {
         let operands = self.k.inst(inst).op.operands();
         let lanes = operands.iter().map(|&o| self.lanes(o, nest, pos)).collect::<Option<Vec<_>>>()?;
         self.op_lanes(inst, &lanes)
+    }
+
+    /// For a `u8` value below 16 by construction, a nibble of a byte: the widened lanes whose
+    /// low 4 bits are it (`__builtin_shuffle` takes indices modulo the lane count, so `x & 15`
+    /// needs no mask and `x >> s`, `s ≥ 4`, is the value itself). `None` for anything else.
+    fn nibble(&self, v: Value, nest: &Nest, pos: &mut usize) -> Option<String> {
+        if self.k.ty(v).dtype != DType::U8 || !self.a.inlined[v.index()] {
+            return None;
+        }
+        let ValueDef::Result(inst, _) = self.k.value(v).def else { return None };
+        let Op::Binary { op, lhs, rhs } = &self.k.inst(inst).op else { return None };
+        match (op, self.constant_int(*rhs)?) {
+            (BinaryOp::And, 15) => {
+                let a = self.widened(*lhs, nest, pos)?;
+                // The mask's own lane (a uniform) is a leaf of the tree too.
+                let Lanes::Uniform(_) = self.lanes(*rhs, nest, pos)? else { return None };
+                Some(a)
+            }
+            (BinaryOp::Shr, 4..=7) => self.widened(v, nest, pos),
+            _ => None,
+        }
+    }
+
+    /// The value of an integer constant (through views of it), if `v` is one.
+    fn constant_int(&self, v: Value) -> Option<i64> {
+        let ValueDef::Result(def, _) = self.k.value(self.a.repr(v).root).def else { return None };
+        match self.k.inst(def).op {
+            Op::Constant { value: kiln_ir::Literal::Int(c), .. } => Some(c),
+            _ => None,
+        }
     }
 
     /// The lanes of a `u8` value as `kiln_u32v`, widened at its leaves. Zero-extension commutes
