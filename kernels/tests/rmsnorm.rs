@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_conformance, assert_constraint};
+use common::{assert_conformance, assert_constraint, assert_row_loop_x};
 use kiln_kernels::check::{check, prepare_buffers, run_plan, Interpreter};
 use kiln_kernels::{lookup, Args};
 use proptest::prelude::*;
@@ -69,25 +69,13 @@ fn rmsnorm_deinterleaved_output_is_the_row_loop_gemvs_x() {
         let plan = norm.plan(&shape, &Args::parse(block).unwrap()).unwrap();
         let mut buffers = prepare_buffers("rmsnorm", &plan, &norm.inputs(&shape, 11).unwrap()).unwrap();
         run_plan("rmsnorm", &plan, &mut Interpreter, &mut buffers).unwrap();
-
-        let gemv = lookup("dequant_gemm_w4").unwrap();
-        let gemv_shape = Args::parse(&format!("m=1,n=64,k=576,group=32,act={dtype}")).unwrap();
-        let config = Args::parse("block_m=1,gemv=1,block_n=32,block_k=64,split_k=1,row_loop=8").unwrap();
-        let gemv_plan = gemv.plan(&gemv_shape, &config).unwrap();
-        let mut inputs = gemv.inputs(&gemv_shape, 12).unwrap();
-        inputs.insert("x".into(), buffers["out"].clone());
-        let mut gemv_buffers = prepare_buffers("dequant_gemm_w4", &gemv_plan, &inputs).unwrap();
-        // Only the first launch: the de-interleave.
-        let first =
-            kiln_kernels::Plan { buffers: gemv_plan.buffers.clone(), launches: gemv_plan.launches[..1].to_vec() };
-        run_plan("dequant_gemm_w4", &first, &mut Interpreter, &mut gemv_buffers).unwrap();
-        for name in ["xd", "xs"] {
-            let (want, got) = (gemv_buffers[name].to_f64(), buffers[name].to_f64());
-            assert_eq!(want.len(), got.len(), "{name}");
-            assert!(want.iter().all(|v| v.is_finite()), "{name} not written by the GEMV's launch");
-            let differ = want.iter().zip(&got).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-            assert_eq!(differ, 0, "{dtype} {block}: {differ} of {} values of `{name}` differ", want.len());
-        }
+        assert_row_loop_x(
+            &buffers,
+            dtype,
+            576,
+            "block_m=1,gemv=1,block_n=32,block_k=64,split_k=1,row_loop=8",
+            &format!("{dtype} {block}"),
+        );
     }
 }
 

@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{assert_conformance, assert_constraint};
+use common::{assert_conformance, assert_constraint, assert_row_loop_x};
 use kiln_kernels::check::{prepare_buffers, run_plan, Interpreter};
-use kiln_kernels::{lookup, Args, Plan};
+use kiln_kernels::{lookup, Args};
 
 #[test]
 fn silu_mul_matches_reference() {
@@ -44,23 +44,13 @@ fn silu_mul_deinterleaved_output_is_the_row_loop_gemvs_x() {
         let plan = silu.plan(&shape, &Args::parse(block).unwrap()).unwrap();
         let mut buffers = prepare_buffers("silu_mul", &plan, &silu.inputs(&shape, 21).unwrap()).unwrap();
         run_plan("silu_mul", &plan, &mut Interpreter, &mut buffers).unwrap();
-
-        let gemv = lookup("dequant_gemm_w4").unwrap();
-        let gemv_shape = Args::parse(&format!("m=1,n=64,k=1536,group=32,act={dtype}")).unwrap();
-        let config = Args::parse("block_m=1,gemv=1,block_n=32,block_k=128,split_k=1,row_loop=4").unwrap();
-        let gemv_plan = gemv.plan(&gemv_shape, &config).unwrap();
-        let mut inputs = gemv.inputs(&gemv_shape, 22).unwrap();
-        inputs.insert("x".into(), buffers["out"].clone());
-        let mut gemv_buffers = prepare_buffers("dequant_gemm_w4", &gemv_plan, &inputs).unwrap();
-        let first = Plan { buffers: gemv_plan.buffers.clone(), launches: gemv_plan.launches[..1].to_vec() };
-        run_plan("dequant_gemm_w4", &first, &mut Interpreter, &mut gemv_buffers).unwrap();
-        for name in ["xd", "xs"] {
-            let (want, got) = (gemv_buffers[name].to_f64(), buffers[name].to_f64());
-            assert_eq!(want.len(), got.len(), "{name}");
-            assert!(want.iter().all(|v| v.is_finite()), "{name} not written by the GEMV's launch");
-            let differ = want.iter().zip(&got).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-            assert_eq!(differ, 0, "{dtype} {block}: {differ} of {} values of `{name}` differ", want.len());
-        }
+        assert_row_loop_x(
+            &buffers,
+            dtype,
+            1536,
+            "block_m=1,gemv=1,block_n=32,block_k=128,split_k=1,row_loop=4",
+            &format!("{dtype} {block}"),
+        );
     }
 }
 
