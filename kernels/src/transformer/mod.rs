@@ -3,5 +3,6 @@
 pub mod argmax;
 pub mod rmsnorm;
 pub mod rope;
+mod row_loop_x;
 pub mod silu_mul;
 pub mod softmax;

@@ -28,6 +28,7 @@ use crate::plan::{buf, f32_arg, i32_arg, BufferSpec, Buffers, Launch, Plan, Refe
 use crate::random;
 use crate::registry::KernelId;
 use crate::tiles::{blocks_for, covering, tile_fn};
+use crate::transformer::row_loop_x::{self, Blocks, XD_BLOCK};
 use crate::{ensure, KernelError};
 use kiln_ir::{DType, KernelBuilder, Tile};
 
@@ -45,10 +46,6 @@ pub struct RmsnormProblem {
     /// Whether `out` is also written de-interleaved, to `xd` and `xs` (see the module doc).
     pub deinterleave: bool,
 }
-
-/// Columns per de-interleaved block of `xd`, and f32 values per block: those of the row-loop
-/// GEMV of `dequant_gemm_w4`.
-const XD_BLOCK: i32 = 32;
 
 impl Problem for RmsnormProblem {
     fn from_args(args: &Args) -> Result<Self, KernelError> {
@@ -172,11 +169,7 @@ impl TileKernel for Rmsnorm {
             args.push(buf("residual"));
         }
         if p.deinterleave {
-            let f32_spec =
-                |name: &str, len| BufferSpec { name: name.into(), dtype: DType::F32, len, role: Role::Output };
-            buffers.push(f32_spec("xd", len));
-            buffers.push(f32_spec("xs", len / XD_BLOCK as usize));
-            args.extend([buf("xd"), buf("xs")]);
+            row_loop_x::push_outputs(len, &mut buffers, &mut args);
         }
         args.extend([i32_arg(p.dim.into()), f32_arg(p.eps)]);
         Ok(Plan { buffers, launches: vec![Launch { kernel, grid: [p.tokens, 1, 1], args }] })
@@ -218,17 +211,7 @@ impl TileKernel for Rmsnorm {
         }
         let mut r = Reference::new();
         if p.deinterleave {
-            // Per block of 32: the even columns, then the odd ones; and the block's sum.
-            let block = XD_BLOCK as usize;
-            let xd: Vec<f64> = out
-                .chunks(block)
-                .flat_map(|c| {
-                    (0..block).map(move |i| if i < block / 2 { c[2 * i] } else { c[2 * (i - block / 2) + 1] })
-                })
-                .collect();
-            let xs = out.chunks(block).map(|c| c.iter().sum()).collect();
-            r.insert("xd".to_string(), xd);
-            r.insert("xs".to_string(), xs);
+            row_loop_x::insert_reference(&out, &mut r);
         }
         r.insert("out".to_string(), out);
         if p.fused {
@@ -249,7 +232,7 @@ fn build(p: &RmsnormProblem, c: &RmsnormConfig) -> Result<kiln_ir::Kernel, kiln_
     let b = KernelBuilder::new(NAME);
     let (x, w, out) = (b.buffer("x", p.dtype), b.buffer("w", p.dtype), b.buffer("out", p.dtype));
     let residual = p.fused.then(|| b.buffer("residual", p.dtype));
-    let deinterleaved = p.deinterleave.then(|| (b.buffer("xd", F32), b.buffer("xs", F32)));
+    let deinterleaved = p.deinterleave.then(|| row_loop_x::buffers(&b));
     let (dim, eps) = (b.scalar("dim", DType::I32), b.scalar("eps", F32));
     let row = b.program_id(0) * dim;
     let block = c.block as i32;
@@ -279,28 +262,18 @@ fn build(p: &RmsnormProblem, c: &RmsnormConfig) -> Result<kiln_ir::Kernel, kiln_
     // loads its own `h` (in `[blocks, parity, 16]` order, the tile the GEMV's launch loads) before
     // the piece's `residual` store, so no program reads what it wrote.
     let store_deinterleaved = tiles_fn(|j, scale| {
-        let Some((xd, xs)) = deinterleaved else { return };
-        let nb = block / XD_BLOCK;
-        let blk = b.arange(0, nb);
-        let first = (j + blk * XD_BLOCK).expand_dims(1).expand_dims(2);
-        let parity = b.arange(0, 2).expand_dims(0).expand_dims(2);
-        let pair = b.arange(0, 16).expand_dims(0).expand_dims(1);
-        // dim is a multiple of 32: a block is in the row entirely or not at all, so one mask per
-        // block (not per element) keeps each load a tile of evenly strided rows.
-        let ok = first.lt(dim);
-        let cols = first + pair * 2 + parity;
-        let at = (row + first) + pair * 2 + parity;
-        let xv = b.load_masked(x, at, ok, 0.0).cast(F32);
+        let Some(outputs) = deinterleaved else { return };
+        let blk = b.arange(0, block / XD_BLOCK);
+        let tile = Blocks::new(&b, j + blk * XD_BLOCK, dim);
+        let at = tile.at(row);
+        let xv = b.load_masked(x, at, tile.ok, 0.0).cast(F32);
         let h = match residual {
-            Some(res) => xv + b.load_masked(res, at, ok, 0.0).cast(F32),
+            Some(res) => xv + b.load_masked(res, at, tile.ok, 0.0).cast(F32),
             None => xv,
         };
-        let wv = b.load_masked(w, cols, ok, 0.0).cast(F32);
+        let wv = b.load_masked(w, tile.cols(), tile.ok, 0.0).cast(F32);
         let y = (h * scale * wv).cast(p.dtype).cast(F32);
-        b.store_masked(xd, (row + first) + parity * 16 + pair, y, ok);
-        let block_at = j / XD_BLOCK + blk;
-        let n_blocks = dim / XD_BLOCK;
-        b.store_masked(xs, b.program_id(0) * n_blocks + block_at, y.sum(2).sum(1), block_at.lt(n_blocks));
+        tile.store(&b, outputs, b.program_id(0), row, j / XD_BLOCK + blk, dim, y);
     });
 
     if c.block >= p.dim {

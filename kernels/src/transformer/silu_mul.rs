@@ -13,6 +13,7 @@ use crate::kernel::{default_tolerance, Config, Knob, Problem, SpaceLimits, TileK
 use crate::plan::{buf, i32_arg, BufferSpec, Buffers, Launch, Plan, Reference, Role};
 use crate::random;
 use crate::registry::KernelId;
+use crate::transformer::row_loop_x::{self, Blocks, XD_BLOCK};
 use crate::{ensure, KernelError};
 use kiln_ir::{DType, KernelBuilder};
 
@@ -27,9 +28,6 @@ pub struct SiluMulProblem {
     /// Whether `out` is also written de-interleaved, to `xd` and `xs` (see the module doc).
     pub deinterleave: bool,
 }
-
-/// Columns per de-interleaved block of `xd`: those of the row-loop GEMV of `dequant_gemm_w4`.
-const XD_BLOCK: i32 = 32;
 
 impl Problem for SiluMulProblem {
     fn from_args(args: &Args) -> Result<Self, KernelError> {
@@ -131,7 +129,7 @@ impl TileKernel for SiluMul {
     fn plan(&self, p: &SiluMulProblem, c: &SiluMulConfig) -> Result<Plan, KernelError> {
         let b = KernelBuilder::new(NAME);
         let (gate, up, out) = (b.buffer("gate", p.dtype), b.buffer("up", p.dtype), b.buffer("out", p.dtype));
-        let deinterleaved = p.deinterleave.then(|| (b.buffer("xd", DType::F32), b.buffer("xs", DType::F32)));
+        let deinterleaved = p.deinterleave.then(|| row_loop_x::buffers(&b));
         let dim = b.scalar("dim", DType::I32);
         let cols = b.program_id(0) * c.block as i32 + b.arange(0, c.block as i32);
         let mask = cols.lt(dim);
@@ -140,23 +138,16 @@ impl TileKernel for SiluMul {
         let u = b.load_masked(up, offs, mask, 0.0).cast(DType::F32);
         let silu = g / ((-g).exp() + 1.0);
         b.store_masked(out, offs, (silu * u).cast(p.dtype), mask);
-        if let Some((xd, xs)) = deinterleaved {
-            // `[blocks, parity, 16]`: element (i, h, q) is column 32·i + 2q + h of the program's
-            // columns, the tile the GEMV's launch loads; dim is a multiple of 32, so one mask
-            // per block.
+        if let Some(outputs) = deinterleaved {
+            // The program's blocks, numbered in the row.
             let blk = b.program_id(0) * (c.block as i32 / XD_BLOCK) + b.arange(0, c.block as i32 / XD_BLOCK);
-            let first = (blk * XD_BLOCK).expand_dims(1).expand_dims(2);
-            let ok = first.lt(dim);
-            let parity = b.arange(0, 2).expand_dims(0).expand_dims(2);
-            let pair = b.arange(0, 16).expand_dims(0).expand_dims(1);
+            let tile = Blocks::new(&b, blk * XD_BLOCK, dim);
             let row = b.program_id(1) * dim;
-            let at = (row + first) + pair * 2 + parity;
-            let g = b.load_masked(gate, at, ok, 0.0).cast(DType::F32);
-            let u = b.load_masked(up, at, ok, 0.0).cast(DType::F32);
+            let at = tile.at(row);
+            let g = b.load_masked(gate, at, tile.ok, 0.0).cast(DType::F32);
+            let u = b.load_masked(up, at, tile.ok, 0.0).cast(DType::F32);
             let y = (g / ((-g).exp() + 1.0) * u).cast(p.dtype).cast(DType::F32);
-            b.store_masked(xd, (row + first) + parity * 16 + pair, y, ok);
-            let n_blocks = dim / XD_BLOCK;
-            b.store_masked(xs, b.program_id(1) * n_blocks + blk, y.sum(2).sum(1), blk.lt(n_blocks));
+            tile.store(&b, outputs, b.program_id(1), row, blk, dim, y);
         }
         let kernel = b.finish().map_err(|source| KernelError::Build { kernel: NAME, source })?;
 
@@ -165,10 +156,7 @@ impl TileKernel for SiluMul {
         let mut buffers = vec![spec("gate", Role::Input), spec("up", Role::Input), spec("out", Role::Output)];
         let mut args = vec![buf("gate"), buf("up"), buf("out")];
         if p.deinterleave {
-            let f32_spec =
-                |name: &str, len| BufferSpec { name: name.into(), dtype: DType::F32, len, role: Role::Output };
-            buffers.extend([f32_spec("xd", len), f32_spec("xs", len / XD_BLOCK as usize)]);
-            args.extend([buf("xd"), buf("xs")]);
+            row_loop_x::push_outputs(len, &mut buffers, &mut args);
         }
         args.push(i32_arg(p.dim as i64));
         Ok(Plan { buffers, launches: vec![Launch { kernel, grid: [p.dim.div_ceil(c.block), p.tokens, 1], args }] })
@@ -194,16 +182,7 @@ impl TileKernel for SiluMul {
         let out: Vec<f64> = gate.iter().zip(&up).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect();
         let mut r = Reference::new();
         if p.deinterleave {
-            // Per block of 32: the even columns, then the odd ones; and the block's sum.
-            let block = XD_BLOCK as usize;
-            let xd = out
-                .chunks(block)
-                .flat_map(|c| {
-                    (0..block).map(move |i| if i < block / 2 { c[2 * i] } else { c[2 * (i - block / 2) + 1] })
-                })
-                .collect();
-            r.insert("xd".to_string(), xd);
-            r.insert("xs".to_string(), out.chunks(block).map(|c| c.iter().sum()).collect());
+            row_loop_x::insert_reference(&out, &mut r);
         }
         r.insert("out".to_string(), out);
         r
