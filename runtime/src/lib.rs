@@ -1,7 +1,8 @@
 //! kiln's runtime: devices (CPU; CUDA through cudarc with dynamic loading), the kernel
 //! cache, model loading and the Llama forward pass, the paged KV cache and speculative decoding.
 //!
-//! - [`cpu`]: the CPU device — render to C, compile (cached), load, run the grid on rayon;
+//! - [`cpu`]: the CPU device — render to C, compile (cached), load, run the grid on its
+//!   pool of spinning workers;
 //! - [`bench`]: benchmarks with rotated inputs and the roofline measured in the same run;
 //! - [`measure`]: the CPU device as the autotuner's `Measure` (checked, rotated, timed candidates);
 //! - [`model`]: model files, the Llama configuration, tokenizer and forward pass;

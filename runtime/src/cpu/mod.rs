@@ -1,9 +1,13 @@
 //! The CPU device: renders a kernel to C, compiles it (cached on disk), loads the shared object
-//! with `libloading`, and runs the grid on a rayon pool.
+//! with `libloading`, and runs the grid on its own pool of spinning workers ([`pool`]).
 //!
-//! Programs are split into contiguous ranges of linear program index, one task per range; the
-//! generated entry point runs a range (see `codegen/src/cpu/abi.h`). Worker threads get large
-//! stacks because generated code keeps tiles in local arrays.
+//! Programs are split into contiguous ranges of linear program index, handed out one range at a
+//! time; the generated entry point runs a range (see `codegen/src/cpu/abi.h`). Every thread that
+//! runs programs has a large stack because generated code keeps tiles in local arrays: the
+//! workers, and the *leader* thread that [`CpuDevice::install`] runs its closure on (a launch made
+//! from any other thread is handed to the leader first).
+
+mod pool;
 
 use kiln_codegen::cpu::{self, CpuTarget};
 use kiln_ir::interp::{Arg, HostBuffer};
@@ -73,7 +77,10 @@ pub struct CpuModule {
 pub struct CpuDevice {
     pub target: CpuTarget,
     pub cache_dir: PathBuf,
-    pool: rayon::ThreadPool,
+    /// The workers that run a grid's ranges beside the leader.
+    pool: pool::Pool,
+    /// One thread, the leader: [`CpuDevice::install`] runs closures there.
+    leader: rayon::ThreadPool,
     modules: Mutex<HashMap<String, Arc<CpuModule>>>,
 }
 
@@ -87,28 +94,41 @@ impl CpuModule {
 impl CpuDevice {
     /// A device for the running CPU with `threads` workers (all cores if `None`).
     pub fn host(threads: Option<usize>) -> Result<CpuDevice, CpuError> {
-        let mut builder = rayon::ThreadPoolBuilder::new().stack_size(WORKER_STACK_BYTES);
-        if let Some(n) = threads {
-            builder = builder.num_threads(n);
-        }
-        let pool = builder.build().map_err(|e| CpuError::Pool(e.to_string()))?;
+        let threads = match threads {
+            Some(0) => return Err(CpuError::Pool("zero threads".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let leader = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|_| "kiln-cpu-leader".into())
+            .stack_size(WORKER_STACK_BYTES)
+            .start_handler(|_| IS_LEADER.with(|l| l.set(true)))
+            .build()
+            .map_err(|e| CpuError::Pool(e.to_string()))?;
+        let pool = pool::Pool::new(threads, WORKER_STACK_BYTES).map_err(|e| CpuError::Pool(e.to_string()))?;
         Ok(CpuDevice {
             target: CpuTarget::host(),
             cache_dir: cpu::compile::default_cache_dir(),
             pool,
+            leader,
             modules: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.pool.threads()
     }
 
-    /// Runs `f` on a worker of the device's pool, so that the launches `f` makes start their
-    /// programs from inside the pool: no hand-off from an outside thread per launch, and a launch
-    /// of one program runs right there. A model step's few hundred launches go through here.
+    /// Runs `f` on the device's leader thread, so that the launches `f` makes start their
+    /// programs right there: no hand-off from an outside thread per launch, and a launch of one
+    /// program runs on the leader alone. A model step's few hundred launches go through here.
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        self.pool.install(f)
+        if IS_LEADER.with(|l| l.get()) {
+            f()
+        } else {
+            self.leader.install(f)
+        }
     }
 
     /// Renders, compiles (or finds in the cache) and loads `kernel`; loaded modules are reused.
@@ -219,30 +239,25 @@ impl CpuDevice {
                 Vec::new()
             }
         } else {
-            // A few ranges per thread balance uneven programs without much call overhead. The
-            // ranges differ by at most one program: 30 programs in ranges of 4 (the last 2) split
-            // 16 / 14 over two threads, in ranges of 4 and 3, 15 / 15.
-            let chunks = (self.threads() as i64 * 4).clamp(1, total.max(1));
+            // A few ranges per thread, taken one at a time, balance uneven programs and a thread
+            // that starts late without much call overhead. The ranges differ by at most one
+            // program.
+            let chunks = (self.threads() as i64 * RANGES_PER_THREAD).clamp(1, total);
             let shared = SharedArgs(&c_args);
-            self.pool.install(|| {
-                use rayon::prelude::*;
-                (0..chunks)
-                    .into_par_iter()
-                    .filter_map(|c| {
-                        let (begin, end) = (c * total / chunks, (c + 1) * total / chunks);
-                        if begin >= end {
-                            return None;
-                        }
-                        let mut err = KilnError::default();
-                        // SAFETY: the arguments were checked against the kernel's signature;
-                        // buffers outlive the call; generated code bounds-checks every access and
-                        // programs write disjoint or atomically updated memory as the IR's
-                        // semantics require.
-                        let code = unsafe { entry(shared.get(), begin, end, &mut err) };
-                        (code != 0).then_some(err)
-                    })
-                    .collect()
-            })
+            let failed = Mutex::new(Vec::new());
+            let run = |c: i64| {
+                let (begin, end) = (c * total / chunks, (c + 1) * total / chunks);
+                let mut err = KilnError::default();
+                // SAFETY: the arguments were checked against the kernel's signature; buffers
+                // outlive the call; generated code bounds-checks every access and programs write
+                // disjoint or atomically updated memory as the IR's semantics require.
+                let code = unsafe { entry(shared.get(), begin, end, &mut err) };
+                if code != 0 {
+                    failed.lock().unwrap_or_else(|p| p.into_inner()).push(err);
+                }
+            };
+            self.install(|| self.pool.run(chunks, &run));
+            failed.into_inner().unwrap_or_else(|p| p.into_inner())
         };
         match errors.into_iter().min_by_key(|e| e.program) {
             None => Ok(()),
@@ -251,6 +266,14 @@ impl CpuDevice {
             }
         }
     }
+}
+
+/// A grid is cut into this many ranges per thread (fewer if it has fewer programs).
+const RANGES_PER_THREAD: i64 = 8;
+
+thread_local! {
+    /// Whether this thread is a device's leader (see [`CpuDevice::install`]).
+    static IS_LEADER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Grids of at most this many programs run on the calling thread: handing a program or two to
