@@ -617,6 +617,10 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
         ("decode / memory roofline", format!("{:.0}%", b.decode_roofline_frac * 100.0)),
         ("launches per token", b.launches_per_token.to_string()),
         ("launch overhead (tiny kernel)", format!("{:.1} µs", b.launch_overhead_us)),
+        (
+            "cross-core round trip (after decode)",
+            b.core_round_trip_ns.map_or("one core".into(), |ns| format!("{ns:.0} ns")),
+        ),
         (&*format!("prefill tok/s ({} tokens)", b.prefill_tokens), format!("{:.1}", b.prefill_tok_s)),
         ("prefill ms", format!("{:.1}", b.prefill_ms)),
         ("threads", b.threads.to_string()),

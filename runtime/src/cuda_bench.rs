@@ -220,6 +220,7 @@ pub fn bench(
         roofline_gbps: roofline.gbps,
         roofline_gflops: roofline.gflops,
         roofline_frac: roof_time / t,
+        core_round_trip_ns: None,
     })
 }
 

@@ -176,6 +176,9 @@ pub struct GenerateBench {
     pub launches_per_token: usize,
     /// Median time of one launch of a tiny kernel: the floor a launch costs.
     pub launch_overhead_us: f64,
+    /// [`crate::bench::core_round_trip_ns`] right after the timed decode steps: which placement
+    /// of the threads the host gave this run.
+    pub core_round_trip_ns: Option<f64>,
     pub prefill_tokens: usize,
     pub prefill_ms: f64,
     pub prefill_tok_s: f64,
@@ -234,6 +237,7 @@ pub fn bench_generate(
             steps.push(t.elapsed().as_secs_f64());
         }
     }
+    let core_round_trip_ns = crate::bench::core_round_trip_ns();
     let step = median(&mut steps);
     let mean_context = context_before + decode_tokens / 2;
     let bytes = model.weight_bytes() + model.kv_bytes_per_token() * mean_context as u64;
@@ -265,6 +269,7 @@ pub fn bench_generate(
         decode_context: mean_context,
         launches_per_token: launches,
         launch_overhead_us,
+        core_round_trip_ns,
         prefill_tokens,
         prefill_ms: prefill_s * 1e3,
         prefill_tok_s: prefill_tokens as f64 / prefill_s,
