@@ -242,9 +242,15 @@ impl Pool {
             sh.wake.notify_all();
         }
         sh.work(0, Job { run });
-        // Close: wait for the workers inside to leave.
+        // Close: wait for the workers inside to leave. Loads while someone is inside (a failed
+        // compare-and-swap would take the line from a worker about to leave), then the swap.
         let open = (epoch(s) + 1) << 32;
-        while sh.state.compare_exchange(open, (epoch(s) + 2) << 32, SeqCst, SeqCst).is_err() {
+        loop {
+            if sh.state.load(SeqCst) == open
+                && sh.state.compare_exchange(open, (epoch(s) + 2) << 32, SeqCst, SeqCst).is_ok()
+            {
+                break;
+            }
             std::hint::spin_loop();
         }
     }
@@ -294,6 +300,25 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         });
         assert_eq!(threads.lock().unwrap().len(), 2, "the parked worker took ranges");
+    }
+
+    #[test]
+    fn a_slow_workers_block_is_taken_from_its_back() {
+        let pool = Pool::new(2, 1 << 20).unwrap();
+        let leader = std::thread::current().id();
+        let by_leader: Vec<AtomicU32> = (0..64).map(|_| AtomicU32::new(0)).collect();
+        pool.run(64, &|r| {
+            if std::thread::current().id() == leader {
+                by_leader[r as usize].store(1, SeqCst);
+            } else {
+                // The worker stalls on whatever range it takes first.
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        });
+        let mine: Vec<usize> = (0..64).filter(|&r| by_leader[r].load(SeqCst) == 1).collect();
+        assert!(mine.len() >= 62, "the leader ran {} of 64 ranges", mine.len());
+        assert!((0..32).all(|r| mine.contains(&r)), "the leader runs its own block");
+        assert!(mine.contains(&63), "and takes the worker's block from the back: {mine:?}");
     }
 
     #[test]
