@@ -1,8 +1,9 @@
 //! The CPU device: renders a kernel to C, compiles it (cached on disk), loads the shared object
 //! with `libloading`, and runs the grid on its own pool of spinning workers ([`pool`]).
 //!
-//! Programs are split into contiguous ranges of linear program index, handed out one range at a
-//! time; the generated entry point runs a range (see `codegen/src/cpu/abi.h`). Every thread that
+//! Programs are split into contiguous ranges of linear program index; each thread runs its own
+//! block of ranges, then takes what the others left (see [`pool`]). The generated entry point
+//! runs a range (see `codegen/src/cpu/abi.h`). Every thread that
 //! runs programs has a large stack because generated code keeps tiles in local arrays: the
 //! workers, and the *leader* thread that [`CpuDevice::install`] runs its closure on (a launch made
 //! from any other thread is handed to the leader first).
@@ -95,7 +96,7 @@ impl CpuDevice {
     /// A device for the running CPU with `threads` workers (all cores if `None`).
     pub fn host(threads: Option<usize>) -> Result<CpuDevice, CpuError> {
         let threads = match threads {
-            Some(0) => return Err(CpuError::Pool("zero threads".into())),
+            Some(0) => return Err(CpuError::Pool("0 threads asked for; give at least 1".into())),
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };

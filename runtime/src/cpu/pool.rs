@@ -12,8 +12,8 @@
 //!
 //! `state` packs an epoch (high 32 bits) and the number of workers inside the current job (low 32
 //! bits). An odd epoch means a job is open. The leader
-//! 1. writes the job (a range count and a `&dyn Fn(range)`) while the epoch is even, which no
-//!    worker can join;
+//! 1. writes the job (each thread's block of ranges and a `&dyn Fn(range)`) while the epoch is
+//!    even, which no worker can join (the epoch wraps from 2³² − 1 to 0, keeping its parity);
 //! 2. opens it by making the epoch odd, and wakes parked workers if any;
 //! 3. takes ranges like every worker, until none is left: the ranges are cut into one contiguous
 //!    block per thread (so each streams its own part of a weight matrix in order); a thread runs
