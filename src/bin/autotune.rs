@@ -132,10 +132,12 @@ enum CliError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    // Candidates' launches then start on this thread, with no hand-off per timed run.
+    let result = kiln_runtime::cpu::on_kernel_stack(|| match cli.command {
         Some(Command::Show { path }) => show(&path),
         None => tune(&cli.tune),
-    };
+    })
+    .unwrap_or_else(|e| Err(CliError::from(e)));
     match result {
         Ok(out) => {
             let _ = std::io::stdout().write_all(out.as_bytes());
