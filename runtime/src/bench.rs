@@ -273,38 +273,65 @@ pub fn bench(
 /// token, read roofline ~36-37 GB/s) and ~400 ns in its slow phase (the vCPUs far apart: each
 /// launch's hand-offs and shared activations cost more; decode ~4.7 ms, roofline ~44 GB/s).
 pub fn core_round_trip_ns() -> Option<f64> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    const TRIPS: usize = 2000;
-    const BATCHES: usize = 5;
+    use std::sync::atomic::{
+        AtomicU32,
+        Ordering::{Acquire, Release},
+    };
+    use std::time::{Duration, Instant};
+    // Five windows of 2 ms: bounded in time whatever the host does (two threads sharing one
+    // busy core hand the line over once per time slice, and the figure then says so).
+    const WINDOW: Duration = Duration::from_millis(2);
+    const WINDOWS: usize = 5;
+    const STOP: u32 = u32::MAX;
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         return None;
     }
-    // `ball` true: the other thread's turn.
-    let ball = AtomicBool::new(false);
-    let mut batches = std::thread::scope(|s| {
-        s.spawn(|| {
-            for _ in 0..TRIPS * BATCHES {
-                while !ball.load(Ordering::Acquire) {
-                    std::hint::spin_loop();
-                }
-                ball.store(false, Ordering::Release);
+    /// Spins until `done(value)`, yielding now and then so a thread sharing the core runs.
+    fn wait(ball: &AtomicU32, done: impl Fn(u32) -> bool) -> u32 {
+        let mut spins = 0u32;
+        loop {
+            let v = ball.load(Acquire);
+            if done(v) {
+                return v;
             }
+            spins += 1;
+            if spins.is_multiple_of(4096) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+    // Odd: the partner's turn to answer; even: the measuring thread's.
+    let ball = AtomicU32::new(0);
+    let mut windows = std::thread::scope(|s| {
+        s.spawn(|| loop {
+            let v = wait(&ball, |v| v % 2 == 1);
+            if v == STOP {
+                return;
+            }
+            ball.store(v + 1, Release);
         });
-        (0..BATCHES)
+        let windows = (0..WINDOWS)
             .map(|_| {
-                let t = std::time::Instant::now();
-                for _ in 0..TRIPS {
-                    ball.store(true, Ordering::Release);
-                    while ball.load(Ordering::Acquire) {
-                        std::hint::spin_loop();
+                let (start, mut trips) = (Instant::now(), 0u64);
+                loop {
+                    let v = ball.load(Acquire);
+                    ball.store(v + 1, Release);
+                    wait(&ball, |now| now != v + 1);
+                    trips += 1;
+                    if trips % 64 == 0 && start.elapsed() >= WINDOW {
+                        break;
                     }
                 }
-                t.elapsed().as_secs_f64() * 1e9 / TRIPS as f64
+                start.elapsed().as_secs_f64() * 1e9 / trips as f64
             })
-            .collect::<Vec<f64>>()
+            .collect::<Vec<f64>>();
+        ball.store(STOP, Release);
+        windows
     });
-    batches.sort_by(f64::total_cmp);
-    Some(median(&batches))
+    windows.sort_by(f64::total_cmp);
+    Some(median(&windows))
 }
 
 /// The `kiln bench` table of `cases` (CPU or CUDA), with the roofline and target as a footer.
@@ -345,4 +372,14 @@ pub fn render_table(cases: &[BenchCase]) -> String {
         }
     }
     out + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_round_trip_probe_gives_a_positive_figure() {
+        if let Some(ns) = super::core_round_trip_ns() {
+            assert!(ns.is_finite() && ns > 0.0, "{ns}");
+        }
+    }
 }

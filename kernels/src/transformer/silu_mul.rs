@@ -46,7 +46,7 @@ impl Problem for SiluMulProblem {
         let deinterleave: u32 = r.get_or("deinterleave", 0)?;
         r.finish()?;
         ensure(NAME, deinterleave <= 1, || format!("deinterleave = {deinterleave} is not 0 or 1"))?;
-        ensure(NAME, deinterleave == 0 || p.dim % XD_BLOCK as u32 == 0, || {
+        ensure(NAME, deinterleave == 0 || p.dim.is_multiple_of(XD_BLOCK as u32), || {
             format!("deinterleave = 1 needs dim to be a multiple of {XD_BLOCK}, not {}", p.dim)
         })?;
         let p = SiluMulProblem { deinterleave: deinterleave == 1, ..p };

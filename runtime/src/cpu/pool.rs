@@ -71,6 +71,11 @@ fn epoch(state: u64) -> u64 {
     state >> 32
 }
 
+/// Whether `state` has a job open (an odd epoch).
+fn is_open(state: u64) -> bool {
+    !epoch(state).is_multiple_of(2)
+}
+
 fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -97,7 +102,7 @@ impl Shared {
         loop {
             let s = self.state.load(SeqCst);
             let e = epoch(s);
-            if e != seen && e % 2 == 1 {
+            if e != seen && is_open(s) {
                 // Join, unless the leader closed the job meanwhile.
                 if self.state.compare_exchange(s, s + 1, SeqCst, SeqCst).is_err() {
                     continue;
@@ -114,7 +119,7 @@ impl Shared {
                 return;
             }
             checks = checks.wrapping_add(1);
-            if checks % 64 != 0 {
+            if !checks.is_multiple_of(64) {
                 std::hint::spin_loop();
                 continue;
             }
@@ -128,7 +133,10 @@ impl Shared {
                 self.parked.fetch_add(1, SeqCst);
                 // Checked after announcing the park: a leader that opened a job before seeing
                 // `parked` rise has already moved the epoch, which this load sees.
-                while epoch(self.state.load(SeqCst)) % 2 == 0 || epoch(self.state.load(SeqCst)) == seen {
+                while {
+                    let now = self.state.load(SeqCst);
+                    !is_open(now) || epoch(now) == seen
+                } {
                     if self.shutdown.load(SeqCst) {
                         break;
                     }
@@ -226,7 +234,7 @@ impl Pool {
         let _leader = lock(&self.leader);
         let sh = &*self.shared;
         let s = sh.state.load(SeqCst);
-        debug_assert!(epoch(s) % 2 == 0 && s & INSIDE == 0);
+        debug_assert!(!is_open(s) && s & INSIDE == 0);
         // SAFETY: even epoch and nobody inside: no worker reads `job` now. The lifetime is erased
         // for storage; the job is closed (below) before `run` goes out of scope.
         let run: *const (dyn Fn(i64) + Sync) = unsafe { std::mem::transmute(run) };
