@@ -176,7 +176,8 @@ pub struct BenchArgs {
     /// Print one JSON object per case instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Print only the measured ceilings (bandwidth and peak FLOP/s).
+    /// Print only the measured ceilings (bandwidth and peak FLOP/s) and, on the CPU, the
+    /// cross-core round trip that tells how the host placed the threads.
     #[arg(long)]
     pub roofline: bool,
 }
@@ -293,8 +294,11 @@ fn bench(args: &BenchArgs) -> Result<String, CliError> {
         return Ok(if args.json {
             format!("{}\n", serde_json::to_string(&roofline).unwrap_or_default())
         } else {
+            let probe = bench::core_round_trip_ns()
+                .map(|ns| format!("cross-core round trip: {ns:.0} ns (the host's placement of the threads)\n"))
+                .unwrap_or_default();
             format!(
-                "roofline on {} threads ({:?}): read bandwidth {:.1} GB/s, peak f32 multiply-add {:.1} GFLOP/s\n",
+                "roofline on {} threads ({:?}): read bandwidth {:.1} GB/s, peak f32 multiply-add {:.1} GFLOP/s\n{probe}",
                 device.threads(),
                 device.target.isa,
                 roofline.gbps,

@@ -242,6 +242,9 @@ fn bench_prints_json_with_the_documented_fields() {
     assert_eq!(v["threads"], 1);
     assert!(v["median_us"].as_f64().unwrap() > 0.0);
     assert!(v["roofline_gbps"].as_f64().unwrap() > 0.0);
+    // The host's placement of the threads: a positive figure, or null on a one-core machine.
+    let probe = &v["core_round_trip_ns"];
+    assert!(probe.is_null() || probe.as_f64().is_some_and(|ns| ns > 0.0), "core_round_trip_ns {probe} in {line}");
 }
 
 #[test]
