@@ -127,9 +127,9 @@ impl LoadedPlan {
     /// Runs once per rotation for warm-up, then `repeats` timed runs cycling over rotations;
     /// returns the sorted run times in seconds.
     ///
-    /// The runs start from a worker of the device's pool, as a model step's launches do
-    /// (`CpuDevice::install`): a launch made from outside the pool first hands its work to a
-    /// sleeping worker and waits on a lock for the answer, a fixed cost per launch (~8 µs on a
+    /// The runs start on the device's leader, as a model step's launches do
+    /// (`CpuDevice::install`): a launch made from another thread first hands its work to a
+    /// sleeping thread and waits on a lock for the answer, a fixed cost per launch (~8 µs on a
     /// 2-core VM) that a decode step never pays and that would otherwise dominate every kernel
     /// of a few tens of microseconds.
     ///

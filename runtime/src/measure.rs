@@ -150,8 +150,8 @@ impl Measure for CpuMeasure<'_> {
             rotations.push(fresh()?);
         }
         let o = &self.options;
-        // Timed from a worker of the device pool, as `kiln bench` and a model step run their
-        // launches: from outside, each launch first hands its work to a sleeping worker (several
+        // Timed on the device's leader, as `kiln bench` and a model step run their launches:
+        // from another thread, each launch first hands its work to a sleeping thread (several
         // µs on a small VM), which would rank plans of several launches (a GEMV with a small
         // first launch preparing x) below what they cost in the model.
         let mut times = self.device.install(|| {

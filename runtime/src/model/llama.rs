@@ -285,7 +285,7 @@ pub struct KernelProfile {
     /// Programs per launch.
     pub programs: u64,
     pub launches: usize,
-    /// Total seconds of the kernel's launches, each timed from inside the device's pool.
+    /// Total seconds of the kernel's launches, each timed on the device's leader.
     pub seconds: f64,
     /// Weight bytes the launches read (projections, norms, the head; activations and the KV
     /// cache not counted; a weight bound by several launches counts for the last), so
@@ -609,8 +609,8 @@ impl LlamaModel {
         let step = self.step_launches(lanes, q_len, self.config.n_layers)?;
         let head = self.head_launches(lanes.min(HEAD_ROWS), q_len == 1)?;
         let all: Vec<&Resolved> = step.iter().chain(head.iter()).collect();
-        // Every launch timed from inside the pool, as a step runs them: the per-launch hand-off
-        // into the pool would otherwise dominate the small kernels' figures.
+        // Every launch timed on the device's leader, as a step runs them: a hand-off to the
+        // leader per launch would otherwise dominate the small kernels' figures.
         let device = self.device.clone();
         let times = device.install(|| {
             let mut times = Vec::with_capacity(all.len());
