@@ -88,6 +88,27 @@ fn attention_decode_paged_default_splits_long_context() {
 }
 
 #[test]
+fn attention_decode_paged_cpu_default_splits_only_small_grids() {
+    use kiln_kernels::TargetKind;
+    let k = lookup(NAME).unwrap();
+    let cpu = |shape: &str| {
+        let shape = Args::parse(shape).unwrap();
+        let config = k.target_default(&shape, TargetKind::Cpu).unwrap();
+        assert!(k.space(&shape, &Default::default()).unwrap().contains(&config), "{config} not in the space");
+        config
+    };
+    // 128 programs: no split, 16 keys a tile (the GPU default splits this one in 2).
+    let wide = cpu("batch=16,q_len=1,ctx=2048,heads=32,kv_heads=8,head_dim=128,block=16");
+    assert_eq!((wide.get("splits"), wide.get("block_n")), (Some("1"), Some("16")), "{wide}");
+    // One sequence of a long context: split while each split keeps 256 keys.
+    let long = cpu("batch=1,q_len=1,ctx=600,heads=2,kv_heads=1,head_dim=64,block=16");
+    assert_eq!(long.get("splits"), Some("2"), "{long}");
+    let shape = "batch=1,q_len=1,ctx=600,heads=2,kv_heads=1,head_dim=64,block=16";
+    assert_config(shape, &long.to_string(), 61);
+    assert_config("batch=3,q_len=2,ctx=90,heads=4,kv_heads=2,head_dim=64,block=16", "block_n=16,splits=1", 62);
+}
+
+#[test]
 fn attention_decode_paged_scale_override() {
     assert_conformance(NAME, "batch=1,q_len=2,ctx=30,heads=2,kv_heads=1,head_dim=64,block=16,scale=0.3", 2, 61);
 }

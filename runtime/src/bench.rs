@@ -286,6 +286,9 @@ pub fn core_round_trip_ns() -> Option<f64> {
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         return None;
     }
+    // Right after a run the devices' workers still spin or yield (up to 2 ms, see
+    // `cpu::pool`) and would share the cores with the probe: let them park first.
+    std::thread::sleep(Duration::from_millis(3));
     /// Spins until `done(value)`, yielding now and then so a thread sharing the core runs.
     fn wait(ball: &AtomicU32, done: impl Fn(u32) -> bool) -> u32 {
         let mut spins = 0u32;

@@ -79,7 +79,7 @@ use super::{
 use crate::args::parse_dtype;
 use crate::args::{Args, ArgsKind, Reader};
 use crate::kernel::Cost;
-use crate::kernel::{Config, Knob, Problem, SpaceLimits, TileKernel};
+use crate::kernel::{Config, Knob, Problem, SpaceLimits, TargetKind, TileKernel};
 use crate::plan::{buf, f32_arg, i32_arg, Binding, BufferSpec, Buffers, Launch, Plan, Reference, Role};
 use crate::random;
 use crate::registry::KernelId;
@@ -243,6 +243,9 @@ pub struct AttentionDecodePagedConfig {
 
 const BLOCK_N: [u32; 4] = [16, 32, 64, 128];
 const SPLITS: [u32; 6] = [1, 2, 4, 8, 16, 32];
+/// Programs a CPU grid should have before the default splits the keys further: a few per thread
+/// of a many-core host.
+const CPU_PROGRAMS: u64 = 32;
 const PREFETCH: [u32; 2] = [0, 1];
 const HEADS_PER_PROGRAM: [u32; 5] = [1, 2, 3, 4, 8];
 
@@ -354,6 +357,31 @@ impl TileKernel for AttentionDecodePaged {
             splits = next;
         }
         AttentionDecodePagedConfig { block_n, splits, prefetch: 1, heads_per_program: 1 }
+    }
+
+    fn target_default(&self, p: &AttentionDecodePagedProblem, target: TargetKind) -> AttentionDecodePagedConfig {
+        match target {
+            // A CPU wants enough programs to balance a few threads, not a GPU's SMs: split only
+            // while the grid has fewer than [`CPU_PROGRAMS`] (each split keeping 256 keys), and
+            // walk the keys 16 at a time. Batch 16, ctx 2048, 32 / 8 heads of 128, 2 Zen 5
+            // threads, 8 interleaved runs each: 2267 µs median (every run faster) against
+            // 2407 µs for the portable default's 32 keys and 2 splits; `block_n = 16` alone 2311,
+            // one split alone 2352.
+            TargetKind::Cpu => {
+                let block_n = BLOCK_N.into_iter().find(|&b| b >= p.ctx).unwrap_or(16).min(16);
+                let programs = p.batch as u64 * p.kv_heads as u64;
+                let mut splits = 1;
+                while splits < 32 && programs * (splits as u64) < CPU_PROGRAMS {
+                    let next = splits * 2;
+                    if p.ctx / next < 256 || split_layout(p.ctx, block_n, next).1 != next {
+                        break;
+                    }
+                    splits = next;
+                }
+                AttentionDecodePagedConfig { block_n, splits, prefetch: 1, heads_per_program: 1 }
+            }
+            TargetKind::Gpu => self.default_config(p),
+        }
     }
 
     fn space(&self, p: &AttentionDecodePagedProblem, limits: &SpaceLimits) -> Vec<AttentionDecodePagedConfig> {
