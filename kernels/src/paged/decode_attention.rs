@@ -246,6 +246,22 @@ const SPLITS: [u32; 6] = [1, 2, 4, 8, 16, 32];
 /// Programs a CPU grid should have before the default splits the keys further: a few per thread
 /// of a many-core host.
 const CPU_PROGRAMS: u64 = 32;
+
+/// The default split count: doubled (up to 32) while each split keeps at least 256 keys, the
+/// split layout has exactly that many splits, and `more(programs, next)` says the grid of
+/// `programs` sequence × KV-head programs should go to `next` splits.
+fn default_splits(p: &AttentionDecodePagedProblem, block_n: u32, more: impl Fn(u64, u32) -> bool) -> u32 {
+    let programs = p.batch as u64 * p.kv_heads as u64;
+    let mut splits = 1;
+    while splits < 32 {
+        let next = splits * 2;
+        if p.ctx / next < 256 || !more(programs, next) || split_layout(p.ctx, block_n, next).1 != next {
+            break;
+        }
+        splits = next;
+    }
+    splits
+}
 const PREFETCH: [u32; 2] = [0, 1];
 const HEADS_PER_PROGRAM: [u32; 5] = [1, 2, 3, 4, 8];
 
@@ -343,19 +359,10 @@ impl TileKernel for AttentionDecodePaged {
         // columns read in place by the score dot too (as V is) ran 6% faster hot in L3 and
         // 0-5% slower streamed, so K is still converted into a column-major copy.
         let block_n = BLOCK_N.into_iter().find(|&b| b >= p.ctx).unwrap_or(32).min(32);
-        // Split while each split keeps at least 256 keys and the grid stays within about two
-        // programs per SM of a large GPU; a decode step of few sequences is otherwise a handful
-        // of programs streaming the whole context each.
-        let programs = p.batch as u64 * p.kv_heads as u64;
-        let mut splits = 1;
-        while splits < 32 {
-            let next = splits * 2;
-            let fits = p.ctx / next >= 256 && programs * next as u64 <= 264;
-            if !fits || split_layout(p.ctx, block_n, next).1 != next {
-                break;
-            }
-            splits = next;
-        }
+        // Split while the grid stays within about two programs per SM of a large GPU; a decode
+        // step of few sequences is otherwise a handful of programs streaming the whole context
+        // each.
+        let splits = default_splits(p, block_n, |programs, next| programs * next as u64 <= 264);
         AttentionDecodePagedConfig { block_n, splits, prefetch: 1, heads_per_program: 1 }
     }
 
@@ -369,15 +376,7 @@ impl TileKernel for AttentionDecodePaged {
             // one split alone 2352.
             TargetKind::Cpu => {
                 let block_n = BLOCK_N.into_iter().find(|&b| b >= p.ctx).unwrap_or(16).min(16);
-                let programs = p.batch as u64 * p.kv_heads as u64;
-                let mut splits = 1;
-                while splits < 32 && programs * (splits as u64) < CPU_PROGRAMS {
-                    let next = splits * 2;
-                    if p.ctx / next < 256 || split_layout(p.ctx, block_n, next).1 != next {
-                        break;
-                    }
-                    splits = next;
-                }
+                let splits = default_splits(p, block_n, |programs, next| programs * (next as u64 / 2) < CPU_PROGRAMS);
                 AttentionDecodePagedConfig { block_n, splits, prefetch: 1, heads_per_program: 1 }
             }
             TargetKind::Gpu => self.default_config(p),

@@ -3,10 +3,10 @@
 //!
 //! Programs are split into contiguous ranges of linear program index; each thread runs its own
 //! block of ranges, then takes what the others left (see [`pool`]). The generated entry point
-//! runs a range (see `codegen/src/cpu/abi.h`). Every thread that
-//! runs programs has a large stack because generated code keeps tiles in local arrays: the
-//! workers, and the *leader* thread that [`CpuDevice::install`] runs its closure on (a launch made
-//! from any other thread is handed to the leader first).
+//! runs a range (see `codegen/src/cpu/abi.h`). Every thread that runs programs has a large stack
+//! because generated code keeps tiles in local arrays: the workers, and the *leader* thread that
+//! [`CpuDevice::install`] runs its closure on (a launch made from any other thread is handed to
+//! the leader first, unless that thread was started by [`on_kernel_stack`]).
 
 mod pool;
 
@@ -104,7 +104,7 @@ impl CpuDevice {
             .num_threads(1)
             .thread_name(|_| "kiln-cpu-leader".into())
             .stack_size(WORKER_STACK_BYTES)
-            .start_handler(|_| IS_LEADER.with(|l| l.set(true)))
+            .start_handler(|_| ON_KERNEL_STACK.with(|l| l.set(true)))
             .build()
             .map_err(|e| CpuError::Pool(e.to_string()))?;
         let pool = pool::Pool::new(threads, WORKER_STACK_BYTES).map_err(|e| CpuError::Pool(e.to_string()))?;
@@ -125,7 +125,7 @@ impl CpuDevice {
     /// programs right there: no hand-off from an outside thread per launch, and a launch of one
     /// program runs on the leader alone. A model step's few hundred launches go through here.
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        if IS_LEADER.with(|l| l.get()) {
+        if ON_KERNEL_STACK.with(|l| l.get()) {
             f()
         } else {
             self.leader.install(f)
@@ -278,7 +278,7 @@ const RANGES_PER_THREAD: i64 = 32;
 thread_local! {
     /// Whether this thread may run programs itself: a device's leader thread, or one started by
     /// [`on_kernel_stack`] (see [`CpuDevice::install`]).
-    static IS_LEADER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static ON_KERNEL_STACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Runs `f` on a new thread with the stack generated kernels need, from which every device's
@@ -292,7 +292,7 @@ pub fn on_kernel_stack<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R, CpuEr
             .name("kiln-main".into())
             .stack_size(WORKER_STACK_BYTES)
             .spawn_scoped(scope, || {
-                IS_LEADER.with(|l| l.set(true));
+                ON_KERNEL_STACK.with(|l| l.set(true));
                 f()
             })
             .map_err(|e| {

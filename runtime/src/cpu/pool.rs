@@ -65,7 +65,8 @@ struct Shared {
 unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
 
-const INSIDE: u64 = u32::MAX as u64;
+/// The low 32 bits of a packed word: workers inside the job in `state`, the back of a [`Block`].
+const LOW: u64 = u32::MAX as u64;
 
 fn epoch(state: u64) -> u64 {
     state >> 32
@@ -166,7 +167,7 @@ impl Block {
     fn claim(&self, own: bool) -> Option<i64> {
         let mut s = self.0.load(SeqCst);
         loop {
-            let (front, back) = (s >> 32, s & INSIDE);
+            let (front, back) = (s >> 32, s & LOW);
             if front >= back {
                 return None;
             }
@@ -234,25 +235,26 @@ impl Pool {
         let _leader = lock(&self.leader);
         let sh = &*self.shared;
         let s = sh.state.load(SeqCst);
-        debug_assert!(!is_open(s) && s & INSIDE == 0);
+        debug_assert!(!is_open(s) && s & LOW == 0);
         // SAFETY: even epoch and nobody inside: no worker reads `job` now. The lifetime is erased
         // for storage; the job is closed (below) before `run` goes out of scope.
-        let run: *const (dyn Fn(i64) + Sync) = unsafe { std::mem::transmute(run) };
-        unsafe { *sh.job.get() = Job { run } };
+        let job =
+            Job { run: unsafe { std::mem::transmute::<&(dyn Fn(i64) + Sync), *const (dyn Fn(i64) + Sync)>(run) } };
+        unsafe { *sh.job.get() = job };
         let n = sh.blocks.len() as i64;
         for (i, b) in sh.blocks.iter().enumerate() {
             let i = i as i64;
             b.set(i * ranges / n, (i + 1) * ranges / n);
         }
-        sh.state.store((epoch(s) + 1) << 32, SeqCst);
+        let open = (epoch(s) + 1) << 32;
+        sh.state.store(open, SeqCst);
         if sh.parked.load(SeqCst) > 0 {
             let _g = lock(&sh.park_lock);
             sh.wake.notify_all();
         }
-        sh.work(0, Job { run });
+        sh.work(0, job);
         // Close: wait for the workers inside to leave. Loads while someone is inside (a failed
         // compare-and-swap would take the line from a worker about to leave), then the swap.
-        let open = (epoch(s) + 1) << 32;
         loop {
             if sh.state.load(SeqCst) == open
                 && sh.state.compare_exchange(open, (epoch(s) + 2) << 32, SeqCst, SeqCst).is_ok()
