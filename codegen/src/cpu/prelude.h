@@ -495,6 +495,45 @@ static inline KILN_UNUSED void kiln_atomic_add_f32(float *p, float v) {
     } while (!__atomic_compare_exchange(p, &old, &sum, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
 }
 
+/* ---- register-blocked f32 dot ----
+ *
+ * o[m, n] += a[m, k] · b[k, n] (all row-major): MR rows by NV vectors of columns held in
+ * registers over the whole k loop, one broadcast of `a` against NV vectors of `b` per step, so
+ * every output sums its products in k order. m is a multiple of MR and n of NV · KILN_VL. Each
+ * shape is a function of its own: inlined into a program whose loop keeps other vectors live
+ * across the dot (a GEMM's dequantization constants), GCC 12 spilled four of the sixteen
+ * accumulators of the 4 × 4 block to the stack and reloaded them at every step. */
+#define KILN_DOT_F32(MR, NV)                                                                        \
+    __attribute__((noinline)) static KILN_UNUSED void kiln_dot_f32_##MR##x##NV(                     \
+        float *o, const float *a, const float *b, int m, int k, int n) {                           \
+        for (int i = 0; i < m; i += MR) {                                                          \
+            for (int j = 0; j < n; j += NV * KILN_VL) {                                            \
+                kiln_f32v c[MR][NV];                                                               \
+                for (int r = 0; r < MR; r++)                                                       \
+                    for (int v = 0; v < NV; v++) c[r][v] = kiln_loadv(&o[(i + r) * n + j + v * KILN_VL]); \
+                for (int kk = 0; kk < k; kk++) {                                                   \
+                    kiln_f32v bv[NV];                                                              \
+                    for (int v = 0; v < NV; v++) bv[v] = kiln_loadv(&b[kk * n + j + v * KILN_VL]); \
+                    for (int r = 0; r < MR; r++) {                                                 \
+                        const float av = a[(i + r) * k + kk];                                      \
+                        for (int v = 0; v < NV; v++) c[r][v] = c[r][v] + av * bv[v];               \
+                    }                                                                              \
+                }                                                                                  \
+                for (int r = 0; r < MR; r++)                                                       \
+                    for (int v = 0; v < NV; v++) kiln_storev(&o[(i + r) * n + j + v * KILN_VL], c[r][v]); \
+            }                                                                                      \
+        }                                                                                          \
+    }
+KILN_DOT_F32(4, 4)
+KILN_DOT_F32(4, 2)
+KILN_DOT_F32(4, 1)
+KILN_DOT_F32(2, 4)
+KILN_DOT_F32(2, 2)
+KILN_DOT_F32(2, 1)
+KILN_DOT_F32(1, 4)
+KILN_DOT_F32(1, 2)
+KILN_DOT_F32(1, 1)
+
 /* ---- failures ---- */
 
 static inline KILN_UNUSED int32_t kiln_fail(kiln_error *err, int32_t code, int32_t inst, int32_t param,

@@ -76,6 +76,7 @@ mod gemv;
 pub mod int8;
 pub mod layout;
 mod rowloop;
+mod weights_lhs;
 
 use crate::args::{Args, ArgsKind, Reader};
 use crate::kernel::Cost;
@@ -186,6 +187,10 @@ pub struct DequantGemmW4Config {
     /// Optional in `key=value` form: absent means 0 (callers that overlay the default config
     /// inherit its `row_loop`, as with `gemv`).
     pub row_loop: u32,
+    /// 0: the `dot` path multiplies x tiles by transposed weight tiles; 1 (with `gemv = 0`,
+    /// `block_k` a multiple of 32): weight tiles read as they lie times transposed x tiles,
+    /// `yᵀ` tiles (`weights_lhs.rs`). Optional in `key=value` form: absent means 0.
+    pub weights_lhs: u32,
 }
 
 const BLOCK_MS: [u32; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
@@ -216,6 +221,7 @@ impl Config for DequantGemmW4Config {
             block_k: r.get("block_k")?,
             split_k: r.get("split_k")?,
             row_loop: r.get_or("row_loop", 0)?,
+            weights_lhs: r.get_or("weights_lhs", 0)?,
         };
         r.finish()?;
         let one_of = |key: &str, v: u32, set: &[u32]| {
@@ -227,6 +233,7 @@ impl Config for DequantGemmW4Config {
         one_of("split_k", c.split_k, &SPLITS)?;
         one_of("gemv", c.gemv, &[0, 1])?;
         one_of("row_loop", c.row_loop, &rowloop::ROW_LOOPS)?;
+        one_of("weights_lhs", c.weights_lhs, &[0, 1])?;
         Ok(c)
     }
 
@@ -241,6 +248,7 @@ impl Config for DequantGemmW4Config {
             .with("block_k", self.block_k)
             .with("split_k", self.split_k)
             .with("row_loop", self.row_loop)
+            .with("weights_lhs", self.weights_lhs)
     }
 }
 
@@ -270,6 +278,10 @@ fn check_config(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<(),
         ensure(NAME, c.row_loop == 0, || format!("row_loop = {} needs xq = f32", c.row_loop))?;
     }
     rowloop::check_config(c).map_err(constraint)?;
+    weights_lhs::check_config(c).map_err(constraint)?;
+    if p.xq == ActQuant::I8 {
+        ensure(NAME, c.weights_lhs == 0, || "weights_lhs = 1 needs xq = f32".into())?;
+    }
     Ok(())
 }
 
@@ -308,6 +320,11 @@ impl TileKernel for DequantGemmW4 {
                 values: values(&rowloop::ROW_LOOPS),
                 help: "0: block_n rows side by side per k step; R: one-token GEMV over R rows at a time, k inner",
             },
+            Knob {
+                name: "weights_lhs",
+                values: vec![0, 1],
+                help: "dot path: 1 multiplies weight tiles as they lie by transposed x tiles (y^T tiles); 0: x by transposed weights",
+            },
         ]
     }
 
@@ -326,7 +343,7 @@ impl TileKernel for DequantGemmW4 {
             // ~2.9 ms against ~3.4 ms for 8 and ~3.8 ms for 32.
             let block_k = [128, 64, 32].into_iter().find(|&b| p.k.is_multiple_of(b)).unwrap_or(32);
             let block_n = if p.group >= 64 { 8 } else { 16 };
-            return DequantGemmW4Config { block_m: 1, gemv: 1, block_n, block_k, split_k: 1, row_loop: 0 };
+            return DequantGemmW4Config { block_m: 1, gemv: 1, block_n, block_k, split_k: 1, row_loop: 0, weights_lhs: 0 };
         }
         if p.m == 1 {
             // One token, f32 products, portable: the lanes GEMV over 32 rows with a cache line
@@ -334,7 +351,7 @@ impl TileKernel for DequantGemmW4 {
             // with vector accesses (`tests/ptx_vector.rs`). A CPU takes the row loop instead
             // (`target_default`).
             let block_k = [128, 64, 32].into_iter().find(|&b| p.k.is_multiple_of(b)).unwrap_or(32);
-            return DequantGemmW4Config { block_m: 1, gemv: 1, block_n: 32, block_k, split_k: 1, row_loop: 0 };
+            return DequantGemmW4Config { block_m: 1, gemv: 1, block_n: 32, block_k, split_k: 1, row_loop: 0, weights_lhs: 0 };
         }
         if p.m <= 16 {
             return gemv_default(p);
@@ -345,7 +362,7 @@ impl TileKernel for DequantGemmW4 {
         };
         let block_n = p.n.next_power_of_two().clamp(16, 64);
         let block_k = if p.k.is_multiple_of(64) { 64 } else { 32 };
-        DequantGemmW4Config { block_m, gemv: 0, block_n, block_k, split_k: 1, row_loop: 0 }
+        DequantGemmW4Config { block_m, gemv: 0, block_n, block_k, split_k: 1, row_loop: 0, weights_lhs: 0 }
     }
 
     fn target_default(&self, p: &DequantGemmW4Problem, target: TargetKind) -> DequantGemmW4Config {
@@ -360,7 +377,7 @@ impl TileKernel for DequantGemmW4 {
             // ~49 µs for the lanes GEMV, ~41 µs for 4 rows and ~85 µs for 1.
             let block_k = [128, 64, 32].into_iter().find(|&b| p.k.is_multiple_of(b)).unwrap_or(32);
             let row_loop = (16 * rowloop::BLOCK as u32 / block_k).min(8);
-            return DequantGemmW4Config { block_m: 1, gemv: 1, block_n: 32, block_k, split_k: 1, row_loop };
+            return DequantGemmW4Config { block_m: 1, gemv: 1, block_n: 32, block_k, split_k: 1, row_loop, weights_lhs: 0 };
         }
         // A GPU takes the lanes GEMV of the portable default: the row loop's `[R, block_k / 32,
         // 16]` steps are shaped for a CPU's vector registers and have fewer elements than a few
@@ -384,7 +401,7 @@ impl TileKernel for DequantGemmW4 {
             for block_n in BLOCK_NS.into_iter().filter(|&v| v <= max_n) {
                 for block_k in BLOCK_KS {
                     for split_k in SPLITS {
-                        let c = DequantGemmW4Config { block_m, gemv, block_n, block_k, split_k, row_loop: 0 };
+                        let c = DequantGemmW4Config { block_m, gemv, block_n, block_k, split_k, row_loop: 0, weights_lhs: 0 };
                         let (m, n, k) = (u64::from(block_m), u64::from(block_n), u64::from(block_k));
                         // The GEMV's largest tile is its per-lane accumulator, `[block_m,
                         // block_n, block_k / 2]`; the dot path's are its three 2-D tiles.
@@ -395,6 +412,12 @@ impl TileKernel for DequantGemmW4 {
                         };
                         if tiles_fit && check_config(p, &c).is_ok() {
                             space.push(c.clone());
+                        }
+                        // The weights-left dot path: tiles `[block_n, block_k]`, `[block_k,
+                        // block_m]` and `[block_n, block_m]`, as the plain dot path's.
+                        let c_wl = DequantGemmW4Config { weights_lhs: 1, ..c.clone() };
+                        if gemv == 0 && tiles_fit && check_config(p, &c_wl).is_ok() {
+                            space.push(c_wl);
                         }
                         // The row loop's tiles are `[row_loop, block_k / 32, 16]`, far below any limit.
                         for row_loop in rowloop::ROW_LOOPS.into_iter().filter(|&r| r > 0) {
@@ -432,14 +455,19 @@ impl TileKernel for DequantGemmW4 {
         }
 
         let spec = |name: &str, dtype, len, role| BufferSpec { name: name.into(), dtype, len, role };
-        if c.row_loop > 0 {
+        if c.row_loop > 0 || c.weights_lhs == 1 {
+            // Both start with the de-interleave launch; the row loop also reads its block sums.
             let blocks = k / rowloop::BLOCK as usize;
             let mut buffers = vec![
                 spec("x", p.act, m * k, Role::Input),
                 spec("w", DType::U8, n * k / 2, Role::Input),
                 spec("scales", DType::F16, n * groups, Role::Input),
             ];
-            let mut args = vec![buf("xd"), buf("xs"), buf("w"), buf("scales")];
+            let mut args = vec![buf("xd")];
+            if c.row_loop > 0 {
+                args.push(buf("xs"));
+            }
+            args.extend([buf("w"), buf("scales")]);
             if p.quant == Quant::Asym {
                 buffers.push(spec("mins", DType::F16, n * groups, Role::Input));
                 args.push(buf("mins"));
@@ -448,14 +476,26 @@ impl TileKernel for DequantGemmW4 {
             buffers.push(spec("xd", DType::F32, m * blocks * rowloop::BLOCK_VALUES as usize, Role::Scratch));
             buffers.push(spec("xs", DType::F32, m * blocks, Role::Scratch));
             args.push(buf(if split { "partials" } else { "y" }));
+            if c.weights_lhs == 1 {
+                args.push(i32_arg(m as i64));
+            }
             args.extend([i32_arg(n as i64), i32_arg(k as i64), i32_arg(k_per_split as i64)]);
+            let second = if c.weights_lhs == 1 {
+                Launch {
+                    kernel: weights_lhs::build(p, c)?,
+                    grid: [p.n.div_ceil(c.block_n), p.m.div_ceil(c.block_m), c.split_k],
+                    args,
+                }
+            } else {
+                Launch { kernel: rowloop::build_gemv(p, c)?, grid: [p.n.div_ceil(c.block_n), p.m, c.split_k], args }
+            };
             let mut launches = vec![
                 Launch {
                     kernel: rowloop::build_deinterleave(p.act)?,
                     grid: [(blocks as u32).div_ceil(rowloop::DEINTERLEAVE_BLOCKS), p.m, 1],
                     args: vec![buf("x"), buf("xd"), buf("xs"), i32_arg(k as i64), i32_arg(blocks as i64)],
                 },
-                Launch { kernel: rowloop::build_gemv(p, c)?, grid: [p.n.div_ceil(c.block_n), p.m, c.split_k], args },
+                second,
             ];
             if split {
                 push_split_reduce(p, c, &mut buffers, &mut launches)?;
@@ -555,7 +595,7 @@ fn gemv_default(p: &DequantGemmW4Problem) -> DequantGemmW4Config {
     // 2 AVX-512 cores: m = 5 ~0.40 ms with 8 rows against ~0.42-0.90 ms for wider tiles or
     // 64-column steps; m = 16 ~0.79 ms with 2 programs of 8 rows against ~0.92 ms with 16.
     let block_m = block_m.min(8);
-    DequantGemmW4Config { block_m, gemv: 1, block_n: 16, block_k: 32, split_k: 1, row_loop: 0 }
+    DequantGemmW4Config { block_m, gemv: 1, block_n: 16, block_k: 32, split_k: 1, row_loop: 0, weights_lhs: 0 }
 }
 
 /// `y[i, j] = Σ_t x[i, t] · w[j, t]` in f64 (`x [m, k]`, `w [n, k]`).

@@ -41,7 +41,7 @@ pub(super) const DEINTERLEAVE_BLOCKS: u32 = 8;
 /// The legal `row_loop` values: 0 (the lanes GEMV) or rows per step of the row loop.
 pub(super) const ROW_LOOPS: [u32; 5] = [0, 1, 2, 4, 8];
 
-fn build_error(source: kiln_ir::BuildError) -> KernelError {
+pub(super) fn build_error(source: kiln_ir::BuildError) -> KernelError {
     KernelError::Build { kernel: NAME, source }
 }
 

@@ -316,8 +316,13 @@ impl Analysis {
             let only_rhs = users[v.index()].iter().all(
                 |&user| matches!(kernel.inst(user).op, Op::Dot { lhs, rhs, acc } if rhs == v && lhs != v && acc != v),
             );
-            if only_rhs && !users[v.index()].is_empty() {
-                let rows = i64::from(kernel.ty(v).shape.dims()[0]);
+            // Column by column suits a long k and few columns (attention's `kᵀ`: 128 × 16); a
+            // wide, short tile (a GEMM's `xᵀ`, 32 × 64) is transposed into rows instead, for the
+            // register-blocked dot that broadcasts the left operand against vectors of columns:
+            // the column form would end every output in a horizontal sum of a single vector.
+            let dims = kernel.ty(v).shape.dims();
+            if only_rhs && !users[v.index()].is_empty() && dims[0] >= dims[1] {
+                let rows = i64::from(dims[0]);
                 self.reprs[v.index()] = Some(Repr { root: v, scalar_root: false, strides: vec![1, rows] });
             }
         }

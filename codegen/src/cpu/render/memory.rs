@@ -899,6 +899,13 @@ impl Emitter<'_> {
         let (b, n, dtype) = self.buf(acc.buffer);
         let val = self.a.repr(value).clone();
         let mask = acc.mask.map(|m| self.a.repr(m).clone());
+        if matches!(write, Write::Store) && transposes(dtype) && !val.scalar_root {
+            let transposed = self.a.transposed_form(self.k, acc.offsets).filter(|f| f.gathers.is_empty()).cloned();
+            if let Some(form) = transposed {
+                self.emit_store_transposed(acc, &form, value, mask.as_ref());
+                return;
+            }
+        }
         let form = match write {
             Write::Store => self.a.contiguous_form(self.k, acc.offsets).cloned(),
             Write::AtomicAdd => None,
@@ -987,38 +994,109 @@ impl Emitter<'_> {
             self.close();
             self.close_n(opened);
         } else {
-            let dims = self.k.ty(acc.offsets).shape.dims().to_vec();
-            let off_repr = self.a.repr(acc.offsets).clone();
-            let strides = vec![
-                off_repr.strides.clone(),
-                mask.as_ref().map_or(vec![0; dims.len()], |m| m.strides.clone()),
-                val.strides.clone(),
-            ];
-            let fail = self.oob(acc, "o");
-            for pass in 0..2 {
-                let nest = collapsed_nest(&dims, &strides, "i");
-                let opened = self.open_nest(&nest);
-                let off = self.access(&off_repr, &nest.index[0]);
-                let active = mask.as_ref().map_or("1".to_string(), |m| self.access(m, &nest.index[1]));
-                let x = self.access(&val, &nest.index[2]);
-                self.open(&format!("if ({active})"));
-                self.line(&format!("const int64_t o = (int64_t){off};"));
-                if pass == 0 {
-                    self.line(&format!("if ((uint64_t)o >= (uint64_t){n}) {fail}"));
-                } else {
-                    match (write, dtype) {
-                        (Write::Store, _) => self.line(&format!("{b}[o] = {};", to_storage(dtype, &x))),
-                        (Write::AtomicAdd, DType::F32) => self.line(&format!("kiln_atomic_add_f32(&{b}[o], {x});")),
-                        // C11 and GCC define atomic signed arithmetic to wrap.
-                        (Write::AtomicAdd, _) => {
-                            self.line(&format!("__atomic_fetch_add(&{b}[o], {x}, __ATOMIC_RELAXED);"))
-                        }
-                    }
+            self.emit_write_lanes(acc, &val, mask.as_ref(), write);
+        }
+        self.close();
+    }
+
+    /// A write lane by lane in row-major order: every active lane's offset checked first, then
+    /// every active lane written (a later lane wins on a repeated offset).
+    fn emit_write_lanes(&mut self, acc: &Access, val: &Repr, mask: Option<&Repr>, write: Write) {
+        let (b, n, dtype) = self.buf(acc.buffer);
+        let dims = self.k.ty(acc.offsets).shape.dims().to_vec();
+        let off_repr = self.a.repr(acc.offsets).clone();
+        let strides = vec![
+            off_repr.strides.clone(),
+            mask.map_or(vec![0; dims.len()], |m| m.strides.clone()),
+            val.strides.clone(),
+        ];
+        let fail = self.oob(acc, "o");
+        for pass in 0..2 {
+            let nest = collapsed_nest(&dims, &strides, "i");
+            let opened = self.open_nest(&nest);
+            let off = self.access(&off_repr, &nest.index[0]);
+            let active = mask.map_or("1".to_string(), |m| self.access(m, &nest.index[1]));
+            let x = self.access(val, &nest.index[2]);
+            self.open(&format!("if ({active})"));
+            self.line(&format!("const int64_t o = (int64_t){off};"));
+            if pass == 0 {
+                self.line(&format!("if ((uint64_t)o >= (uint64_t){n}) {fail}"));
+            } else {
+                match (write, dtype) {
+                    (Write::Store, _) => self.line(&format!("{b}[o] = {};", to_storage(dtype, &x))),
+                    (Write::AtomicAdd, DType::F32) => self.line(&format!("kiln_atomic_add_f32(&{b}[o], {x});")),
+                    // C11 and GCC define atomic signed arithmetic to wrap.
+                    (Write::AtomicAdd, _) => self.line(&format!("__atomic_fetch_add(&{b}[o], {x}, __ATOMIC_RELAXED);")),
                 }
+            }
+            self.close();
+            self.close_n(opened);
+        }
+    }
+
+    /// A float store whose offsets run down the columns (`[R, C]`, column `c` at
+    /// `start + c·stride, +1, ...`: a `yᵀ` tile written into `y`). When the columns are wholly in
+    /// bounds and evenly spaced at least `R` apart (so no two lanes share an offset), the value
+    /// is transposed through registers into `C` rows of `R` and each is written as a contiguous
+    /// row (lane by lane under its mask where some lane of it is off); otherwise the write goes
+    /// lane by lane, checked first, as any other.
+    fn emit_store_transposed(&mut self, acc: &Access, form: &Form, value: Value, mask: Option<&Repr>) {
+        let (b, _, dtype) = self.buf(acc.buffer);
+        let dims = self.k.ty(acc.offsets).shape.dims().to_vec();
+        let (rows, cols) = (dims[0], dims[1]);
+        self.open("");
+        self.line(&format!("int64_t cs[{cols}];"));
+        self.line("int ok = 1;");
+        self.open(&format!("for (int c = 0; c < {cols}; c++)"));
+        let mut start = self.sym(&form.uniform);
+        if form.coefs[1] != Sym::Const(0) {
+            start = format!("{start} + {} * (uint64_t)c", self.sym(&form.coefs[1]));
+        }
+        let s = self.wrap(acc.offsets, &start);
+        self.line(&format!("const int64_t s = {s};"));
+        self.line("cs[c] = s;");
+        self.line(&format!("ok &= ({});", self.row_in_bounds(acc, rows)));
+        if cols > 1 {
+            self.line(&format!("if (c > 0) ok &= cs[c] - cs[c - 1] == cs[1] - cs[0] && (cs[1] - cs[0] >= {rows} || cs[1] - cs[0] <= -{rows});"));
+        }
+        self.close();
+        self.open("if (ok)");
+        let v = self.contiguous(value);
+        self.line(&format!("float kt[{}] __attribute__((aligned(64)));", rows * cols));
+        if rows % 8 == 0 && cols % 8 == 0 {
+            self.line(&format!("kiln_transpose_f32(kt, {v}, {rows}, {cols});"));
+        } else {
+            self.open(&format!("for (int i = 0; i < {rows}; i++)"));
+            self.line(&format!("for (int c = 0; c < {cols}; c++) kt[c * {rows} + i] = {v}[i * {cols} + c];"));
+            self.close();
+        }
+        self.open(&format!("for (int c = 0; c < {cols}; c++)"));
+        let whole = match dtype {
+            DType::F16 => format!("kiln_f16_store_n(&{b}[cs[c]], &kt[c * {rows}], {rows});"),
+            _ => format!("memcpy(&{b}[cs[c]], &kt[c * {rows}], {rows} * sizeof({b}[0]));"),
+        };
+        match mask {
+            None => self.line(&whole),
+            Some(m) => {
+                let m_at = |e: &Self, i: &str| e.access(m, &sum_expr([(m.strides[0], i), (m.strides[1], "c")].into_iter()));
+                self.line("uint8_t all = 1;");
+                let cond = m_at(self, "i");
+                self.line(&format!("for (int i = 0; i < {rows}; i++) all &= (uint8_t)(({cond}) != 0);"));
+                self.open("if (all)");
+                self.line(&whole);
+                self.close_else();
+                self.open(&format!("for (int i = 0; i < {rows}; i++)"));
+                let x = to_storage(dtype, &format!("kt[c * {rows} + i]"));
+                self.line(&format!("if ({cond}) {b}[cs[c] + i] = {x};"));
                 self.close();
-                self.close_n(opened);
+                self.close();
             }
         }
+        self.close();
+        self.close_else();
+        let val = self.a.repr(value).clone();
+        self.emit_write_lanes(acc, &val, mask, Write::Store);
+        self.close();
         self.close();
     }
 }

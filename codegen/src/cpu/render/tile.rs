@@ -515,6 +515,11 @@ impl Emitter<'_> {
         let registers = if self.target.vector_bytes >= 64 { 24 } else { 12 };
         let mr = [4u32, 2, 1].into_iter().find(|&r| m.is_multiple_of(r)).unwrap_or(1);
         let nv = [4u32, 2, 1].into_iter().find(|&v| vectors.is_multiple_of(v) && mr * v <= registers).unwrap_or(1);
+        if let Rhs::Array(b) = b {
+            // The prelude's function of this block shape (see `KILN_DOT_F32` there).
+            self.line(&format!("kiln_dot_f32_{mr}x{nv}({o}, {a}, {b}, {m}, {k}, {n});"));
+            return;
+        }
         self.open(&format!("for (int i = 0; i < {m}; i += {mr})"));
         self.open(&format!("for (int j = 0; j < {n}; j += {})", nv * vl));
         for r in 0..mr {
