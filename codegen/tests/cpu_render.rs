@@ -1135,3 +1135,82 @@ fn gathered_rows_read_by_dot_stay_in_place() {
         }
     }
 }
+
+/// A store whose offsets run down the columns (`[8, 16]`, column `c` at `c · stride`, a `yᵀ`
+/// tile written into `y`) goes through registers into whole rows when its columns are in bounds
+/// and apart, and lane by lane otherwise, with the interpreter's results in every case: a whole
+/// tile, masked lanes (a ragged edge on both dims), columns that overlap (`stride` below the
+/// column length: the later lane in row-major order wins) and a column past the buffer (the
+/// first lane out of bounds in row-major order is reported and nothing is written).
+#[test]
+fn a_transposed_store_writes_rows_and_matches_the_interpreter() {
+    if !have_gcc() {
+        return;
+    }
+    let k = parse(
+        "kernel yt(@x: ptr<f32>, @y: ptr<f32>, %stride: i32, %rows: i32, %cols: i32) {
+           %i: i32[8] = arange 0, 8
+           %c: i32[16] = arange 0, 16
+           %c16: i32 = const 16
+           %c16v: i32[8] = broadcast %c16
+           %xr: i32[8] = mul %i, %c16v
+           %xr2: i32[8, 1] = expand_dims %xr, 1
+           %xrb: i32[8, 16] = broadcast %xr2
+           %cc: i32[1, 16] = expand_dims %c, 0
+           %ccb: i32[8, 16] = broadcast %cc
+           %xo: i32[8, 16] = add %xrb, %ccb
+           %v: f32[8, 16] = load @x[%xo]
+           %sv: i32[16] = broadcast %stride
+           %cs: i32[16] = mul %c, %sv
+           %cs2: i32[1, 16] = expand_dims %cs, 0
+           %csb: i32[8, 16] = broadcast %cs2
+           %ic: i32[8, 1] = expand_dims %i, 1
+           %icb: i32[8, 16] = broadcast %ic
+           %yo: i32[8, 16] = add %csb, %icb
+           %rv: i32[8] = broadcast %rows
+           %rok: bool[8] = cmp lt %i, %rv
+           %cv: i32[16] = broadcast %cols
+           %cok: bool[16] = cmp lt %c, %cv
+           %rok2: bool[8, 1] = expand_dims %rok, 1
+           %rokb: bool[8, 16] = broadcast %rok2
+           %cok2: bool[1, 16] = expand_dims %cok, 0
+           %cokb: bool[8, 16] = broadcast %cok2
+           %ok: bool[8, 16] = and %rokb, %cokb
+           store @y[%yo], %v, mask %ok
+         }",
+    );
+    let src = kiln_codegen::cpu::render(&k, &CpuTarget::avx512()).unwrap().code;
+    assert!(src.contains("kiln_transpose_f32(kt"), "the tile is transposed through registers");
+    let x: Vec<f32> = (0..128).map(|i| ((i * 29 % 83) as f32 - 41.0) / 16.0).collect();
+    // (stride, rows, cols, y length, fails)
+    let cases = [(8, 8, 16, 128, false), (10, 5, 13, 160, false), (5, 8, 16, 128, false), (8, 8, 16, 100, true)];
+    for (stride, rows, cols, len, fails) in cases {
+        let bind = || {
+            vec![
+                Arg::Buffer(HostBuffer::F32(x.clone())),
+                Arg::Buffer(HostBuffer::F32(vec![f32::NAN; len])),
+                Arg::Scalar(Scalar::I32(stride)),
+                Arg::Scalar(Scalar::I32(rows)),
+                Arg::Scalar(Scalar::I32(cols)),
+            ]
+        };
+        let mut want = bind();
+        let expected = interp::run(&k, [1, 1, 1], &mut want);
+        assert_eq!(expected.is_err(), fails, "stride {stride}: {expected:?}");
+        for t in run_targets() {
+            let mut got = bind();
+            let case = format!("{} stride {stride} rows {rows} cols {cols} len {len}", t.fingerprint());
+            match run(&k, &t, [1, 1, 1], &mut got) {
+                Ok(()) => assert!(!fails, "{case}: ran where the interpreter failed"),
+                Err(e) => {
+                    assert!(fails, "{case}: {e:?}");
+                    // Lane (0, 13) (offset 104) is the first past the buffer in row-major order.
+                    let store = inst_of(&k, "store");
+                    assert_eq!((e.code, e.inst, e.param, e.index, e.len), (1, store, 1, 104, 100), "{case}");
+                }
+            }
+            let (Arg::Buffer(g), Arg::Buffer(w)) = (&got[1], &want[1]) else { unreachable!("buffers") };
+            same(DType::F32, &g.to_f64(), &w.to_f64()).unwrap_or_else(|e| panic!("{case}: {e}"));
+        }
+    }
+}

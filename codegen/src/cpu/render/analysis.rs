@@ -304,6 +304,8 @@ impl Analysis {
     /// output column as a dot product of a row of the left operand with a stored row
     /// (`Emitter::emit_dot`). A value with any other reader keeps row-major storage.
     fn compute_column_major(&mut self, kernel: &Kernel) {
+        /// Left-operand rows from which a transposed right operand is stored by rows.
+        const COLUMN_DOT_MAX_ROWS: u32 = 16;
         let users = users(kernel);
         for (inst, _) in kernel.walk() {
             let data = kernel.inst(inst);
@@ -316,12 +318,22 @@ impl Analysis {
             let only_rhs = users[v.index()].iter().all(
                 |&user| matches!(kernel.inst(user).op, Op::Dot { lhs, rhs, acc } if rhs == v && lhs != v && acc != v),
             );
-            // Column by column suits a long k and few columns (attention's `kᵀ`: 128 × 16); a
-            // wide, short tile (a GEMM's `xᵀ`, 32 × 64) is transposed into rows instead, for the
-            // register-blocked dot that broadcasts the left operand against vectors of columns:
-            // the column form would end every output in a horizontal sum of a single vector.
+            // By columns when few rows of the left operand meet it (decode attention's q tile,
+            // a KV group's 4 heads, against `kᵀ`): the transpose would cost more per output than
+            // the column form's horizontal sums. Against many rows (a GEMM's weight tile, 64
+            // rows against `xᵀ`) it is transposed into rows instead, for the register-blocked
+            // dot that broadcasts the left operand against vectors of columns, where the column
+            // form ends every output in a horizontal sum of a few vectors.
             let dims = kernel.ty(v).shape.dims();
-            if only_rhs && !users[v.index()].is_empty() && dims[0] >= dims[1] {
+            let lhs_rows = users[v.index()]
+                .iter()
+                .filter_map(|&user| match kernel.inst(user).op {
+                    Op::Dot { lhs, .. } => kernel.ty(lhs).shape.dims().first().copied(),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0);
+            if only_rhs && !users[v.index()].is_empty() && lhs_rows < COLUMN_DOT_MAX_ROWS {
                 let rows = i64::from(dims[0]);
                 self.reprs[v.index()] = Some(Repr { root: v, scalar_root: false, strides: vec![1, rows] });
             }

@@ -1078,7 +1078,8 @@ impl Emitter<'_> {
         match mask {
             None => self.line(&whole),
             Some(m) => {
-                let m_at = |e: &Self, i: &str| e.access(m, &sum_expr([(m.strides[0], i), (m.strides[1], "c")].into_iter()));
+                let m_at =
+                    |e: &Self, i: &str| e.access(m, &sum_expr([(m.strides[0], i), (m.strides[1], "c")].into_iter()));
                 self.line("uint8_t all = 1;");
                 let cond = m_at(self, "i");
                 self.line(&format!("for (int i = 0; i < {rows}; i++) all &= (uint8_t)(({cond}) != 0);"));
