@@ -46,11 +46,11 @@ fn record(m: u32, config: &str, median_us: Option<f64>) -> Record {
     }
 }
 
-const FAST: &str = "block_k=64,block_m=1,block_n=32,gemv=1,row_loop=0,split_k=1";
-const SLOW: &str = "block_k=32,block_m=1,block_n=64,gemv=1,row_loop=0,split_k=2";
+const FAST: &str = "block_k=64,block_m=1,block_n=32,gemv=1,row_loop=0,split_k=1,weights_lhs=0";
+const SLOW: &str = "block_k=32,block_m=1,block_n=64,gemv=1,row_loop=0,split_k=2,weights_lhs=0";
 /// A multi-row GEMV config (m = 2..16) and a dot config (prefill).
-const ROWS: &str = "block_k=32,block_m=2,block_n=32,gemv=1,row_loop=0,split_k=1";
-const DOT: &str = "block_k=32,block_m=64,block_n=32,gemv=0,row_loop=0,split_k=1";
+const ROWS: &str = "block_k=32,block_m=2,block_n=32,gemv=1,row_loop=0,split_k=1,weights_lhs=0";
+const DOT: &str = "block_k=32,block_m=64,block_n=32,gemv=0,row_loop=0,split_k=1,weights_lhs=0";
 
 #[test]
 fn round_trip_is_exact_and_bytes_are_deterministic() {
@@ -177,7 +177,7 @@ fn lookup_takes_the_exact_bucket_then_the_nearest_then_the_default() {
         // m = 1: FAST wins over SLOW; a failed record never wins however "fast".
         record(1, SLOW, Some(20.0)),
         record(1, FAST, Some(10.0)),
-        record(1, "block_k=16,block_m=1,block_n=16,gemv=1,row_loop=0,split_k=1", None),
+        record(1, "block_k=16,block_m=1,block_n=16,gemv=1,row_loop=0,split_k=1,weights_lhs=0", None),
         // m = 4 (bucket 4): a multi-row GEMV.
         record(4, ROWS, Some(15.0)),
         // m = 128 (bucket 128): a dot tile, and SLOW, slower.
@@ -230,7 +230,7 @@ fn lookup_ignores_other_ir_hashes_versions_and_illegal_configs() {
     // A config legal at m = 128 (block_m = 128) is not in the space of m = 1 (block_m ≤ 16):
     // the nearest bucket's record is skipped and the default is used.
     let mut db = Database::new(target());
-    db.merge([record(128, "block_k=32,block_m=128,block_n=32,gemv=0,row_loop=0,split_k=1", Some(5.0))]);
+    db.merge([record(128, "block_k=32,block_m=128,block_n=32,gemv=0,row_loop=0,split_k=1,weights_lhs=0", Some(5.0))]);
     let p = db.provider(&path, &target(), false).unwrap();
     assert_eq!(p.choose(k, &gemm_problem(1)).unwrap().source, ConfigSource::Default);
 }

@@ -129,8 +129,8 @@ fn the_space_holds_the_default_and_the_model_prefers_fewer_weight_passes() {
         space.candidates.iter().find(|x| x.config == c).unwrap().estimate.seconds
     };
     assert!(
-        time("block_m=16,gemv=0,block_n=64,block_k=64,split_k=1,row_loop=0")
-            < time("block_m=1,gemv=1,block_n=64,block_k=64,split_k=1,row_loop=0")
+        time("block_m=16,gemv=0,block_n=64,block_k=64,split_k=1,row_loop=0,weights_lhs=0")
+            < time("block_m=1,gemv=1,block_n=64,block_k=64,split_k=1,row_loop=0,weights_lhs=0")
     );
     // A tiny per-program budget prunes everything but the default, with reasons.
     let tight = TargetLimits { max_program_bytes: 1, ..TargetLimits::cpu() };
@@ -172,7 +172,7 @@ impl Measure for Lucky {
 
 #[test]
 fn a_lucky_first_measurement_does_not_win() {
-    let lucky = Args::parse("block_m=1,gemv=1,block_n=64,block_k=64,split_k=1,row_loop=0").unwrap();
+    let lucky = Args::parse("block_m=1,gemv=1,block_n=64,block_k=64,split_k=1,row_loop=0,weights_lhs=0").unwrap();
     let device = Lucky { lucky: lucky.clone(), calls: Default::default() };
     let far = Instant::now() + Duration::from_secs(3600);
     let r = tune_shape(&device, &shape(), &options(Strategy::Exhaustive), far, &|_| {}).unwrap();

@@ -43,6 +43,11 @@
 //! - `gemv = 0` (the `dot` path, `block_m ≥ 16`): each k tile of the weights is unpacked with
 //!   shifts and masks, dequantized in f32, rounded to the activation dtype and multiplied with
 //!   `b.dot` (f16 · f16 or f32 · f32 with an f32 accumulator), the tensor-core-shaped path;
+//!   - with `weights_lhs = 1` (`block_k` a multiple of 32, in `weights_lhs.rs`): x is
+//!     de-interleaved by a first launch and each program computes a `yᵀ` tile, its weight
+//!     tiles read as they lie (`[block_n, block_k / 2]` byte rows) times transposed x tiles,
+//!     in f32, stored transposed: the CPU's prefill path, where reading weight bytes one by one
+//!     into a transposed tile cost more than the multiply-adds;
 //! - `gemv = 1` (the GEMV path, `block_m ∈ {1, 2, 4, 8, 16}`, `block_n` from 8 where the `dot`
 //!   path starts at 16, in `gemv.rs`): the weight tile is read
 //!   as it lies, `[block_n, block_k / 2]` byte rows; low nibbles multiply the even columns of x
@@ -58,9 +63,10 @@
 //!   accumulator of `[R, block_k / 32, 16]` lanes.
 //!
 //! The default takes the GEMV path up to m = 16 (one token with f32 products on a CPU: the row
-//! loop; on a GPU and for more tokens: up to 8 tokens per program) and the `dot` path for prefill. In `key=value` form `gemv` may be left out: it is then
-//! 1 below `block_m = 16` and 0 from there (callers that overlay the default config inherit its
-//! `gemv`). Each problem's m falls in a regime (`TileKernel::regime`: 1, 2..16, more) that the
+//! loop; on a GPU and for more tokens: up to 8 tokens per program) and the `dot` path for
+//! prefill (on a CPU with `weights_lhs = 1`). In `key=value` form `gemv` may be left out: it is
+//! then 1 below `block_m = 16` and 0 from there (callers that overlay the default config inherit
+//! its `gemv`; `row_loop` and `weights_lhs` likewise default to 0). Each problem's m falls in a regime (`TileKernel::regime`: 1, 2..16, more) that the
 //! tuning database's nearest-bucket lookup does not cross.
 //!
 //! `block_k` must divide `k`. When `block_k ≤ group` (both powers of two, so `block_k` divides

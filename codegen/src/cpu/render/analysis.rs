@@ -24,8 +24,10 @@
 //!   f16 / bf16 results (rounded a whole tile at a time) and `div` / `rem` (which check their
 //!   divisor's storage) are never inlined.
 //! - **Column-major loads** (`Analysis::compute_column_major`): a transposed float load (columns
-//!   contiguous in the buffer, attention's `kᵀ`) read only as the right operand of `dot`s is
-//!   stored by columns, as it is read, instead of being transposed into rows.
+//!   contiguous in the buffer, attention's `kᵀ`) read only as the right operand of `dot`s whose
+//!   left operands have fewer than 16 rows is stored by columns, as it is read, instead of being
+//!   transposed into rows. (Stores with such offsets, a `yᵀ` tile, are transposed through
+//!   registers into whole rows by the emitter.)
 //! - **In-place loop updates** ([`Analysis::compute_in_place`]): a loop-carried float tile
 //!   yielded as an elementwise update of itself (`acc + f(...)`), read by nothing else, is
 //!   computed straight into the carried storage instead of a new tile copied back every
@@ -299,10 +301,14 @@ impl Analysis {
     }
 
     /// Gives column-major storage to the transposed loads (see [`Analysis::transposed_form`])
-    /// read only as the right operand of `dot`s: attention's `kᵀ` `[head_dim, keys]` is then
-    /// stored as the key rows it was read from, with no transpose, and the dot takes each
-    /// output column as a dot product of a row of the left operand with a stored row
-    /// (`Emitter::emit_dot`). A value with any other reader keeps row-major storage.
+    /// read only as the right operand of `dot`s with few left rows: decode attention's `kᵀ`
+    /// `[head_dim, keys]` against a KV group's query rows is then stored as the key rows it was
+    /// read from, with no transpose, and the dot takes each output column as a dot product of a
+    /// row of the left operand with a stored row (`Emitter::emit_dot`). A value with any other
+    /// reader, or read against 16 left rows or more, keeps row-major storage: attention
+    /// prefill's `kᵀ` against 64 query rows ran 1.37 ms by rows against 1.63 ms by columns
+    /// (batch 1, 512 tokens, 9 heads of 64, 2 Zen 5 cores), and a GEMM's `xᵀ` `[32, 64]`
+    /// against 64 weight rows would end each output in a horizontal sum of two vectors.
     fn compute_column_major(&mut self, kernel: &Kernel) {
         /// Left-operand rows from which a transposed right operand is stored by rows.
         const COLUMN_DOT_MAX_ROWS: u32 = 16;
