@@ -1,10 +1,10 @@
 //! The weights-left dot path of `dequant_gemm_w4` (`weights_lhs = 1`, the CPU's prefill GEMM):
-//! its two launches (x de-interleaved, then `yᵀ` tiles of weight tiles read as they lie times
-//! transposed x tiles, stored transposed) against the reference on the interpreter, the CPU
-//! backend and the PTX backend in the SIMT simulator: m and n ragged against the tiles, one and
-//! several 32-column blocks per k step, groups of 32 to 128, sym and asym, f16 and f32
-//! activations, and split-K with an empty last split. The conformance sweep samples only a few
-//! configs per shape, so these are named explicitly.
+//! its two launches (x de-interleaved and transposed, then `yᵀ` tiles of weight tiles read as
+//! they lie times rows of the transposed x, stored transposed) against the reference on the
+//! interpreter, the CPU backend and the PTX backend in the SIMT simulator: m and n ragged
+//! against the tiles, one and several 32-column blocks per k step, groups of 32 to 128, sym and
+//! asym, f16 and f32 activations, and split-K with an empty last split. The conformance sweep
+//! samples only a few configs per shape, so these are named explicitly.
 
 use kiln::kernels::check::{check, Executor, Interpreter};
 use kiln::kernels::{lookup, Args};

@@ -44,7 +44,7 @@
 //!   shifts and masks, dequantized in f32, rounded to the activation dtype and multiplied with
 //!   `b.dot` (f16 · f16 or f32 · f32 with an f32 accumulator), the tensor-core-shaped path;
 //!   - with `weights_lhs = 1` (`block_k` a multiple of 32, in `weights_lhs.rs`): x is
-//!     de-interleaved by a first launch and each program computes a `yᵀ` tile, its weight
+//!     de-interleaved and transposed by a first launch and each program computes a `yᵀ` tile, its weight
 //!     tiles read as they lie (`[block_n, block_k / 2]` byte rows) times transposed x tiles,
 //!     in f32, stored transposed: the CPU's prefill path, where reading weight bytes one by one
 //!     into a transposed tile cost more than the multiply-adds;
@@ -513,19 +513,46 @@ impl TileKernel for DequantGemmW4 {
         }
 
         let spec = |name: &str, dtype, len, role| BufferSpec { name: name.into(), dtype, len, role };
-        if c.row_loop > 0 || c.weights_lhs == 1 {
-            // Both start with the de-interleave launch; the row loop also reads its block sums.
+        if c.weights_lhs == 1 {
+            let mut buffers = vec![
+                spec("x", p.act, m * k, Role::Input),
+                spec("w", DType::U8, n * k / 2, Role::Input),
+                spec("scales", DType::F16, n * groups, Role::Input),
+            ];
+            let mut args = vec![buf("xt"), buf("w"), buf("scales")];
+            if p.quant == Quant::Asym {
+                buffers.push(spec("mins", DType::F16, n * groups, Role::Input));
+                args.push(buf("mins"));
+            }
+            buffers.push(spec("y", p.act, m * n, Role::Output));
+            buffers.push(spec("xt", DType::F32, m * k, Role::Scratch));
+            args.push(buf(if split { "partials" } else { "y" }));
+            args.extend([i32_arg(m as i64), i32_arg(n as i64), i32_arg(k as i64), i32_arg(k_per_split as i64)]);
+            let mut launches = vec![
+                Launch {
+                    kernel: weights_lhs::build_transpose(p.act)?,
+                    grid: [p.k / rowloop::BLOCK as u32, p.m.div_ceil(weights_lhs::XT_ROWS), 1],
+                    args: vec![buf("x"), buf("xt"), i32_arg(m as i64), i32_arg(k as i64)],
+                },
+                Launch {
+                    kernel: weights_lhs::build(p, c)?,
+                    grid: [p.n.div_ceil(c.block_n), p.m.div_ceil(c.block_m), c.split_k],
+                    args,
+                },
+            ];
+            if split {
+                push_split_reduce(p, c, &mut buffers, &mut launches)?;
+            }
+            return Ok(Plan { buffers, launches });
+        }
+        if c.row_loop > 0 {
             let blocks = k / rowloop::BLOCK as usize;
             let mut buffers = vec![
                 spec("x", p.act, m * k, Role::Input),
                 spec("w", DType::U8, n * k / 2, Role::Input),
                 spec("scales", DType::F16, n * groups, Role::Input),
             ];
-            let mut args = vec![buf("xd")];
-            if c.row_loop > 0 {
-                args.push(buf("xs"));
-            }
-            args.extend([buf("w"), buf("scales")]);
+            let mut args = vec![buf("xd"), buf("xs"), buf("w"), buf("scales")];
             if p.quant == Quant::Asym {
                 buffers.push(spec("mins", DType::F16, n * groups, Role::Input));
                 args.push(buf("mins"));
@@ -534,26 +561,14 @@ impl TileKernel for DequantGemmW4 {
             buffers.push(spec("xd", DType::F32, m * blocks * rowloop::BLOCK_VALUES as usize, Role::Scratch));
             buffers.push(spec("xs", DType::F32, m * blocks, Role::Scratch));
             args.push(buf(if split { "partials" } else { "y" }));
-            if c.weights_lhs == 1 {
-                args.push(i32_arg(m as i64));
-            }
             args.extend([i32_arg(n as i64), i32_arg(k as i64), i32_arg(k_per_split as i64)]);
-            let second = if c.weights_lhs == 1 {
-                Launch {
-                    kernel: weights_lhs::build(p, c)?,
-                    grid: [p.n.div_ceil(c.block_n), p.m.div_ceil(c.block_m), c.split_k],
-                    args,
-                }
-            } else {
-                Launch { kernel: rowloop::build_gemv(p, c)?, grid: [p.n.div_ceil(c.block_n), p.m, c.split_k], args }
-            };
             let mut launches = vec![
                 Launch {
                     kernel: rowloop::build_deinterleave(p.act)?,
                     grid: [(blocks as u32).div_ceil(rowloop::DEINTERLEAVE_BLOCKS), p.m, 1],
                     args: vec![buf("x"), buf("xd"), buf("xs"), i32_arg(k as i64), i32_arg(blocks as i64)],
                 },
-                second,
+                Launch { kernel: rowloop::build_gemv(p, c)?, grid: [p.n.div_ceil(c.block_n), p.m, c.split_k], args },
             ];
             if split {
                 push_split_reduce(p, c, &mut buffers, &mut launches)?;
