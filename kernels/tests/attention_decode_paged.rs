@@ -106,6 +106,12 @@ fn attention_decode_paged_cpu_default_splits_only_small_grids() {
     let shape = "batch=1,q_len=1,ctx=600,heads=2,kv_heads=1,head_dim=64,block=16";
     assert_config(shape, &long.to_string(), 61);
     assert_config("batch=3,q_len=2,ctx=90,heads=4,kv_heads=2,head_dim=64,block=16", "block_n=16,splits=1", 62);
+    // Prefill lanes (48 query rows a KV head, padded to 64): 32 keys a tile, checked on a
+    // ragged shape.
+    let lanes = cpu("batch=32,q_len=16,ctx=512,heads=9,kv_heads=3,head_dim=64,block=16");
+    assert_eq!(lanes.get("block_n"), Some("32"), "{lanes}");
+    let shape = "batch=3,q_len=16,ctx=70,heads=9,kv_heads=3,head_dim=64,block=16";
+    assert_config(shape, &cpu(shape).to_string(), 63);
 }
 
 #[test]
