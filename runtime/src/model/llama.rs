@@ -365,7 +365,14 @@ pub struct LlamaModel {
     /// While a launch list is built: the activation buffer last quantized to int8 into
     /// [`X_I8`] and the list's length right after the GEMV that did it.
     quantized: Option<(String, usize)>,
+    /// Likewise the activation buffer last transposed into [`X_T`] by a weights-left GEMM.
+    transposed: Option<(String, usize)>,
 }
+
+/// The store buffer a weights-left GEMM's first launch (`dequant_gemm_w4` with `weights_lhs =
+/// 1`, the CPU's prefill path) writes x into, de-interleaved and transposed, and its second
+/// launch reads: shared like [`X_I8`], so Q's serves K and V and gate's serves up.
+const X_T: (&str, &str) = ("xt", "x_t");
 
 /// The store buffers an int8-activation GEMV's quantize launch writes and its GEMV reads
 /// (`dequant_gemm_w4`'s `xq`, `xs` and `xsums`), shared by every such GEMV: launches run in
@@ -497,6 +504,7 @@ impl LlamaModel {
         }
         store.add("xn.xs", HostBuffer::F32(vec![0.0; t * dim.div_ceil(XD_BLOCK)]));
         store.add("act.xs", HostBuffer::F32(vec![0.0; t * ffn.div_ceil(XD_BLOCK)]));
+        store.add(X_T.1, HostBuffer::F32(vec![0.0; t * dim.max(ffn).max(q_dim)]));
         let widest = dim.max(ffn).max(q_dim) * INT8_ACTIVATION_MAX_TOKENS;
         store.add(X_I8[0].1, HostBuffer::I8(vec![0; widest]));
         for (_, name) in &X_I8[1..] {
@@ -527,6 +535,7 @@ impl LlamaModel {
             heads: HashMap::new(),
             chosen: Vec::new(),
             quantized: None,
+            transposed: None,
         })
     }
 
@@ -1069,7 +1078,18 @@ impl LlamaModel {
             return self.emit_regions_from(out, KernelId::DequantGemmW4, problem, &bind, 1);
         }
         if activations == GemvActivations::F32 {
-            return self.emit_regions(out, KernelId::DequantGemmW4, problem, &bind);
+            let weights_lhs =
+                self.provider.choose(KernelId::DequantGemmW4, &problem)?.config.get("weights_lhs") == Some("1");
+            if !weights_lhs {
+                return self.emit_regions(out, KernelId::DequantGemmW4, problem, &bind);
+            }
+            // As with the int8 buffers below: the launch just before is the GEMM that
+            // transposed this same `x` (K and V after Q, up after gate), so only the GEMM runs.
+            bind.push((X_T.0, whole(X_T.1)));
+            let first = usize::from(self.transposed.as_ref() == Some(&(x.to_string(), out.len())));
+            self.emit_regions_from(out, KernelId::DequantGemmW4, problem, &bind, first)?;
+            self.transposed = Some((x.to_string(), out.len()));
+            return Ok(());
         }
         // The plan's first launch quantizes `x` into the shared `X_I8` buffers; when the launch
         // just before is the GEMV that quantized this same `x` (K and V after Q, up after gate),
@@ -1169,6 +1189,7 @@ impl LlamaModel {
         let m = lanes * q_len;
         let mut out = Vec::new();
         self.quantized = None;
+        self.transposed = None;
         let embedding =
             Args::new().with("tokens", m).with("vocab", c.vocab_size).with("dim", c.dim).with("dtype", "f32");
         let bind = [("ids", "ids"), ("qs", "token_embd.qs"), ("scales", "token_embd.scales"), ("out", "resid")];
