@@ -513,38 +513,6 @@ impl TileKernel for DequantGemmW4 {
         }
 
         let spec = |name: &str, dtype, len, role| BufferSpec { name: name.into(), dtype, len, role };
-        if c.weights_lhs == 1 {
-            let mut buffers = vec![
-                spec("x", p.act, m * k, Role::Input),
-                spec("w", DType::U8, n * k / 2, Role::Input),
-                spec("scales", DType::F16, n * groups, Role::Input),
-            ];
-            let mut args = vec![buf("xt"), buf("w"), buf("scales")];
-            if p.quant == Quant::Asym {
-                buffers.push(spec("mins", DType::F16, n * groups, Role::Input));
-                args.push(buf("mins"));
-            }
-            buffers.push(spec("y", p.act, m * n, Role::Output));
-            buffers.push(spec("xt", DType::F32, m * k, Role::Scratch));
-            args.push(buf(if split { "partials" } else { "y" }));
-            args.extend([i32_arg(m as i64), i32_arg(n as i64), i32_arg(k as i64), i32_arg(k_per_split as i64)]);
-            let mut launches = vec![
-                Launch {
-                    kernel: weights_lhs::build_transpose(p.act)?,
-                    grid: [p.k / rowloop::BLOCK as u32, p.m.div_ceil(weights_lhs::XT_ROWS), 1],
-                    args: vec![buf("x"), buf("xt"), i32_arg(m as i64), i32_arg(k as i64)],
-                },
-                Launch {
-                    kernel: weights_lhs::build(p, c)?,
-                    grid: [p.n.div_ceil(c.block_n), p.m.div_ceil(c.block_m), c.split_k],
-                    args,
-                },
-            ];
-            if split {
-                push_split_reduce(p, c, &mut buffers, &mut launches)?;
-            }
-            return Ok(Plan { buffers, launches });
-        }
         if c.row_loop > 0 {
             let blocks = k / rowloop::BLOCK as usize;
             let mut buffers = vec![
@@ -576,12 +544,13 @@ impl TileKernel for DequantGemmW4 {
             return Ok(Plan { buffers, launches });
         }
 
+        // The dot path: x (or, weights-left, its transposed copy), the weights, y.
         let mut buffers = vec![
             spec("x", p.act, m * k, Role::Input),
             spec("w", DType::U8, n * k / 2, Role::Input),
             spec("scales", DType::F16, n * groups, Role::Input),
         ];
-        let mut args = vec![buf("x"), buf("w"), buf("scales")];
+        let mut args = vec![buf(if c.weights_lhs == 1 { "xt" } else { "x" }), buf("w"), buf("scales")];
         if p.quant == Quant::Asym {
             buffers.push(spec("mins", DType::F16, n * groups, Role::Input));
             args.push(buf("mins"));
@@ -589,11 +558,20 @@ impl TileKernel for DequantGemmW4 {
         buffers.push(spec("y", p.act, m * n, Role::Output));
         args.push(buf(if split { "partials" } else { "y" }));
         args.extend([i32_arg(m as i64), i32_arg(n as i64), i32_arg(k as i64), i32_arg(k_per_split as i64)]);
-        let mut launches = vec![Launch {
-            kernel: build_gemm(p, c)?,
-            grid: [p.n.div_ceil(c.block_n), p.m.div_ceil(c.block_m), c.split_k],
-            args,
-        }];
+        let grid = [p.n.div_ceil(c.block_n), p.m.div_ceil(c.block_m), c.split_k];
+        let mut launches = if c.weights_lhs == 1 {
+            buffers.push(spec("xt", DType::F32, m * k, Role::Scratch));
+            vec![
+                Launch {
+                    kernel: weights_lhs::build_transpose(p.act)?,
+                    grid: [p.k / rowloop::BLOCK as u32, p.m.div_ceil(weights_lhs::XT_ROWS), 1],
+                    args: vec![buf("x"), buf("xt"), i32_arg(m as i64), i32_arg(k as i64)],
+                },
+                Launch { kernel: weights_lhs::build(p, c)?, grid, args },
+            ]
+        } else {
+            vec![Launch { kernel: build_gemm(p, c)?, grid, args }]
+        };
         if split {
             push_split_reduce(p, c, &mut buffers, &mut launches)?;
         }

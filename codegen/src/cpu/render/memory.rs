@@ -735,6 +735,32 @@ impl Emitter<'_> {
         self.close_n(opened);
     }
 
+    /// For offsets whose columns are contiguous (`[rows, cols]`, see
+    /// [`super::analysis::Analysis::transposed_form`]): declares `cs[cols]`, each column's first
+    /// offset, and `ok`, whether every column is wholly in bounds, and opens the loop over the
+    /// columns that computes them (the caller may add checks, then closes it).
+    fn open_column_starts(&mut self, acc: &Access, form: &Form, rows: u32, cols: u32) {
+        self.line(&format!("int64_t cs[{cols}];"));
+        self.line("int ok = 1;");
+        self.open(&format!("for (int c = 0; c < {cols}; c++)"));
+        let mut start = self.sym(&form.uniform);
+        if form.coefs[1] != Sym::Const(0) {
+            start = format!("{start} + {} * (uint64_t)c", self.sym(&form.coefs[1]));
+        }
+        for g in &form.gathers {
+            let e = self.access(&g.repr, &sum_expr([(g.repr.strides[1], "c")].into_iter()));
+            let e = match g.dtype {
+                DType::U32 => format!("(uint64_t){e}"),
+                _ => format!("(uint64_t)(int64_t){e}"),
+            };
+            start = format!("{start} + {} * {e}", self.sym(&g.scale));
+        }
+        let s = self.wrap(acc.offsets, &start);
+        self.line(&format!("const int64_t s = {s};"));
+        self.line("cs[c] = s;");
+        self.line(&format!("ok &= ({});", self.row_in_bounds(acc, rows)));
+    }
+
     /// A float load whose offsets run down the columns (`[R, C]` with each column
     /// `start, start + 1, ...`, a transposed tile such as `kᵀ`): each column is read as a
     /// contiguous row of `R` elements into a `[C, R]` scratch tile, which is transposed into the
@@ -773,25 +799,7 @@ impl Emitter<'_> {
             }
         };
         // Column starts, and whether every column is wholly in bounds.
-        self.line(&format!("int64_t cs[{cols}];"));
-        self.line("int ok = 1;");
-        self.open(&format!("for (int c = 0; c < {cols}; c++)"));
-        let mut start = self.sym(&form.uniform);
-        if form.coefs[1] != Sym::Const(0) {
-            start = format!("{start} + {} * (uint64_t)c", self.sym(&form.coefs[1]));
-        }
-        for g in &form.gathers {
-            let e = self.access(&g.repr, &sum_expr([(g.repr.strides[1], "c")].into_iter()));
-            let e = match g.dtype {
-                DType::U32 => format!("(uint64_t){e}"),
-                _ => format!("(uint64_t)(int64_t){e}"),
-            };
-            start = format!("{start} + {} * {e}", self.sym(&g.scale));
-        }
-        let s = self.wrap(acc.offsets, &start);
-        self.line(&format!("const int64_t s = {s};"));
-        self.line("cs[c] = s;");
-        self.line(&format!("ok &= ({});", self.row_in_bounds(acc, rows)));
+        self.open_column_starts(acc, form, rows, cols);
         if out.is_some() {
             self.prefetch_row(&b, rows as usize * dtype.size_bytes());
         }
@@ -1045,17 +1053,7 @@ impl Emitter<'_> {
         let dims = self.k.ty(acc.offsets).shape.dims().to_vec();
         let (rows, cols) = (dims[0], dims[1]);
         self.open("");
-        self.line(&format!("int64_t cs[{cols}];"));
-        self.line("int ok = 1;");
-        self.open(&format!("for (int c = 0; c < {cols}; c++)"));
-        let mut start = self.sym(&form.uniform);
-        if form.coefs[1] != Sym::Const(0) {
-            start = format!("{start} + {} * (uint64_t)c", self.sym(&form.coefs[1]));
-        }
-        let s = self.wrap(acc.offsets, &start);
-        self.line(&format!("const int64_t s = {s};"));
-        self.line("cs[c] = s;");
-        self.line(&format!("ok &= ({});", self.row_in_bounds(acc, rows)));
+        self.open_column_starts(acc, form, rows, cols);
         if cols > 1 {
             self.line(&format!("if (c > 0) ok &= cs[c] - cs[c - 1] == cs[1] - cs[0] && (cs[1] - cs[0] >= {rows} || cs[1] - cs[0] <= -{rows});"));
         }
