@@ -509,7 +509,10 @@ impl Emitter<'_> {
     }
 
     /// Register-blocked f32 `dot`: `mr` rows by `nv` vectors of columns stay in registers over
-    /// the whole k loop.
+    /// the whole k loop. An array right operand calls the prelude's function of that block shape
+    /// (`kiln_dot_f32_MRxNV`, kept out of line so that the program's other live vectors cannot
+    /// push accumulators to the stack); rows read in place (f16 converted as loaded) are written
+    /// out here.
     fn emit_dot_vector(&mut self, o: &str, a: &str, b: &Rhs, (m, k, n): (u32, u32, u32), vl: u32) {
         let vectors = n / vl;
         let registers = if self.target.vector_bytes >= 64 { 24 } else { 12 };
