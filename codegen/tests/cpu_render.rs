@@ -1214,3 +1214,81 @@ fn a_transposed_store_writes_rows_and_matches_the_interpreter() {
         }
     }
 }
+
+/// A store of evenly strided rows (`[4, 8]`, lane `j` of row `r` at `r · 20 + j · d`: RoPE's
+/// even or odd elements) is written from its offset form, without an offsets tile, with the
+/// interpreter's results: stride 2 with a ragged mask, stride 0 (every lane of a row on one
+/// offset: the last active lane wins), a negative stride, and a row past the buffer (the first
+/// lane out of bounds in row-major order is reported and nothing is written).
+#[test]
+fn a_strided_store_matches_the_interpreter() {
+    if !have_gcc() {
+        return;
+    }
+    let k = parse(
+        "kernel strided(@x: ptr<f32>, @y: ptr<f32>, %d: i32, %base: i32, %cols: i32) {
+           %r: i32[4] = arange 0, 4
+           %j: i32[8] = arange 0, 8
+           %c8: i32 = const 8
+           %c8v: i32[4] = broadcast %c8
+           %xr: i32[4] = mul %r, %c8v
+           %xr2: i32[4, 1] = expand_dims %xr, 1
+           %xrb: i32[4, 8] = broadcast %xr2
+           %jr: i32[1, 8] = expand_dims %j, 0
+           %jrb: i32[4, 8] = broadcast %jr
+           %xo: i32[4, 8] = add %xrb, %jrb
+           %v: f32[4, 8] = load @x[%xo]
+           %c20: i32 = const 20
+           %c20v: i32[4] = broadcast %c20
+           %rs: i32[4] = mul %r, %c20v
+           %bv: i32[4] = broadcast %base
+           %rsb: i32[4] = add %rs, %bv
+           %rs2: i32[4, 1] = expand_dims %rsb, 1
+           %rsbb: i32[4, 8] = broadcast %rs2
+           %dv: i32[8] = broadcast %d
+           %jd: i32[8] = mul %j, %dv
+           %jd2: i32[1, 8] = expand_dims %jd, 0
+           %jdb: i32[4, 8] = broadcast %jd2
+           %yo: i32[4, 8] = add %rsbb, %jdb
+           %cv: i32[8] = broadcast %cols
+           %ok: bool[8] = cmp lt %j, %cv
+           %ok2: bool[1, 8] = expand_dims %ok, 0
+           %okb: bool[4, 8] = broadcast %ok2
+           store @y[%yo], %v, mask %okb
+         }",
+    );
+    let src = kiln_codegen::cpu::render(&k, &CpuTarget::avx512()).unwrap().code;
+    assert!(src.contains("+ (int64_t)j * d] = "), "the rows are written from the form");
+    let x: Vec<f32> = (0..32).map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0).collect();
+    // (d, base, cols, y length, fails)
+    let cases = [(2, 0, 7, 96, false), (0, 3, 8, 96, false), (-2, 14, 8, 96, false), (3, 10, 8, 80, true)];
+    for (d, base, cols, len, fails) in cases {
+        let bind = || {
+            vec![
+                Arg::Buffer(HostBuffer::F32(x.clone())),
+                Arg::Buffer(HostBuffer::F32(vec![f32::NAN; len])),
+                Arg::Scalar(Scalar::I32(d)),
+                Arg::Scalar(Scalar::I32(base)),
+                Arg::Scalar(Scalar::I32(cols)),
+            ]
+        };
+        let mut want = bind();
+        let expected = interp::run(&k, [1, 1, 1], &mut want);
+        assert_eq!(expected.is_err(), fails, "d {d}: {expected:?}");
+        for t in run_targets() {
+            let mut got = bind();
+            let case = format!("{} d {d} base {base} cols {cols} len {len}", t.fingerprint());
+            match run(&k, &t, [1, 1, 1], &mut got) {
+                Ok(()) => assert!(!fails, "{case}: ran where the interpreter failed"),
+                Err(e) => {
+                    assert!(fails, "{case}: {e:?}");
+                    // Row 3 starts at 70: lane (3, 4), offset 82, is the first past 80.
+                    let store = inst_of(&k, "store");
+                    assert_eq!((e.code, e.inst, e.param, e.index, e.len), (1, store, 1, 82, 80), "{case}");
+                }
+            }
+            let (Arg::Buffer(g), Arg::Buffer(w)) = (&got[1], &want[1]) else { unreachable!("buffers") };
+            same(DType::F32, &g.to_f64(), &w.to_f64()).unwrap_or_else(|e| panic!("{case}: {e}"));
+        }
+    }
+}

@@ -745,6 +745,23 @@ impl Analysis {
         })
     }
 
+    /// How a store that does not write contiguous rows reads its offsets through their form, if
+    /// it does: a float store whose columns are contiguous, without gathered terms (`true`:
+    /// transposed through registers, `Emitter::emit_store_transposed`), or any store of evenly
+    /// strided rows (`false`, `Emitter::emit_store_strided`). Either way the offsets tile itself
+    /// is never built.
+    pub fn store_form(&self, kernel: &Kernel, inst: Inst) -> Option<(Form, bool)> {
+        let Op::Store { buffer, offsets, .. } = &kernel.inst(inst).op else { return None };
+        if self.contiguous_form(kernel, *offsets).is_some() {
+            return None;
+        }
+        let float = kernel.buffer_dtype(*buffer).is_some_and(super::memory::transposes);
+        if let Some(form) = self.transposed_form(kernel, *offsets).filter(|f| float && f.gathers.is_empty()) {
+            return Some((form.clone(), true));
+        }
+        self.strided_form(kernel, *offsets).map(|f| (f.clone(), false))
+    }
+
     /// The offset form of a rank-2 memory op's offsets whose *columns* are contiguous (each
     /// column `start, start + 1, ...` down the first dim): a transposed tile such as `kᵀ`.
     pub fn transposed_form(&self, kernel: &Kernel, offsets: Value) -> Option<&Form> {
@@ -1079,12 +1096,19 @@ impl Analysis {
                     }
                     _ => None,
                 };
-                // A strided load reads its offsets through the form too (see `emit_load`).
+                // A strided load reads its offsets through the form too (see `emit_load`), and
+                // so do stores with contiguous columns or strided rows (`store_form`).
                 let strided = match &data.op {
                     Op::Load { .. } if transposed.is_none() => self.strided_form(kernel, *offsets),
                     _ => None,
                 };
-                let form_deps = self.contiguous_form(kernel, *offsets).or(transposed).or(strided).map(Form::deps);
+                let stored = self.store_form(kernel, inst);
+                let form_deps = self
+                    .contiguous_form(kernel, *offsets)
+                    .or(transposed)
+                    .or(strided)
+                    .or(stored.as_ref().map(|(f, _)| f))
+                    .map(Form::deps);
                 for v in data.op.operands() {
                     if v == *offsets {
                         match &form_deps {

@@ -907,12 +907,16 @@ impl Emitter<'_> {
         let (b, n, dtype) = self.buf(acc.buffer);
         let val = self.a.repr(value).clone();
         let mask = acc.mask.map(|m| self.a.repr(m).clone());
-        if matches!(write, Write::Store) && transposes(dtype) && !val.scalar_root {
-            let transposed = self.a.transposed_form(self.k, acc.offsets).filter(|f| f.gathers.is_empty()).cloned();
-            if let Some(form) = transposed {
+        // The analysis builds no offsets tile for these two forms (`Analysis::store_form`).
+        if let Some((form, transposed)) = self.a.store_form(self.k, acc.inst) {
+            if transposed {
                 self.emit_store_transposed(acc, &form, value, mask.as_ref());
-                return;
+            } else {
+                self.open("");
+                self.emit_store_strided(acc, &form, &val, mask.as_ref());
+                self.close();
             }
+            return;
         }
         let form = match write {
             Write::Store => self.a.contiguous_form(self.k, acc.offsets).cloned(),
@@ -1093,9 +1097,72 @@ impl Emitter<'_> {
         }
         self.close();
         self.close_else();
+        // Lane by lane in row-major order from the column starts (the offsets tile is not
+        // built): every active lane checked, then every active lane written.
+        let (_, n, _) = self.buf(acc.buffer);
         let val = self.a.repr(value).clone();
-        self.emit_write_lanes(acc, &val, mask, Write::Store);
+        let fail = self.oob(acc, "o");
+        let o_lane = self.wrap(acc.offsets, "cs[c] + i");
+        for pass in 0..2 {
+            self.open(&format!("for (int i = 0; i < {rows}; i++)"));
+            self.open(&format!("for (int c = 0; c < {cols}; c++)"));
+            let active = mask.map_or("1".to_string(), |m| {
+                self.access(m, &sum_expr([(m.strides[0], "i"), (m.strides[1], "c")].into_iter()))
+            });
+            self.open(&format!("if ({active})"));
+            self.line(&format!("const int64_t o = {o_lane};"));
+            if pass == 0 {
+                self.line(&format!("if (o < 0 || o >= {n}) {fail}"));
+            } else {
+                let x = self.access(&val, &sum_expr([(val.strides[0], "i"), (val.strides[1], "c")].into_iter()));
+                self.line(&format!("{b}[o] = {};", to_storage(dtype, &x)));
+            }
+            self.close();
+            self.close();
+            self.close();
+        }
         self.close();
         self.close();
+    }
+
+    /// A store of rows at evenly spaced lanes (`s, s + d, s + 2d, ...`, see
+    /// [`super::analysis::Analysis::strided_form`]: RoPE's even and odd elements). The offsets
+    /// tile is not built: a first pass checks every active lane of each row not wholly in
+    /// bounds, a second writes every active lane, rows in order and lanes in order (a later lane
+    /// wins on a repeated offset, as in the interpreter).
+    fn emit_store_strided(&mut self, acc: &Access, form: &Form, val: &Repr, mask: Option<&Repr>) {
+        let (b, n, dtype) = self.buf(acc.buffer);
+        let len = *self.k.ty(acc.offsets).shape.dims().last().unwrap_or(&1);
+        let fail = self.oob(acc, "o");
+        for pass in 0..2 {
+            let (opened, coords) = self.open_rows(form, acc);
+            let step = self.sym(form.coefs.last().expect("a strided form has a last dim"));
+            self.line(&format!("const int64_t d = (int64_t)({step});"));
+            let last = format!("s + {} * d", len - 1);
+            let in_bounds = format!(
+                "d >= -2147483648LL && d <= 2147483647LL && s >= 0 && s < {n} && {last} >= 0 && {last} < {n} && {last} <= {}",
+                self.max_offset(acc.offsets)
+            );
+            let active = mask.map_or("1".to_string(), |m| self.access(m, &self.lane(m, &coords, "j")));
+            let o_lane = self.wrap(acc.offsets, "(uint64_t)s + (uint64_t)j * (uint64_t)d");
+            if pass == 0 {
+                self.open(&format!("if (!({in_bounds}))"));
+                self.open(&format!("for (int j = 0; j < {len}; j++)"));
+                self.open(&format!("if ({active})"));
+                self.line(&format!("const int64_t o = {o_lane};"));
+                self.line(&format!("if (o < 0 || o >= {n}) {fail}"));
+                self.close();
+                self.close();
+                self.close();
+            } else {
+                let x = to_storage(dtype, &self.access(val, &self.lane(val, &coords, "j")));
+                self.open(&format!("if ({in_bounds})"));
+                self.line(&format!("for (int j = 0; j < {len}; j++) if ({active}) {b}[s + (int64_t)j * d] = {x};"));
+                self.close_else();
+                self.line(&format!("for (int j = 0; j < {len}; j++) if ({active}) {b}[{o_lane}] = {x};"));
+                self.close();
+            }
+            self.close_n(opened);
+        }
     }
 }
