@@ -40,6 +40,12 @@ fn cases(extra: usize) -> Vec<(String, String, Vec<kiln_kernels::plan::Launch>)>
             out.push((name.clone(), config.to_string(), plan.launches));
         }
     }
+    // The CPU's prefill GEMM (`weights_lhs = 1`) is in every GPU tuning space too.
+    let k = registry::lookup("dequant_gemm_w4").expect("registered");
+    let shape = k.problem(&kiln_kernels::Args::parse("m=40,n=96,k=256,group=32,act=f16").unwrap()).expect("shape");
+    let config = k.target_default(&shape, kiln_kernels::TargetKind::Cpu).expect("default config");
+    assert_eq!(config.get("weights_lhs"), Some("1"), "{config}");
+    out.push(("dequant_gemm_w4".into(), config.to_string(), k.plan(&shape, &config).expect("plan").launches));
     out
 }
 
