@@ -1182,37 +1182,11 @@ fn a_transposed_store_writes_rows_and_matches_the_interpreter() {
     let src = kiln_codegen::cpu::render(&k, &CpuTarget::avx512()).unwrap().code;
     assert!(src.contains("kiln_transpose_f32(kt"), "the tile is transposed through registers");
     let x: Vec<f32> = (0..128).map(|i| ((i * 29 % 83) as f32 - 41.0) / 16.0).collect();
-    // (stride, rows, cols, y length, fails)
-    let cases = [(8, 8, 16, 128, false), (10, 5, 13, 160, false), (5, 8, 16, 128, false), (8, 8, 16, 100, true)];
-    for (stride, rows, cols, len, fails) in cases {
-        let bind = || {
-            vec![
-                Arg::Buffer(HostBuffer::F32(x.clone())),
-                Arg::Buffer(HostBuffer::F32(vec![f32::NAN; len])),
-                Arg::Scalar(Scalar::I32(stride)),
-                Arg::Scalar(Scalar::I32(rows)),
-                Arg::Scalar(Scalar::I32(cols)),
-            ]
-        };
-        let mut want = bind();
-        let expected = interp::run(&k, [1, 1, 1], &mut want);
-        assert_eq!(expected.is_err(), fails, "stride {stride}: {expected:?}");
-        for t in run_targets() {
-            let mut got = bind();
-            let case = format!("{} stride {stride} rows {rows} cols {cols} len {len}", t.fingerprint());
-            match run(&k, &t, [1, 1, 1], &mut got) {
-                Ok(()) => assert!(!fails, "{case}: ran where the interpreter failed"),
-                Err(e) => {
-                    assert!(fails, "{case}: {e:?}");
-                    // Lane (0, 13) (offset 104) is the first past the buffer in row-major order.
-                    let store = inst_of(&k, "store");
-                    assert_eq!((e.code, e.inst, e.param, e.index, e.len), (1, store, 1, 104, 100), "{case}");
-                }
-            }
-            let (Arg::Buffer(g), Arg::Buffer(w)) = (&got[1], &want[1]) else { unreachable!("buffers") };
-            same(DType::F32, &g.to_f64(), &w.to_f64()).unwrap_or_else(|e| panic!("{case}: {e}"));
-        }
-    }
+    // (stride, rows, cols), y length, and the offset the store fails at: lane (0, 13), offset
+    // 104, is the first past a buffer of 100 in row-major order.
+    let cases =
+        [([8, 8, 16], 128, None), ([10, 5, 13], 160, None), ([5, 8, 16], 128, None), ([8, 8, 16], 100, Some(104))];
+    check_store_cases(&k, &x, &cases);
 }
 
 /// A store of evenly strided rows (`[4, 8]`, lane `j` of row `r` at `r · 20 + j · d`: RoPE's
@@ -1260,31 +1234,37 @@ fn a_strided_store_matches_the_interpreter() {
     let src = kiln_codegen::cpu::render(&k, &CpuTarget::avx512()).unwrap().code;
     assert!(src.contains("+ (int64_t)j * d] = "), "the rows are written from the form");
     let x: Vec<f32> = (0..32).map(|i| ((i * 13 % 29) as f32 - 14.0) / 8.0).collect();
-    // (d, base, cols, y length, fails)
-    let cases = [(2, 0, 7, 96, false), (0, 3, 8, 96, false), (-2, 14, 8, 96, false), (3, 10, 8, 80, true)];
-    for (d, base, cols, len, fails) in cases {
+    // (d, base, cols), y length, and the offset the store fails at: row 3 starts at 70, and
+    // lane (3, 4), offset 82, is the first past a buffer of 80.
+    let cases = [([2, 0, 7], 96, None), ([0, 3, 8], 96, None), ([-2, 14, 8], 96, None), ([3, 10, 8], 80, Some(82))];
+    check_store_cases(&k, &x, &cases);
+}
+
+/// Runs a store kernel `(@x: ptr<f32>, @y: ptr<f32>, three i32 scalars)` on the interpreter and
+/// on every run target, for each case `(scalars, y length, failing offset)`: the same `y` (NaN
+/// where nothing is written), and where a case fails, the store's out-of-bounds error at that
+/// offset, reported by the interpreter too.
+fn check_store_cases(k: &Kernel, x: &[f32], cases: &[([i32; 3], usize, Option<i64>)]) {
+    for &(scalars, len, fails_at) in cases {
         let bind = || {
-            vec![
-                Arg::Buffer(HostBuffer::F32(x.clone())),
-                Arg::Buffer(HostBuffer::F32(vec![f32::NAN; len])),
-                Arg::Scalar(Scalar::I32(d)),
-                Arg::Scalar(Scalar::I32(base)),
-                Arg::Scalar(Scalar::I32(cols)),
-            ]
+            let mut args =
+                vec![Arg::Buffer(HostBuffer::F32(x.to_vec())), Arg::Buffer(HostBuffer::F32(vec![f32::NAN; len]))];
+            args.extend(scalars.map(|v| Arg::Scalar(Scalar::I32(v))));
+            args
         };
         let mut want = bind();
-        let expected = interp::run(&k, [1, 1, 1], &mut want);
-        assert_eq!(expected.is_err(), fails, "d {d}: {expected:?}");
+        let expected = interp::run(k, [1, 1, 1], &mut want);
+        assert_eq!(expected.is_err(), fails_at.is_some(), "{scalars:?}: {expected:?}");
         for t in run_targets() {
             let mut got = bind();
-            let case = format!("{} d {d} base {base} cols {cols} len {len}", t.fingerprint());
-            match run(&k, &t, [1, 1, 1], &mut got) {
-                Ok(()) => assert!(!fails, "{case}: ran where the interpreter failed"),
-                Err(e) => {
-                    assert!(fails, "{case}: {e:?}");
-                    // Row 3 starts at 70: lane (3, 4), offset 82, is the first past 80.
-                    let store = inst_of(&k, "store");
-                    assert_eq!((e.code, e.inst, e.param, e.index, e.len), (1, store, 1, 82, 80), "{case}");
+            let case = format!("{} scalars {scalars:?} len {len}", t.fingerprint());
+            match (run(k, &t, [1, 1, 1], &mut got), fails_at) {
+                (Ok(()), None) => {}
+                (Ok(()), Some(_)) => panic!("{case}: ran where the interpreter failed"),
+                (Err(e), None) => panic!("{case}: {e:?}"),
+                (Err(e), Some(index)) => {
+                    let store = inst_of(k, "store");
+                    assert_eq!((e.code, e.inst, e.param, e.index, e.len), (1, store, 1, index, len as i64), "{case}");
                 }
             }
             let (Arg::Buffer(g), Arg::Buffer(w)) = (&got[1], &want[1]) else { unreachable!("buffers") };

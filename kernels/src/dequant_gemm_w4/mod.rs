@@ -282,12 +282,10 @@ fn check_config(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<(),
     if p.xq == ActQuant::I8 {
         int8::check_config(c).map_err(constraint)?;
         ensure(NAME, c.row_loop == 0, || format!("row_loop = {} needs xq = f32", c.row_loop))?;
+        ensure(NAME, c.weights_lhs == 0, || "weights_lhs = 1 needs xq = f32".into())?;
     }
     rowloop::check_config(c).map_err(constraint)?;
     weights_lhs::check_config(c).map_err(constraint)?;
-    if p.xq == ActQuant::I8 {
-        ensure(NAME, c.weights_lhs == 0, || "weights_lhs = 1 needs xq = f32".into())?;
-    }
     Ok(())
 }
 

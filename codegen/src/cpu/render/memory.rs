@@ -28,7 +28,7 @@
 //! Loads check and read row by row (reading has no effect, so a failure in a later row leaves
 //! nothing behind); stores and atomics check every lane first, then write.
 
-use super::analysis::{row_major, Form, Repr, Sym};
+use super::analysis::{row_major, Form, Gather, Repr, Sym};
 use super::ops::{from_storage, storage_type, to_storage};
 use super::tile::{collapsed_nest, sum_expr};
 use super::Emitter;
@@ -97,6 +97,17 @@ impl Emitter<'_> {
         }
     }
 
+    /// C of a gathered term of an offset form at element `index` of its tile, as `uint64_t`:
+    /// `scale · root[index]`, the root sign-extended (`i32`) or zero-extended (`u32`).
+    fn gather_term(&self, g: &Gather, index: &str) -> String {
+        let e = self.access(&g.repr, index);
+        let e = match g.dtype {
+            DType::U32 => format!("(uint64_t){e}"),
+            _ => format!("(uint64_t)(int64_t){e}"),
+        };
+        format!("{} * {e}", self.sym(&g.scale))
+    }
+
     /// The offsets' own wrap: the lane value of an `i32` offsets tile read signed, of `u32`
     /// unsigned, from any representative modulo 2^32.
     fn wrap(&self, offsets: Value, x: &str) -> String {
@@ -141,12 +152,7 @@ impl Emitter<'_> {
         }
         for g in &form.gathers {
             let index = sum_expr(g.repr.strides[..lead].iter().copied().zip(coords.iter().map(String::as_str)));
-            let e = self.access(&g.repr, &index);
-            let e = match g.dtype {
-                DType::U32 => format!("(uint64_t){e}"),
-                _ => format!("(uint64_t)(int64_t){e}"),
-            };
-            start = format!("{start} + {} * {e}", self.sym(&g.scale));
+            start = format!("{start} + {}", self.gather_term(g, &index));
         }
         let s = self.wrap(acc.offsets, &start);
         self.line(&format!("const int64_t s = {s};"));
@@ -460,12 +466,7 @@ impl Emitter<'_> {
         // Gathered terms do not vary over the tile (see `affine_rows`): element 0 of each.
         let mut start = self.sym(&form.uniform);
         for g in &form.gathers {
-            let e = self.access(&g.repr, "0");
-            let e = match g.dtype {
-                DType::U32 => format!("(uint64_t){e}"),
-                _ => format!("(uint64_t)(int64_t){e}"),
-            };
-            start = format!("{start} + {} * {e}", self.sym(&g.scale));
+            start = format!("{start} + {}", self.gather_term(g, "0"));
         }
         let start = self.wrap(acc.offsets, &start);
         self.line(&format!("const int64_t dk_s = {start};"));
@@ -748,12 +749,8 @@ impl Emitter<'_> {
             start = format!("{start} + {} * (uint64_t)c", self.sym(&form.coefs[1]));
         }
         for g in &form.gathers {
-            let e = self.access(&g.repr, &sum_expr([(g.repr.strides[1], "c")].into_iter()));
-            let e = match g.dtype {
-                DType::U32 => format!("(uint64_t){e}"),
-                _ => format!("(uint64_t)(int64_t){e}"),
-            };
-            start = format!("{start} + {} * {e}", self.sym(&g.scale));
+            let index = sum_expr([(g.repr.strides[1], "c")].into_iter());
+            start = format!("{start} + {}", self.gather_term(g, &index));
         }
         let s = self.wrap(acc.offsets, &start);
         self.line(&format!("const int64_t s = {s};"));
