@@ -96,6 +96,30 @@ fn cpu_device() -> &'static kiln::runtime::cpu::CpuDevice {
 
 conformance_suite!(cpu, kiln::runtime::cpu::CpuExecutor { device: cpu_device() });
 
+/// The configs the CPU runs by default (each kernel's `target_default` for the CPU) on the CPU
+/// backend, where they differ from the portable default the suite always checks: two KV heads a
+/// paged-attention program, the weights-left GEMM path, and so on.
+#[test]
+fn cpu_target_defaults() {
+    let mut exec = kiln::runtime::cpu::CpuExecutor { device: cpu_device() };
+    let mut checked = 0;
+    for id in KernelId::ALL {
+        let kernel = id.kernel();
+        for (i, shape) in shapes(id).iter().enumerate() {
+            let shape = Args::parse(shape).unwrap();
+            let config = kernel.target_default(&shape, kiln::kernels::TargetKind::Cpu).unwrap();
+            if config == kernel.default_config(&shape).unwrap() {
+                continue;
+            }
+            let r = kiln::kernels::check::check(kernel, &shape, &config, &mut exec, 2000 + i as u64)
+                .unwrap_or_else(|e| panic!("{id} [{shape}] {config}: {e}"));
+            assert!(r.passed(), "{r}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "only {checked} CPU defaults differ from the portable ones");
+}
+
 // The PTX backend, run by the SIMT simulator (no GPU needed), 4 warps per program.
 conformance_suite!(
     simt,

@@ -97,9 +97,18 @@ fn attention_decode_paged_cpu_default_splits_only_small_grids() {
         assert!(k.space(&shape, &Default::default()).unwrap().contains(&config), "{config} not in the space");
         config
     };
-    // 128 programs: no split, 16 keys a tile (the GPU default splits this one in 2).
+    // 128 programs: no split, 16 keys a tile (the GPU default splits this one in 2), two KV heads
+    // a program; an odd KV head count keeps one.
     let wide = cpu("batch=16,q_len=1,ctx=2048,heads=32,kv_heads=8,head_dim=128,block=16");
-    assert_eq!((wide.get("splits"), wide.get("block_n")), (Some("1"), Some("16")), "{wide}");
+    assert_eq!(
+        (wide.get("splits"), wide.get("block_n"), wide.get("heads_per_program")),
+        (Some("1"), Some("16"), Some("2")),
+        "{wide}"
+    );
+    // The CPU default of two heads a program, checked against the reference on a small shape.
+    let pairs = "batch=3,q_len=2,ctx=90,heads=8,kv_heads=4,head_dim=64,block=16";
+    assert_eq!(cpu(pairs).get("heads_per_program"), Some("2"));
+    assert_config(pairs, &cpu(pairs).to_string(), 64);
     // One sequence of a long context: split while each split keeps 256 keys.
     let long = cpu("batch=1,q_len=1,ctx=600,heads=2,kv_heads=1,head_dim=64,block=16");
     assert_eq!(long.get("splits"), Some("2"), "{long}");
@@ -109,7 +118,7 @@ fn attention_decode_paged_cpu_default_splits_only_small_grids() {
     // Prefill lanes (48 query rows a KV head, padded to 64): 32 keys a tile, checked on a
     // ragged shape.
     let lanes = cpu("batch=32,q_len=16,ctx=512,heads=9,kv_heads=3,head_dim=64,block=16");
-    assert_eq!(lanes.get("block_n"), Some("32"), "{lanes}");
+    assert_eq!((lanes.get("block_n"), lanes.get("heads_per_program")), (Some("32"), Some("1")), "{lanes}");
     let shape = "batch=3,q_len=16,ctx=70,heads=9,kv_heads=3,head_dim=64,block=16";
     assert_config(shape, &cpu(shape).to_string(), 63);
 }

@@ -2,9 +2,9 @@
 //!
 //! Where transparent huge pages are `madvise`-only (`/sys/kernel/mm/transparent_hugepage/enabled`
 //! reads `[madvise]`), anonymous memory gets 4 KiB pages unless the process asks. Kernels that
-//! gather rows from all over a large buffer (the paged KV cache: 256-byte rows 2 KiB apart, from
-//! scattered pages) then miss the TLB on nearly every row; with 2 MiB pages a whole KV page and
-//! its neighbours share one entry. Streaming kernels gain less, but the benchmark's roofline
+//! gather rows from all over a large buffer (the paged KV cache: 4 KiB runs of a KV head's rows
+//! from scattered pages) then miss the TLB on nearly every run; with 2 MiB pages a whole KV page
+//! and its neighbours share one entry. Streaming kernels gain less, but the benchmark's roofline
 //! kernel must get the same memory as the kernels measured against it.
 //!
 //! [`HugePageAlloc`] is a global allocator over the system's that advises `MADV_HUGEPAGE` on the

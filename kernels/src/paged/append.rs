@@ -5,17 +5,17 @@
 //! - `slot_mapping`: i32 `[tokens]`, the slot each token goes to; **−1 marks a padding token that
 //!   is skipped** (the vLLM convention). Valid slots are distinct (two tokens writing one slot would
 //!   race on a GPU);
-//! - `k_cache`, `v_cache`: `[n_blocks, block, kv_heads, head_dim]`, updated in place (`InOut`):
+//! - `k_cache`, `v_cache`: `[n_blocks, kv_heads, block, head_dim]`, updated in place (`InOut`):
 //!   every slot not named by `slot_mapping` keeps its old contents.
 //!
-//! A token's `kv_heads · head_dim` elements are contiguous both in `k_new` and in its slot, so the
-//! kernel treats them as one row of `row = kv_heads · head_dim` elements. Program `(c, t)` of the
-//! grid `[ceil(row / block_cols), ceil(tokens / tokens_per_program)]` copies a
-//! `[tokens_per_program, block_cols]` tile of K and of V: it loads the tokens' slots, and masks off
-//! padding tokens, tokens past the end and columns past the row. It is a pure copy, so the result
-//! must match the reference exactly (tolerance 0).
+//! A token's KV head rows are contiguous in `k_new` but `block · head_dim` elements apart in its
+//! page. Program `(c, t)` of the grid `[ceil(head_dim / block_cols), ceil(tokens /
+//! tokens_per_program)]` copies a `[tokens_per_program, kv_heads, block_cols]` tile of K and of V,
+//! columns `c · block_cols ..` of every head: it loads the tokens' slots, and masks off padding
+//! tokens, tokens past the end and columns past the head. It is a pure copy, so the result must
+//! match the reference exactly (tolerance 0).
 
-use super::{ensure_i32_indexable, i32_buffer};
+use super::{ensure_i32_indexable, i32_buffer, row_start, PageShape};
 use crate::args::parse_dtype;
 use crate::args::{Args, ArgsKind, Reader};
 use crate::kernel::{Config, Knob, Problem, SpaceLimits, TileKernel};
@@ -96,7 +96,7 @@ impl Problem for PagedKvAppendProblem {
 pub struct PagedKvAppendConfig {
     /// Tokens per program.
     pub tokens_per_program: u32,
-    /// Elements of a token's `kv_heads · head_dim` row per program.
+    /// Elements of one KV head's row per program.
     pub block_cols: u32,
 }
 
@@ -144,17 +144,16 @@ impl TileKernel for PagedKvAppend {
             Knob {
                 name: "block_cols",
                 values: BLOCK_COLS.map(i64::from).to_vec(),
-                help: "elements of a token's kv_heads·head_dim row per program",
+                help: "elements of one KV head's row per program",
             },
         ]
     }
 
     fn default_config(&self, p: &PagedKvAppendProblem) -> PagedKvAppendConfig {
-        // A whole row per program when it fits in 1024 elements; tokens grouped so that a program
-        // moves about 2048 elements, but never more tokens than there are.
-        let row = p.row().min(1024) as u32;
-        let block_cols = BLOCK_COLS.into_iter().find(|&b| b >= row).unwrap_or(1024);
-        let want = (2048 / block_cols).min(p.tokens.next_power_of_two());
+        // A whole head row per program when it fits in 1024 elements; tokens grouped so that a
+        // program moves about 2048 elements, but never more tokens than there are.
+        let block_cols = BLOCK_COLS.into_iter().find(|&b| b >= p.head_dim).unwrap_or(1024);
+        let want = (2048 / (block_cols * p.kv_heads)).min(p.tokens.next_power_of_two());
         let tokens_per_program = TOKENS_PER_PROGRAM.into_iter().rev().find(|&t| t <= want).unwrap_or(1);
         PagedKvAppendConfig { tokens_per_program, block_cols }
     }
@@ -162,12 +161,12 @@ impl TileKernel for PagedKvAppend {
     fn space(&self, p: &PagedKvAppendProblem, limits: &SpaceLimits) -> Vec<PagedKvAppendConfig> {
         // Tiles wider than the row or taller than the token count only mask work away; keep the
         // smallest that covers each.
-        let cover_cols = BLOCK_COLS.into_iter().find(|&b| b as u64 >= p.row()).unwrap_or(1024);
+        let cover_cols = BLOCK_COLS.into_iter().find(|&b| b >= p.head_dim).unwrap_or(1024);
         let cover_tokens = TOKENS_PER_PROGRAM.into_iter().find(|&t| t >= p.tokens).unwrap_or(16);
         let mut space = Vec::new();
         for &tokens_per_program in TOKENS_PER_PROGRAM.iter().filter(|&&t| t <= cover_tokens) {
             for &block_cols in BLOCK_COLS.iter().filter(|&&b| b <= cover_cols) {
-                if tokens_per_program as u64 * block_cols as u64 <= limits.max_tile_elements {
+                if tokens_per_program as u64 * p.kv_heads as u64 * block_cols as u64 <= limits.max_tile_elements {
                     space.push(PagedKvAppendConfig { tokens_per_program, block_cols });
                 }
             }
@@ -180,10 +179,11 @@ impl TileKernel for PagedKvAppend {
     }
 
     fn plan(&self, p: &PagedKvAppendProblem, c: &PagedKvAppendConfig) -> Result<Plan, KernelError> {
-        let grid = [(p.row() as u32).div_ceil(c.block_cols), p.tokens.div_ceil(c.tokens_per_program), 1];
+        let grid = [p.head_dim.div_ceil(c.block_cols), p.tokens.div_ceil(c.tokens_per_program), 1];
         ensure(NAME, grid[1] <= 65_535, || {
             format!("tokens / tokens_per_program = {} programs exceeds the grid limit 65535", grid[1])
         })?;
+        let (block, d, n_kv) = (p.block as i32, p.head_dim as i32, p.kv_heads as i32);
 
         let b = KernelBuilder::new(NAME);
         let k_new = b.buffer("k_new", p.dtype);
@@ -198,10 +198,14 @@ impl TileKernel for PagedKvAppend {
         let in_range = t.lt(tokens);
         // Tokens past the end read as padding, so one mask covers both.
         let slot = b.load_masked(slot_mapping, t, in_range, -1i32);
-        let cols = b.program_id(0) * c.block_cols as i32 + b.arange(0, c.block_cols as i32);
-        let mask = slot.ge(0).col() & cols.lt(row).row();
-        let src = (t * row).col() + cols.row();
-        let dst = (slot * row).col() + cols.row();
+        let dims =
+            (b.program_id(0) * c.block_cols as i32 + b.arange(0, c.block_cols as i32)).expand_dims(0).expand_dims(0);
+        let heads = b.arange(0, n_kv).expand_dims(0).expand_dims(2);
+        let mask = slot.ge(0).expand_dims(1).expand_dims(2) & dims.lt(d);
+        let src = (t * row).expand_dims(1).expand_dims(2) + heads * d + dims;
+        // The slot's row of head h: `((block_id · kv_heads + h) · block + offset) · d`.
+        let page_row = (slot / block * (n_kv * block) + slot % block) * d;
+        let dst = page_row.expand_dims(1).expand_dims(2) + heads * (block * d) + dims;
         b.store_masked(k_cache, dst, b.load_masked(k_new, src, mask, 0.0), mask);
         b.store_masked(v_cache, dst, b.load_masked(v_new, src, mask, 0.0), mask);
         let kernel = b.finish().map_err(|source| KernelError::Build { kernel: NAME, source })?;
@@ -260,7 +264,8 @@ impl TileKernel for PagedKvAppend {
     }
 
     fn reference(&self, p: &PagedKvAppendProblem, inputs: &Buffers) -> Reference {
-        let row = p.row() as usize;
+        let (row, d) = (p.row() as usize, p.head_dim as usize);
+        let shape = PageShape { block: p.block as usize, kv_heads: p.kv_heads as usize, head_dim: d };
         let slots = inputs["slot_mapping"].to_f64();
         let mut out = Reference::new();
         for (new, cache) in [("k_new", "k_cache"), ("v_new", "v_cache")] {
@@ -270,8 +275,10 @@ impl TileKernel for PagedKvAppend {
                 if slot < 0.0 {
                     continue;
                 }
-                let slot = slot as usize;
-                expected[slot * row..(slot + 1) * row].copy_from_slice(&new[t * row..(t + 1) * row]);
+                for h in 0..shape.kv_heads {
+                    let dst = row_start(shape, slot as usize, h);
+                    expected[dst..dst + d].copy_from_slice(&new[t * row + h * d..t * row + (h + 1) * d]);
+                }
             }
             out.insert(cache.to_string(), expected);
         }

@@ -6,7 +6,7 @@
 //!
 //! Cache layout, block tables and context lengths as in [`crate::paged`].
 //! - `q`: `[batch, q_len, heads, head_dim]` in `q_dtype` (f16 or f32, default: the cache dtype);
-//! - `k_cache`, `v_cache`: `[n_blocks, block, kv_heads, head_dim]` in `dtype` (f16 or f32), with
+//! - `k_cache`, `v_cache`: `[n_blocks, kv_heads, block, head_dim]` in `dtype` (f16 or f32), with
 //!   `n_blocks = batch · ceil(ctx / block) + SPARE_BLOCKS`;
 //! - `block_tables`: i32 `[batch, ceil(ctx / block)]`; `context_lens`: i32 `[batch]`, each `L_s`
 //!   in `q_len..=ctx`. **The caches already hold the q_len new tokens** at positions
@@ -37,19 +37,19 @@
 //!
 //! **Look-ahead.** With `prefetch = 1` (the default) each tile also looks up the next tile's
 //! block-table entries and prefetches its K rows (before the scores) and V rows (after them), so
-//! the next tile's rows arrive while this one computes. The rows are 256 bytes scattered over
-//! pages (a slot's KV heads interleave), a pattern no hardware prefetcher follows.
+//! the next tile's rows arrive while this one computes. Within a page a KV head's rows are one
+//! contiguous run, but the next page is wherever the block table says, which no hardware
+//! prefetcher follows.
 //!
 //! **Several KV heads per program.** With `heads_per_program = hp` (a divisor of `kv_heads`,
 //! default 1) a program takes `hp` neighbouring KV heads, grid `[kv_heads / hp, batch, n_splits]`:
-//! one block-table lookup per tile serves them all, and since a slot's KV heads are adjacent,
-//! the tile reads `hp · head_dim` contiguous elements per slot instead of one row. Each head keeps
+//! one block-table lookup per tile serves them all, and since a page holds its KV heads' runs one
+//! after another, a tile within one page reads the `hp` runs back to back. Each head keeps
 //! its own q tile, `m`, `l` and `acc` (three loop-carried tiles per head) and its look-ahead is
-//! issued with its own scores, so the prefetches spread over the tile. The default stays 1: on
-//! the 2-core Zen 5 host at batch 16, ctx 2048, `hp = 8` measured no faster (CPU time per run
-//! within 5-10% either way, wall time noisier), SmolLM2's prefill lanes (q_len 16, 3 KV heads)
-//! ran 2.6 ms at `hp = 3` against 2.4 ms at 1, and a GPU wants the programs. The tuner's space
-//! offers 1 and the largest legal value.
+//! issued with its own scores, so the prefetches spread over the tile. The CPU default is 2 where
+//! `kv_heads` is even (see [`TileKernel::target_default`]), else 1: SmolLM2's prefill lanes
+//! (q_len 16, 3 KV heads) ran 2.6 ms at `hp = 3` against 2.4 ms at 1. The portable (GPU) default
+//! stays 1: a GPU wants the programs. The tuner's space offers 1, 2 and the largest legal value.
 //!
 //! **Split-KV.** The `splits` knob cuts the `ctx` keys into `n_splits` ranges of
 //! `split_size = round_up(ceil(ctx / splits), block_n)` keys (`n_splits = ceil(ctx / split_size)`,
@@ -74,7 +74,8 @@
 //! attending one key too few already exceeds them on the test shapes.
 
 use super::{
-    ensure_i32_indexable, i32_buffer, max_blocks, pool_blocks, random_block_tables, random_context_lens, slot_of,
+    ensure_i32_indexable, i32_buffer, max_blocks, pool_blocks, random_block_tables, random_context_lens, row_start,
+    slot_of, PageShape,
 };
 use crate::args::parse_dtype;
 use crate::args::{Args, ArgsKind, Reader};
@@ -236,8 +237,8 @@ pub struct AttentionDecodePagedConfig {
     pub splits: u32,
     /// 1: prefetch the next tile's K and V rows while computing on this one; 0: no hint.
     pub prefetch: u32,
-    /// KV heads per program, a divisor of `kv_heads`: neighbouring heads' rows are adjacent in
-    /// each cache slot, so a program of several reads longer contiguous runs.
+    /// KV heads per program, a divisor of `kv_heads`: neighbouring heads' runs are adjacent in
+    /// each page, so a program of several reads longer contiguous runs.
     pub heads_per_program: u32,
 }
 
@@ -352,12 +353,14 @@ impl TileKernel for AttentionDecodePaged {
         // look-ahead. Without the transpose and with the polynomial exp2: 3.1 ms at 32. With V
         // read in place by the P·V dot, the score mask on vector lanes and the accumulator
         // rescaled in place: 2.5-2.8 ms (0.52-0.61 of the same run's read roofline) against
-        // 2.9-3.0 ms (0.44-0.53). What is left is the misses one core keeps in flight for
-        // 256-byte rows scattered over pages: one thread streams 13 GB/s of K/V where the same
-        // code hot in L3 reaches 19.5 GB/s; looking 2 or 3 tiles ahead, 8 KV heads a program
-        // (2 KiB contiguous a slot) or block_n 64 measured slower, block_n 16 within 2%; kᵀ's
-        // columns read in place by the score dot too (as V is) ran 6% faster hot in L3 and
-        // 0-5% slower streamed, so K is still converted into a column-major copy.
+        // 2.9-3.0 ms (0.44-0.53). What was left then was the misses one core keeps in flight
+        // for 256-byte rows scattered over slot-major pages: one thread streamed 13 GB/s of K/V
+        // where the same code hot in L3 reached 19.5 GB/s; looking 2 or 3 tiles ahead, 8 KV
+        // heads a program or block_n 64 measured slower, block_n 16 within 2%; kᵀ's columns read
+        // in place by the score dot too (as V is) ran 3-6% faster hot in cache and 0-5% slower
+        // streamed, so K is still converted into a column-major copy. Pages that hold each KV
+        // head's rows as one run (the layout now) took the CPU default from 2.3-2.4 ms to
+        // 2.05-2.26 ms (two heads a program, see `target_default`).
         let block_n = BLOCK_N.into_iter().find(|&b| b >= p.ctx).unwrap_or(32).min(32);
         // Split while the grid stays within about two programs per SM of a large GPU; a decode
         // step of few sequences is otherwise a handful of programs streaming the whole context
@@ -378,11 +381,17 @@ impl TileKernel for AttentionDecodePaged {
             // vectors of keys, not one. SmolLM2's prefill lanes (batch 32 × 16 tokens, ctx 512,
             // 9 / 3 heads of 64): 1690-1705 µs against 1967-2844 µs at 16; batch 4 × 8 tokens,
             // ctx 1024: 240 µs against 254-257.
+            //
+            // Two KV heads a program where the count is even: their runs of a page are adjacent,
+            // so each tile reads 2 · block_n · head_dim contiguous elements. Batch 16, ctx 2048,
+            // 32 / 8 heads of 128, interleaved runs: 2048-2264 µs against 2244-2326 µs at one
+            // head (4 heads 2237-2339, 8 heads slower again: each head's q, m, l and acc crowd L1).
             TargetKind::Cpu => {
                 let keys = if p.rows_pad() >= 16 { 32 } else { 16 };
                 let block_n = BLOCK_N.into_iter().find(|&b| b >= p.ctx).unwrap_or(keys).min(keys);
                 let splits = default_splits(p, block_n, |programs, next| programs * (next as u64 / 2) < CPU_PROGRAMS);
-                AttentionDecodePagedConfig { block_n, splits, prefetch: 1, heads_per_program: 1 }
+                let heads_per_program = if p.kv_heads.is_multiple_of(2) { 2 } else { 1 };
+                AttentionDecodePagedConfig { block_n, splits, prefetch: 1, heads_per_program }
             }
             TargetKind::Gpu => self.default_config(p),
         }
@@ -392,9 +401,11 @@ impl TileKernel for AttentionDecodePaged {
         let cover = BLOCK_N.into_iter().find(|&b| b >= p.ctx).unwrap_or(128);
         let rows = p.rows_pad() as u64;
         let q_fits = rows * p.head_dim as u64 <= limits.max_tile_elements;
-        // One KV head a program, or the most the problem allows: the two ends of the knob.
-        let most_heads = HEADS_PER_PROGRAM.into_iter().filter(|&h| p.kv_heads.is_multiple_of(h)).max().unwrap_or(1);
-        let heads_per_program: &[u32] = if most_heads > 1 { &[1, most_heads] } else { &[1] };
+        // One KV head a program, two (the CPU default), or the most the problem allows.
+        let mut heads_per_program: Vec<u32> =
+            HEADS_PER_PROGRAM.into_iter().filter(|&h| p.kv_heads.is_multiple_of(h)).collect();
+        let most_heads = heads_per_program.last().copied().unwrap_or(1);
+        heads_per_program.retain(|&h| h <= 2 || h == most_heads);
         let mut space = Vec::new();
         for &block_n in BLOCK_N.iter().filter(|&&b| b <= cover) {
             let n = block_n as u64;
@@ -404,7 +415,7 @@ impl TileKernel for AttentionDecodePaged {
             // Only split counts that are what they say: more would leave empty splits behind.
             for &splits in SPLITS.iter().filter(|&&s| split_layout(p.ctx, block_n, s).1 == s) {
                 for &prefetch in &PREFETCH {
-                    for &heads_per_program in heads_per_program {
+                    for &heads_per_program in &heads_per_program {
                         space.push(AttentionDecodePagedConfig { block_n, splits, prefetch, heads_per_program });
                     }
                 }
@@ -496,6 +507,7 @@ impl TileKernel for AttentionDecodePaged {
         let (q_len, heads, kv_heads, d) =
             (p.q_len as usize, p.heads as usize, p.kv_heads as usize, p.head_dim as usize);
         let (block, max_blocks, group) = (p.block as usize, p.max_blocks() as usize, p.group() as usize);
+        let shape = PageShape { block, kv_heads, head_dim: d };
         let q = inputs["q"].to_f64();
         let k = inputs["k_cache"].to_f64();
         let v = inputs["v_cache"].to_f64();
@@ -511,7 +523,7 @@ impl TileKernel for AttentionDecodePaged {
                     let kvh = h / group;
                     let q_row = &q[((s * q_len + i) * heads + h) * d..][..d];
                     let kv_row = |cache: &[f64], pos: usize| {
-                        let start = (slot_of(table, block, pos) * kv_heads + kvh) * d;
+                        let start = row_start(shape, slot_of(table, block, pos), kvh);
                         cache[start..start + d].to_vec()
                     };
                     let scores: Vec<f64> = (0..visible)
@@ -616,10 +628,10 @@ fn build_split_kernel(p: &AttentionDecodePagedProblem, c: &AttentionDecodePagedC
         // The page size and KV head count are problem constants: `keys / page` becomes a shift
         // instead of a division per key, and the row offsets' coefficients are known.
         let block_id = b.load_masked(block_tables, table_row + keys / page, key_ok, 0i32);
-        let slot = block_id * page + keys % page;
-        // The program's KV heads sit side by side in each slot: `hp · head_dim` contiguous
-        // elements, read head after head within the tile.
-        let slot_base = (slot * n_kv + first_kvh) * d;
+        // Each key's row of the program's first KV head; the next heads' rows follow a page's
+        // `block · head_dim` elements apart.
+        let head_stride = page * d;
+        let slot_base = ((block_id * n_kv + first_kvh) * page + keys % page) * d;
         // Look one tile ahead: the next tile's rows are found through the block table, which no
         // hardware prefetcher follows, so ask for them now and compute on this tile meanwhile.
         // K first, V after the first head's scores, so that the requests spread over the work.
@@ -627,25 +639,25 @@ fn build_split_kernel(p: &AttentionDecodePagedProblem, c: &AttentionDecodePagedC
             let next = keys + bn;
             let next_ok = next.lt(end);
             let next_block = b.load_masked(block_tables, table_row + next / page, next_ok, 0i32);
-            let next_base = ((next_block * page + next % page) * n_kv + first_kvh) * d;
+            let next_base = ((next_block * n_kv + first_kvh) * page + next % page) * d;
             (next_base, next_ok)
         });
         let visible = keys.row().le(last_key) & key_ok.row();
         let mut out = Vec::new();
         for (j, (_, q)) in per_head.iter().enumerate() {
             let [m, l, acc] = [state[3 * j], state[3 * j + 1], state[3 * j + 2]];
-            let base = slot_base + j as i32 * d;
+            let base = slot_base + j as i32 * head_stride;
             // kᵀ [head_dim, block_n] straight from memory: transposed offsets, no transpose op.
             let k_t = cast_to(b.load_masked(k_cache, dims.col() + base.row(), key_ok.row(), 0.0), qk_dtype);
             let v = b.load_masked(v_cache, base.col() + dims.row(), key_ok.col(), 0.0);
             // One head's rows at a time, K before its scores and V after, so that the requests
             // spread over the tile's work rather than fill the miss queues at once.
             if let Some((next_base, next_ok)) = next {
-                b.prefetch(k_cache, next_base + j as i32 * d, Some(next_ok), d as u32);
+                b.prefetch(k_cache, next_base + j as i32 * head_stride, Some(next_ok), d as u32);
             }
             let scores = b.dot(*q, k_t, b.zeros(&[rows_pad as u32, bn as u32], DType::F32)) * qk_scale;
             if let Some((next_base, next_ok)) = next {
-                b.prefetch(v_cache, next_base + j as i32 * d, Some(next_ok), d as u32);
+                b.prefetch(v_cache, next_base + j as i32 * head_stride, Some(next_ok), d as u32);
             }
             let scores = b.select(visible, scores, f32::NEG_INFINITY);
             let m_new = m.maximum(scores.max(1));

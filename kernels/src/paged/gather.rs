@@ -2,24 +2,28 @@
 //! tensors, for consumers that want a dense KV (prefill attention over a cached prefix, debugging).
 //!
 //! Buffers (the cache layout, block tables and context lengths are described in [`crate::paged`]):
-//! - `k_cache`, `v_cache`: `[n_blocks, block, kv_heads, head_dim]` with
+//! - `k_cache`, `v_cache`: `[n_blocks, kv_heads, block, head_dim]` with
 //!   `n_blocks = batch · ceil(ctx / block) + SPARE_BLOCKS` (inputs);
 //! - `block_tables`: i32 `[batch, ceil(ctx / block)]`; `context_lens`: i32 `[batch]`, in `1..=ctx`;
 //! - `k_out`, `v_out`: `[batch, ctx, kv_heads, head_dim]` (outputs). `ctx` is the longest context;
 //!   **positions at or past a sequence's length are written as zeros**, so the outputs are fully
 //!   defined and hold nothing from the cache's unused slots.
 //!
-//! Program `(c, t, s)` of the grid `[ceil(row / block_cols), ceil(ctx / tokens_per_program),
-//! batch]` (`row = kv_heads · head_dim`) copies a `[tokens_per_program, block_cols]` tile of
-//! sequence `s`: it looks the positions' blocks up in the block table (masked to the sequence's
-//! length, so table entries past it are never read), loads the slots' rows and stores them, zeros
-//! where the position is past the length. A pure copy: the tolerance is 0. With `prefetch = 1`
-//! (a knob; the default is 0) it first looks up the positions of program `(c, t + 1, s)` and prefetches their
-//! rows: pages are scattered, so the hardware prefetcher stops at every page's end, and the next
-//! program's rows are then on their way while this one copies.
+//! Program `(c, t, s)` of the grid `[ceil(head_dim / block_cols), ceil(ctx / tokens_per_program),
+//! batch]` copies a `[tokens_per_program, kv_heads, block_cols]` tile of sequence `s`, columns
+//! `c · block_cols ..` of every KV head: it looks the positions' blocks up in the block table
+//! (masked to the sequence's length, so table entries past it are never read), loads each head's
+//! rows from its run of the page and stores them, zeros where the position is past the length.
+//! The output rows are written whole; the reads interleave the page's `kv_heads` runs, which the
+//! IR cannot reorder without a transpose (reading run after run and storing 256-byte pieces of
+//! the rows measured no faster). A pure copy: the tolerance is 0. With `prefetch = 1` (a knob;
+//! the default is 0) it first looks up the positions of program `(c, t + 1, s)` and prefetches
+//! their rows: pages are scattered, so the hardware prefetcher stops at every page's end, and the
+//! next program's rows are then on their way while this one copies.
 
 use super::{
-    ensure_i32_indexable, i32_buffer, max_blocks, pool_blocks, random_block_tables, random_context_lens, slot_of,
+    ensure_i32_indexable, i32_buffer, max_blocks, pool_blocks, random_block_tables, random_context_lens, row_start,
+    slot_of, PageShape,
 };
 use crate::args::parse_dtype;
 use crate::args::{Args, ArgsKind, Reader};
@@ -110,7 +114,7 @@ impl Problem for PagedKvGatherProblem {
 pub struct PagedKvGatherConfig {
     /// Positions per program.
     pub tokens_per_program: u32,
-    /// Elements of a token's `kv_heads · head_dim` row per program.
+    /// Elements of one KV head's row per program.
     pub block_cols: u32,
     /// 1: prefetch the rows the next program copies (the next positions of the sequence, found
     /// through the block table) before copying this program's; 0: no hint.
@@ -169,7 +173,7 @@ impl TileKernel for PagedKvGather {
             Knob {
                 name: "block_cols",
                 values: BLOCK_COLS.map(i64::from).to_vec(),
-                help: "elements of a token's kv_heads·head_dim row per program",
+                help: "elements of one KV head's row per program",
             },
             Knob {
                 name: "prefetch",
@@ -180,23 +184,24 @@ impl TileKernel for PagedKvGather {
     }
 
     fn default_config(&self, p: &PagedKvGatherProblem) -> PagedKvGatherConfig {
-        // A whole row per program when it fits in 1024 elements, and about 4096 elements a program.
-        let row = p.row().min(1024) as u32;
-        let block_cols = BLOCK_COLS.into_iter().find(|&b| b >= row).unwrap_or(1024);
-        let want = (4096 / block_cols).min(p.ctx.next_power_of_two());
+        // A whole head row per program when it fits in 1024 elements, and about 4096 elements a
+        // program.
+        let block_cols = BLOCK_COLS.into_iter().find(|&b| b >= p.head_dim).unwrap_or(1024);
+        let want = (4096 / (block_cols * p.kv_heads)).min(p.ctx.next_power_of_two());
         let tokens_per_program = TOKENS_PER_PROGRAM.into_iter().rev().find(|&t| t <= want).unwrap_or(1);
-        // The look-ahead measured no gain on the CPU (pages are 32 KiB of contiguous rows, which
-        // the hardware prefetcher streams); it stays a knob for the tuner.
+        // The look-ahead measured no gain on the CPU with slot-major pages (32 KiB of contiguous
+        // rows, which the hardware prefetcher streams); it stays a knob for the tuner.
         PagedKvGatherConfig { tokens_per_program, block_cols, prefetch: 0 }
     }
 
     fn space(&self, p: &PagedKvGatherProblem, limits: &SpaceLimits) -> Vec<PagedKvGatherConfig> {
-        let cover_cols = BLOCK_COLS.into_iter().find(|&b| b as u64 >= p.row()).unwrap_or(1024);
+        let cover_cols = BLOCK_COLS.into_iter().find(|&b| b >= p.head_dim).unwrap_or(1024);
         let cover_tokens = TOKENS_PER_PROGRAM.into_iter().find(|&t| t >= p.ctx).unwrap_or(32);
         let mut space = Vec::new();
         for &tokens_per_program in TOKENS_PER_PROGRAM.iter().filter(|&&t| t <= cover_tokens) {
             for &block_cols in BLOCK_COLS.iter().filter(|&&b| b <= cover_cols) {
-                let fits = tokens_per_program as u64 * block_cols as u64 <= limits.max_tile_elements;
+                let elements = tokens_per_program as u64 * p.kv_heads as u64 * block_cols as u64;
+                let fits = elements <= limits.max_tile_elements;
                 // Grid y must stay within 65535 programs.
                 if fits && p.ctx.div_ceil(tokens_per_program) <= 65_535 {
                     for &prefetch in &PREFETCH {
@@ -213,7 +218,8 @@ impl TileKernel for PagedKvGather {
     }
 
     fn plan(&self, p: &PagedKvGatherProblem, c: &PagedKvGatherConfig) -> Result<Plan, KernelError> {
-        let grid = [(p.row() as u32).div_ceil(c.block_cols), p.ctx.div_ceil(c.tokens_per_program), p.batch];
+        let chunks = p.head_dim.div_ceil(c.block_cols);
+        let grid = [chunks, p.ctx.div_ceil(c.tokens_per_program), p.batch];
         ensure(NAME, grid[1] <= 65_535, || {
             format!("ctx / tokens_per_program = {} programs exceeds the grid limit 65535", grid[1])
         })?;
@@ -233,27 +239,44 @@ impl TileKernel for PagedKvGather {
         let seq = b.program_id(2);
         let len = b.load(context_lens, seq);
         let pos = b.program_id(1) * c.tokens_per_program as i32 + b.arange(0, c.tokens_per_program as i32);
-        let cols = b.program_id(0) * c.block_cols as i32 + b.arange(0, c.block_cols as i32);
-        let col_ok = cols.lt(row).row();
+        let (d, n_kv) = (p.head_dim as i32, p.kv_heads as i32);
+        let first_dim = b.program_id(0) * c.block_cols as i32;
+        let dims = first_dim + b.arange(0, c.block_cols as i32);
+        let col_ok = dims.lt(d).row();
+        // Each position's row of KV head 0: `(block_id · kv_heads · block + offset) · head_dim`;
+        // head h's row is `h · block · head_dim` further.
+        let page_row = |block_id, pos| (block_id * n_kv * block + pos % block) * d;
+        let head_stride = block * d;
         let live = pos.lt(len);
         // Only live positions look their block up, so table entries past the length are never read.
         let block_id = b.load_masked(block_tables, seq * max_blocks + pos / block, live, 0i32);
-        if c.prefetch == 1 {
+        let ahead = (c.prefetch == 1).then(|| {
             // The next program along the grid's y axis copies the next positions of this
             // sequence, usually from another page: no hardware prefetcher follows the block table
-            // there, so ask for its rows before this program's copy waits on its own.
+            // there, so ask for its rows (head by head, below) before this program's copies wait
+            // on their own.
             let ahead = pos + c.tokens_per_program as i32;
             let ahead_live = ahead.lt(len);
             let ahead_block = b.load_masked(block_tables, seq * max_blocks + ahead / block, ahead_live, 0i32);
-            let ahead_src = (ahead_block * block + ahead % block) * row + b.program_id(0) * c.block_cols as i32;
+            (page_row(ahead_block, ahead) + first_dim, ahead_live)
+        });
+        // A `[tokens, kv_heads, block_cols]` tile: every KV head of these positions in one
+        // program, so that the output rows are written whole.
+        let heads = b.arange(0, n_kv).expand_dims(0).expand_dims(2);
+        let dims3 = dims.expand_dims(0).expand_dims(0);
+        let src = page_row(block_id, pos).expand_dims(1).expand_dims(2) + heads * head_stride + dims3;
+        let dst = ((seq * ctx + pos) * row).expand_dims(1).expand_dims(2) + heads * d + dims3;
+        let col_ok = col_ok.expand_dims(0);
+        let load_mask = live.expand_dims(1).expand_dims(2) & col_ok;
+        let store_mask = pos.lt(ctx).expand_dims(1).expand_dims(2) & col_ok;
+        if let Some((ahead_src, ahead_live)) = ahead {
+            // One hint per position and head; the hint is `block_cols` elements long.
+            let hints = [c.tokens_per_program * p.kv_heads];
+            let ahead_src = (ahead_src.col() + (b.arange(0, n_kv) * head_stride).row()).reshape(&hints);
+            let ahead_live = (ahead_live.col() & b.arange(0, n_kv).ge(0).row()).reshape(&hints);
             b.prefetch(k_cache, ahead_src, Some(ahead_live), c.block_cols);
             b.prefetch(v_cache, ahead_src, Some(ahead_live), c.block_cols);
         }
-        let slot = block_id * block + pos % block;
-        let src = (slot * row).col() + cols.row();
-        let dst = ((seq * ctx + pos) * row).col() + cols.row();
-        let load_mask = live.col() & col_ok;
-        let store_mask = pos.lt(ctx).col() & col_ok;
         // Positions past the length load the `other` value 0, which is what they must hold.
         b.store_masked(k_out, dst, b.load_masked(k_cache, src, load_mask, 0.0), store_mask);
         b.store_masked(v_out, dst, b.load_masked(v_cache, src, load_mask, 0.0), store_mask);
@@ -302,7 +325,8 @@ impl TileKernel for PagedKvGather {
     }
 
     fn reference(&self, p: &PagedKvGatherProblem, inputs: &Buffers) -> Reference {
-        let (row, block, ctx) = (p.row() as usize, p.block as usize, p.ctx as usize);
+        let (row, block, ctx, d) = (p.row() as usize, p.block as usize, p.ctx as usize, p.head_dim as usize);
+        let shape = PageShape { block, kv_heads: p.kv_heads as usize, head_dim: d };
         let max_blocks = p.max_blocks() as usize;
         let lens = inputs["context_lens"].to_f64();
         let tables = inputs["block_tables"].to_f64();
@@ -314,8 +338,10 @@ impl TileKernel for PagedKvGather {
                 let table = &tables[s * max_blocks..(s + 1) * max_blocks];
                 for pos in 0..len as usize {
                     let slot = slot_of(table, block, pos);
-                    let dst = (s * ctx + pos) * row;
-                    dense[dst..dst + row].copy_from_slice(&cache[slot * row..(slot + 1) * row]);
+                    for h in 0..shape.kv_heads {
+                        let (src, dst) = (row_start(shape, slot, h), (s * ctx + pos) * row + h * d);
+                        dense[dst..dst + d].copy_from_slice(&cache[src..src + d]);
+                    }
                 }
             }
             out.insert(name.to_string(), dense);

@@ -1,7 +1,7 @@
 //! The paged KV cache's bookkeeping: a block allocator over a fixed pool, one block table per
 //! sequence, and append / truncate / free.
 //!
-//! The cache memory itself (per layer, a K and a V buffer of `[n_blocks, block, kv_heads,
+//! The cache memory itself (per layer, a K and a V buffer of `[n_blocks, kv_heads, block,
 //! head_dim]`, the layout of [`kiln_kernels::paged`]) belongs to the model; this type decides which
 //! slot every token of every sequence lives in. Every layer uses the same block ids, so one table
 //! per sequence serves them all.
