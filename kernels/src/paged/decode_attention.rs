@@ -384,8 +384,8 @@ impl TileKernel for AttentionDecodePaged {
             //
             // Two KV heads a program where the count is even: their runs of a page are adjacent,
             // so each tile reads 2 · block_n · head_dim contiguous elements. Batch 16, ctx 2048,
-            // 32 / 8 heads of 128, interleaved runs: 2048-2264 µs against 2244-2326 µs at one
-            // head (4 heads 2237-2339, 8 heads slower again: each head's q, m, l and acc crowd L1).
+            // 32 / 8 heads of 128, interleaved runs: 2048-2302 µs against 2244-2326 µs at one
+            // head (4 heads 2237-2339, 8 heads 2331-2494).
             TargetKind::Cpu => {
                 let keys = if p.rows_pad() >= 16 { 32 } else { 16 };
                 let block_n = BLOCK_N.into_iter().find(|&b| b >= p.ctx).unwrap_or(keys).min(keys);

@@ -16,7 +16,7 @@
 //! each default: `attention_decode_paged` (32 query heads) 2196-2434 µs, median 2284, against
 //! 2363-2507, median 2394 (0.72 of the read roofline against 0.68); `paged_kv_gather`, which must
 //! interleave the heads' runs to write whole `[ctx, kv_heads, head_dim]` rows, 6503-7791 µs,
-//! median 7170, against 5607-6754, median 6234 (0.77 against 0.87). Attention runs every layer
+//! median 7170, against 5607-6754, median 6234 (0.76 against 0.87). Attention runs every layer
 //! of every step; the gather serves no step of the runtime.
 //!
 //! - `block_tables`: i32 `[batch, max_blocks]`, `max_blocks = ceil(ctx / block)`. Entries past a
