@@ -86,14 +86,20 @@ impl Emitter<'_> {
 
     /// C of a symbolic scalar, as `uint64_t`.
     fn sym(&self, s: &Sym) -> String {
+        self.sym_with(s, &|_| None)
+    }
+
+    /// [`Emitter::sym`] with the scalars `value` names (as `uint64_t` C) in place of their
+    /// variables.
+    fn sym_with(&self, s: &Sym, value: &dyn Fn(Value) -> Option<String>) -> String {
         match s {
             Sym::Const(c) => format!("0x{:x}ull", *c as u64),
-            Sym::Val(v) => match self.k.ty(*v).dtype {
+            Sym::Val(v) => value(*v).unwrap_or_else(|| match self.k.ty(*v).dtype {
                 DType::U32 => format!("(uint64_t){}", self.scalar(*v)),
                 _ => format!("(uint64_t)(int64_t){}", self.scalar(*v)),
-            },
-            Sym::Add(a, b) => format!("({} + {})", self.sym(a), self.sym(b)),
-            Sym::Mul(a, b) => format!("({} * {})", self.sym(a), self.sym(b)),
+            }),
+            Sym::Add(a, b) => format!("({} + {})", self.sym_with(a, value), self.sym_with(b, value)),
+            Sym::Mul(a, b) => format!("({} * {})", self.sym_with(a, value), self.sym_with(b, value)),
         }
     }
 
@@ -458,33 +464,66 @@ impl Emitter<'_> {
 
     /// Declares `dk_s` (the offset of the first row), `dk_c0, ...` (the step per lead dim) and
     /// `dk_ok`: whether every lane of a tile of whole rows at affine row starts is in bounds
-    /// (the corner rows bound the others, none wraps) and active.
+    /// (the corner rows bound the others, none wraps) and active. Inside a loop version whose
+    /// check before the loop proved it for every iteration (`versioning.rs`), `dk_ok` is the
+    /// constant 1 and the C compiler drops the checks and the slow path.
     fn emit_tile_check(&mut self, acc: &Access, form: &Form, dims: &[u32]) {
-        let (_, n, _) = self.buf(acc.buffer);
-        let lead = dims.len() - 1;
-        let len = dims[lead];
+        let start = self.tile_start(acc, form, &|_| None);
+        self.line(&format!("const int64_t dk_s = {};", self.wrap(acc.offsets, &start)));
+        self.emit_tile_strides(form, dims, "dk_c");
+        if self.proven.contains(&acc.offsets) {
+            self.line("const int dk_ok = 1;");
+            return;
+        }
+        self.line("int dk_ok = 1;");
+        self.emit_tile_bounds(acc, form, dims, ("dk_s", "dk_c"), "dk_ok");
+    }
+
+    /// The first row's offset of a tile of rows at affine starts, as unwrapped `uint64_t` C,
+    /// with the scalars `value` names (as `uint64_t`) in place of their variables.
+    pub(crate) fn tile_start(&self, acc: &Access, form: &Form, value: &dyn Fn(Value) -> Option<String>) -> String {
+        let _ = acc;
         // Gathered terms do not vary over the tile (see `affine_rows`): element 0 of each.
-        let mut start = self.sym(&form.uniform);
+        let mut start = self.sym_with(&form.uniform, value);
         for g in &form.gathers {
             start = format!("{start} + {}", self.gather_term(g, "0"));
         }
-        let start = self.wrap(acc.offsets, &start);
-        self.line(&format!("const int64_t dk_s = {start};"));
-        self.line("int dk_ok = 1;");
-        self.line("int64_t dk_lo = dk_s, dk_hi = dk_s;");
+        start
+    }
+
+    /// `const int64_t {prefix}0, ...`: the step per lead dim of a tile of rows at affine starts.
+    pub(crate) fn emit_tile_strides(&mut self, form: &Form, dims: &[u32], prefix: &str) {
+        for d in 0..dims.len() - 1 {
+            self.line(&format!("const int64_t {prefix}{d} = (int64_t)({});", self.sym(&form.coefs[d])));
+        }
+    }
+
+    /// `ok &= ...`: every lane of the tile whose first row starts at `start` and whose lead
+    /// dims step by `{strides}0, ...` is in bounds (the corner rows bound the others, none wraps)
+    /// and active.
+    pub(crate) fn emit_tile_bounds(
+        &mut self,
+        acc: &Access,
+        form: &Form,
+        dims: &[u32],
+        (start, strides): (&str, &str),
+        ok: &str,
+    ) {
+        let _ = form;
+        let (_, n, _) = self.buf(acc.buffer);
+        let lead = dims.len() - 1;
+        let len = dims[lead];
+        self.open("");
+        self.line(&format!("int64_t lo_ = {start}, hi_ = {start};"));
         for (d, &extent) in dims[..lead].iter().enumerate() {
-            self.line(&format!("const int64_t dk_c{d} = (int64_t)({});", self.sym(&form.coefs[d])));
-            self.line(&format!("dk_ok &= dk_c{d} >= -2147483648LL && dk_c{d} <= 2147483647LL;"));
+            let c = format!("{strides}{d}");
+            self.line(&format!("{ok} &= {c} >= -2147483648LL && {c} <= 2147483647LL;"));
             if extent > 1 {
-                self.line(&format!(
-                    "if (dk_c{d} < 0) dk_lo += dk_c{d} * {}; else dk_hi += dk_c{d} * {};",
-                    extent - 1,
-                    extent - 1
-                ));
+                self.line(&format!("if ({c} < 0) lo_ += {c} * {}; else hi_ += {c} * {};", extent - 1, extent - 1));
             }
         }
         self.line(&format!(
-            "dk_ok &= dk_lo >= 0 && dk_hi + {} < {n} && dk_hi + {} <= {};",
+            "{ok} &= lo_ >= 0 && hi_ + {} < {n} && hi_ + {} <= {};",
             len - 1,
             len - 1,
             self.max_offset(acc.offsets)
@@ -498,9 +537,10 @@ impl Emitter<'_> {
             let nest = collapsed_nest(&mdims, std::slice::from_ref(&repr.strides), "i");
             let opened = self.open_nest(&nest);
             let m = self.access(&repr, &nest.index[0]);
-            self.line(&format!("dk_ok &= ({m}) != 0;"));
+            self.line(&format!("{ok} &= ({m}) != 0;"));
             self.close_n(opened);
         }
+        self.close();
     }
 
     /// Whether a contiguous-row form has row starts affine in the row coordinates.

@@ -20,6 +20,7 @@ mod memory;
 mod ops;
 mod tile;
 mod vector;
+mod versioning;
 
 use super::target::CpuTarget;
 use analysis::Analysis;
@@ -67,6 +68,7 @@ pub fn render(kernel: &Kernel, target: &CpuTarget) -> Result<CSource, RenderErro
         tmp: 0,
         loop_depth: 0,
         registers: Vec::new(),
+        proven: Vec::new(),
     };
     e.out.push_str(ABI_HEADER);
     if !ABI_HEADER.ends_with('\n') {
@@ -98,6 +100,9 @@ pub(crate) struct Emitter<'k> {
     /// Loop-carried f32 tiles held as arrays of vectors small enough for registers (see
     /// [`Emitter::register_accumulator`]); the maps that update them are fully unrolled.
     pub(crate) registers: Vec<Value>,
+    /// Offsets of the loads whose in-bounds check the enclosing loop version has proven for
+    /// every iteration (`versioning.rs`).
+    pub(crate) proven: Vec<Value>,
 }
 
 impl<'k> Emitter<'k> {
@@ -427,6 +432,26 @@ impl<'k> Emitter<'k> {
             self.declare(carried);
             self.emit_copy(&dst, scalar, &dims, &src);
         }
+        match self.emit_version_check(body, [&lo, &hi, &st]) {
+            Some((flag, proven)) => {
+                self.open(&format!("if ({flag})"));
+                let outer = self.proven.len();
+                self.proven.extend(proven);
+                self.emit_loop(inst, [&lo, &hi, &st], body, &slots);
+                self.proven.truncate(outer);
+                self.close_else();
+                self.emit_loop(inst, [&lo, &hi, &st], body, &slots);
+                self.close();
+            }
+            None => self.emit_loop(inst, [&lo, &hi, &st], body, &slots),
+        }
+    }
+
+    /// The `for` statement of a loop whose carried storage `emit_for` has set up.
+    fn emit_loop(&mut self, inst: Inst, [lo, hi, st]: [&str; 3], body: Block, slots: &[usize]) {
+        let k = self.k;
+        let id = inst.0;
+        let args = k.block(body).args.clone();
         let it = format!("it{id}");
         self.open(&format!("for (int64_t {it} = {lo}; {it} < {hi}; {it} += {st})"));
         let induction = args[0];
@@ -444,7 +469,7 @@ impl<'k> Emitter<'k> {
         // `yield %b, %a` swaps instead of smearing.
         let carried_roots: Vec<Value> = args[1..].to_vec();
         let mut sources = Vec::new();
-        for &i in &slots {
+        for &i in slots {
             let carried = args[i + 1];
             let src = self.a.repr(yielded[i]).clone();
             let own = self.a.repr(carried).clone();
