@@ -494,7 +494,7 @@ impl Emitter<'_> {
     /// `const int64_t {prefix}0, ...`: the step per lead dim of a tile of rows at affine starts.
     pub(crate) fn emit_tile_strides(&mut self, form: &Form, dims: &[u32], prefix: &str) {
         for d in 0..dims.len() - 1 {
-            self.line(&format!("const int64_t {prefix}{d} = (int64_t)({});", self.sym(&form.coefs[d])));
+            self.line(&format!("const int64_t {prefix}{d} KILN_UNUSED = (int64_t)({});", self.sym(&form.coefs[d])));
         }
     }
 

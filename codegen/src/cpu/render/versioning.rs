@@ -9,7 +9,8 @@
 //!
 //! What makes the two ends enough: a load qualifies when its offsets have whole rows at affine
 //! starts with no gathered term, its row steps and mask are defined outside the loop, and its
-//! first row's offset is `A + c · f` with `A` and `c` loop-invariant and `f` one scalar that
+//! first row's offset is `A + c · f` with `A` and `c` loop-invariant (defined outside the loop,
+//! or computed inside it from such scalars alone) and `f` one scalar that
 //! follows the induction variable through additions, subtractions and multiplications by
 //! loop-invariant scalars and divisions by positive constants, each with one loop-varying operand.
 //! Each such step is monotone, so `f`, and every scalar on its way, takes values between its
@@ -107,14 +108,45 @@ impl Emitter<'_> {
             return None;
         }
         // One loop-varying scalar, once, in the first row's offset.
-        let varying: Vec<Value> = sym_values(&form.uniform).into_iter().filter(|&v| !outside(v)).collect();
-        let [v] = varying[..] else { return None };
+        // Scalars computed inside the loop from loop-invariant ones only are invariant too.
         let mut chain = Vec::new();
+        let varying: Vec<Value> = sym_values(&form.uniform)
+            .into_iter()
+            .filter(|&v| !outside(v) && !self.invariant(v, inside, &mut chain))
+            .collect();
+        let [v] = varying[..] else { return None };
         if !self.follows(v, induction, inside, &mut chain) {
             return None;
         }
         let dims = k.ty(offsets).shape.dims().to_vec();
         Some(Candidate { acc: Access { inst, buffer, offsets, mask }, form, dims, chain })
+    }
+
+    /// Whether scalar `v` keeps one value over the loop: defined outside it, a constant, or
+    /// computed inside it by `+`, `−`, `×` of such scalars or `/` by a positive constant. Pushes
+    /// those computed inside onto `chain` (each after those it is computed from), so that the
+    /// check before the loop computes them too.
+    fn invariant(&self, v: Value, inside: &HashSet<Value>, chain: &mut Vec<Value>) -> bool {
+        let k = self.k;
+        if !inside.contains(&v) || constant(k, v).is_some() || chain.contains(&v) {
+            return true;
+        }
+        if k.ty(v).shape.rank() != 0 || k.ty(v).dtype != DType::I32 {
+            return false;
+        }
+        let ValueDef::Result(inst, 0) = k.value(v).def else { return false };
+        let Op::Binary { op, lhs, rhs } = k.inst(inst).op else { return false };
+        let ok = match op {
+            BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul => {
+                self.invariant(lhs, inside, chain) && self.invariant(rhs, inside, chain)
+            }
+            BinaryOp::Div => constant(k, rhs).is_some_and(|c| c > 0) && self.invariant(lhs, inside, chain),
+            _ => false,
+        };
+        if ok {
+            chain.push(v);
+        }
+        ok
     }
 
     /// Whether scalar `v` follows `induction` by monotone steps (see the module doc); pushes the
@@ -133,15 +165,16 @@ impl Emitter<'_> {
         }
         let ValueDef::Result(inst, 0) = k.value(v).def else { return false };
         let Op::Binary { op, lhs, rhs } = k.inst(inst).op else { return false };
-        let fixed = |x: Value| !inside.contains(&x) || constant(k, x).is_some();
+        let mut fixed = |x: Value| self.invariant(x, inside, chain);
+        let (lhs_fixed, rhs_fixed) = (fixed(lhs), fixed(rhs));
         let ok = match op {
-            BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul => match (fixed(lhs), fixed(rhs)) {
+            BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul => match (lhs_fixed, rhs_fixed) {
                 (true, false) => self.follows(rhs, induction, inside, chain),
                 (false, true) => self.follows(lhs, induction, inside, chain),
                 _ => false,
             },
             BinaryOp::Div => {
-                !fixed(lhs) && constant(k, rhs).is_some_and(|c| c > 0) && self.follows(lhs, induction, inside, chain)
+                !lhs_fixed && constant(k, rhs).is_some_and(|c| c > 0) && self.follows(lhs, induction, inside, chain)
             }
             _ => false,
         };
