@@ -86,20 +86,14 @@ impl Emitter<'_> {
 
     /// C of a symbolic scalar, as `uint64_t`.
     fn sym(&self, s: &Sym) -> String {
-        self.sym_with(s, &|_| None)
-    }
-
-    /// [`Emitter::sym`] with the scalars `value` names (as `uint64_t` C) in place of their
-    /// variables.
-    fn sym_with(&self, s: &Sym, value: &dyn Fn(Value) -> Option<String>) -> String {
         match s {
             Sym::Const(c) => format!("0x{:x}ull", *c as u64),
-            Sym::Val(v) => value(*v).unwrap_or_else(|| match self.k.ty(*v).dtype {
+            Sym::Val(v) => match self.k.ty(*v).dtype {
                 DType::U32 => format!("(uint64_t){}", self.scalar(*v)),
                 _ => format!("(uint64_t)(int64_t){}", self.scalar(*v)),
-            }),
-            Sym::Add(a, b) => format!("({} + {})", self.sym_with(a, value), self.sym_with(b, value)),
-            Sym::Mul(a, b) => format!("({} * {})", self.sym_with(a, value), self.sym_with(b, value)),
+            },
+            Sym::Add(a, b) => format!("({} + {})", self.sym(a), self.sym(b)),
+            Sym::Mul(a, b) => format!("({} * {})", self.sym(a), self.sym(b)),
         }
     }
 
@@ -468,7 +462,11 @@ impl Emitter<'_> {
     /// check before the loop proved it for every iteration (`versioning.rs`), `dk_ok` is the
     /// constant 1 and the C compiler drops the checks and the slow path.
     fn emit_tile_check(&mut self, acc: &Access, form: &Form, dims: &[u32]) {
-        let start = self.tile_start(acc, form, &|_| None);
+        // Gathered terms do not vary over the tile (see `affine_rows`): element 0 of each.
+        let mut start = self.sym(&form.uniform);
+        for g in &form.gathers {
+            start = format!("{start} + {}", self.gather_term(g, "0"));
+        }
         self.line(&format!("const int64_t dk_s = {};", self.wrap(acc.offsets, &start)));
         self.emit_tile_strides(form, dims, "dk_c");
         if self.proven.contains(&acc.offsets) {
@@ -476,19 +474,7 @@ impl Emitter<'_> {
             return;
         }
         self.line("int dk_ok = 1;");
-        self.emit_tile_bounds(acc, form, dims, ("dk_s", "dk_c"), "dk_ok");
-    }
-
-    /// The first row's offset of a tile of rows at affine starts, as unwrapped `uint64_t` C,
-    /// with the scalars `value` names (as `uint64_t`) in place of their variables.
-    pub(crate) fn tile_start(&self, acc: &Access, form: &Form, value: &dyn Fn(Value) -> Option<String>) -> String {
-        let _ = acc;
-        // Gathered terms do not vary over the tile (see `affine_rows`): element 0 of each.
-        let mut start = self.sym_with(&form.uniform, value);
-        for g in &form.gathers {
-            start = format!("{start} + {}", self.gather_term(g, "0"));
-        }
-        start
+        self.emit_tile_bounds(acc, dims, ("dk_s", "dk_c"), "dk_ok");
     }
 
     /// `const int64_t {prefix}0, ...`: the step per lead dim of a tile of rows at affine starts.
@@ -501,15 +487,7 @@ impl Emitter<'_> {
     /// `ok &= ...`: every lane of the tile whose first row starts at `start` and whose lead
     /// dims step by `{strides}0, ...` is in bounds (the corner rows bound the others, none wraps)
     /// and active.
-    pub(crate) fn emit_tile_bounds(
-        &mut self,
-        acc: &Access,
-        form: &Form,
-        dims: &[u32],
-        (start, strides): (&str, &str),
-        ok: &str,
-    ) {
-        let _ = form;
+    pub(crate) fn emit_tile_bounds(&mut self, acc: &Access, dims: &[u32], (start, strides): (&str, &str), ok: &str) {
         let (_, n, _) = self.buf(acc.buffer);
         let lead = dims.len() - 1;
         let len = dims[lead];

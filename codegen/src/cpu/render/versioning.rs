@@ -69,7 +69,7 @@ impl Emitter<'_> {
             self.line(&format!("{flag} &= vs_exact >= 0 && vs_exact <= 2147483647;"));
             self.line("const int64_t vs = (int64_t)vs_exact;");
             self.emit_tile_strides(&c.form, &c.dims, "vc");
-            self.emit_tile_bounds(&c.acc, &c.form, &c.dims, ("vs", "vc"), &flag);
+            self.emit_tile_bounds(&c.acc, &c.dims, ("vs", "vc"), &flag);
             self.close();
         }
         self.close();
