@@ -677,6 +677,17 @@ impl Emitter<'_> {
         (iterations * row_bytes).div_ceil(64).clamp(1, PREFETCH_BYTES / 64) * 64
     }
 
+    /// Whether the row of `len` evenly spaced lanes `s, s + d, ...` is in bounds (C): its first
+    /// and last lanes are and `d` is an `i32`, so the lanes between lie between them unwrapped.
+    fn strided_row_in_bounds(&self, acc: &Access, len: u32) -> String {
+        let (_, n, _) = self.buf(acc.buffer);
+        let last = format!("s + {} * d", len - 1);
+        format!(
+            "d >= -2147483648LL && d <= 2147483647LL && s >= 0 && s < {n} && {last} >= 0 && {last} < {n} && {last} <= {}",
+            self.max_offset(acc.offsets)
+        )
+    }
+
     /// A load whose rows are evenly spaced lanes `s, s + d, ...` (a uniform step `d`, not 1): a
     /// row whose first and last lanes are in bounds has every lane in bounds (the lanes lie
     /// between them and none wraps), so it is read with one check and a plain loop; masked-off
@@ -699,11 +710,7 @@ impl Emitter<'_> {
         let o_at = |e: &Self, j: &str| out_repr.as_ref().map(|r| e.access(r, &e.lane(r, &coords, j)));
         let m_at = |e: &Self, j: &str| mask.map(|m| e.access(m, &e.lane(m, &coords, j)));
         let other_at = |e: &Self, j: &str| other.map_or(zero.to_string(), |o| e.access(o, &e.lane(o, &coords, j)));
-        let last = format!("s + {} * d", len - 1);
-        let in_bounds = format!(
-            "d >= -2147483648LL && d <= 2147483647LL && s >= 0 && s < {n} && {last} >= 0 && {last} < {n} && {last} <= {}",
-            self.max_offset(acc.offsets)
-        );
+        let in_bounds = self.strided_row_in_bounds(acc, len);
         if out.is_some() {
             self.open(&format!("if ({in_bounds})"));
             let lanes_contiguous = out_repr.as_ref().is_some_and(|r| !r.scalar_root && r.strides.last() == Some(&1));
@@ -1153,11 +1160,7 @@ impl Emitter<'_> {
             let (opened, coords) = self.open_rows(form, acc);
             let step = self.sym(form.coefs.last().expect("a strided form has a last dim"));
             self.line(&format!("const int64_t d = (int64_t)({step});"));
-            let last = format!("s + {} * d", len - 1);
-            let in_bounds = format!(
-                "d >= -2147483648LL && d <= 2147483647LL && s >= 0 && s < {n} && {last} >= 0 && {last} < {n} && {last} <= {}",
-                self.max_offset(acc.offsets)
-            );
+            let in_bounds = self.strided_row_in_bounds(acc, len);
             let active = mask.map_or("1".to_string(), |m| self.access(m, &self.lane(m, &coords, "j")));
             let o_lane = self.wrap(acc.offsets, "(uint64_t)s + (uint64_t)j * (uint64_t)d");
             if pass == 0 {
