@@ -620,7 +620,8 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
         ("read bandwidth (same run)", format!("{:.1} GB/s", b.read_gbps)),
         ("decode / memory roofline", format!("{:.0}%", b.decode_roofline_frac * 100.0)),
         ("launches per token", b.launches_per_token.to_string()),
-        ("launch overhead (tiny kernel)", format!("{:.1} µs", b.launch_overhead_us)),
+        ("launch overhead (tiny kernel, 1 program)", format!("{:.2} µs", b.launch_overhead_us)),
+        ("launch overhead (tiny kernel, a program per thread)", format!("{:.2} µs", b.pooled_launch_overhead_us)),
         (
             "cross-core round trip (after decode)",
             b.core_round_trip_ns.map_or("one core".into(), |ns| format!("{ns:.0} ns")),

@@ -80,6 +80,12 @@ fn bench_generate_reports_decode_against_the_roofline() {
     assert!((90.0..100.0).contains(&mib), "{mib} MiB per token");
     let frac = num("decode_roofline_frac");
     assert!(frac > 0.0 && frac < 1.5, "{frac}");
+    // A launch of a tiny kernel costs some time, alone on the leader or split over the pool
+    // (which hands work to other cores and waits for them), and far less than a decode step.
+    for key in ["launch_overhead_us", "pooled_launch_overhead_us"] {
+        let us = num(key);
+        assert!(us > 0.0 && us < 1e3, "{key} = {us}");
+    }
     let profile = v["decode_profile"].as_array().unwrap();
     let launches: u64 = profile.iter().map(|e| e[1].as_u64().unwrap()).sum();
     assert_eq!(launches, num("launches_per_token") as u64, "the profile covers every launch");

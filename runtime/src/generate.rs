@@ -174,8 +174,12 @@ pub struct GenerateBench {
     pub decode_roofline_frac: f64,
     pub decode_context: usize,
     pub launches_per_token: usize,
-    /// Median time of one launch of a tiny kernel: the floor a launch costs.
+    /// Median time of one launch of a tiny kernel of one program, which runs on the leader
+    /// alone: the floor a launch costs.
     pub launch_overhead_us: f64,
+    /// The same with a program per thread, through the worker pool: the floor of a launch that
+    /// splits its work (every projection of a step), hand-offs between cores included.
+    pub pooled_launch_overhead_us: f64,
     /// [`crate::bench::core_round_trip_ns`] right after the timed decode steps: which placement
     /// of the threads the host gave this run.
     pub core_round_trip_ns: Option<f64>,
@@ -242,7 +246,8 @@ pub fn bench_generate(
     let mean_context = context_before + decode_tokens / 2;
     let bytes = model.weight_bytes() + model.kv_bytes_per_token() * mean_context as u64;
     let launches = model.launch_count(1, 1);
-    let launch_overhead_us = model.launch_overhead()? * 1e6;
+    let launch_overhead_us = model.launch_overhead(1)? * 1e6;
+    let pooled_launch_overhead_us = model.launch_overhead(model.threads())? * 1e6;
     let decode_profile = model.profile_decode()?.into_iter().map(profile_row).collect::<Vec<_>>();
 
     // Prefill: the whole prompt in one step, a fresh sequence each time.
@@ -269,6 +274,7 @@ pub fn bench_generate(
         decode_context: mean_context,
         launches_per_token: launches,
         launch_overhead_us,
+        pooled_launch_overhead_us,
         core_round_trip_ns,
         prefill_tokens,
         prefill_ms: prefill_s * 1e3,

@@ -580,13 +580,18 @@ impl LlamaModel {
         self.steps.get(&(lanes, q_len, self.config.n_layers)).map_or(0, |s| s.len() + head)
     }
 
-    /// Seconds per launch of a tiny kernel (`silu_mul` on 32 elements, one program) run 200 times
-    /// back to back through the path a step's launches take: the per-launch cost no kernel can
-    /// avoid.
-    pub fn launch_overhead(&mut self) -> Result<f64, ModelError> {
-        let problem = Args::new().with("tokens", 1).with("dim", 32).with("dtype", "f32");
+    /// Seconds per launch of a tiny kernel (`silu_mul` on 32 elements a token) run 200 times back
+    /// to back through the path a step's launches take, with `programs` programs (one token
+    /// each): the per-launch cost no kernel can avoid. One program runs on the leader alone; more
+    /// go through the worker pool, and then the figure includes the hand-off to the workers and
+    /// back (on a host whose two vCPUs sit on different core complexes, a few hundred
+    /// nanoseconds each way).
+    pub fn launch_overhead(&mut self, programs: usize) -> Result<f64, ModelError> {
+        let programs = programs.clamp(1, self.options.max_step_tokens.max(1));
+        let len = 32 * programs;
+        let problem = Args::new().with("tokens", programs).with("dim", 32).with("dtype", "f32");
         let mut launches = Vec::new();
-        let bind = [("gate", part("gate_up", 0, 32)), ("up", part("gate_up", 32, 32)), ("out", whole("act"))];
+        let bind = [("gate", part("gate_up", 0, len)), ("up", part("gate_up", len, len)), ("out", whole("act"))];
         self.emit_regions(&mut launches, KernelId::SiluMul, problem, &bind)?;
         // 200 back-to-back launches in one list, as a step runs them; the median of 11 lists.
         let Some(one) = launches.pop() else {
