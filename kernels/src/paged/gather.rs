@@ -242,7 +242,6 @@ impl TileKernel for PagedKvGather {
         let (d, n_kv) = (p.head_dim as i32, p.kv_heads as i32);
         let first_dim = b.program_id(0) * c.block_cols as i32;
         let dims = first_dim + b.arange(0, c.block_cols as i32);
-        let col_ok = dims.lt(d).row();
         // Each position's row of KV head 0: `(block_id · kv_heads · block + offset) · head_dim`;
         // head h's row is `h · block · head_dim` further.
         let page_row = |block_id, pos| (block_id * n_kv * block + pos % block) * d;
@@ -266,7 +265,7 @@ impl TileKernel for PagedKvGather {
         let dims3 = dims.expand_dims(0).expand_dims(0);
         let src = page_row(block_id, pos).expand_dims(1).expand_dims(2) + heads * head_stride + dims3;
         let dst = ((seq * ctx + pos) * row).expand_dims(1).expand_dims(2) + heads * d + dims3;
-        let col_ok = col_ok.expand_dims(0);
+        let col_ok = dims3.lt(d);
         let load_mask = live.expand_dims(1).expand_dims(2) & col_ok;
         let store_mask = pos.lt(ctx).expand_dims(1).expand_dims(2) & col_ok;
         if let Some((ahead_src, ahead_live)) = ahead {

@@ -259,7 +259,7 @@ impl Emitter<'_> {
     }
 
     /// The value of an integer constant (through views of it), if `v` is one.
-    fn constant_int(&self, v: Value) -> Option<i64> {
+    pub(crate) fn constant_int(&self, v: Value) -> Option<i64> {
         let ValueDef::Result(def, _) = self.k.value(self.a.repr(v).root).def else { return None };
         match self.k.inst(def).op {
             Op::Constant { value: kiln_ir::Literal::Int(c), .. } => Some(c),

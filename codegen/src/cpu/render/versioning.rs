@@ -22,7 +22,7 @@
 use super::analysis::{Form, Sym};
 use super::memory::Access;
 use super::Emitter;
-use kiln_ir::{BinaryOp, Block, DType, Inst, Literal, Op, Value, ValueDef};
+use kiln_ir::{BinaryOp, Block, DType, Inst, Op, Value, ValueDef};
 use std::collections::HashSet;
 
 /// The largest tile (elements) whose check a loop version drops. A check costs the same dozen
@@ -128,7 +128,7 @@ impl Emitter<'_> {
     /// check before the loop computes them too.
     fn invariant(&self, v: Value, inside: &HashSet<Value>, chain: &mut Vec<Value>) -> bool {
         let k = self.k;
-        if !inside.contains(&v) || constant(k, v).is_some() || chain.contains(&v) {
+        if !inside.contains(&v) || self.constant_int(v).is_some() || chain.contains(&v) {
             return true;
         }
         if k.ty(v).shape.rank() != 0 || k.ty(v).dtype != DType::I32 {
@@ -140,7 +140,7 @@ impl Emitter<'_> {
             BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul => {
                 self.invariant(lhs, inside, chain) && self.invariant(rhs, inside, chain)
             }
-            BinaryOp::Div => constant(k, rhs).is_some_and(|c| c > 0) && self.invariant(lhs, inside, chain),
+            BinaryOp::Div => self.constant_int(rhs).is_some_and(|c| c > 0) && self.invariant(lhs, inside, chain),
             _ => false,
         };
         if ok {
@@ -174,7 +174,9 @@ impl Emitter<'_> {
                 _ => false,
             },
             BinaryOp::Div => {
-                !lhs_fixed && constant(k, rhs).is_some_and(|c| c > 0) && self.follows(lhs, induction, inside, chain)
+                !lhs_fixed
+                    && self.constant_int(rhs).is_some_and(|c| c > 0)
+                    && self.follows(lhs, induction, inside, chain)
             }
             _ => false,
         };
@@ -199,7 +201,7 @@ impl Emitter<'_> {
             let operand = |e: &Self, a: Value| {
                 if chain.contains(&a) {
                     format!("(__int128)x{}", a.0)
-                } else if let Some(c) = constant(k, a) {
+                } else if let Some(c) = e.constant_int(a) {
                     format!("(__int128){c}")
                 } else {
                     format!("(__int128){}", e.scalar(a))
@@ -258,14 +260,5 @@ fn sym_values(s: &Sym) -> Vec<Value> {
             v.extend(sym_values(b));
             v
         }
-    }
-}
-
-/// The value of an integer constant.
-fn constant(k: &kiln_ir::Kernel, v: Value) -> Option<i64> {
-    let ValueDef::Result(inst, 0) = k.value(v).def else { return None };
-    match &k.inst(inst).op {
-        Op::Constant { value: Literal::Int(c), ty } if ty.shape.rank() == 0 => Some(*c),
-        _ => None,
     }
 }
