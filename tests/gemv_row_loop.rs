@@ -1,17 +1,25 @@
-//! The one-token row-loop GEMV of `dequant_gemm_w4` (`row_loop = R`) on every backend: its two
-//! launches (x de-interleaved, then rows R at a time with k inner) against the reference on the
-//! interpreter, the CPU backend and the PTX backend in the SIMT simulator, on ragged n, group
-//! sizes below and above the k tile, sym and asym, and split-K. The conformance sweep samples
-//! only a few configs per shape, so these are named explicitly.
+//! The one-token row-loop GEMVs of `dequant_gemm_w4` (`row_loop = R`) on every backend, f32
+//! products (x de-interleaved, then rows R at a time with k inner) and int8 products (`xq=i8`: x
+//! quantized, then rows R at a time, `128 / block_k` rows to a vector of i32 lanes), against the
+//! reference on the interpreter, the CPU backend and the PTX backend in the SIMT simulator, on
+//! ragged n, group sizes below and above the k tile, sym and asym, and split-K. The conformance
+//! sweep samples only a few configs per shape, so these are named explicitly.
 
 use kiln::kernels::check::{check, Executor, Interpreter};
 use kiln::kernels::{lookup, Args};
 
-const CASES: [(&str, &str); 4] = [
+const CASES: [(&str, &str); 9] = [
     ("m=1,n=37,k=256,group=32,act=f32", "block_m=1,block_n=16,block_k=64,split_k=1,row_loop=4"),
     ("m=2,n=21,k=256,group=64,act=f16,quant=sym", "block_m=1,block_n=8,block_k=128,split_k=1,row_loop=2"),
     ("m=1,n=19,k=384,group=128,act=f32", "block_m=1,block_n=32,block_k=32,split_k=1,row_loop=8"),
     ("m=1,n=30,k=512,group=32,act=f32", "block_m=1,block_n=8,block_k=64,split_k=4,row_loop=1"),
+    // int8 products: a row per vector (block_k = 128), 2 and 4 rows per vector, ragged n.
+    ("m=1,n=45,k=256,group=32,act=f32,xq=i8", "block_m=1,block_n=16,block_k=128,split_k=1,row_loop=8"),
+    ("m=1,n=37,k=192,group=32,act=f32,quant=sym,xq=i8", "block_m=1,block_n=16,block_k=64,split_k=1,row_loop=8"),
+    ("m=2,n=21,k=256,group=64,act=f16,xq=i8", "block_m=1,block_n=8,block_k=32,split_k=1,row_loop=4"),
+    // Groups spanning several blocks of a step, and a step within a group; split-K.
+    ("m=1,n=24,k=384,group=128,act=f32,xq=i8", "block_m=1,block_n=8,block_k=64,split_k=1,row_loop=2"),
+    ("m=1,n=33,k=512,group=64,act=f32,quant=sym,xq=i8", "block_m=1,block_n=16,block_k=128,split_k=2,row_loop=4"),
 ];
 
 fn check_all(exec: &mut dyn Executor) {

@@ -40,7 +40,7 @@ use super::layout::Quant;
 use super::{out_dtype, to_dtype, DequantGemmW4Config, DequantGemmW4Problem, NAME};
 use crate::plan::{buf, i32_arg, BufferSpec, Launch, Role};
 use crate::KernelError;
-use kiln_ir::{DType, Kernel, KernelBuilder};
+use kiln_ir::{DType, Kernel, KernelBuilder, Tile};
 use std::fmt;
 
 /// How `x` enters the products.
@@ -60,6 +60,9 @@ impl fmt::Display for ActQuant {
         })
     }
 }
+
+/// i32 lanes per vector of the row-loop GEMV (`row_loop > 0`): one AVX-512 register.
+const ROW_LANES: u32 = 16;
 
 /// Columns of `x` per int8 scale.
 pub const XQ_BLOCK: u32 = 32;
@@ -81,6 +84,16 @@ pub(super) fn check_config(c: &DequantGemmW4Config) -> Result<(), String> {
     }
     if !c.block_k.is_multiple_of(XQ_BLOCK) {
         return Err(format!("xq=i8 needs block_k to be a multiple of {XQ_BLOCK}, not {}", c.block_k));
+    }
+    if c.row_loop > 0 {
+        // A vector of i32 lanes holds `128 / block_k` whole rows.
+        let lanes_per_row = c.block_k / XQ_BLOCK * 4;
+        if lanes_per_row > ROW_LANES || !c.row_loop.is_multiple_of(ROW_LANES / lanes_per_row) {
+            return Err(format!(
+                "xq=i8 with row_loop = {} needs block_k in 32, 64, 128 and row_loop a multiple of 128 / block_k (block_k = {})",
+                c.row_loop, c.block_k
+            ));
+        }
     }
     Ok(())
 }
@@ -183,75 +196,152 @@ fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
     let (n, k, k_per_split) = (b.scalar("n", I32), b.scalar("k", I32), b.scalar("k_per_split", I32));
 
     let row = b.program_id(1);
-    let cols = (b.program_id(0) * bn + b.arange(0, bn)).named("cols");
-    let col_ok = cols.lt(n);
     let k_lo = (b.program_id(2) * k_per_split).named("k_lo");
     let k_hi = (k_lo + k_per_split).minimum(k).named("k_hi");
     let (half_k, groups, blocks) = (k / 2, k / group, k / XQ_BLOCK as i32);
     let out_base = if split { b.program_id(2) * b.num_programs(1) * n } else { b.constant(0, I32) };
-
     let nb = bk / XQ_BLOCK as i32;
-    let shape4 = [bn as u32, nb as u32, 4, 4];
     let blk = b.arange(0, nb);
-    let row_bytes = (cols * half_k).col();
-    let tile_bytes = b.arange(0, bk / 2).row();
     // The 16 even (then odd) columns of each block of the tile, `[nb, 16]`.
     let x_cols = (blk * XQ_BLOCK as i32).col() + b.arange(0, 16).row();
-    let shape = kiln_ir::Shape::new(shape4);
-    let acc_init = [b.zeros(&[bn as u32, nb as u32, 4], F32).named("acc_qx"), b.zeros(&[bn as u32, nb as u32], F32)];
-    let [acc_qx, acc_x] = b.for_range(k_lo, k_hi, bk, acc_init, |k0, [acc_qx, acc_x]| {
-        // Whole rows of `block_k / 2` bytes as they lie, then seen as `[block_n, nb, 4, 4]`:
-        // byte (i, l, t) of a row is byte t of VNNI lane l of block i.
-        let bytes = b.load_masked(w, row_bytes + k0 / 2 + tile_bytes, col_ok.col(), 0u8).reshape(&shape4);
-        let lo = bytes & 0xFu8;
-        let hi = bytes >> 4u8;
-        // Block i of the tile holds its 16 even columns at 32·i.. and the odd ones 16 later.
-        let x_at = row * k + k0 + x_cols;
-        let x_even = b.load(xq, x_at).reshape(&shape4[1..]).expand_dims(0).broadcast_to(&shape);
-        let x_odd = b.load(xq, x_at + 16).reshape(&shape4[1..]).expand_dims(0).broadcast_to(&shape);
-        let products = lo.cast(I32) * x_even.cast(I32) + hi.cast(I32) * x_odd.cast(I32);
-        let lanes = products.sum(3).named("lanes");
-        // Per block of the tile: `s_w · s_x`; one group's scale serves the tile when
-        // block_k ≤ group, else one per block.
-        let block_values = |buffer| {
-            if bk <= group {
-                b.load_masked(buffer, cols * groups + k0 / group, col_ok, 0.0).cast(F32).col()
-            } else {
-                // The tile's groups, `[block_n, tile_groups]` (contiguous in each row), then one
-                // value per block of 32 columns: a group of g columns spans g / 32 blocks.
-                let tile_groups = (bk / group) as u32;
-                let g = (cols * groups).col() + (k0 / group + b.arange(0, tile_groups as i32)).row();
-                let per_group = b.load_masked(buffer, g, col_ok.col(), 0.0).cast(F32);
-                if group == XQ_BLOCK as i32 {
-                    per_group
+
+    // The rows `cols` (`[rows]`, masked by `col_ok`): their k loop and their `y`.
+    let run_rows = rows_fn(|cols, col_ok, rows| {
+        let shape4 = [rows, nb as u32, 4, 4];
+        let row_bytes = (cols * half_k).col();
+        let tile_bytes = b.arange(0, bk / 2).row();
+        let shape = kiln_ir::Shape::new(shape4);
+        let acc_init = [b.zeros(&[rows, nb as u32, 4], F32).named("acc_qx"), b.zeros(&[rows, nb as u32], F32)];
+        let [acc_qx, acc_x] = b.for_range(k_lo, k_hi, bk, acc_init, |k0, [acc_qx, acc_x]| {
+            // Whole rows of `block_k / 2` bytes as they lie, then seen as `[rows, nb, 4, 4]`:
+            // byte (i, l, t) of a row is byte t of VNNI lane l of block i.
+            let bytes = b.load_masked(w, row_bytes + k0 / 2 + tile_bytes, col_ok.col(), 0u8).reshape(&shape4);
+            let lo = bytes & 0xFu8;
+            let hi = bytes >> 4u8;
+            // Block i of the tile holds its 16 even columns at 32·i.. and the odd ones 16 later.
+            let x_at = row * k + k0 + x_cols;
+            let x_even = b.load(xq, x_at).reshape(&shape4[1..]).expand_dims(0).broadcast_to(&shape);
+            let x_odd = b.load(xq, x_at + 16).reshape(&shape4[1..]).expand_dims(0).broadcast_to(&shape);
+            let products = lo.cast(I32) * x_even.cast(I32) + hi.cast(I32) * x_odd.cast(I32);
+            let lanes = products.sum(3).named("lanes");
+            // Per block of the tile: `s_w · s_x`; one group's scale serves the tile when
+            // block_k ≤ group, else one per block.
+            let block_values = |buffer| {
+                if bk <= group {
+                    b.load_masked(buffer, cols * groups + k0 / group, col_ok, 0.0).cast(F32).col()
                 } else {
-                    let repeat = (group / XQ_BLOCK as i32) as u32;
-                    let wide = kiln_ir::Shape::new([bn as u32, tile_groups, repeat]);
-                    (per_group.expand_dims(2).broadcast_to(&wide) + 0.0).reshape(&[bn as u32, nb as u32])
+                    // The tile's groups, `[rows, tile_groups]` (contiguous in each row), then one
+                    // value per block of 32 columns: a group of g columns spans g / 32 blocks.
+                    let tile_groups = (bk / group) as u32;
+                    let g = (cols * groups).col() + (k0 / group + b.arange(0, tile_groups as i32)).row();
+                    let per_group = b.load_masked(buffer, g, col_ok.col(), 0.0).cast(F32);
+                    if group == XQ_BLOCK as i32 {
+                        per_group
+                    } else {
+                        let repeat = (group / XQ_BLOCK as i32) as u32;
+                        let wide = kiln_ir::Shape::new([rows, tile_groups, repeat]);
+                        (per_group.expand_dims(2).broadcast_to(&wide) + 0.0).reshape(&[rows, nb as u32])
+                    }
                 }
-            }
-        };
-        let blocks_at = row * blocks + k0 / XQ_BLOCK as i32 + blk;
-        let s_x = b.load(xs, blocks_at);
-        let sums = b.load(xsums, blocks_at).row();
-        let s_w = block_values(scales);
-        // `s_x` per i32 lane, `[nb, 4]` with storage of its own (the sum with zeros is not a
-        // view), so that a row of lanes is one contiguous vector for the multiply below.
-        let s_x_lanes = (s_x.col() + b.zeros(&[nb as u32, 4], F32)).named("s_x_lanes");
-        let weighted = if bk <= group {
-            // One weight scale per row: uniform along the row's lanes.
-            lanes.cast(F32) * s_x_lanes.expand_dims(0) * s_w.expand_dims(2)
-        } else {
-            let factor = (s_w.expand_dims(2) * s_x_lanes.expand_dims(0)).named("factor");
-            lanes.cast(F32) * factor
-        };
-        let offset = match mins {
-            None => s_w * sums * -8.0,
-            Some(mins) => block_values(mins) * sums,
-        };
-        [acc_qx + weighted, acc_x + offset]
+            };
+            let blocks_at = row * blocks + k0 / XQ_BLOCK as i32 + blk;
+            let s_x = b.load(xs, blocks_at);
+            let sums = b.load(xsums, blocks_at).row();
+            let s_w = block_values(scales);
+            // `s_x` per i32 lane, `[nb, 4]` with storage of its own (the sum with zeros is not a
+            // view), so that a row of lanes is one contiguous vector for the multiply below.
+            let s_x_lanes = (s_x.col() + b.zeros(&[nb as u32, 4], F32)).named("s_x_lanes");
+            let weighted = if bk <= group {
+                // One weight scale per row: uniform along the row's lanes.
+                lanes.cast(F32) * s_x_lanes.expand_dims(0) * s_w.expand_dims(2)
+            } else {
+                let factor = (s_w.expand_dims(2) * s_x_lanes.expand_dims(0)).named("factor");
+                lanes.cast(F32) * factor
+            };
+            let offset = match mins {
+                None => s_w * sums * -8.0,
+                Some(mins) => block_values(mins) * sums,
+            };
+            [acc_qx + weighted, acc_x + offset]
+        });
+        let y = acc_qx.sum(2).sum(1) + acc_x.sum(1);
+        b.store_masked(out, out_base + row * n + cols, to_dtype(y, out_dtype(p, c)), col_ok);
     });
-    let acc = acc_qx.sum(2).sum(1) + acc_x.sum(1);
-    b.store_masked(out, out_base + row * n + cols, to_dtype(acc, out_dtype(p, c)), col_ok);
+    if c.row_loop == 0 {
+        let cols = (b.program_id(0) * bn + b.arange(0, bn)).named("cols");
+        let col_ok = cols.lt(n);
+        run_rows(cols, col_ok, bn as u32);
+    } else {
+        // `g = 128 / block_k` rows' i32 lanes (`[g, nb, 4]`) make 16, one vector.
+        let rows = c.row_loop as i32;
+        let nbu = nb as u32;
+        let g = ROW_LANES / (nbu * 4);
+        let (vecs, ru) = (rows as u32 / g, rows as u32);
+        let shape = |d: &[u32]| kiln_ir::Shape::new(d.to_vec());
+        let col0 = (b.program_id(0) * bn).named("col0");
+        b.for_range(0, bn, rows, [], |r, []| {
+            let cols = (col0 + r + b.arange(0, rows)).named("cols");
+            let col_ok = cols.lt(n);
+            let row_bytes = (cols * half_k).col();
+            let tile_bytes = b.arange(0, bk / 2).row();
+            let acc0 = b.zeros(&[vecs, ROW_LANES], F32).named("acc");
+            let [acc] = b.for_range(k_lo, k_hi, bk, [acc0], |k0, [acc]| {
+                let bytes = b
+                    .load_masked(w, row_bytes + k0 / 2 + tile_bytes, col_ok.col(), 0u8)
+                    .reshape(&[vecs, ROW_LANES, 4]);
+                let lo = bytes & 0xFu8;
+                let hi = bytes >> 4u8;
+                let x_at = row * k + k0 + x_cols;
+                // The step's activations once per row of a vector: `[1, 16, 4]`, then shared by
+                // every vector of rows.
+                let x_lanes = tile_fn(|at| {
+                    // Loaded `g` times over (offsets repeated along a new lead dim), not copied
+                    // after: a backend then assembles the vector from the rows as it loads.
+                    let at = at.expand_dims(0).broadcast_to(&shape(&[g, nbu, 16]));
+                    b.load(xq, at).reshape(&[1, ROW_LANES, 4]).broadcast_to(&shape(&[vecs, ROW_LANES, 4]))
+                });
+                let (x_even, x_odd) = (x_lanes(x_at), x_lanes(x_at + 16));
+                let products = lo.cast(I32) * x_even.cast(I32) + hi.cast(I32) * x_odd.cast(I32);
+                let lanes = products.sum(2).named("lanes");
+                // Per-block values `[rows, nb]` as lanes `[vecs, 16]` (each repeated 4 times).
+                let spread = tile_fn(|v| {
+                    (v.reshape(&[vecs, g * nbu, 1]).broadcast_to(&shape(&[vecs, g * nbu, 4])) + 0.0)
+                        .reshape(&[vecs, ROW_LANES])
+                });
+                // Per-block values of the step `[nb]` as the lanes of one vector `[1, 16]`.
+                let step_lanes = tile_fn(|v| {
+                    (v.reshape(&[1, nbu, 1]).broadcast_to(&shape(&[g, nbu, 4])) + 0.0).reshape(&[1, ROW_LANES])
+                });
+                // Block i of the step lies in group k0 / group + i / (group / 32) (the step lies
+                // within a group, or starts one, since both are powers of two).
+                let per_block = if group == XQ_BLOCK as i32 { blk } else { blk / (group / XQ_BLOCK as i32) };
+                let gi = (cols * groups).col() + (k0 / group + per_block).row();
+                let s_w = spread(b.load_masked(scales, gi, col_ok.col(), 0.0).cast(F32));
+                let blocks_at = row * blocks + k0 / XQ_BLOCK as i32 + blk;
+                let s_x = step_lanes(b.load(xs, blocks_at));
+                // Each block's offset term spread over its 4 lanes.
+                let sums = step_lanes(b.load(xsums, blocks_at) * 0.25);
+                let offset = match mins {
+                    None => s_w * sums * -8.0,
+                    Some(mins) => spread(b.load_masked(mins, gi, col_ok.col(), 0.0).cast(F32)) * sums,
+                };
+                [acc + lanes.cast(F32) * (s_w * s_x) + offset]
+            });
+            let y = acc.reshape(&[vecs, g, nbu * 4]).sum(2).reshape(&[ru]);
+            b.store_masked(out, out_base + row * n + cols, to_dtype(y, out_dtype(p, c)), col_ok);
+            []
+        });
+    }
     b.finish().map_err(build_error)
+}
+
+/// Names the closure's tile lifetime (that of the kernel's builder), which a closure's own
+/// parameter annotations cannot.
+fn rows_fn<'b, F: Fn(Tile<'b>, Tile<'b>, u32)>(f: F) -> F {
+    f
+}
+
+/// A tile-to-tile closure with the builder's tile lifetime (see [`rows_fn`]).
+fn tile_fn<'b, F: Fn(Tile<'b>) -> Tile<'b>>(f: F) -> F {
+    f
 }
