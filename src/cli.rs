@@ -547,13 +547,14 @@ fn parse_head_activations(s: &str) -> Result<kiln_kernels::q8::gemv_i8::ActQuant
 /// [`ModelOptions::default`]: kiln_runtime::model::llama::ModelOptions
 const DEFAULT_GEMV_ACTIVATIONS: &str = "f32";
 
-/// `--gemv-activations`: `f32` or `i8`.
+/// `--gemv-activations`: `f32`, `i8` or `i8x2`.
 fn parse_gemv_activations(s: &str) -> Result<kiln_runtime::model::llama::GemvActivations, String> {
     use kiln_runtime::model::llama::GemvActivations;
     match s {
         "f32" => Ok(GemvActivations::F32),
         "i8" => Ok(GemvActivations::I8),
-        other => Err(format!("`{other}` is not one of f32, i8")),
+        "i8x2" => Ok(GemvActivations::I8x2),
+        other => Err(format!("`{other}` is not one of f32, i8, i8x2")),
     }
 }
 

@@ -285,6 +285,11 @@ pub fn conformance_shapes(id: crate::KernelId) -> &'static [&'static str] {
             "m=17,n=33,k=128,group=64,quant=asym,act=f32",
             "m=1,n=45,k=256,group=32,quant=sym,act=f32,xq=i8",
             "m=2,n=70,k=384,group=128,quant=asym,act=f16,xq=i8",
+            // The CPU's one-token default is the int8 row loop (a row per vector at k = 256,
+            // two rows at k = 192); two digits per activation too.
+            "m=1,n=37,k=192,group=32,quant=asym,act=f32,xq=i8",
+            "m=1,n=45,k=256,group=32,quant=sym,act=f32,xq=i8x2",
+            "m=3,n=40,k=384,group=64,quant=asym,act=f16,xq=i8x2",
         ],
         crate::KernelId::Q8Gemv => &[
             "m=1,n=77,k=96,act=f32",

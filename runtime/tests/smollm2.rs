@@ -148,6 +148,34 @@ fn decode_logits_with_int8_gemv_activations_stay_within_their_bound() {
 }
 
 #[test]
+fn decode_logits_with_two_digit_gemv_activations_stay_near_f32() {
+    // As above with two int8 digits per activation (`xq=i8x2`, ~16 bits): the quantization
+    // step is 254× finer, so the logits stay near the f32 path's few 1e-6 (measured 5.8e-5),
+    // where one digit errs by 1.5e-2 to 4.1e-2.
+    let device = Arc::new(CpuDevice::host(None).unwrap());
+    let options = ModelOptions {
+        max_seq_len: 256,
+        head_activations: ActQuant::F32,
+        gemv_activations: GemvActivations::I8x2,
+        ..ModelOptions::default()
+    };
+    let mut m = LlamaModel::load(gguf(), device, Arc::new(Defaults::cpu()), options).unwrap();
+    let seq = m.add_sequence();
+    let (prompt, last) = CHAT_IDS.split_at(CHAT_IDS.len() - 1);
+    m.step(&[SeqInput { seq, tokens: prompt, logits: Logits::Last }]).unwrap();
+    let got = m.step(&[SeqInput { seq, tokens: last, logits: Logits::Last }]).unwrap().remove(0);
+    let want = common::reference::reference_logits(gguf(), &CHAT_IDS, &[CHAT_IDS.len() - 1]);
+    let err = common::reference::rel_error(&got, &want);
+    eprintln!("relative error of two-digit int8-activation decode logits against the f64 reference: {err:.3e}");
+    assert!(err < 2e-4, "relative error {err:.3e}");
+    assert!(
+        m.chosen_configs().iter().any(|c| c.problem.get("xq") == Some("i8x2")),
+        "no linear layer ran with two-digit activations"
+    );
+    assert_eq!(argmax(&got).unwrap(), ANSWER[0]);
+}
+
+#[test]
 fn a_batch_of_prompts_gives_each_prompt_s_logits_alone() {
     // The chat prompt, its first 5 tokens, and a 40-token prompt (three lanes) in one step.
     let long: Vec<u32> = (0..40).map(|i| 100 + 37 * i).collect();

@@ -50,6 +50,16 @@ pub enum ActQuant {
     F32,
     /// `x` quantized to int8 per block of [`XQ_BLOCK`] columns, integer products.
     I8,
+    /// `x` quantized to two int8 digits (`254 · x_q + x_r`, about 16 bits) per element,
+    /// integer products for each digit.
+    I8x2,
+}
+
+impl ActQuant {
+    /// Whether the activations enter as integers (`i8` or `i8x2`).
+    pub fn is_integer(self) -> bool {
+        self != ActQuant::F32
+    }
 }
 
 impl fmt::Display for ActQuant {
@@ -57,6 +67,7 @@ impl fmt::Display for ActQuant {
         f.write_str(match self {
             ActQuant::F32 => "f32",
             ActQuant::I8 => "i8",
+            ActQuant::I8x2 => "i8x2",
         })
     }
 }
@@ -76,6 +87,9 @@ pub const XQ_BLOCK: u32 = 32;
 const QUANTIZE_BLOCKS: u32 = 8;
 /// The relative error norm allowed with `xq=i8` (see the module doc for the derivation).
 pub const TOLERANCE: f64 = 1e-2;
+/// The relative error norm allowed with `xq=i8x2`: the second digit divides the quantization
+/// step by 254 (`1.5e-5` for the library's inputs); 2.5× that plus the f32 rounding of the sums.
+pub const TOLERANCE_I8X2: f64 = 5e-5;
 
 /// Why a config does not fit the int8 path, if it does not.
 pub(super) fn check_config(c: &DequantGemmW4Config) -> Result<(), String> {
@@ -119,16 +133,21 @@ pub(super) fn plan(
         buffers.push(spec("mins", DType::F16, n * groups, Role::Input));
     }
     buffers.push(spec("y", p.act, m * n, Role::Output));
+    let two = p.xq == ActQuant::I8x2;
     buffers.push(spec("xq", DType::I8, m * k, Role::Scratch));
+    if two {
+        buffers.push(spec("xr", DType::I8, m * k, Role::Scratch));
+    }
     buffers.push(spec("xs", DType::F32, m * blocks, Role::Scratch));
     buffers.push(spec("xsums", DType::F32, m * blocks, Role::Scratch));
 
-    let quantize = Launch {
-        kernel: build_quantize(p.act)?,
-        grid: [1, p.m, 1],
-        args: vec![buf("x"), buf("xq"), buf("xs"), buf("xsums"), i32_arg(k as i64), i32_arg(blocks as i64)],
-    };
-    let mut args = vec![buf("xq"), buf("xs"), buf("xsums"), buf("w"), buf("scales")];
+    let digits: Vec<_> = if two { vec![buf("xq"), buf("xr")] } else { vec![buf("xq")] };
+    let mut args = vec![buf("x")];
+    args.extend(digits.iter().cloned());
+    args.extend([buf("xs"), buf("xsums"), i32_arg(k as i64), i32_arg(blocks as i64)]);
+    let quantize = Launch { kernel: build_quantize(p.act, two)?, grid: [1, p.m, 1], args };
+    let mut args = digits;
+    args.extend([buf("xs"), buf("xsums"), buf("w"), buf("scales")]);
     if p.quant == Quant::Asym {
         args.push(buf("mins"));
     }
@@ -142,11 +161,13 @@ fn build_error(source: kiln_ir::BuildError) -> KernelError {
     KernelError::Build { kernel: NAME, source }
 }
 
-/// Launch 1: `x` → de-interleaved int8 blocks, their scales and their scaled sums.
-fn build_quantize(act: DType) -> Result<Kernel, KernelError> {
+/// Launch 1: `x` → de-interleaved int8 blocks (one digit, or two with `two`), their scales and
+/// their scaled sums.
+fn build_quantize(act: DType, two: bool) -> Result<Kernel, KernelError> {
     use DType::{F32, I32, I8};
-    let b = KernelBuilder::new("dequant_gemm_w4_quantize_x");
+    let b = KernelBuilder::new(if two { "dequant_gemm_w4_quantize_x2" } else { "dequant_gemm_w4_quantize_x" });
     let (x, xq) = (b.buffer("x", act), b.buffer("xq", I8));
+    let xr = two.then(|| b.buffer("xr", I8));
     let (xs, xsums) = (b.buffer("xs", F32), b.buffer("xsums", F32));
     let (k, blocks) = (b.scalar("k", I32), b.scalar("blocks", I32));
     let qb = QUANTIZE_BLOCKS as i32;
@@ -169,9 +190,20 @@ fn build_quantize(act: DType) -> Result<Kernel, KernelError> {
         // |t| ≤ 127 (up to one rounding), so the truncated `t ± 0.5` is within ±127.
         let q = (t + half).cast(I8).named("q");
         b.store_masked(xq, base + parity * 16 + pair, q, ok3);
-        let qsum = q.cast(I32).sum(2).sum(1).cast(F32) * scale;
+        let (value, s_x) = match xr {
+            None => (q.cast(I32), scale),
+            Some(xr) => {
+                // The residual `t − q` (|·| ≤ ½ up to rounding) in steps of 1/254: |r| ≤ 127.
+                let u = (t - q.cast(F32)) * 254.0;
+                let half_r = b.select(u.ge(0.0), b.full(&[QUANTIZE_BLOCKS, 2, 16], 0.5, F32), -0.5);
+                let r = (u + half_r).cast(I8).named("r");
+                b.store_masked(xr, base + parity * 16 + pair, r, ok3);
+                (q.cast(I32) * 254 + r.cast(I32), (scale / 254.0).named("scale2"))
+            }
+        };
+        let qsum = value.sum(2).sum(1).cast(F32) * s_x;
         let at = row * blocks + blk;
-        b.store_masked(xs, at, scale, ok);
+        b.store_masked(xs, at, s_x, ok);
         b.store_masked(xsums, at, qsum, ok);
         []
     });
@@ -185,6 +217,7 @@ fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
     let split = c.split_k > 1;
     let b = KernelBuilder::new(if split { "dequant_gemm_w4_i8_partial" } else { "dequant_gemm_w4_i8" });
     let xq = b.buffer("xq", I8);
+    let xr = (p.xq == ActQuant::I8x2).then(|| b.buffer("xr", I8));
     let (xs, xsums) = (b.buffer("xs", F32), b.buffer("xsums", F32));
     let w = b.buffer("w", U8);
     let scales = b.buffer("scales", DType::F16);
@@ -216,14 +249,20 @@ fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
             // Whole rows of `block_k / 2` bytes as they lie, then seen as `[rows, nb, 4, 4]`:
             // byte (i, l, t) of a row is byte t of VNNI lane l of block i.
             let bytes = b.load_masked(w, row_bytes + k0 / 2 + tile_bytes, col_ok.col(), 0u8).reshape(&shape4);
-            let lo = bytes & 0xFu8;
-            let hi = bytes >> 4u8;
             // Block i of the tile holds its 16 even columns at 32·i.. and the odd ones 16 later.
             let x_at = row * k + k0 + x_cols;
-            let x_even = b.load(xq, x_at).reshape(&shape4[1..]).expand_dims(0).broadcast_to(&shape);
-            let x_odd = b.load(xq, x_at + 16).reshape(&shape4[1..]).expand_dims(0).broadcast_to(&shape);
-            let products = lo.cast(I32) * x_even.cast(I32) + hi.cast(I32) * x_odd.cast(I32);
-            let lanes = products.sum(3).named("lanes");
+            // Each digit's dot takes the nibbles of its own, as in the row loop below.
+            let lanes_of_digit = |digits: kiln_ir::Buf| {
+                let (lo, hi) = (bytes & 0xFu8, bytes >> 4u8);
+                let x_even = b.load(digits, x_at).reshape(&shape4[1..]).expand_dims(0).broadcast_to(&shape);
+                let x_odd = b.load(digits, x_at + 16).reshape(&shape4[1..]).expand_dims(0).broadcast_to(&shape);
+                (lo.cast(I32) * x_even.cast(I32) + hi.cast(I32) * x_odd.cast(I32)).sum(3)
+            };
+            let lanes = match xr {
+                None => lanes_of_digit(xq),
+                Some(xr) => lanes_of_digit(xq) * 254 + lanes_of_digit(xr),
+            }
+            .named("lanes");
             // Per block of the tile: `s_w · s_x`; one group's scale serves the tile when
             // block_k ≤ group, else one per block.
             let block_values = |buffer| {
@@ -286,23 +325,32 @@ fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
             let tile_bytes = b.arange(0, bk / 2).row();
             let acc0 = b.zeros(&[vecs, ROW_LANES], F32).named("acc");
             let [acc] = b.for_range(k_lo, k_hi, bk, [acc0], |k0, [acc]| {
-                let bytes = b
-                    .load_masked(w, row_bytes + k0 / 2 + tile_bytes, col_ok.col(), 0u8)
-                    .reshape(&[vecs, ROW_LANES, 4]);
-                let lo = bytes & 0xFu8;
-                let hi = bytes >> 4u8;
+                let bytes =
+                    b.load_masked(w, row_bytes + k0 / 2 + tile_bytes, col_ok.col(), 0u8).reshape(&[vecs, ROW_LANES, 4]);
                 let x_at = row * k + k0 + x_cols;
                 // The step's activations once per row of a vector: `[1, 16, 4]`, then shared by
                 // every vector of rows.
-                let x_lanes = tile_fn(|at| {
+                let x_lanes = |digits: kiln_ir::Buf, at: Tile<'_>| {
                     // Loaded `g` times over (offsets repeated along a new lead dim), not copied
                     // after: a backend then assembles the vector from the rows as it loads.
                     let at = at.expand_dims(0).broadcast_to(&shape(&[g, nbu, 16]));
-                    b.load(xq, at).reshape(&[1, ROW_LANES, 4]).broadcast_to(&shape(&[vecs, ROW_LANES, 4]))
-                });
-                let (x_even, x_odd) = (x_lanes(x_at), x_lanes(x_at + 16));
-                let products = lo.cast(I32) * x_even.cast(I32) + hi.cast(I32) * x_odd.cast(I32);
-                let lanes = products.sum(2).named("lanes");
+                    b.load(digits, at).reshape(&[1, ROW_LANES, 4]).broadcast_to(&shape(&[vecs, ROW_LANES, 4]))
+                };
+                // Each digit's dot takes the nibbles of its own (`lo`, `hi` written again): a
+                // byte dot inlines operands read by it alone, which a backend then computes in
+                // registers where the dot reads them.
+                let lanes_of_digit = |digits: kiln_ir::Buf| {
+                    let (lo, hi) = (bytes & 0xFu8, bytes >> 4u8);
+                    let (x_even, x_odd) = (x_lanes(digits, x_at), x_lanes(digits, x_at + 16));
+                    (lo.cast(I32) * x_even.cast(I32) + hi.cast(I32) * x_odd.cast(I32)).sum(2)
+                };
+                // `254 · Σ q·x_q + Σ q·x_r` is below 2²⁴ in magnitude (8 products of at most
+                // 15 · 32 385 per lane), so each part and the sum are exact in f32, where they
+                // join the multiply-adds below instead of an i32 pass of their own.
+                let lanes = match xr {
+                    None => lanes_of_digit(xq).cast(F32),
+                    Some(xr) => lanes_of_digit(xq).cast(F32) * 254.0 + lanes_of_digit(xr).cast(F32),
+                };
                 // Per-block values `[rows, nb]` as lanes `[vecs, 16]` (each repeated 4 times).
                 let spread = tile_fn(|v| {
                     (v.reshape(&[vecs, g * nbu, 1]).broadcast_to(&shape(&[vecs, g * nbu, 4])) + 0.0)
@@ -325,7 +373,7 @@ fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
                     None => s_w * sums * -8.0,
                     Some(mins) => spread(b.load_masked(mins, gi, col_ok.col(), 0.0).cast(F32)) * sums,
                 };
-                [acc + lanes.cast(F32) * (s_w * s_x) + offset]
+                [acc + lanes * (s_w * s_x) + offset]
             });
             let y = acc.reshape(&[vecs, g, nbu * 4]).sum(2).reshape(&[ru]);
             b.store_masked(out, out_base + row * n + cols, to_dtype(y, out_dtype(p, c)), col_ok);

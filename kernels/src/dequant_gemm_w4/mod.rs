@@ -141,7 +141,8 @@ impl Problem for DequantGemmW4Problem {
         let xq = match xq_name.as_str() {
             "f32" => ActQuant::F32,
             "i8" => ActQuant::I8,
-            other => return Err(constraint(format!("xq `{other}` is not one of f32, i8"))),
+            "i8x2" => ActQuant::I8x2,
+            other => return Err(constraint(format!("xq `{other}` is not one of f32, i8, i8x2"))),
         };
         let p = DequantGemmW4Problem { m, n, k, group, act, quant, xq };
         ensure(NAME, m >= 1 && n >= 1 && k >= 1, || format!("m = {m}, n = {n}, k = {k} must be at least 1"))?;
@@ -166,7 +167,7 @@ impl Problem for DequantGemmW4Problem {
         // Only when not the default, so existing shape keys (and database records) stay as they were.
         match self.xq {
             ActQuant::F32 => args,
-            ActQuant::I8 => args.with("xq", self.xq),
+            ActQuant::I8 | ActQuant::I8x2 => args.with("xq", self.xq),
         }
     }
 }
@@ -279,7 +280,7 @@ fn check_config(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<(),
     })?;
     let partials = c.split_k as u64 * p.m as u64 * p.n as u64;
     ensure(NAME, partials <= i32::MAX as u64, || format!("split_k·m·n = {partials} does not fit i32 offsets"))?;
-    if p.xq == ActQuant::I8 {
+    if p.xq.is_integer() {
         int8::check_config(c).map_err(constraint)?;
         ensure(NAME, c.weights_lhs == 0, || "weights_lhs = 1 needs xq = f32".into())?;
     }
@@ -336,7 +337,7 @@ impl TileKernel for DequantGemmW4 {
         // stream from memory once per program row, as they lie, and each tile is dequantized once
         // for every row of the program. The dot path reads its weight tile transposed and
         // unpacked, which costs ~7x at m = 5..16 on the CPU; it pays off for prefill only.
-        if p.xq == ActQuant::I8 {
+        if p.xq.is_integer() {
             // The int8 path is a one-row GEMV (a grid row per token). It runs through its bytes
             // several times faster than the f32 one, so fewer DRAM row streams keep it fed, and
             // the CPU backend prefetches the next program's rows while it works on these (see
@@ -406,7 +407,7 @@ impl TileKernel for DequantGemmW4 {
                 weights_lhs: 0,
             };
         }
-        if target == TargetKind::Cpu && p.m == 1 && p.xq == ActQuant::I8 && p.k.is_multiple_of(64) {
+        if target == TargetKind::Cpu && p.m == 1 && p.xq.is_integer() && p.k.is_multiple_of(64) {
             // One token, int8 products: the row loop, 8 rows at a time, a vector of i32 lanes
             // per row (block_k = 128) or per 2 rows (64). Hot, one Zen 5 thread, group 32:
             // k = 576, n = 3072 ~45 µs against ~50 µs for the lanes GEMV; k = 1536 ~84 against
@@ -518,7 +519,7 @@ impl TileKernel for DequantGemmW4 {
         let k_tiles = p.k / c.block_k;
         let k_per_split = k_tiles.div_ceil(c.split_k) * c.block_k;
         let split = c.split_k > 1;
-        if p.xq == ActQuant::I8 {
+        if p.xq.is_integer() {
             let (mut buffers, mut launches) = int8::plan(p, c)?;
             if split {
                 push_split_reduce(p, c, &mut buffers, &mut launches)?;
@@ -624,9 +625,10 @@ impl TileKernel for DequantGemmW4 {
     }
 
     fn tolerance(&self, p: &DequantGemmW4Problem, dtype: DType) -> f64 {
-        if p.xq == ActQuant::I8 {
+        if p.xq.is_integer() {
             // Activation quantization dominates every other error; derived in `int8`.
-            return int8::TOLERANCE.max(default_tolerance(dtype));
+            let quantization = if p.xq == ActQuant::I8 { int8::TOLERANCE } else { int8::TOLERANCE_I8X2 };
+            return quantization.max(default_tolerance(dtype));
         }
         // f32: the dequantized weights are exact in f32 up to one rounding of `q·s + min`, and f32
         // accumulation of O(k) terms stays far inside 1e-5. f16: weights rounded to f16 for the

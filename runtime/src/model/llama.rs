@@ -375,9 +375,10 @@ pub struct LlamaModel {
 const X_T: (&str, &str) = ("xt", "x_t");
 
 /// The store buffers an int8-activation GEMV's quantize launch writes and its GEMV reads
-/// (`dequant_gemm_w4`'s `xq`, `xs` and `xsums`), shared by every such GEMV: launches run in
-/// order, so each quantized vector is read by its GEMVs before the next one overwrites it.
-const X_I8: [(&str, &str); 3] = [("xq", "x_i8"), ("xs", "x_i8.scales"), ("xsums", "x_i8.sums")];
+/// (`dequant_gemm_w4`'s `xq`, `xs` and `xsums`, and `xr`, the second digit, with `xq=i8x2`),
+/// shared by every such GEMV: launches run in order, so each quantized vector is read by its
+/// GEMVs before the next one overwrites it.
+const X_I8: [(&str, &str); 4] = [("xq", "x_i8"), ("xr", "x_i8.r"), ("xs", "x_i8.scales"), ("xsums", "x_i8.sums")];
 
 /// The de-interleaved x of the one-token row-loop GEMV as the kernel before it writes it
 /// (`rmsnorm`'s and `silu_mul`'s `deinterleave=1`), per activation buffer the GEMV reads: the
@@ -507,7 +508,8 @@ impl LlamaModel {
         store.add(X_T.1, HostBuffer::F32(vec![0.0; t * dim.max(ffn).max(q_dim)]));
         let widest = dim.max(ffn).max(q_dim) * INT8_ACTIVATION_MAX_TOKENS;
         store.add(X_I8[0].1, HostBuffer::I8(vec![0; widest]));
-        for (_, name) in &X_I8[1..] {
+        store.add(X_I8[1].1, HostBuffer::I8(vec![0; widest]));
+        for (_, name) in &X_I8[2..] {
             store.add(name, HostBuffer::F32(vec![0.0; widest.div_ceil(32)]));
         }
         let meta = Meta {
@@ -1099,7 +1101,8 @@ impl LlamaModel {
         // The plan's first launch quantizes `x` into the shared `X_I8` buffers; when the launch
         // just before is the GEMV that quantized this same `x` (K and V after Q, up after gate),
         // nothing can have changed it since, and only the GEMV launch is needed.
-        bind.extend(X_I8.iter().map(|&(p, name)| (p, whole(name))));
+        let two = activations == GemvActivations::I8x2;
+        bind.extend(X_I8.iter().filter(|&&(p, _)| two || p != "xr").map(|&(p, name)| (p, whole(name))));
         let first = usize::from(self.quantized.as_ref() == Some(&(x.to_string(), out.len())));
         self.emit_regions_from(out, KernelId::DequantGemmW4, problem, &bind, first)?;
         self.quantized = Some((x.to_string(), out.len()));
