@@ -502,9 +502,10 @@ pub struct BenchGenerateArgs {
     /// each (the default), to measure what the fusion saves.
     #[arg(long)]
     pub unfused_projections: bool,
-    /// How the int4 linear layers take a decoding step's activations: `i8` (quantized per 32
-    /// once per vector, integer dot products with VNNI where the CPU has it; changes the
-    /// numerics slightly) or `f32`. Prefill stays f32.
+    /// How the int4 linear layers take a decoding step's activations: `f32` (exact), `i8`
+    /// (quantized per 32 once per vector, integer dot products with VNNI where the CPU has it;
+    /// logits off by ~2e-2) or `i8x2` (two int8 digits per element; logits within ~6e-5).
+    /// Prefill stays f32.
     #[arg(long, default_value = DEFAULT_GEMV_ACTIVATIONS, value_parser = parse_gemv_activations)]
     pub gemv_activations: kiln_runtime::model::llama::GemvActivations,
     /// The GGUF model (default: SmolLM2-135M-Instruct, fetched with pinned hashes when missing).
@@ -689,9 +690,10 @@ pub struct GenerateArgs {
     /// Worker threads (default: every core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// How the int4 linear layers take a decoding step's activations: `i8` (quantized per 32
-    /// once per vector, integer dot products with VNNI where the CPU has it; changes the
-    /// numerics slightly) or `f32`. Prefill stays f32.
+    /// How the int4 linear layers take a decoding step's activations: `f32` (exact), `i8`
+    /// (quantized per 32 once per vector, integer dot products with VNNI where the CPU has it;
+    /// logits off by ~2e-2) or `i8x2` (two int8 digits per element; logits within ~6e-5).
+    /// Prefill stays f32.
     #[arg(long, default_value = DEFAULT_GEMV_ACTIVATIONS, value_parser = parse_gemv_activations)]
     pub gemv_activations: kiln_runtime::model::llama::GemvActivations,
     /// How the output head takes a decode token's activations: `i8x2` (two int8 digits per

@@ -722,25 +722,37 @@ fn edge_cases_match_the_interpreter() {
 #[test]
 fn pairs_of_f16_per_row_are_gathered_on_avx512_and_match_the_reference() {
     // Group 32 and 64-column steps: each row of 16 reads two scales and two mins per step, a
-    // `[16, 2]` f16 tile of evenly spaced rows, gathered 32 bits a row on AVX-512 and copied row
-    // by row elsewhere and in the ragged last tile (n = 45: two whole tiles, then 13 rows).
+    // `[16, 2]` f16 tile of evenly spaced rows, on AVX-512 gathered 32 bits a row (the f16 GEMV)
+    // or, in a kernel with a byte dot, assembled in a register from its rows and converted at
+    // once (the int8 GEMV, whose next loads span the tile), and copied row by row elsewhere and
+    // in the ragged last tile (n = 45: two whole tiles, then 13 rows).
     if !have_gcc() {
         eprintln!("SKIPPED: no C compiler on this machine");
         return;
     }
     let k = registry::lookup("dequant_gemm_w4").expect("kernel");
     let cases = [
-        ("m=1,n=45,k=192,group=32,act=f32,xq=i8", "block_m=1,block_n=16,block_k=64,split_k=1", 1),
-        ("m=2,n=45,k=192,group=32,act=f16,quant=asym", "block_m=1,block_n=32,block_k=64,split_k=1", 0),
+        (
+            "m=1,n=45,k=192,group=32,act=f32,xq=i8",
+            "block_m=1,block_n=16,block_k=64,split_k=1",
+            1,
+            "kiln_f16_pack_rows(&",
+        ),
+        (
+            "m=2,n=45,k=192,group=32,act=f16,quant=asym",
+            "block_m=1,block_n=32,block_k=64,split_k=1",
+            0,
+            "kiln_f16_gather_pairs(&",
+        ),
     ];
     let mut failures = Vec::new();
-    for (shape, config, launch) in cases {
+    for (shape, config, launch, helper) in cases {
         let (shape, config) = (Args::parse(shape).unwrap(), Args::parse(config).unwrap());
         let plan = k.plan(&shape, &config).expect("plan");
         let gemv = &plan.launches[launch].kernel;
         for t in all_targets() {
             let code = render(gemv, &t).expect("renders").code;
-            let gathers = code.matches("kiln_f16_gather_pairs(&").count();
+            let gathers = code.matches(helper).count();
             let want = if t.isa == kiln_codegen::cpu::CpuIsa::Avx512 { 2 } else { 0 };
             // Once per version of the step loop (see `the_row_loop_gemv_checks_its_steps_once`).
             let versions = if code.contains("int version") { 2 } else { 1 };

@@ -582,3 +582,42 @@ fn dequant_gemm_w4_int8_tolerance_is_tight() {
     let bad = k.reference(&shape, &off).unwrap();
     assert!(!compare("y", &buffers["y"], &bad["y"], tolerance).passed());
 }
+
+#[test]
+fn dequant_gemm_w4_two_digit_tolerance_is_tight() {
+    // As above with two digits per activation (`xq=i8x2`), on the row loop: within
+    // `TOLERANCE_I8X2`, near the derived 1.5e-5 (far below, x was not quantized; far above, the
+    // second digit is lost), and scales 2% off fail.
+    let k = lookup(NAME).unwrap();
+    let shape = Args::parse("m=1,n=96,k=512,group=32,act=f32,quant=asym,xq=i8x2").unwrap();
+    let tolerance = k.tolerance(&shape, DType::F32).unwrap();
+    assert_eq!(tolerance, kiln_kernels::dequant_gemm_w4::int8::TOLERANCE_I8X2);
+    let config = Args::parse("block_m=1,block_n=16,block_k=128,split_k=1,row_loop=8").unwrap();
+    let plan = k.plan(&shape, &config).unwrap();
+    let inputs = k.inputs(&shape, 10).unwrap();
+    let mut buffers = prepare_buffers(NAME, &plan, &inputs).unwrap();
+    run_plan(NAME, &plan, &mut Interpreter, &mut buffers).unwrap();
+    let good = k.reference(&shape, &inputs).unwrap();
+    let ok = compare("y", &buffers["y"], &good["y"], tolerance);
+    assert!(ok.passed(), "{ok:?}");
+    assert!(ok.rel_error > 3e-6 && ok.rel_error < 3e-5, "relative error {} outside the derived range", ok.rel_error);
+    let mut off = inputs.clone();
+    let HostBuffer::F16(scales) = off.get_mut("scales").unwrap() else { panic!("scales are f16") };
+    scales.iter_mut().for_each(|s| *s = f16::from_f64(s.to_f64() * 1.02));
+    let bad = k.reference(&shape, &off).unwrap();
+    assert!(!compare("y", &buffers["y"], &bad["y"], tolerance).passed());
+}
+
+#[test]
+fn dequant_gemm_w4_int8_row_loop_needs_whole_rows_per_vector() {
+    // A vector of 16 i32 lanes holds 128 / block_k rows: row_loop must be a multiple of that.
+    let k = lookup(NAME).unwrap();
+    let shape = Args::parse("m=1,n=64,k=512,group=32,xq=i8").unwrap();
+    for config in
+        ["block_m=1,block_n=16,block_k=32,split_k=1,row_loop=2", "block_m=1,block_n=16,block_k=64,split_k=1,row_loop=1"]
+    {
+        let err = k.plan(&shape, &Args::parse(config).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("row_loop") && err.contains("128 / block_k"), "{config}: {err}");
+    }
+    k.plan(&shape, &Args::parse("block_m=1,block_n=16,block_k=64,split_k=1,row_loop=2").unwrap()).unwrap();
+}

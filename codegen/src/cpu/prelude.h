@@ -51,6 +51,30 @@ static inline KILN_UNUSED kiln_i32v kiln_u8v_widen(kiln_u8v b) {
 #endif
 }
 
+/* The IR's saturating float -> int conversions a vector at a time, lane by lane what the scalar
+ * `kiln_f2i32` / `kiln_f2i8` / `kiln_f2u8` below compute: NaN gives 0, out-of-range values the
+ * nearest bound, others truncate. Masks pick lanes (GCC vector compares give -1 / 0 lanes). */
+static inline KILN_UNUSED kiln_i32v kiln_pick_i32v(kiln_i32v m, kiln_i32v a, kiln_i32v b) { return (m & a) | (~m & b); }
+static inline KILN_UNUSED kiln_i32v kiln_f2i32v(kiln_f32v x) {
+    const kiln_i32v big = x >= kiln_f32v_splat(2147483648.0f);
+    const kiln_i32v small = x <= kiln_f32v_splat(-2147483648.0f);
+    const kiln_i32v inside = (x == x) & ~big & ~small;
+    kiln_f32v safe; /* 0.0f outside the range and for NaN, so the conversion below is defined */
+    { const kiln_i32v bits = (kiln_i32v)x & inside; memcpy(&safe, &bits, sizeof safe); }
+    const kiln_i32v t = __builtin_convertvector(safe, kiln_i32v);
+    return kiln_pick_i32v(big, kiln_i32v_splat(INT32_MAX), kiln_pick_i32v(small, kiln_i32v_splat(INT32_MIN), t));
+}
+static inline KILN_UNUSED kiln_i32v kiln_clamp_i32v(kiln_i32v t, int32_t lo, int32_t hi) {
+    t = kiln_pick_i32v(t < kiln_i32v_splat(lo), kiln_i32v_splat(lo), t);
+    return kiln_pick_i32v(t > kiln_i32v_splat(hi), kiln_i32v_splat(hi), t);
+}
+static inline KILN_UNUSED kiln_i8v kiln_f2i8v(kiln_f32v x) {
+    return __builtin_convertvector(kiln_clamp_i32v(kiln_f2i32v(x), -128, 127), kiln_i8v);
+}
+static inline KILN_UNUSED kiln_u8v kiln_f2u8v(kiln_f32v x) {
+    return __builtin_convertvector(kiln_clamp_i32v(kiln_f2i32v(x), 0, 255), kiln_u8v);
+}
+
 static inline KILN_UNUSED uint32_t kiln_f32_bits(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
 static inline KILN_UNUSED float kiln_bits_f32(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
 
@@ -141,6 +165,18 @@ static inline KILN_UNUSED void kiln_f16_gather_pairs(float *dst, const uint16_t 
         _mm512_storeu_ps(dst + 2 * r, _mm512_cvtph_ps(_mm512_castsi512_si256(raw)));
         _mm512_storeu_ps(dst + 2 * r + 16, _mm512_cvtph_ps(_mm512_extracti64x4_epi64(raw, 1)));
     }
+}
+#endif
+
+/* 16 floats at a stride of 2 from `src` (lanes src[0], src[2], ..., src[30]) to `dst`: two
+ * loads and one two-source permute, where a scalar copy moved a lane at a time (the int8
+ * quantize launch's de-interleaving read). The second load stops at src[30]: its last lane is
+ * masked off, so nothing past the row's last lane is touched. */
+#if KILN_X86 && KILN_VECTOR_BYTES == 64
+static inline KILN_UNUSED void kiln_f32_load_stride2(float *dst, const float *src) {
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512 a = _mm512_loadu_ps(src), b = _mm512_maskz_loadu_ps((__mmask16)0x7fff, src + 16);
+    _mm512_storeu_ps(dst, _mm512_permutex2var_ps(a, even, b));
 }
 #endif
 

@@ -1,6 +1,6 @@
-//! The int8-activation GEMV of `dequant_gemm_w4` (shape key `xq=i8`): activations quantized to
-//! int8 per block of 32 columns, int4 × int8 products summed in integers, one conversion to f32
-//! per 8 products (the GGUF Q4 × Q8 scheme).
+//! The int8-activation GEMVs of `dequant_gemm_w4` (shape key `xq=i8`, or `xq=i8x2` for two
+//! digits): activations quantized to int8 per block of 32 columns, int4 × int8 products summed in
+//! integers, one conversion to f32 per 8 products (the GGUF Q4 × Q8 scheme).
 //!
 //! # Launches
 //!
@@ -9,16 +9,33 @@
 //!    an all-zero block gets `s_x = 0`, `x_q = 0`), stored **de-interleaved**: the 16 even
 //!    columns of the block, then the 16 odd ones, so the low nibbles of a weight byte row pair
 //!    with the first half and the high nibbles with the second half without shuffles. Also
-//!    `xsums = s_x · Σ x_q` per block (f32).
-//! 2. **GEMV** (grid `[⌈n / block_n⌉, m, split_k]`): per k step, the weight tile
-//!    `[block_n, block_k / 32, 4, 4]` bytes as they lie; `Σ_t lo·x_even + hi·x_odd` over the
-//!    trailing axis of 4 bytes (`reduce_sum` of `cast(u8 → i32) · cast(i8 → i32)`, the shape
-//!    of one VNNI `vpdpbusd` lane, which the CPU renderer emits as such; other backends run it
-//!    as written) gives i32 lanes of 8 products each, converted once and scaled by
-//!    `s_w · s_x` into a per-lane f32 accumulator. The asym `min` term is `min · s_x · Σ x_q`
-//!    per block, the sym offset `−8 · s_w · s_x · Σ x_q`: using the quantized sums (not the exact
-//!    `Σ x`) makes the error of each term that of the dequantized weight `w = q·s + min`, which
-//!    is centred, rather than that of `q·s` alone.
+//!    `xsums = s_x · Σ x_q` per block (f32). With `i8x2` a second digit
+//!    `x_r = round((x / s − x_q) · 254)` (`|x_r| ≤ 127`, buffer `xr`, same layout) makes the
+//!    block's value `x_v = 254 · x_q + x_r` with scale `s_x = s / 254` (as `q8_gemv`'s `i8x2`),
+//!    and `xsums = s_x · Σ x_v`.
+//! 2. **GEMV** (grid `[⌈n / block_n⌉, m, split_k]`), in one of two loop orders:
+//!    - `row_loop = 0`: per k step, the weight tile `[block_n, block_k / 32, 4, 4]` bytes as
+//!      they lie; `Σ_t lo·x_even + hi·x_odd` over the trailing axis of 4 bytes (`reduce_sum` of
+//!      `cast(u8 → i32) · cast(i8 → i32)`, the shape of one VNNI `vpdpbusd` lane, which the CPU
+//!      renderer emits as such; other backends run it as written) gives i32 lanes of 8
+//!      products each, converted once and scaled by `s_w · s_x` into a per-lane f32
+//!      accumulator.
+//!    - `row_loop = R` (one token per grid row, the CPU's default for one token when 64
+//!      divides k): the program walks its rows R at a time with the whole k loop inside, as the
+//!      f32 row loop does (`rowloop.rs`), so its accumulator stays in registers. The lanes of
+//!      `g = 128 / block_k` rows make one vector of 16 (`[R / g, 16]` i32 per step: a row of
+//!      128 columns, or two rows of 64): the weight bytes of those rows as one 64-byte
+//!      `vpdpbusd` operand, the step's activations loaded `g` times over as the other, the
+//!      per-block `s_w`, `min` and `s_x` spread over each block's 4 lanes. Hot, one Zen 5
+//!      thread, group 32: 46 µs at k = 576, n = 3072 (f32 row loop ~65, lanes ~50 µs),
+//!      19 µs at k = 1536, n = 576; `i8x2` 53 and 25 µs.
+//!
+//!    With `i8x2`, each digit is its own byte dot (over nibbles of its own, so both stay in
+//!    registers) and the lanes are `254 · lanes_q + lanes_r`, exact in f32 (below 2²⁴). The
+//!    asym `min` term is `min · s_x · Σ x_v` per block, the sym offset
+//!    `−8 · s_w · s_x · Σ x_v`: using the quantized sums (not the exact `Σ x`) makes the error
+//!    of each term that of the dequantized weight `w = q·s + min`, which is centred, rather
+//!    than that of `q·s` alone.
 //! 3. With `split_k > 1`, the f32 partials are summed by the shared reduce launch.
 //!
 //! # Numerics and tolerance
@@ -28,7 +45,10 @@
 //! `s_x / √12`. Output `j` then errs by `Σ_i w_ji · e_i`, against `y_j = Σ_i w_ji · x_i`: the
 //! relative error norm is about `(max|x| / (127 · √12)) / rms(x)`. For the library's inputs
 //! (uniform on [−1, 1]: `max|x| ≈ 1`, `rms = 1/√3`) that is `0.0039`; [`TOLERANCE`] allows 2.5×
-//! that, and a scale off by 2% (an error of 0.02) fails it (the kernel tests show both).
+//! that, and a scale off by 2% (an error of 0.02) fails it (the kernel tests show both). The second
+//! digit of `i8x2` divides the step by 254: `1.5e-5`, and [`TOLERANCE_I8X2`] allows 2.5× that
+//! plus the f32 rounding of the sums. On SmolLM2 a decode step's logits err by 1.5e-2 to 4.1e-2
+//! with `i8` and 5.8e-5 with `i8x2` (`runtime/tests/smollm2.rs`).
 //!
 //! # Who picks it
 //!
@@ -190,18 +210,20 @@ fn build_quantize(act: DType, two: bool) -> Result<Kernel, KernelError> {
         // |t| ≤ 127 (up to one rounding), so the truncated `t ± 0.5` is within ±127.
         let q = (t + half).cast(I8).named("q");
         b.store_masked(xq, base + parity * 16 + pair, q, ok3);
+        // The block's Σ x_v in f32: its terms and partial sums are integers below 2²⁴ (32 values
+        // of at most 254 · 127 + 127), so it is exact, and a backend sums it in vectors.
         let (value, s_x) = match xr {
-            None => (q.cast(I32), scale),
+            None => (q.cast(F32), scale),
             Some(xr) => {
                 // The residual `t − q` (|·| ≤ ½ up to rounding) in steps of 1/254: |r| ≤ 127.
                 let u = (t - q.cast(F32)) * 254.0;
                 let half_r = b.select(u.ge(0.0), b.full(&[QUANTIZE_BLOCKS, 2, 16], 0.5, F32), -0.5);
                 let r = (u + half_r).cast(I8).named("r");
                 b.store_masked(xr, base + parity * 16 + pair, r, ok3);
-                (q.cast(I32) * 254 + r.cast(I32), (scale / 254.0).named("scale2"))
+                (q.cast(F32) * 254.0 + r.cast(F32), (scale / 254.0).named("scale2"))
             }
         };
-        let qsum = value.sum(2).sum(1).cast(F32) * s_x;
+        let qsum = value.sum(2).sum(1) * s_x;
         let at = row * blocks + blk;
         b.store_masked(xs, at, s_x, ok);
         b.store_masked(xsums, at, qsum, ok);

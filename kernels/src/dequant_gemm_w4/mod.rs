@@ -5,7 +5,7 @@
 //! # Shapes and dtypes
 //!
 //! Shape keys `m`, `n`, `k`, `group`, plus `act` (`f16` default, or `f32`: the dtype of `x` and of
-//! `y`), `quant` (`asym` default, or `sym`) and `xq` (`f32` default, or `i8`: activations
+//! `y`), `quant` (`asym` default, or `sym`) and `xq` (`f32` default, or `i8` / `i8x2`: activations
 //! quantized to int8 per 32 columns and integer products, the path of [`int8`], which needs
 //! `block_m = 1` and `block_k ≥ 32`). Constraints: `m, n, k ≥ 1`, `m ≤ 65535` (one grid
 //! row per token when `block_m = 1`), `group ∈ {32, 64, 128}`, `k % group == 0`, and every
@@ -60,10 +60,12 @@
 //! - `row_loop = R` (with `gemv = 1`, `block_m = 1`, f32 products; in `rowloop.rs`): the
 //!   one-token GEMV with the loop order turned around: x de-interleaved once by a first launch,
 //!   then each program's rows R at a time, each group of rows over its whole k range with an
-//!   accumulator of `[R, block_k / 32, 16]` lanes.
+//!   accumulator of `[R, block_k / 32, 16]` lanes. With int8 products (`xq=i8|i8x2`, in
+//!   `int8.rs`) the same loop order after the quantize launch, `128 / block_k` rows to a vector
+//!   of 16 i32 lanes.
 //!
-//! The default takes the GEMV path up to m = 16 (one token with f32 products on a CPU: the row
-//! loop; on a GPU and for more tokens: up to 8 tokens per program) and the `dot` path for
+//! The default takes the GEMV path up to m = 16 (one token on a CPU: the row loop, f32 or int8
+//! products; on a GPU and for more tokens: up to 8 tokens per program) and the `dot` path for
 //! prefill (on a CPU with `weights_lhs = 1`). In `key=value` form `gemv` may be left out: it is
 //! then 1 below `block_m = 16` and 0 from there (callers that overlay the default config inherit
 //! its `gemv`; `row_loop` and `weights_lhs` likewise default to 0). Each problem's m falls in a regime (`TileKernel::regime`: 1, 2..16, more) that the
@@ -322,7 +324,7 @@ impl TileKernel for DequantGemmW4 {
             Knob {
                 name: "row_loop",
                 values: values(&rowloop::ROW_LOOPS),
-                help: "0: block_n rows side by side per k step; R: one-token GEMV over R rows at a time, k inner",
+                help: "0: block_n rows side by side per k step; R: one-token GEMV over R rows at a time, k inner (xq=i8|i8x2: R a multiple of 128 / block_k)",
             },
             Knob {
                 name: "weights_lhs",

@@ -774,7 +774,17 @@ impl Emitter<'_> {
         if out.is_some() {
             self.open(&format!("if ({in_bounds})"));
             let lanes_contiguous = out_repr.as_ref().is_some_and(|r| !r.scalar_root && r.strides.last() == Some(&1));
-            if dtype == DType::F16 && lanes_contiguous && len >= 4 {
+            let stride2 = self.target.isa == crate::cpu::target::CpuIsa::Avx512
+                && dtype == DType::F32
+                && lanes_contiguous
+                && len == 16
+                && form.coefs.last() == Some(&Sym::Const(2));
+            if stride2 {
+                // Two vector loads and a permute (`kiln_f32_load_stride2`) instead of 16 lanes
+                // one at a time.
+                let o = o_at(self, "0").unwrap_or_default();
+                self.line(&format!("kiln_f32_load_stride2(&{o}, &{b}[s]);"));
+            } else if dtype == DType::F16 && lanes_contiguous && len >= 4 {
                 // The raw halves first, then one vector conversion per 8 lanes (F16C's
                 // `vcvtph2ps`) instead of a scalar conversion per lane.
                 self.line(&format!("uint16_t hb[{len}];"));

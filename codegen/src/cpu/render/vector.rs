@@ -10,10 +10,11 @@
 //! operands that do not change along the loop kept scalar until an op needs them as vectors.
 //!
 //! Only ops whose vector C computes exactly what the scalar C computes are rendered this way:
-//! float `+ - * /` and negation (the same IEEE operations lane by lane), f32 `exp2` (the
+//! float `+ - * /`, negation and f32 `abs` (the same IEEE operations lane by lane), f32 `exp2` (the
 //! prelude's `kiln_exp2v`, the scalar `kiln_exp2f`'s arithmetic lane by lane), wrapping `+ - *` on
 //! unsigned integers, bitwise ops, shifts of unsigned integers by a uniform amount (an amount of
-//! the width or more gives 0, as in the interpreter), and widening or integer conversions. Any
+//! the width or more gives 0, as in the interpreter), widening or integer conversions, and the
+//! saturating float → i32 / i8 / u8 conversions (the prelude's `kiln_f2i32v` and kin). Any
 //! other op in the expression keeps the whole map scalar.
 //!
 //! Booleans in a vector loop are **masks**: a `kiln_i32v` whose lanes are -1 (true) or 0
@@ -183,8 +184,14 @@ fn cast(from: DType, to: DType, a: &str) -> Option<String> {
         },
         // C integer conversions, lane by lane: modulo 2^width.
         (false, false) => Some(format!("__builtin_convertvector({a}, {target})")),
-        // Float -> int saturates in the IR; not a plain conversion.
-        (true, false) => None,
+        // Float -> int saturates in the IR (NaN gives 0): the prelude's vector forms of the
+        // scalar helpers.
+        (true, false) => match to {
+            DType::I32 => Some(format!("kiln_f2i32v({a})")),
+            DType::I8 => Some(format!("kiln_f2i8v({a})")),
+            DType::U8 => Some(format!("kiln_f2u8v({a})")),
+            _ => None,
+        },
     }
 }
 
@@ -332,6 +339,11 @@ impl Emitter<'_> {
             Op::Cast { arg, to } => {
                 cast(k.ty(*arg).dtype, *to, &vector(&lanes[0], vector_type(k.ty(*arg).dtype)?)).map(Lanes::Vector)
             }
+            // |x| clears the sign bit, as `fabsf` does (NaN included).
+            Op::Unary { op: UnaryOp::Abs, arg } if k.ty(*arg).dtype == DType::F32 => Some(Lanes::Vector(format!(
+                "((kiln_f32v)((kiln_i32v)({}) & kiln_i32v_splat(0x7fffffff)))",
+                vector(&lanes[0], "kiln_f32v")
+            ))),
             // The prelude's vector exp2 is the scalar `kiln_exp2f` lane by lane. Only on f32:
             // an f16 / bf16 result inlined into a larger expression would need rounding first.
             Op::Unary { op: UnaryOp::Exp2, arg } if k.ty(*arg).dtype == DType::F32 => {
