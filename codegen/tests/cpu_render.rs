@@ -1319,3 +1319,20 @@ fn check_store_cases(k: &Kernel, x: &[f32], cases: &[([i32; 3], usize, Option<i6
         }
     }
 }
+
+/// `tests/tir/run_cast_vector.tir` (whose results `tir_run_files_match_the_interpreter` checks
+/// on every run target) takes the vector forms on AVX-512: the saturating casts through the
+/// prelude's `kiln_f2*v`, `abs` as a sign mask, the stride-2 read as two loads and a permute.
+#[test]
+fn saturating_casts_abs_and_stride_2_reads_run_a_vector_at_a_time_on_avx512() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/tir/run_cast_vector.tir");
+    let k = parse(&std::fs::read_to_string(&path).expect("the tir file"));
+    let src = render(&k, &CpuTarget::avx512()).unwrap().code;
+    let program = &src[src.find("cast_vector_program(").expect("the program function")..];
+    for helper in
+        ["kiln_f2i32v(", "kiln_f2i8v(", "kiln_f2u8v(", "kiln_i32v_splat(0x7fffffff)", "kiln_f32_load_stride2("]
+    {
+        assert!(program.contains(helper), "no {helper}:\n{program}");
+    }
+    assert!(!program.contains("kiln_f2i8(") && !program.contains("fabsf("), "a scalar cast or abs is left:\n{program}");
+}
