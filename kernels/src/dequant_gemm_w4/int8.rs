@@ -26,9 +26,11 @@
 //!      `g = 128 / block_k` rows make one vector of 16 (`[R / g, 16]` i32 per step: a row of
 //!      128 columns, or two rows of 64): the weight bytes of those rows as one 64-byte
 //!      `vpdpbusd` operand, the step's activations loaded `g` times over as the other, the
-//!      per-block `s_w`, `min` and `s_x` spread over each block's 4 lanes. Hot, one Zen 5
-//!      thread, group 32: 46 µs at k = 576, n = 3072 (f32 row loop ~65, lanes ~50 µs),
-//!      19 µs at k = 1536, n = 576; `i8x2` 53 and 25 µs.
+//!      step's `s_w` and `min` (read once per row and group) and its per-block `s_x` spread over
+//!      their lanes. Hot, one Zen 5 thread, group 32: 46 µs at k = 576, n = 3072 (f32 row loop
+//!      ~65, lanes ~50 µs), 19 µs at k = 1536, n = 576; `i8x2` 53 and 25 µs. From DRAM, 2
+//!      threads, k = 4096, n = 14336: 0.90 ms at group 128 (f32 row loop 0.85), 0.95-1.25 ms at
+//!      group 32 (f32 1.03).
 //!
 //!    With `i8x2`, each digit is its own byte dot (over nibbles of its own, so both stay in
 //!    registers) and the lanes are `254 · lanes_q + lanes_r`, exact in f32 (below 2²⁴). The
