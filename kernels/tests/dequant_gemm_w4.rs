@@ -557,25 +557,26 @@ fn dequant_gemm_w4_int8_rejects_configs_it_cannot_run() {
     }
 }
 
-#[test]
-fn dequant_gemm_w4_int8_tolerance_is_tight() {
-    // The int8 result is within the documented tolerance, well above the measured error, while
-    // the same run against weights whose scales are 2% off must fail: the tolerance would catch
-    // a kernel that got its scales wrong by that much.
+/// Runs the int8 `shape` with `config` in the interpreter and checks its tolerance is tight:
+/// the result passes `tolerance` (the kernel's own), its error lies in `derived` (far below, x
+/// was not quantized; far above, the quantizer is broken), and the same output fails against
+/// weights whose scales are 2% off, which the tolerance must catch.
+fn assert_tight_int8_tolerance(shape: &str, config: &str, seed: u64, tolerance: f64, derived: (f64, f64)) {
     let k = lookup(NAME).unwrap();
-    let shape = Args::parse("m=1,n=96,k=512,group=32,act=f32,quant=asym,xq=i8").unwrap();
-    let tolerance = k.tolerance(&shape, DType::F32).unwrap();
-    assert_eq!(tolerance, kiln_kernels::dequant_gemm_w4::int8::TOLERANCE);
-    let plan = k.plan(&shape, &Args::new()).unwrap();
-    let inputs = k.inputs(&shape, 9).unwrap();
+    let shape = Args::parse(shape).unwrap();
+    assert_eq!(k.tolerance(&shape, DType::F32).unwrap(), tolerance);
+    let plan = k.plan(&shape, &Args::parse(config).unwrap()).unwrap();
+    let inputs = k.inputs(&shape, seed).unwrap();
     let mut buffers = prepare_buffers(NAME, &plan, &inputs).unwrap();
     run_plan(NAME, &plan, &mut Interpreter, &mut buffers).unwrap();
     let good = k.reference(&shape, &inputs).unwrap();
     let ok = compare("y", &buffers["y"], &good["y"], tolerance);
     assert!(ok.passed(), "{ok:?}");
-    // The derivation in `int8` predicts ≈ 0.004 for these inputs; an error far below would mean
-    // x was not quantized at all (an f32 path), far above a broken quantizer.
-    assert!(ok.rel_error > 0.001 && ok.rel_error < 0.006, "relative error {} outside the derived range", ok.rel_error);
+    assert!(
+        ok.rel_error > derived.0 && ok.rel_error < derived.1,
+        "relative error {} outside {derived:?}",
+        ok.rel_error
+    );
     let mut off = inputs.clone();
     let HostBuffer::F16(scales) = off.get_mut("scales").unwrap() else { panic!("scales are f16") };
     scales.iter_mut().for_each(|s| *s = f16::from_f64(s.to_f64() * 1.02));
@@ -584,28 +585,18 @@ fn dequant_gemm_w4_int8_tolerance_is_tight() {
 }
 
 #[test]
+fn dequant_gemm_w4_int8_tolerance_is_tight() {
+    // One digit, the default config: the derivation in `int8` predicts ≈ 0.004 for these inputs.
+    let shape = "m=1,n=96,k=512,group=32,act=f32,quant=asym,xq=i8";
+    assert_tight_int8_tolerance(shape, "", 9, kiln_kernels::dequant_gemm_w4::int8::TOLERANCE, (0.001, 0.006));
+}
+
+#[test]
 fn dequant_gemm_w4_two_digit_tolerance_is_tight() {
-    // As above with two digits per activation (`xq=i8x2`), on the row loop: within
-    // `TOLERANCE_I8X2`, near the derived 1.5e-5 (far below, x was not quantized; far above, the
-    // second digit is lost), and scales 2% off fail.
-    let k = lookup(NAME).unwrap();
-    let shape = Args::parse("m=1,n=96,k=512,group=32,act=f32,quant=asym,xq=i8x2").unwrap();
-    let tolerance = k.tolerance(&shape, DType::F32).unwrap();
-    assert_eq!(tolerance, kiln_kernels::dequant_gemm_w4::int8::TOLERANCE_I8X2);
-    let config = Args::parse("block_m=1,block_n=16,block_k=128,split_k=1,row_loop=8").unwrap();
-    let plan = k.plan(&shape, &config).unwrap();
-    let inputs = k.inputs(&shape, 10).unwrap();
-    let mut buffers = prepare_buffers(NAME, &plan, &inputs).unwrap();
-    run_plan(NAME, &plan, &mut Interpreter, &mut buffers).unwrap();
-    let good = k.reference(&shape, &inputs).unwrap();
-    let ok = compare("y", &buffers["y"], &good["y"], tolerance);
-    assert!(ok.passed(), "{ok:?}");
-    assert!(ok.rel_error > 3e-6 && ok.rel_error < 3e-5, "relative error {} outside the derived range", ok.rel_error);
-    let mut off = inputs.clone();
-    let HostBuffer::F16(scales) = off.get_mut("scales").unwrap() else { panic!("scales are f16") };
-    scales.iter_mut().for_each(|s| *s = f16::from_f64(s.to_f64() * 1.02));
-    let bad = k.reference(&shape, &off).unwrap();
-    assert!(!compare("y", &buffers["y"], &bad["y"], tolerance).passed());
+    // Two digits (`xq=i8x2`) on the row loop: the derivation predicts ≈ 1.5e-5.
+    let shape = "m=1,n=96,k=512,group=32,act=f32,quant=asym,xq=i8x2";
+    let config = "block_m=1,block_n=16,block_k=128,split_k=1,row_loop=8";
+    assert_tight_int8_tolerance(shape, config, 10, kiln_kernels::dequant_gemm_w4::int8::TOLERANCE_I8X2, (3e-6, 3e-5));
 }
 
 #[test]

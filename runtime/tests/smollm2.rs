@@ -115,22 +115,15 @@ fn greedy_decoding_with_int8_activations_says_paris() {
     );
 }
 
-#[test]
-fn decode_logits_with_int8_gemv_activations_stay_within_their_bound() {
-    // The chat prompt's last token decoded alone (a one-token step: every int4 GEMV quantizes
-    // its activations to one int8 digit per 32) against the f64 reference at that position.
-    // Each product errs by ~4e-3 relative (`dequant_gemm_w4::int8`); through 30 layers the
-    // logits err by 1.5e-2 to 4.1e-2 (measured), which is why `--gemv-activations` defaults to
-    // f32: the exact path stays within the 1e-4 of the test above. The spread is real: rounding
-    // to int8 next to the model's few large activations makes the error depend on ulp-level
-    // differences upstream (a new summation order in attention's score dot moved it from 1.5e-2
-    // to 4.1e-2, then the prelude's exp2 in place of libm's to 3.3e-2), so the bound is 6e-2;
-    // the greedy token must not change.
+/// The chat prompt's last token decoded alone (a one-token step, where every int4 GEMV takes
+/// `gemv` activations), f32 head: its logits, their relative error against the f64 reference at
+/// that position, and the `xq` problems the model chose.
+fn decode_logits_with(gemv: GemvActivations) -> (Vec<f32>, f64, Vec<String>) {
     let device = Arc::new(CpuDevice::host(None).unwrap());
     let options = ModelOptions {
         max_seq_len: 256,
         head_activations: ActQuant::F32,
-        gemv_activations: GemvActivations::I8,
+        gemv_activations: gemv,
         ..ModelOptions::default()
     };
     let mut m = LlamaModel::load(gguf(), device, Arc::new(Defaults::cpu()), options).unwrap();
@@ -140,38 +133,38 @@ fn decode_logits_with_int8_gemv_activations_stay_within_their_bound() {
     let got = m.step(&[SeqInput { seq, tokens: last, logits: Logits::Last }]).unwrap().remove(0);
     let want = common::reference::reference_logits(gguf(), &CHAT_IDS, &[CHAT_IDS.len() - 1]);
     let err = common::reference::rel_error(&got, &want);
+    let xq = m.chosen_configs().iter().filter_map(|c| c.problem.get("xq").map(str::to_string)).collect();
+    (got, err, xq)
+}
+
+#[test]
+fn decode_logits_with_int8_gemv_activations_stay_within_their_bound() {
+    // One int8 digit per activation and block of 32. Each product errs by ~4e-3 relative
+    // (`dequant_gemm_w4::int8`); through 30 layers the logits err by 1.5e-2 to 4.1e-2
+    // (measured), which is why `--gemv-activations` defaults to f32: the exact path stays
+    // within the 1e-4 of the test above. The spread is real: rounding to int8 next to the
+    // model's few large activations makes the error depend on ulp-level differences upstream (a
+    // new summation order in attention's score dot moved it from 1.5e-2 to 4.1e-2, then the
+    // prelude's exp2 in place of libm's to 3.3e-2), so the bound is 6e-2; the greedy token must
+    // not change.
+    let (got, err, xq) = decode_logits_with(GemvActivations::I8);
     eprintln!("relative error of int8-activation decode logits against the f64 reference: {err:.3e}");
     assert!(err < 6e-2, "relative error {err:.3e}");
     // Not the f32 path in disguise: its error is a few 1e-6.
     assert!(err > 1e-4, "relative error {err:.3e} is that of f32 activations");
+    assert!(xq.iter().any(|x| x == "i8"), "no linear layer ran with int8 activations: {xq:?}");
     assert_eq!(argmax(&got).unwrap(), ANSWER[0]);
 }
 
 #[test]
 fn decode_logits_with_two_digit_gemv_activations_stay_near_f32() {
-    // As above with two int8 digits per activation (`xq=i8x2`, ~16 bits): the quantization
-    // step is 254× finer, so the logits stay near the f32 path's few 1e-6 (measured 5.8e-5),
-    // where one digit errs by 1.5e-2 to 4.1e-2.
-    let device = Arc::new(CpuDevice::host(None).unwrap());
-    let options = ModelOptions {
-        max_seq_len: 256,
-        head_activations: ActQuant::F32,
-        gemv_activations: GemvActivations::I8x2,
-        ..ModelOptions::default()
-    };
-    let mut m = LlamaModel::load(gguf(), device, Arc::new(Defaults::cpu()), options).unwrap();
-    let seq = m.add_sequence();
-    let (prompt, last) = CHAT_IDS.split_at(CHAT_IDS.len() - 1);
-    m.step(&[SeqInput { seq, tokens: prompt, logits: Logits::Last }]).unwrap();
-    let got = m.step(&[SeqInput { seq, tokens: last, logits: Logits::Last }]).unwrap().remove(0);
-    let want = common::reference::reference_logits(gguf(), &CHAT_IDS, &[CHAT_IDS.len() - 1]);
-    let err = common::reference::rel_error(&got, &want);
+    // Two int8 digits per activation (`xq=i8x2`, ~16 bits): the quantization step is 254×
+    // finer, so the logits stay near the f32 path's few 1e-6 (measured 5.8e-5), where one digit
+    // errs by 1.5e-2 to 4.1e-2.
+    let (got, err, xq) = decode_logits_with(GemvActivations::I8x2);
     eprintln!("relative error of two-digit int8-activation decode logits against the f64 reference: {err:.3e}");
     assert!(err < 2e-4, "relative error {err:.3e}");
-    assert!(
-        m.chosen_configs().iter().any(|c| c.problem.get("xq") == Some("i8x2")),
-        "no linear layer ran with two-digit activations"
-    );
+    assert!(xq.iter().any(|x| x == "i8x2"), "no linear layer ran with two-digit activations: {xq:?}");
     assert_eq!(argmax(&got).unwrap(), ANSWER[0]);
 }
 
