@@ -79,11 +79,12 @@ fn dequant_gemm_w4_row_loop_constraints() {
     assert_constraint(NAME, shape, "block_m=1,block_n=8,block_k=32,split_k=1,row_loop=16", "row_loop");
     assert_constraint(NAME, shape, "block_m=1,block_n=8,block_k=16,split_k=1,row_loop=2", "block_k");
     assert_constraint(NAME, shape, "block_m=1,block_n=8,block_k=32,split_k=1,row_loop=3", "row_loop");
+    // The int8 row loop: 32-column steps put 4 rows in a vector, so 2 rows do not fit.
     assert_constraint(
         NAME,
         "m=1,n=32,k=128,group=32,xq=i8",
         "block_m=1,block_n=16,block_k=32,split_k=1,row_loop=2",
-        "xq",
+        "128 / block_k",
     );
 }
 

@@ -126,7 +126,7 @@ pub(super) fn check_config(c: &DequantGemmW4Config) -> Result<(), String> {
         let lanes_per_row = c.block_k / XQ_BLOCK * 4;
         if lanes_per_row > ROW_LANES || !c.row_loop.is_multiple_of(ROW_LANES / lanes_per_row) {
             return Err(format!(
-                "xq=i8 with row_loop = {} needs block_k in 32, 64, 128 and row_loop a multiple of 128 / block_k (block_k = {})",
+                "the int8 row loop (row_loop = {}) needs block_k in 32, 64, 128 and row_loop a multiple of 128 / block_k (block_k = {})",
                 c.row_loop, c.block_k
             ));
         }
@@ -262,8 +262,11 @@ fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
     // The 16 even (then odd) columns of each block of the tile, `[nb, 16]`.
     let x_cols = (blk * XQ_BLOCK as i32).col() + b.arange(0, 16).row();
 
-    // The rows `cols` (`[rows]`, masked by `col_ok`): their k loop and their `y`.
-    let run_rows = rows_fn(|cols, col_ok, rows| {
+    if c.row_loop == 0 {
+        // The lanes GEMV: the program's block_n rows side by side.
+        let cols = (b.program_id(0) * bn + b.arange(0, bn)).named("cols");
+        let col_ok = cols.lt(n);
+        let rows = bn as u32;
         let shape4 = [rows, nb as u32, 4, 4];
         let row_bytes = (cols * half_k).col();
         let tile_bytes = b.arange(0, bk / 2).row();
@@ -329,11 +332,6 @@ fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
         });
         let y = acc_qx.sum(2).sum(1) + acc_x.sum(1);
         b.store_masked(out, out_base + row * n + cols, to_dtype(y, out_dtype(p, c)), col_ok);
-    });
-    if c.row_loop == 0 {
-        let cols = (b.program_id(0) * bn + b.arange(0, bn)).named("cols");
-        let col_ok = cols.lt(n);
-        run_rows(cols, col_ok, bn as u32);
     } else {
         // `g = 128 / block_k` rows' i32 lanes (`[g, nb, 4]`) make 16, one vector.
         let rows = c.row_loop as i32;
@@ -411,13 +409,8 @@ fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
     b.finish().map_err(build_error)
 }
 
-/// Names the closure's tile lifetime (that of the kernel's builder), which a closure's own
-/// parameter annotations cannot.
-fn rows_fn<'b, F: Fn(Tile<'b>, Tile<'b>, u32)>(f: F) -> F {
-    f
-}
-
-/// A tile-to-tile closure with the builder's tile lifetime (see [`rows_fn`]).
+/// A tile-to-tile closure with the builder's tile lifetime, which a closure's own parameter
+/// annotations cannot name.
 fn tile_fn<'b, F: Fn(Tile<'b>) -> Tile<'b>>(f: F) -> F {
     f
 }

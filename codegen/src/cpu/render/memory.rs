@@ -618,15 +618,19 @@ impl Emitter<'_> {
         true
     }
 
-    /// Inside `if (dk_ok)` of a tile copy: a small tile of short rows (1-byte lanes in rows of
-    /// 4 to 32 bytes, or f16 in rows of 2 or 4) on an AVX-512 target is assembled in a vector
-    /// register and stored whole (`kiln_pack_rows`, `kiln_f16_pack_rows`, converting 16 halves at
-    /// once); returns true when it emitted the copy, false (and nothing) otherwise. Row by row, the tile is a store per row (a conversion per
-    /// row too for f16), and the vector loads that read it next span several of those stores,
-    /// which the store buffer cannot forward: each such load waits for the stores to reach L1.
-    /// Measured on the int8 row-loop GEMV of `dequant_gemm_w4` (2 × 16 bytes of activations and
-    /// `[8, 2]` f16 scales and mins per step, then 64-byte loads), see `int8.rs`. The rows keep
-    /// the prefetches the row-by-row copy asks for.
+    /// Inside `if (dk_ok)` of a tile copy, in a kernel with a byte dot on an AVX-512 target: a
+    /// small tile of short rows (1-byte lanes in rows of 4 to 32 bytes, or f16 in rows of 2 or
+    /// 4; one or two lead dims) is assembled in a vector register and stored whole
+    /// (`kiln_pack_rows`, `kiln_f16_pack_rows`, converting 16 halves at once); returns true when
+    /// it emitted the copy, false (and nothing) otherwise. Row by row, the tile is a store per
+    /// row (and a conversion per row for f16), and the 64-byte loads of the byte dot and its
+    /// vector maps that read it next span several of those stores, which the store buffer
+    /// cannot forward: each such load waits for the stores to reach L1. Measured on the int8
+    /// GEMVs of `dequant_gemm_w4` (see `int8.rs`): the row loop, whose step reads 2 × 16
+    /// activation bytes and `[8, 2]` f16 scales and mins; the lanes GEMV's `[16, 2]` scales
+    /// packed rather than gathered (`open_pair_gather`), 51-53 against 58-62 µs hot at k = 576,
+    /// n = 3072. The f32 GEMV reads its scales a lane at a time, which forwards from narrow
+    /// stores, and packing them there measured slower (hot 66.6-69.8 against 64.5-65.4 µs).
     fn emit_row_pack(&mut self, acc: &Access, form: &Form, dims: &[u32], out_repr: &Repr) -> bool {
         let (b, _, dtype) = self.buf(acc.buffer);
         if self.target.isa != crate::cpu::target::CpuIsa::Avx512
@@ -650,11 +654,10 @@ impl Emitter<'_> {
         let (n1, c1) = if dims.len() == 3 { (dims[1], "dk_c1") } else { (1, "0") };
         // A tile that repeats its rows (a zero step along a lead dim) is a few rows broadcast,
         // such as a GEMV's activations, read again by every row group and hot in L1: hints for
-        // them only take load slots (the int8 row-loop GEMV at k = 576, n = 3072, hot, one
-        // thread: 39 µs without, 49 µs with). Other rows keep the hints the row-by-row copy
-        // asks for, as the next row group's when they are 32 bytes or more (see
-        // `prefetch_ahead`; its scales' hints made k = 4096, n = 14336, group 32 ~1.6× faster
-        // from DRAM).
+        // them only take load slots (with no packed tile hinted at all, the int8 row loop ran
+        // hot in 39-40 against 45-47 µs at k = 576, n = 3072). Other rows are hinted a row
+        // group ahead (`prefetch_ahead`'s continued rows): for the scales that made k = 4096,
+        // n = 14336, group 32 ~1.6× faster from DRAM.
         let repeats = form.coefs[..dims.len() - 1].iter().zip(dims).any(|(c, &d)| d > 1 && *c == Sym::Const(0));
         let row_bytes = len as usize * dtype.size_bytes();
         if self.loop_depth > 0 && !repeats {
