@@ -62,7 +62,7 @@ use super::layout::Quant;
 use super::{out_dtype, to_dtype, DequantGemmW4Config, DequantGemmW4Problem, NAME};
 use crate::plan::{buf, i32_arg, BufferSpec, Launch, Role};
 use crate::KernelError;
-use kiln_ir::{DType, Kernel, KernelBuilder, Tile};
+use kiln_ir::{Buf, DType, Kernel, KernelBuilder, Tile};
 use std::fmt;
 
 /// How `x` enters the products.
@@ -234,10 +234,11 @@ fn build_quantize(act: DType, two: bool) -> Result<Kernel, KernelError> {
     b.finish().map_err(build_error)
 }
 
-/// Launch 2: the integer GEMV over one k split (see the module doc).
+/// Launch 2: the integer GEMV over one k split (see the module doc), in the loop order of
+/// `row_loop`.
 fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kernel, KernelError> {
     use DType::{F32, I32, I8, U8};
-    let (bn, bk, group) = (c.block_n as i32, c.block_k as i32, p.group as i32);
+    let (bk, group) = (c.block_k as i32, p.group as i32);
     let split = c.split_k > 1;
     let b = KernelBuilder::new(if split { "dequant_gemm_w4_i8_partial" } else { "dequant_gemm_w4_i8" });
     let xq = b.buffer("xq", I8);
@@ -251,18 +252,80 @@ fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
     };
     let out = if split { b.buffer("partials", F32) } else { b.buffer("y", p.act) };
     let (n, k, k_per_split) = (b.scalar("n", I32), b.scalar("k", I32), b.scalar("k_per_split", I32));
-
-    let row = b.program_id(1);
     let k_lo = (b.program_id(2) * k_per_split).named("k_lo");
-    let k_hi = (k_lo + k_per_split).minimum(k).named("k_hi");
-    let (half_k, groups, blocks) = (k / 2, k / group, k / XQ_BLOCK as i32);
-    let out_base = if split { b.program_id(2) * b.num_programs(1) * n } else { b.constant(0, I32) };
     let nb = bk / XQ_BLOCK as i32;
     let blk = b.arange(0, nb);
-    // The 16 even (then odd) columns of each block of the tile, `[nb, 16]`.
-    let x_cols = (blk * XQ_BLOCK as i32).col() + b.arange(0, 16).row();
-
+    let g = Gemv {
+        b: &b,
+        xq,
+        xr,
+        xs,
+        xsums,
+        w,
+        scales,
+        mins,
+        out,
+        out_dtype: out_dtype(p, c),
+        n,
+        k,
+        row: b.program_id(1),
+        k_lo,
+        k_hi: (k_lo + k_per_split).minimum(k).named("k_hi"),
+        half_k: k / 2,
+        groups: k / group,
+        blocks: k / XQ_BLOCK as i32,
+        out_base: if split { b.program_id(2) * b.num_programs(1) * n } else { b.constant(0, I32) },
+        blk,
+        // The 16 even (then odd) columns of each block of the tile, `[nb, 16]`.
+        x_cols: (blk * XQ_BLOCK as i32).col() + b.arange(0, 16).row(),
+        bn: c.block_n as i32,
+        bk,
+        group,
+        nb,
+    };
     if c.row_loop == 0 {
+        g.lanes();
+    } else {
+        g.row_loop(c.row_loop as i32);
+    }
+    b.finish().map_err(build_error)
+}
+
+/// What launch 2 reads, and the values both its loop orders share.
+struct Gemv<'b> {
+    b: &'b KernelBuilder,
+    xq: Buf,
+    xr: Option<Buf>,
+    xs: Buf,
+    xsums: Buf,
+    w: Buf,
+    scales: Buf,
+    mins: Option<Buf>,
+    out: Buf,
+    out_dtype: DType,
+    n: Tile<'b>,
+    k: Tile<'b>,
+    row: Tile<'b>,
+    k_lo: Tile<'b>,
+    k_hi: Tile<'b>,
+    half_k: Tile<'b>,
+    groups: Tile<'b>,
+    blocks: Tile<'b>,
+    out_base: Tile<'b>,
+    blk: Tile<'b>,
+    x_cols: Tile<'b>,
+    bn: i32,
+    bk: i32,
+    group: i32,
+    nb: i32,
+}
+
+impl<'b> Gemv<'b> {
+    /// The lanes GEMV (`row_loop = 0`): the program's block_n rows side by side.
+    fn lanes(&self) {
+        use DType::F32;
+        let Gemv { b, xq, xr, xs, xsums, w, scales, mins, out, n, k, row, k_lo, k_hi, .. } = *self;
+        let Gemv { half_k, groups, blocks, out_base, blk, x_cols, bn, bk, group, nb, .. } = *self;
         // The lanes GEMV: the program's block_n rows side by side.
         let cols = (b.program_id(0) * bn + b.arange(0, bn)).named("cols");
         let col_ok = cols.lt(n);
@@ -278,12 +341,10 @@ fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
             let bytes = b.load_masked(w, row_bytes + k0 / 2 + tile_bytes, col_ok.col(), 0u8).reshape(&shape4);
             // Block i of the tile holds its 16 even columns at 32·i.. and the odd ones 16 later.
             let x_at = row * k + k0 + x_cols;
-            // Each digit's dot takes the nibbles of its own, as in the row loop below.
-            let lanes_of_digit = |digits: kiln_ir::Buf| {
-                let (lo, hi) = (bytes & 0xFu8, bytes >> 4u8);
+            let lanes_of_digit = |digits: Buf| {
                 let x_even = b.load(digits, x_at).reshape(&shape4[1..]).expand_dims(0).broadcast_to(&shape);
                 let x_odd = b.load(digits, x_at + 16).reshape(&shape4[1..]).expand_dims(0).broadcast_to(&shape);
-                (lo.cast(I32) * x_even.cast(I32) + hi.cast(I32) * x_odd.cast(I32)).sum(3)
+                nibble_dot(bytes, x_even, x_odd)
             };
             let lanes = match xr {
                 None => lanes_of_digit(xq),
@@ -331,10 +392,15 @@ fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
             [acc_qx + weighted, acc_x + offset]
         });
         let y = acc_qx.sum(2).sum(1) + acc_x.sum(1);
-        b.store_masked(out, out_base + row * n + cols, to_dtype(y, out_dtype(p, c)), col_ok);
-    } else {
+        b.store_masked(out, out_base + row * n + cols, to_dtype(y, self.out_dtype), col_ok);
+    }
+
+    /// The row loop (`row_loop = rows`): the program's rows `rows` at a time, k inner.
+    fn row_loop(&self, rows: i32) {
+        use DType::F32;
+        let Gemv { b, xq, xr, xs, xsums, w, scales, mins, out, n, k, row, k_lo, k_hi, .. } = *self;
+        let Gemv { half_k, groups, blocks, out_base, blk, x_cols, bn, bk, group, nb, .. } = *self;
         // `g = 128 / block_k` rows' i32 lanes (`[g, nb, 4]`) make 16, one vector.
-        let rows = c.row_loop as i32;
         let nbu = nb as u32;
         let g = ROW_LANES / (nbu * 4);
         let (vecs, ru) = (rows as u32 / g, rows as u32);
@@ -352,20 +418,13 @@ fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
                 let x_at = row * k + k0 + x_cols;
                 // The step's activations once per row of a vector: `[1, 16, 4]`, then shared by
                 // every vector of rows.
-                let x_lanes = |digits: kiln_ir::Buf, at: Tile<'_>| {
+                let x_lanes = |digits: Buf, at: Tile<'b>| {
                     // Loaded `g` times over (offsets repeated along a new lead dim), not copied
                     // after: a backend then assembles the vector from the rows as it loads.
                     let at = at.expand_dims(0).broadcast_to(&shape(&[g, nbu, 16]));
                     b.load(digits, at).reshape(&[1, ROW_LANES, 4]).broadcast_to(&shape(&[vecs, ROW_LANES, 4]))
                 };
-                // Each digit's dot takes the nibbles of its own (`lo`, `hi` written again): a
-                // byte dot inlines operands read by it alone, which a backend then computes in
-                // registers where the dot reads them.
-                let lanes_of_digit = |digits: kiln_ir::Buf| {
-                    let (lo, hi) = (bytes & 0xFu8, bytes >> 4u8);
-                    let (x_even, x_odd) = (x_lanes(digits, x_at), x_lanes(digits, x_at + 16));
-                    (lo.cast(I32) * x_even.cast(I32) + hi.cast(I32) * x_odd.cast(I32)).sum(2)
-                };
+                let lanes_of_digit = |digits: Buf| nibble_dot(bytes, x_lanes(digits, x_at), x_lanes(digits, x_at + 16));
                 // `254 · Σ q·x_q + Σ q·x_r` is below 2²⁴ in magnitude (8 products of at most
                 // 15 · 32 385 per lane), so each part and the sum are exact in f32, where they
                 // join the multiply-adds below instead of an i32 pass of their own.
@@ -381,14 +440,14 @@ fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
                 // n = 14336, 2 threads, against 0.85 ms for the f32 row loop).
                 let tv = (bk / group).max(1);
                 let per_value = ROW_LANES / (g * tv as u32);
-                let spread = tile_fn(|v| {
+                let spread = |v: Tile<'b>| -> Tile<'b> {
                     let wide = shape(&[vecs, g * tv as u32, per_value]);
                     (v.reshape(&[vecs, g * tv as u32, 1]).broadcast_to(&wide) + 0.0).reshape(&[vecs, ROW_LANES])
-                });
+                };
                 // Per-block values of the step `[nb]` as the lanes of one vector `[1, 16]`.
-                let step_lanes = tile_fn(|v| {
+                let step_lanes = |v: Tile<'b>| -> Tile<'b> {
                     (v.reshape(&[1, nbu, 1]).broadcast_to(&shape(&[g, nbu, 4])) + 0.0).reshape(&[1, ROW_LANES])
-                });
+                };
                 let gi = (cols * groups).col() + (k0 / group + b.arange(0, tv)).row();
                 let s_w = spread(b.load_masked(scales, gi, col_ok.col(), 0.0).cast(F32));
                 let blocks_at = row * blocks + k0 / XQ_BLOCK as i32 + blk;
@@ -402,15 +461,20 @@ fn build_gemv(p: &DequantGemmW4Problem, c: &DequantGemmW4Config) -> Result<Kerne
                 [acc + lanes * (s_w * s_x) + offset]
             });
             let y = acc.reshape(&[vecs, g, nbu * 4]).sum(2).reshape(&[ru]);
-            b.store_masked(out, out_base + row * n + cols, to_dtype(y, out_dtype(p, c)), col_ok);
+            b.store_masked(out, out_base + row * n + cols, to_dtype(y, self.out_dtype), col_ok);
             []
         });
     }
-    b.finish().map_err(build_error)
 }
 
-/// A tile-to-tile closure with the builder's tile lifetime, which a closure's own parameter
-/// annotations cannot name.
-fn tile_fn<'b, F: Fn(Tile<'b>) -> Tile<'b>>(f: F) -> F {
-    f
+/// `Σ lo · x_even + hi · x_odd` over the last axis (4 bytes, a VNNI lane): the i32 lanes of the
+/// byte dot of the weight `bytes` (low and high nibbles) with one digit of the activations.
+/// Each call takes nibbles of its own: a byte dot inlines the operands read by it alone, which a
+/// backend then computes in registers where the dot reads them (two digits share `bytes`, not
+/// the nibbles).
+fn nibble_dot<'b>(bytes: Tile<'b>, x_even: Tile<'b>, x_odd: Tile<'b>) -> Tile<'b> {
+    use DType::I32;
+    let (lo, hi) = (bytes & 0xFu8, bytes >> 4u8);
+    let last = bytes.shape().rank() as u32 - 1;
+    (lo.cast(I32) * x_even.cast(I32) + hi.cast(I32) * x_odd.cast(I32)).sum(last)
 }
