@@ -992,6 +992,7 @@ fn a_transposed_load_read_by_dot_is_stored_by_columns() {
     let keys: Vec<f32> = (0..12 * 32).map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0).collect();
     let src = kiln_codegen::cpu::render(&k, &CpuTarget::avx512()).unwrap().code;
     assert!(!src.contains("kiln_transpose_f32(v"), "the dot reads the columns as stored");
+    assert!(src.contains("_rows[j + 0][kk]"), "the dot reads the columns where they lie");
     // The buffer holds 12 keys: with 12 visible, the masked-off columns 12..15 start out of
     // bounds; with 7, every column is in bounds and 7..15 are masked off.
     for n_keys in [7, 12] {
@@ -1011,6 +1012,99 @@ fn a_transposed_load_read_by_dot_is_stored_by_columns() {
             let (Arg::Buffer(g), Arg::Buffer(w)) = (&got[2], &want[2]) else { unreachable!("buffers") };
             same(DType::F32, &g.to_f64(), &w.to_f64())
                 .unwrap_or_else(|e| panic!("{} n_keys {n_keys}: {e}", t.fingerprint()));
+        }
+    }
+}
+
+/// Decode attention's `kᵀ` against f32 query rows: f16 keys at gathered row starts (pages),
+/// widened by a cast that views the load, read by a column dot. The columns are read where
+/// they lie, through a table of pointers the dot converts from, and match the interpreter:
+/// every key visible, masked-off keys, a masked-off key whose start lies far out of bounds,
+/// and a visible key whose row runs past the buffer, which fails as the interpreter does.
+#[test]
+fn gathered_f16_key_columns_read_by_a_dot_through_a_cast_stay_in_place() {
+    if !have_gcc() {
+        return;
+    }
+    let k = parse(
+        "kernel qk(@q: ptr<f32>, @k: ptr<f16>, @idx: ptr<i32>, @out: ptr<f32>, %n: i32) {
+           %r: i32[4] = arange 0, 4
+           %d: i32[32] = arange 0, 32
+           %c32: i32 = const 32
+           %c32v: i32[4] = broadcast %c32
+           %rq: i32[4] = mul %r, %c32v
+           %rq2: i32[4, 1] = expand_dims %rq, 1
+           %rqb: i32[4, 32] = broadcast %rq2
+           %d2: i32[1, 32] = expand_dims %d, 0
+           %d2b: i32[4, 32] = broadcast %d2
+           %qo: i32[4, 32] = add %rqb, %d2b
+           %q: f32[4, 32] = load @q[%qo]
+           %keys: i32[16] = arange 0, 16
+           %nk: i32[16] = broadcast %n
+           %ok: bool[16] = cmp lt %keys, %nk
+           %slot: i32[16] = load @idx[%keys]
+           %ks: i32[16] = broadcast %c32
+           %kb: i32[16] = mul %slot, %ks
+           %dc: i32[32, 1] = expand_dims %d, 1
+           %dcb: i32[32, 16] = broadcast %dc
+           %kr: i32[1, 16] = expand_dims %kb, 0
+           %krb: i32[32, 16] = broadcast %kr
+           %ko: i32[32, 16] = add %dcb, %krb
+           %okr: bool[1, 16] = expand_dims %ok, 0
+           %okb: bool[32, 16] = broadcast %okr
+           %zero: f16 = const 0.0
+           %kh: f16[32, 16] = load @k[%ko], mask %okb, other %zero
+           %kt: f32[32, 16] = cast %kh
+           %acc: f32[4, 16] = const 0.5
+           %s: f32[4, 16] = dot %q, %kt, %acc
+           %c16: i32 = const 16
+           %c16v: i32[4] = broadcast %c16
+           %ro: i32[4] = mul %r, %c16v
+           %ro2: i32[4, 1] = expand_dims %ro, 1
+           %rob: i32[4, 16] = broadcast %ro2
+           %kc: i32[1, 16] = expand_dims %keys, 0
+           %kcb: i32[4, 16] = broadcast %kc
+           %oo: i32[4, 16] = add %rob, %kcb
+           store @out[%oo], %s
+         }",
+    );
+    for t in all_targets() {
+        let src = render(&k, &t).unwrap().code;
+        assert!(src.contains("_rows[j + 0][kk]"), "{}: the dot reads the key rows in place", t.fingerprint());
+        assert!(!src.contains("kiln_transpose_f32(v"), "{}: nothing is transposed", t.fingerprint());
+    }
+    let q: Vec<f32> = (0..128).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+    let keys: Vec<f64> = (0..20 * 32).map(|i| ((i * 53 % 97) as f64 - 48.0) / 16.0).collect();
+    let base: Vec<i32> = (0..16).map(|i| (i * 7 + 3) % 20).collect();
+    let mut masked_far = base.clone();
+    masked_far[13] = 1 << 20;
+    let mut active_far = base.clone();
+    active_far[5] = 20;
+    for (n, idx, fails) in
+        [(16, base.clone(), false), (11, base, false), (11, masked_far, false), (16, active_far, true)]
+    {
+        let bind = || {
+            vec![
+                Arg::Buffer(HostBuffer::F32(q.clone())),
+                Arg::Buffer(HostBuffer::from_f64(DType::F16, &keys)),
+                Arg::Buffer(HostBuffer::I32(idx.clone())),
+                Arg::Buffer(HostBuffer::F32(vec![f32::NAN; 64])),
+                Arg::Scalar(Scalar::I32(n)),
+            ]
+        };
+        let mut want = bind();
+        let interp_result = interp::run(&k, [1, 1, 1], &mut want);
+        assert_eq!(interp_result.is_err(), fails, "n {n}, {idx:?}: the interpreter");
+        for t in run_targets() {
+            let mut got = bind();
+            let result = run(&k, &t, [1, 1, 1], &mut got);
+            assert_eq!(result.is_err(), fails, "{} n {n}, {idx:?}: {result:?}", t.fingerprint());
+            if fails {
+                continue;
+            }
+            let (Arg::Buffer(g), Arg::Buffer(w)) = (&got[3], &want[3]) else { unreachable!("buffers") };
+            same(DType::F32, &g.to_f64(), &w.to_f64())
+                .unwrap_or_else(|e| panic!("{} n {n}, {idx:?}: {e}", t.fingerprint()));
         }
     }
 }

@@ -182,6 +182,9 @@ impl Emitter<'_> {
         if self.a.rows_in_place[out.index()] {
             return self.emit_load_row_pointers(acc, out);
         }
+        if self.a.columns_in_place[out.index()] {
+            return self.emit_load_column_pointers(acc, out);
+        }
         let keep = self.a.needed[out.index()];
         let direct = self.a.direct[out.index()];
         if direct {
@@ -401,6 +404,57 @@ impl Emitter<'_> {
         self.line(&format!("{name}_rows[{row}] = {name}_spill[{row}];"));
         self.close();
         self.close_n(opened);
+        self.close();
+    }
+
+    /// A transposed load the analysis reads in place by columns
+    /// (`Analysis::compute_columns_in_place`): the table `NAME_rows` of one pointer per column
+    /// (a contiguous run of the buffer), into the buffer where the column is active, at a run
+    /// of zeros where the mask turns it off. The column dot (`Emitter::emit_dot`) reads
+    /// `NAME_rows[j][kk]`, converting f16 as it loads. A column not wholly in bounds is checked
+    /// lane by lane with exact wrapped offsets, as the copy would be, and copied into
+    /// `NAME_spill`. Inside a loop every column is prefetched first, so that their misses
+    /// overlap.
+    fn emit_load_column_pointers(&mut self, acc: &Access, out: Value) {
+        let (b, n, dtype) = self.buf(acc.buffer);
+        let form = self.a.transposed_form(self.k, acc.offsets).cloned().expect("columns in place are transposed");
+        let dims = self.k.ty(out).shape.dims().to_vec();
+        let (len, cols) = (dims[0], dims[1]);
+        let name = self.name(out);
+        let storage = storage_type(dtype);
+        let mask = acc.mask.map(|m| self.a.repr(m).clone());
+        self.line(&format!("static const {storage} {name}_zero[{len}] __attribute__((aligned(64)));"));
+        self.line(&format!("const {storage} *{name}_rows[{cols}];"));
+        self.line(&format!("{storage} {name}_spill[{cols}][{len}] __attribute__((aligned(64)));"));
+        self.open("");
+        self.open_column_starts(acc, &form, len, cols);
+        self.line("(void)ok;");
+        if self.loop_depth > 0 {
+            self.prefetch_row(&b, len as usize * dtype.size_bytes());
+        }
+        self.close();
+        self.open(&format!("for (int c = 0; c < {cols}; c++)"));
+        self.line("const int64_t s = cs[c];");
+        if let Some(m) = &mask {
+            let active = self.access(m, &sum_expr([(m.strides[1], "c")].into_iter()));
+            self.open(&format!("if (!{active})"));
+            self.line(&format!("{name}_rows[c] = {name}_zero;"));
+            self.line("continue;");
+            self.close();
+        }
+        self.open(&format!("if ({})", self.row_in_bounds(acc, len)));
+        self.line(&format!("{name}_rows[c] = &{b}[s];"));
+        self.line("continue;");
+        self.close();
+        self.open(&format!("for (int i = 0; i < {len}; i++)"));
+        let o_lane = self.wrap(acc.offsets, "s + i");
+        let fail = self.oob(acc, "o");
+        self.line(&format!("const int64_t o = {o_lane};"));
+        self.line(&format!("if (o < 0 || o >= {n}) {fail}"));
+        self.line(&format!("{name}_spill[c][i] = {b}[o];"));
+        self.close();
+        self.line(&format!("{name}_rows[c] = {name}_spill[c];"));
+        self.close();
         self.close();
     }
 

@@ -15,8 +15,11 @@ use super::ops::{held_type, round_fn};
 use super::Emitter;
 use kiln_ir::{ReduceOp, Value, ValueDef};
 
-/// Where a `dot` reads its right operand `[k, n]`: a row-major C array, or a table of row
-/// pointers into memory (`Analysis::compute_rows_in_place`), converted as read when f16.
+/// Where a `dot` reads its right operand `[k, n]`: a C array, or a table of pointers into
+/// memory (`Analysis::compute_rows_in_place`, `Analysis::compute_columns_in_place`), converted
+/// as read when f16. A row-major operand's table has a pointer per row (`[k]`), a column-major
+/// one's a pointer per column (`[n]`); `vector` / `element` read the first, `column_vector` /
+/// `column_element` the second.
 pub(crate) enum Rhs {
     Array(String),
     Rows { table: String, f16: bool },
@@ -38,6 +41,25 @@ impl Rhs {
             Rhs::Array(b) => format!("{b}[{k} * {n} + {col}]"),
             Rhs::Rows { table, f16: true } => format!("kiln_f16_value({table}[{k}][{col}])"),
             Rhs::Rows { table, f16: false } => format!("{table}[{k}][{col}]"),
+        }
+    }
+
+    /// A vector of `KILN_VL` floats from column `col`, rows from `kk`, of a column-major
+    /// `[k, _]` operand.
+    fn column_vector(&self, col: &str, kk: &str, k: u32) -> String {
+        match self {
+            Rhs::Array(b) => format!("kiln_loadv(&{b}[({col}) * {k} + {kk}])"),
+            Rhs::Rows { table, f16: true } => format!("kiln_f16_loadv(&{table}[{col}][{kk}])"),
+            Rhs::Rows { table, f16: false } => format!("kiln_loadv(&{table}[{col}][{kk}])"),
+        }
+    }
+
+    /// Element (`kk`, `col`) of a column-major `[k, _]` operand, as held.
+    fn column_element(&self, col: &str, kk: &str, k: u32) -> String {
+        match self {
+            Rhs::Array(b) => format!("{b}[({col}) * {k} + {kk}]"),
+            Rhs::Rows { table, f16: true } => format!("kiln_f16_value({table}[{col}][{kk}])"),
+            Rhs::Rows { table, f16: false } => format!("{table}[{col}][{kk}]"),
         }
     }
 }
@@ -402,12 +424,21 @@ impl Emitter<'_> {
         let (m, k, n) = (l[0], l[1], r[1]);
         let float = self.k.ty(lhs).dtype.is_float();
         let rhs_repr = self.a.repr(rhs).clone();
-        if float && rhs_repr.root == rhs && !rhs_repr.scalar_root && rhs_repr.strides == [1, i64::from(k)] {
-            let a = self.contiguous(lhs);
-            let b = self.name(rhs);
-            let o = self.dot_output(out, acc, (m, n));
-            self.emit_dot_columns(&o, &a, &b, (m, k, n));
-            return;
+        // Column-major: the load itself, or a widening cast that views it.
+        if float && !rhs_repr.scalar_root && rhs_repr.strides == [1, i64::from(k)] {
+            let root = rhs_repr.root;
+            let b = if self.a.columns_in_place[root.index()] {
+                let f16 = self.k.ty(root).dtype == kiln_ir::DType::F16;
+                Some(Rhs::Rows { table: format!("{}_rows", self.name(root)), f16 })
+            } else {
+                (root == rhs).then(|| Rhs::Array(self.name(rhs)))
+            };
+            if let Some(b) = b {
+                let a = self.contiguous(lhs);
+                let o = self.dot_output(out, acc, (m, n));
+                self.emit_dot_columns(&o, &a, &b, (m, k, n));
+                return;
+            }
         }
         let a = self.contiguous(lhs);
         let b = if self.a.rows_in_place[rhs.index()] {
@@ -463,13 +494,14 @@ impl Emitter<'_> {
     /// column, both contiguous along `k`. `mr` rows of `a` by `nc` columns of `b` are summed a
     /// vector of `k` at a time in registers (each loaded `b` vector serves `mr` rows, each `a`
     /// vector `nc` columns), then reduced across lanes, four rows at once where they can be.
-    fn emit_dot_columns(&mut self, o: &str, a: &str, b: &str, (m, k, n): (u32, u32, u32)) {
+    fn emit_dot_columns(&mut self, o: &str, a: &str, b: &Rhs, (m, k, n): (u32, u32, u32)) {
         let vl = self.target.vector_bytes / 4;
         if !k.is_multiple_of(vl) || self.target.vector_bytes < 16 {
             self.open(&format!("for (int i = 0; i < {m}; i++)"));
             self.open(&format!("for (int j = 0; j < {n}; j++)"));
             self.line(&format!("float s = {o}[i * {n} + j];"));
-            self.line(&format!("for (int kk = 0; kk < {k}; kk++) s = s + {a}[i * {k} + kk] * {b}[j * {k} + kk];"));
+            let bk = b.column_element("j", "kk", k);
+            self.line(&format!("for (int kk = 0; kk < {k}; kk++) s = s + {a}[i * {k} + kk] * {bk};"));
             self.line(&format!("{o}[i * {n} + j] = s;"));
             self.close();
             self.close();
@@ -486,7 +518,7 @@ impl Emitter<'_> {
         }
         self.open(&format!("for (int kk = 0; kk < {k}; kk += {vl})"));
         for c in 0..nc {
-            self.line(&format!("const kiln_f32v b{c} = kiln_loadv(&{b}[(j + {c}) * {k} + kk]);"));
+            self.line(&format!("const kiln_f32v b{c} = {};", b.column_vector(&format!("j + {c}"), "kk", k)));
         }
         for r in 0..mr {
             self.line(&format!("const kiln_f32v a{r} = kiln_loadv(&{a}[(i + {r}) * {k} + kk]);"));
