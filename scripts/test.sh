@@ -59,6 +59,16 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
 
+# Guarded buffers (runtime/src/cpu/guard.rs): the CPU conformance suite and the row-loop GEMV
+# tests again, each launch on copies of its buffers placed against an inaccessible page, after
+# their end and then before their start, so that generated code reading or writing outside a
+# buffer crashes its test instead of reading a neighbour's bytes unnoticed.
+for side in end start; do
+    echo "guarded buffers ($side): conformance and row-loop GEMV tests"
+    KILN_GUARD_BUFFERS=$side cargo test --locked --test conformance --test gemv_row_loop "$@" 2>&1 \
+        | tee -a "$log" || status=$?
+done
+
 # cargo prints one `test result:` line per test binary; add them up so the run ends with a total.
 passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s += $1} END {print s + 0}')
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')

@@ -98,7 +98,7 @@ impl<'d> CpuMeasure<'d> {
 fn launch_error(e: CpuError) -> MeasureError {
     match e {
         CpuError::Render { .. } | CpuError::Compile(_) | CpuError::Load { .. } => MeasureError::Compile(e.to_string()),
-        CpuError::Pool(_) => MeasureError::Unavailable(e.to_string()),
+        CpuError::Pool(_) | CpuError::Guard(_) => MeasureError::Unavailable(e.to_string()),
         CpuError::BadArgs { .. } | CpuError::Kernel { .. } => MeasureError::Launch(e.to_string()),
     }
 }

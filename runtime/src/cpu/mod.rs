@@ -8,7 +8,10 @@
 //! [`CpuDevice::install`] runs its closure on (a launch made from any other thread is handed to
 //! the leader first, unless that thread was started by [`on_kernel_stack`]).
 
+mod guard;
 mod pool;
+
+pub use guard::GuardSide;
 
 use kiln_codegen::cpu::{self, CpuTarget};
 use kiln_ir::interp::{Arg, HostBuffer};
@@ -37,6 +40,9 @@ pub enum CpuError {
     /// The kernel itself reported a failure (out-of-bounds access, division by zero, bad step).
     #[error("`{kernel}` program {program}: {message}")]
     Kernel { kernel: String, program: i64, message: String },
+    /// Guarded buffers (`KILN_GUARD_BUFFERS`, see [`GuardSide`]) could not be set up.
+    #[error("guarded buffers: {0}")]
+    Guard(String),
 }
 
 /// The `kiln_args` struct of the C ABI.
@@ -83,6 +89,8 @@ pub struct CpuDevice {
     /// One thread, the leader: [`CpuDevice::install`] runs closures there.
     leader: rayon::ThreadPool,
     modules: Mutex<HashMap<String, Arc<CpuModule>>>,
+    /// Run every launch on guarded copies of its buffers (`KILN_GUARD_BUFFERS`, tests).
+    guard: Option<GuardSide>,
 }
 
 impl CpuModule {
@@ -108,12 +116,14 @@ impl CpuDevice {
             .build()
             .map_err(|e| CpuError::Pool(e.to_string()))?;
         let pool = pool::Pool::new(threads, WORKER_STACK_BYTES).map_err(|e| CpuError::Pool(e.to_string()))?;
+        let guard = GuardSide::from_env().map_err(CpuError::Guard)?;
         Ok(CpuDevice {
             target: CpuTarget::host(),
             cache_dir: cpu::compile::default_cache_dir(),
             pool,
             leader,
             modules: Mutex::new(HashMap::new()),
+            guard,
         })
     }
 
@@ -222,6 +232,19 @@ impl CpuDevice {
         scalars: &[u32],
     ) -> Result<(), CpuError> {
         let kernel = &module.kernel;
+        let guarded = match self.guard {
+            Some(side) => Some(guard_buffers(kernel, buffers, lens, side)?),
+            None => None,
+        };
+        let guarded_ptrs: Vec<*mut c_void>;
+        let buffers = match &guarded {
+            Some(copies) => {
+                guarded_ptrs =
+                    buffers.iter().zip(copies).map(|(&p, copy)| copy.as_ref().map_or(p, |c| c.ptr)).collect();
+                &guarded_ptrs[..]
+            }
+            None => buffers,
+        };
         let c_args = KilnArgs {
             buffers: buffers.as_ptr(),
             buffer_lens: lens.as_ptr(),
@@ -260,6 +283,9 @@ impl CpuDevice {
             self.install(|| self.pool.run(chunks, &run));
             failed.into_inner().unwrap_or_else(|p| p.into_inner())
         };
+        for copy in guarded.iter().flatten().flatten() {
+            copy.write_back();
+        }
         match errors.into_iter().min_by_key(|e| e.program) {
             None => Ok(()),
             Some(e) => {
@@ -397,6 +423,29 @@ impl SharedArgs<'_> {
     fn get(&self) -> *const KilnArgs {
         self.0
     }
+}
+
+/// Guarded copies of a launch's buffer arguments (`None` for its scalars), see [`GuardSide`].
+fn guard_buffers(
+    kernel: &Kernel,
+    buffers: &[*mut c_void],
+    lens: &[i64],
+    side: GuardSide,
+) -> Result<Vec<Option<guard::GuardedCopy>>, CpuError> {
+    kernel
+        .params
+        .iter()
+        .zip(buffers.iter().zip(lens))
+        .map(|(param, (&ptr, &len))| match param.kind {
+            kiln_ir::ParamKind::Buffer { dtype } => {
+                let bytes = usize::try_from(len).unwrap_or(0) * dtype.size_bytes();
+                // SAFETY: the launch's checks proved `ptr` holds `len` elements of `dtype`, and
+                // the buffer outlives the launch, which writes the copy back before it returns.
+                unsafe { guard::GuardedCopy::new(ptr, bytes, side) }.map(Some).map_err(CpuError::Guard)
+            }
+            kiln_ir::ParamKind::Scalar { .. } => Ok(None),
+        })
+        .collect()
 }
 
 fn buffer_ptr(b: &mut HostBuffer) -> *mut c_void {
