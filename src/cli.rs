@@ -44,7 +44,10 @@ pub enum Command {
     /// stream from DRAM as in real decoding). The roofline is measured by kiln-generated kernels:
     /// a streaming read of a large buffer (GB/s) and an independent multiply-add loop (GFLOP/s).
     /// `roofline_frac` is the roofline time, max(bytes / bandwidth, flops / peak), over the
-    /// measured median.
+    /// measured median. On the CPU the cross-core round trip is probed after the roofline and
+    /// after the timed runs (`roofline_round_trip_ns`, `core_round_trip_ns`): a host that moves
+    /// the threads between the two (more than 3× apart) gets a warning on stderr, since the
+    /// fraction then mixes two of its phases.
     Bench(BenchArgs),
     /// Check the PTX backend on a real GPU: the conformance suite, then the headline benchmarks.
     ///
@@ -286,6 +289,7 @@ fn bench(args: &BenchArgs) -> Result<String, CliError> {
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     spinner.set_message(format!("measuring the roofline on {} threads", device.threads()));
     let roofline = bench::measure_roofline(&device, &opts)?;
+    let roofline_round_trip = bench::core_round_trip_ns();
     if let Some((kernel, ..)) = &request {
         spinner.set_message(format!("compiling, checking and timing {}", kernel.id()));
     }
@@ -294,7 +298,7 @@ fn bench(args: &BenchArgs) -> Result<String, CliError> {
         return Ok(if args.json {
             format!("{}\n", serde_json::to_string(&roofline).unwrap_or_default())
         } else {
-            let probe = bench::core_round_trip_ns()
+            let probe = roofline_round_trip
                 .map(|ns| format!("cross-core round trip: {ns:.0} ns (the host's placement of the threads)\n"))
                 .unwrap_or_default();
             format!(
@@ -308,8 +312,14 @@ fn bench(args: &BenchArgs) -> Result<String, CliError> {
     };
     let case = bench::bench(&device, kernel, &shape, &config, &opts, &roofline);
     spinner.finish_and_clear();
-    let case = case?;
+    let mut case = case?;
+    case.roofline_round_trip_ns = roofline_round_trip;
     if args.json {
+        if let (Some(roof), Some(run)) = (roofline_round_trip, case.core_round_trip_ns) {
+            if bench::phase_changed(Some(roof), Some(run)) {
+                eprintln!("{}", bench::phase_warning("the timed runs", roof, run));
+            }
+        }
         return Ok(format!("{}\n", serde_json::to_string(&case).unwrap_or_default()));
     }
     Ok(bench::render_table(std::slice::from_ref(&case)))
@@ -602,11 +612,18 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
         bench_options.working_set_bytes = mib.max(1) << 20;
     }
     let roofline = kiln_runtime::bench::measure_roofline(&device, &bench_options)?;
+    let roofline_round_trip = kiln_runtime::bench::core_round_trip_ns();
     spinner.set_message("compiling, then timing decode and prefill");
     let result =
         kiln_runtime::generate::bench_generate(&mut model, &roofline, args.prefill_tokens, args.decode_tokens, 7);
     spinner.finish_and_clear();
-    let b = result?;
+    let mut b = result?;
+    b.roofline_round_trip_ns = roofline_round_trip;
+    if let (Some(roof), Some(run)) = (roofline_round_trip, b.core_round_trip_ns) {
+        if kiln_runtime::bench::phase_changed(Some(roof), Some(run)) {
+            eprintln!("{}", kiln_runtime::bench::phase_warning("the decode steps", roof, run));
+        }
+    }
     if args.json {
         return Ok(format!("{}\n", serde_json::to_string(&b).unwrap_or_default()));
     }
@@ -624,6 +641,10 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
         ("launches per token", b.launches_per_token.to_string()),
         ("launch overhead (tiny kernel, 1 program)", format!("{:.2} µs", b.launch_overhead_us)),
         ("launch overhead (tiny kernel, a program per thread)", format!("{:.2} µs", b.pooled_launch_overhead_us)),
+        (
+            "cross-core round trip (after the roofline)",
+            b.roofline_round_trip_ns.map_or("one core".into(), |ns| format!("{ns:.0} ns")),
+        ),
         (
             "cross-core round trip (after decode)",
             b.core_round_trip_ns.map_or("one core".into(), |ns| format!("{ns:.0} ns")),

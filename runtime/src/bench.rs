@@ -90,6 +90,29 @@ pub struct BenchCase {
     /// [`core_round_trip_ns`] right after the timed runs (CPU only): which placement of the
     /// threads the host gave this run.
     pub core_round_trip_ns: Option<f64>,
+    /// [`core_round_trip_ns`] right after the roofline was measured (CPU only; set by the
+    /// caller that measured it). Far from `core_round_trip_ns` (see [`phase_changed`]), the
+    /// host moved the threads between the two and `roofline_frac` mixes two phases.
+    pub roofline_round_trip_ns: Option<f64>,
+}
+
+/// Whether two cross-core round trips (ns) belong to different placements of the threads:
+/// more than 3× apart. On the 2-vCPU host the two phases read ~50 ns and ~400 ns, and the
+/// read roofline differs between them (~37-39 against ~45-48 GB/s), so a fraction whose
+/// roofline and timing come from different phases is off by up to a quarter.
+pub fn phase_changed(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) if a > 0.0 && b > 0.0 => a.max(b) / a.min(b) > 3.0,
+        _ => false,
+    }
+}
+
+/// The warning for [`phase_changed`] round trips, naming both.
+pub fn phase_warning(what: &str, roofline_ns: f64, run_ns: f64) -> String {
+    format!(
+        "warning: the host moved the threads between the roofline ({roofline_ns:.0} ns cross-core round trip) and \
+         {what} ({run_ns:.0} ns): the roofline fraction mixes two phases of the host; run it again"
+    )
 }
 
 /// A plan whose kernels are compiled and loaded, ready to run repeatedly.
@@ -264,6 +287,7 @@ pub fn bench(
         roofline_gflops: roofline.gflops,
         roofline_frac: roof_time / t,
         core_round_trip_ns: core_round_trip_ns(),
+        roofline_round_trip_ns: None,
     })
 }
 
@@ -373,12 +397,30 @@ pub fn render_table(cases: &[BenchCase]) -> String {
         if let Some(ns) = case.core_round_trip_ns {
             out += &format!("\ncross-core round trip: {ns:.0} ns (the host's placement of the threads in this run)");
         }
+        if let (Some(roof), Some(run)) = (case.roofline_round_trip_ns, case.core_round_trip_ns) {
+            if phase_changed(Some(roof), Some(run)) {
+                out += &format!("\n{}", phase_warning("the timed runs", roof, run));
+            }
+        }
     }
     out + "\n"
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn round_trips_more_than_three_times_apart_are_a_phase_change() {
+        use super::phase_changed;
+        assert!(!phase_changed(Some(45.0), Some(60.0)));
+        assert!(!phase_changed(Some(380.0), Some(420.0)));
+        assert!(phase_changed(Some(45.0), Some(400.0)));
+        assert!(phase_changed(Some(410.0), Some(50.0)));
+        assert!(!phase_changed(None, Some(400.0)), "one core: no probe, no phase");
+        assert!(!phase_changed(Some(45.0), None));
+        let w = super::phase_warning("the timed runs", 45.0, 400.0);
+        assert!(w.contains("45 ns") && w.contains("400 ns") && w.contains("run it again"), "{w}");
+    }
+
     #[test]
     fn the_round_trip_probe_gives_a_positive_figure() {
         if let Some(ns) = super::core_round_trip_ns() {

@@ -221,6 +221,7 @@ pub fn bench(
         roofline_gflops: roofline.gflops,
         roofline_frac: roof_time / t,
         core_round_trip_ns: None,
+        roofline_round_trip_ns: None,
     })
 }
 

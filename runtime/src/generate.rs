@@ -183,6 +183,10 @@ pub struct GenerateBench {
     /// [`crate::bench::core_round_trip_ns`] right after the timed decode steps: which placement
     /// of the threads the host gave this run.
     pub core_round_trip_ns: Option<f64>,
+    /// [`crate::bench::core_round_trip_ns`] right after the roofline (`read_gbps`) was measured,
+    /// set by the caller that measured it: far from `core_round_trip_ns`
+    /// ([`crate::bench::phase_changed`]), `decode_roofline_frac` mixes two phases of the host.
+    pub roofline_round_trip_ns: Option<f64>,
     pub prefill_tokens: usize,
     pub prefill_ms: f64,
     pub prefill_tok_s: f64,
@@ -276,6 +280,7 @@ pub fn bench_generate(
         launch_overhead_us,
         pooled_launch_overhead_us,
         core_round_trip_ns,
+        roofline_round_trip_ns: None,
         prefill_tokens,
         prefill_ms: prefill_s * 1e3,
         prefill_tok_s: prefill_tokens as f64 / prefill_s,
