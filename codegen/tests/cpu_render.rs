@@ -1075,38 +1075,7 @@ fn gathered_f16_key_columns_read_by_a_dot_through_a_cast_stay_in_place() {
     }
     let q: Vec<f32> = (0..128).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
     let keys: Vec<f64> = (0..20 * 32).map(|i| ((i * 53 % 97) as f64 - 48.0) / 16.0).collect();
-    let base: Vec<i32> = (0..16).map(|i| (i * 7 + 3) % 20).collect();
-    let mut masked_far = base.clone();
-    masked_far[13] = 1 << 20;
-    let mut active_far = base.clone();
-    active_far[5] = 20;
-    for (n, idx, fails) in
-        [(16, base.clone(), false), (11, base, false), (11, masked_far, false), (16, active_far, true)]
-    {
-        let bind = || {
-            vec![
-                Arg::Buffer(HostBuffer::F32(q.clone())),
-                Arg::Buffer(HostBuffer::from_f64(DType::F16, &keys)),
-                Arg::Buffer(HostBuffer::I32(idx.clone())),
-                Arg::Buffer(HostBuffer::F32(vec![f32::NAN; 64])),
-                Arg::Scalar(Scalar::I32(n)),
-            ]
-        };
-        let mut want = bind();
-        let interp_result = interp::run(&k, [1, 1, 1], &mut want);
-        assert_eq!(interp_result.is_err(), fails, "n {n}, {idx:?}: the interpreter");
-        for t in run_targets() {
-            let mut got = bind();
-            let result = run(&k, &t, [1, 1, 1], &mut got);
-            assert_eq!(result.is_err(), fails, "{} n {n}, {idx:?}: {result:?}", t.fingerprint());
-            if fails {
-                continue;
-            }
-            let (Arg::Buffer(g), Arg::Buffer(w)) = (&got[3], &want[3]) else { unreachable!("buffers") };
-            same(DType::F32, &g.to_f64(), &w.to_f64())
-                .unwrap_or_else(|e| panic!("{} n {n}, {idx:?}: {e}", t.fingerprint()));
-        }
-    }
+    check_paged_rows(&k, HostBuffer::F32(q), HostBuffer::from_f64(DType::F16, &keys), 64);
 }
 
 /// A `select` on a compare and a stored `bool` tile, over `[4, 32]` (whole vectors along the
@@ -1243,6 +1212,14 @@ fn gathered_rows_read_by_dot_stay_in_place() {
     }
     let p: Vec<f64> = (0..64).map(|i| ((i * 37 % 29) as f64 - 14.0) / 8.0).collect();
     let v: Vec<f64> = (0..20 * 32).map(|i| ((i * 53 % 97) as f64 - 48.0) / 16.0).collect();
+    check_paged_rows(&k, HostBuffer::from_f64(DType::F16, &p), HostBuffer::from_f64(DType::F16, &v), 128);
+}
+
+/// Runs `k(@lhs, @rows, @idx, @out, %n)` (`idx` picks 16 rows of 32 out of the 20 in `rows`,
+/// `n` of them visible) against the interpreter on every run target: all rows visible, some
+/// masked off, a masked-off one whose start lies far out of bounds, and a visible one running
+/// past the buffer, which must fail on both sides.
+fn check_paged_rows(k: &Kernel, lhs: HostBuffer, rows: HostBuffer, out_len: usize) {
     let base: Vec<i32> = (0..16).map(|i| (i * 7 + 3) % 20).collect();
     let mut masked_far = base.clone();
     masked_far[13] = 1 << 20;
@@ -1253,19 +1230,19 @@ fn gathered_rows_read_by_dot_stay_in_place() {
     {
         let bind = || {
             vec![
-                Arg::Buffer(HostBuffer::from_f64(DType::F16, &p)),
-                Arg::Buffer(HostBuffer::from_f64(DType::F16, &v)),
+                Arg::Buffer(lhs.clone()),
+                Arg::Buffer(rows.clone()),
                 Arg::Buffer(HostBuffer::I32(idx.clone())),
-                Arg::Buffer(HostBuffer::F32(vec![f32::NAN; 128])),
+                Arg::Buffer(HostBuffer::F32(vec![f32::NAN; out_len])),
                 Arg::Scalar(Scalar::I32(n)),
             ]
         };
         let mut want = bind();
-        let interp_result = interp::run(&k, [1, 1, 1], &mut want);
+        let interp_result = interp::run(k, [1, 1, 1], &mut want);
         assert_eq!(interp_result.is_err(), fails, "n {n}, {idx:?}: the interpreter");
         for t in run_targets() {
             let mut got = bind();
-            let result = run(&k, &t, [1, 1, 1], &mut got);
+            let result = run(k, &t, [1, 1, 1], &mut got);
             assert_eq!(result.is_err(), fails, "{} n {n}, {idx:?}: {result:?}", t.fingerprint());
             if fails {
                 continue;

@@ -373,12 +373,8 @@ impl Emitter<'_> {
         let form = self.a.contiguous_form(self.k, acc.offsets).cloned().expect("rows in place have a contiguous form");
         let dims = self.k.ty(out).shape.dims().to_vec();
         let (rows, len) = (dims[0], dims[1]);
-        let name = self.name(out);
-        let storage = storage_type(dtype);
+        let name = self.declare_pointer_table(out, dtype, rows, len);
         let mask = acc.mask.map(|m| self.a.repr(m).clone());
-        self.line(&format!("static const {storage} {name}_zero[{len}] __attribute__((aligned(64)));"));
-        self.line(&format!("const {storage} *{name}_rows[{rows}];"));
-        self.line(&format!("{storage} {name}_spill[{rows}][{len}] __attribute__((aligned(64)));"));
         self.open("");
         if self.loop_depth > 0 && !Self::affine_rows(&form) {
             let (opened, _) = self.open_rows(&form, acc);
@@ -420,12 +416,8 @@ impl Emitter<'_> {
         let form = self.a.transposed_form(self.k, acc.offsets).cloned().expect("columns in place are transposed");
         let dims = self.k.ty(out).shape.dims().to_vec();
         let (len, cols) = (dims[0], dims[1]);
-        let name = self.name(out);
-        let storage = storage_type(dtype);
+        let name = self.declare_pointer_table(out, dtype, cols, len);
         let mask = acc.mask.map(|m| self.a.repr(m).clone());
-        self.line(&format!("static const {storage} {name}_zero[{len}] __attribute__((aligned(64)));"));
-        self.line(&format!("const {storage} *{name}_rows[{cols}];"));
-        self.line(&format!("{storage} {name}_spill[{cols}][{len}] __attribute__((aligned(64)));"));
         self.open("");
         self.open_column_starts(acc, &form, len, cols);
         self.line("(void)ok;");
@@ -456,6 +448,18 @@ impl Emitter<'_> {
         self.line(&format!("{name}_rows[c] = {name}_spill[c];"));
         self.close();
         self.close();
+    }
+
+    /// Declares the pointer table of a load read in place (`NAME_rows[count]`, one pointer per
+    /// run of `len` elements), the run of zeros masked-off runs point at (`NAME_zero`) and the
+    /// copies of runs in bounds only through the offsets' wrap (`NAME_spill`); returns `NAME`.
+    fn declare_pointer_table(&mut self, out: Value, dtype: DType, count: u32, len: u32) -> String {
+        let name = self.name(out);
+        let storage = storage_type(dtype);
+        self.line(&format!("static const {storage} {name}_zero[{len}] __attribute__((aligned(64)));"));
+        self.line(&format!("const {storage} *{name}_rows[{count}];"));
+        self.line(&format!("{storage} {name}_spill[{count}][{len}] __attribute__((aligned(64)));"));
+        name
     }
 
     fn emit_load_direct(&mut self, acc: &Access, out: Value) {
