@@ -26,8 +26,9 @@
 //! - **Column-major loads** (`Analysis::compute_column_major`): a transposed float load (columns
 //!   contiguous in the buffer, attention's `kᵀ`) read only as the right operand of `dot`s whose
 //!   left operands have fewer than 16 rows (directly, or through a widening cast that views
-//!   it) is stored by columns, as it is read, instead of being transposed into rows. (Stores with such offsets, a `yᵀ` tile, are transposed through
-//!   registers into whole rows by the emitter.)
+//!   it) is stored by columns, as it is read, instead of being transposed into rows. (Stores
+//!   with such offsets, a `yᵀ` tile, are transposed through registers into whole rows by the
+//!   emitter.)
 //! - **In-place loop updates** ([`Analysis::compute_in_place`]): a loop-carried float tile
 //!   yielded as an elementwise update of itself (`acc + f(...)`), read by nothing else, is
 //!   computed straight into the carried storage instead of a new tile copied back every
