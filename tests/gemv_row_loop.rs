@@ -8,7 +8,7 @@
 use kiln::kernels::check::{check, Executor, Interpreter};
 use kiln::kernels::{lookup, Args};
 
-const CASES: [(&str, &str); 11] = [
+const CASES: [(&str, &str); 14] = [
     ("m=1,n=37,k=256,group=32,act=f32", "block_m=1,block_n=16,block_k=64,split_k=1,row_loop=4"),
     ("m=2,n=21,k=256,group=64,act=f16,quant=sym", "block_m=1,block_n=8,block_k=128,split_k=1,row_loop=2"),
     ("m=1,n=19,k=384,group=128,act=f32", "block_m=1,block_n=32,block_k=32,split_k=1,row_loop=8"),
@@ -23,6 +23,11 @@ const CASES: [(&str, &str); 11] = [
     // Two digits per activation.
     ("m=1,n=37,k=192,group=32,act=f32,xq=i8x2", "block_m=1,block_n=16,block_k=64,split_k=1,row_loop=8"),
     ("m=2,n=29,k=256,group=128,act=f16,quant=sym,xq=i8x2", "block_m=1,block_n=8,block_k=128,split_k=1,row_loop=8"),
+    // Group 32: sym's offset term in the weights' loop; asym's loops of mins after it, 16-group
+    // tiles then a 2-group tail, and 16-group tiles alone over two splits.
+    ("m=1,n=37,k=576,group=32,act=f32", "block_m=1,block_n=16,block_k=64,split_k=1,row_loop=8"),
+    ("m=1,n=37,k=576,group=32,act=f32,quant=sym", "block_m=1,block_n=16,block_k=64,split_k=1,row_loop=8"),
+    ("m=2,n=21,k=1024,group=32,act=f16", "block_m=1,block_n=8,block_k=128,split_k=2,row_loop=4"),
 ];
 
 fn check_all(exec: &mut dyn Executor) {
