@@ -315,10 +315,8 @@ fn bench(args: &BenchArgs) -> Result<String, CliError> {
     let mut case = case?;
     case.roofline_round_trip_ns = roofline_round_trip;
     if args.json {
-        if let (Some(roof), Some(run)) = (roofline_round_trip, case.core_round_trip_ns) {
-            if bench::phase_changed(Some(roof), Some(run)) {
-                eprintln!("{}", bench::phase_warning("the timed runs", roof, run));
-            }
+        if let Some(warning) = bench::phase_note("the timed runs", roofline_round_trip, case.core_round_trip_ns) {
+            eprintln!("{warning}");
         }
         return Ok(format!("{}\n", serde_json::to_string(&case).unwrap_or_default()));
     }
@@ -619,10 +617,10 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
     spinner.finish_and_clear();
     let mut b = result?;
     b.roofline_round_trip_ns = roofline_round_trip;
-    if let (Some(roof), Some(run)) = (roofline_round_trip, b.core_round_trip_ns) {
-        if kiln_runtime::bench::phase_changed(Some(roof), Some(run)) {
-            eprintln!("{}", kiln_runtime::bench::phase_warning("the decode steps", roof, run));
-        }
+    if let Some(warning) =
+        kiln_runtime::bench::phase_note("the decode steps", roofline_round_trip, b.core_round_trip_ns)
+    {
+        eprintln!("{warning}");
     }
     if args.json {
         return Ok(format!("{}\n", serde_json::to_string(&b).unwrap_or_default()));

@@ -107,8 +107,17 @@ pub fn phase_changed(a: Option<f64>, b: Option<f64>) -> bool {
     }
 }
 
+/// The warning for a run whose round trips after the roofline and after `what` (the timed
+/// runs, the decode steps) are [`phase_changed`], or `None` when they agree or are missing.
+pub fn phase_note(what: &str, roofline_ns: Option<f64>, run_ns: Option<f64>) -> Option<String> {
+    match (roofline_ns, run_ns) {
+        (Some(roof), Some(run)) if phase_changed(roofline_ns, run_ns) => Some(phase_warning(what, roof, run)),
+        _ => None,
+    }
+}
+
 /// The warning for [`phase_changed`] round trips, naming both.
-pub fn phase_warning(what: &str, roofline_ns: f64, run_ns: f64) -> String {
+fn phase_warning(what: &str, roofline_ns: f64, run_ns: f64) -> String {
     format!(
         "warning: the host moved the threads between the roofline ({roofline_ns:.0} ns cross-core round trip) and \
          {what} ({run_ns:.0} ns): the roofline fraction mixes two phases of the host; run it again"
@@ -397,10 +406,8 @@ pub fn render_table(cases: &[BenchCase]) -> String {
         if let Some(ns) = case.core_round_trip_ns {
             out += &format!("\ncross-core round trip: {ns:.0} ns (the host's placement of the threads in this run)");
         }
-        if let (Some(roof), Some(run)) = (case.roofline_round_trip_ns, case.core_round_trip_ns) {
-            if phase_changed(Some(roof), Some(run)) {
-                out += &format!("\n{}", phase_warning("the timed runs", roof, run));
-            }
+        if let Some(warning) = phase_note("the timed runs", case.roofline_round_trip_ns, case.core_round_trip_ns) {
+            out += &format!("\n{warning}");
         }
     }
     out + "\n"

@@ -239,10 +239,8 @@ impl<'b> RowGroup<'b> {
         };
         let init = [b.zeros(&[rows, OFFSET_GROUPS as u32], DType::F32)];
         let [wide] = b.for_range(g_lo, g_mid, OFFSET_GROUPS, init, |g0, [acc]| [acc + chunk(g0, OFFSET_GROUPS)]);
-        let tail = BLOCK_PAIR;
-        let [narrow] = b.for_range(g_mid, g_hi, tail, [b.zeros(&[rows, tail as u32], DType::F32)], |g0, [acc]| {
-            [acc + chunk(g0, tail)]
-        });
+        let init = [b.zeros(&[rows, BLOCK_PAIR as u32], DType::F32)];
+        let [narrow] = b.for_range(g_mid, g_hi, BLOCK_PAIR, init, |g0, [acc]| [acc + chunk(g0, BLOCK_PAIR)]);
         wide.sum(1) + narrow.sum(1)
     }
 

@@ -369,7 +369,7 @@ impl Emitter<'_> {
     /// into `NAME_spill`. Rows gathered inside a loop are prefetched first, all of them, so that
     /// their misses overlap.
     fn emit_load_row_pointers(&mut self, acc: &Access, out: Value) {
-        let (b, n, dtype) = self.buf(acc.buffer);
+        let (b, _, dtype) = self.buf(acc.buffer);
         let form = self.a.contiguous_form(self.k, acc.offsets).cloned().expect("rows in place have a contiguous form");
         let dims = self.k.ty(out).shape.dims().to_vec();
         let (rows, len) = (dims[0], dims[1]);
@@ -384,21 +384,7 @@ impl Emitter<'_> {
         let (opened, coords) = self.open_rows(&form, acc);
         let row = coords.first().cloned().unwrap_or_else(|| "0".into());
         let active = mask.as_ref().map_or("1".to_string(), |m| self.access(m, &self.lane(m, &coords, "0")));
-        self.open(&format!("if (!({active}))"));
-        self.line(&format!("{name}_rows[{row}] = {name}_zero;"));
-        self.close();
-        self.open(&format!("else if ({})", self.row_in_bounds(acc, len)));
-        self.line(&format!("{name}_rows[{row}] = &{b}[s];"));
-        self.close_else();
-        self.open(&format!("for (int j = 0; j < {len}; j++)"));
-        let o_lane = self.wrap(acc.offsets, "s + j");
-        let fail = self.oob(acc, "o");
-        self.line(&format!("const int64_t o = {o_lane};"));
-        self.line(&format!("if (o < 0 || o >= {n}) {fail}"));
-        self.line(&format!("{name}_spill[{row}][j] = {b}[o];"));
-        self.close();
-        self.line(&format!("{name}_rows[{row}] = {name}_spill[{row}];"));
-        self.close();
+        self.emit_pointer_entry(acc, &name, &row, &active, len);
         self.close_n(opened);
         self.close();
     }
@@ -412,7 +398,7 @@ impl Emitter<'_> {
     /// `NAME_spill`. Inside a loop every column is prefetched first, so that their misses
     /// overlap.
     fn emit_load_column_pointers(&mut self, acc: &Access, out: Value) {
-        let (b, n, dtype) = self.buf(acc.buffer);
+        let (b, _, dtype) = self.buf(acc.buffer);
         let form = self.a.transposed_form(self.k, acc.offsets).cloned().expect("columns in place are transposed");
         let dims = self.k.ty(out).shape.dims().to_vec();
         let (len, cols) = (dims[0], dims[1]);
@@ -427,26 +413,33 @@ impl Emitter<'_> {
         self.close();
         self.open(&format!("for (int c = 0; c < {cols}; c++)"));
         self.line("const int64_t s = cs[c];");
-        if let Some(m) = &mask {
-            let active = self.access(m, &sum_expr([(m.strides[1], "c")].into_iter()));
-            self.open(&format!("if (!{active})"));
-            self.line(&format!("{name}_rows[c] = {name}_zero;"));
-            self.line("continue;");
-            self.close();
-        }
-        self.open(&format!("if ({})", self.row_in_bounds(acc, len)));
-        self.line(&format!("{name}_rows[c] = &{b}[s];"));
-        self.line("continue;");
+        let active =
+            mask.as_ref().map_or("1".to_string(), |m| self.access(m, &sum_expr([(m.strides[1], "c")].into_iter())));
+        self.emit_pointer_entry(acc, &name, "c", &active, len);
         self.close();
-        self.open(&format!("for (int i = 0; i < {len}; i++)"));
-        let o_lane = self.wrap(acc.offsets, "s + i");
+        self.close();
+    }
+
+    /// Entry `entry` of the pointer table `NAME_rows` (see `declare_pointer_table`), for the run
+    /// of `len` elements at `s`: the zeros where `active` is false, the buffer where the run is
+    /// in bounds, else a lane-by-lane copy into `NAME_spill` with exact wrapped offsets, failing
+    /// at the first lane out of bounds, as a copy of the tile would.
+    fn emit_pointer_entry(&mut self, acc: &Access, name: &str, entry: &str, active: &str, len: u32) {
+        let (b, n, _) = self.buf(acc.buffer);
+        self.open(&format!("if (!({active}))"));
+        self.line(&format!("{name}_rows[{entry}] = {name}_zero;"));
+        self.close();
+        self.open(&format!("else if ({})", self.row_in_bounds(acc, len)));
+        self.line(&format!("{name}_rows[{entry}] = &{b}[s];"));
+        self.close_else();
+        self.open(&format!("for (int j = 0; j < {len}; j++)"));
+        let o_lane = self.wrap(acc.offsets, "s + j");
         let fail = self.oob(acc, "o");
         self.line(&format!("const int64_t o = {o_lane};"));
         self.line(&format!("if (o < 0 || o >= {n}) {fail}"));
-        self.line(&format!("{name}_spill[c][i] = {b}[o];"));
+        self.line(&format!("{name}_spill[{entry}][j] = {b}[o];"));
         self.close();
-        self.line(&format!("{name}_rows[c] = {name}_spill[c];"));
-        self.close();
+        self.line(&format!("{name}_rows[{entry}] = {name}_spill[{entry}];"));
         self.close();
     }
 
