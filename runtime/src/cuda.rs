@@ -158,6 +158,13 @@ pub struct DeviceBuffer {
 /// A launch argument on the device.
 pub enum DeviceArg<'a> {
     Buffer(&'a DeviceBuffer),
+    /// The `len` elements of `buffer` from element `offset` on, seen by the kernel as a buffer of
+    /// its own (its pointer and length parameters), as `CpuDevice::run_views` binds a window.
+    View {
+        buffer: &'a DeviceBuffer,
+        offset: usize,
+        len: usize,
+    },
     Scalar(Scalar),
 }
 
@@ -306,6 +313,29 @@ impl CudaDevice {
         Ok(DeviceBuffer { bytes: slice, dtype: buffer.dtype(), len: buffer.len() })
     }
 
+    /// Overwrites a device buffer with a host buffer of the same dtype and length.
+    pub fn write(&self, buffer: &mut DeviceBuffer, from: &HostBuffer) -> Result<(), CudaError> {
+        if from.dtype() != buffer.dtype || from.len() != buffer.len {
+            return Err(CudaError::BadArgs {
+                kernel: "(host to device copy)".to_string(),
+                message: format!(
+                    "{} × {} cannot overwrite a device buffer of {} × {}",
+                    from.len(),
+                    from.dtype(),
+                    buffer.len,
+                    buffer.dtype
+                ),
+            });
+        }
+        if from.is_empty() {
+            return Ok(());
+        }
+        let bytes = to_bytes(from);
+        self.stream.memcpy_htod(&bytes, &mut buffer.bytes).map_err(driver("cuMemcpyHtoD"))?;
+        // The copy reads `bytes` asynchronously; wait before they are dropped.
+        self.synchronize()
+    }
+
     /// Copies a device buffer back into `into` (same dtype and length).
     pub fn download(&self, buffer: &DeviceBuffer, into: &mut HostBuffer) -> Result<(), CudaError> {
         let bytes = self.stream.clone_dtoh(&buffer.bytes).map_err(driver("cuMemcpyDtoH"))?;
@@ -318,10 +348,26 @@ impl CudaDevice {
     /// Enqueues one launch of `kernel` over `grid` (asynchronous; see [`CudaDevice::synchronize`]).
     pub fn launch(&self, kernel: &CudaKernel, grid: [u32; 3], args: &[DeviceArg]) -> Result<(), CudaError> {
         let bad = |message: String| CudaError::BadArgs { kernel: kernel.thread.name.clone(), message };
-        let buffers: Vec<&DeviceBuffer> =
-            args.iter().filter_map(|a| if let DeviceArg::Buffer(b) = a { Some(*b) } else { None }).collect();
-        let abi = args.iter().map(|a| match a {
-            DeviceArg::Buffer(b) => AbiArg::Buffer { len: b.len },
+        // Each buffer argument as (buffer, first element, elements).
+        let mut buffers: Vec<(&DeviceBuffer, usize, usize)> = Vec::with_capacity(args.len());
+        for a in args {
+            match *a {
+                DeviceArg::Buffer(b) => buffers.push((b, 0, b.len)),
+                DeviceArg::View { buffer, offset, len } => {
+                    if offset.checked_add(len).is_none_or(|end| end > buffer.len) {
+                        return Err(bad(format!(
+                            "a view of {len} elements at {offset} lies outside its buffer of {}",
+                            buffer.len
+                        )));
+                    }
+                    buffers.push((buffer, offset, len));
+                }
+                DeviceArg::Scalar(_) => {}
+            }
+        }
+        let mut views = buffers.iter();
+        let abi = args.iter().map(move |a| match a {
+            DeviceArg::Buffer(_) | DeviceArg::View { .. } => AbiArg::Buffer { len: views.next().map_or(0, |v| v.2) },
             DeviceArg::Scalar(s) => AbiArg::Scalar(*s),
         });
         let launch_spec: Specialization = ptx_abi::specialization(abi.clone());
@@ -338,9 +384,10 @@ impl CudaDevice {
         for p in &packed {
             words.push(match p.value {
                 ParamValue::Pointer { buffer } => {
-                    let (ptr, guard) = buffers[buffer].bytes.device_ptr(&self.stream);
+                    let (b, offset, _) = buffers[buffer];
+                    let (ptr, guard) = b.bytes.device_ptr(&self.stream);
                     guards.push(guard);
-                    ptr
+                    ptr + (offset * b.dtype.size_bytes()) as u64
                 }
                 ParamValue::Word(w) => w,
             });

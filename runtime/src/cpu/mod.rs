@@ -94,6 +94,11 @@ pub struct CpuDevice {
 }
 
 impl CpuModule {
+    /// The tile-IR kernel the module was rendered from.
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
     /// The IR kernel's name.
     pub fn kernel_name(&self) -> &str {
         &self.kernel.name
@@ -360,7 +365,12 @@ pub enum ViewArg {
 
 /// The launch checks of `kiln_ir::interp::check_launch` for views, plus each view inside its
 /// buffer and no two views overlapping.
-fn check_views(kernel: &Kernel, grid: [u32; 3], buffers: &[HostBuffer], args: &[ViewArg]) -> Result<(), String> {
+pub(crate) fn check_views(
+    kernel: &Kernel,
+    grid: [u32; 3],
+    buffers: &[HostBuffer],
+    args: &[ViewArg],
+) -> Result<(), String> {
     use kiln_ir::ParamKind;
     if grid.iter().any(|&d| d == 0 || d > i32::MAX as u32) {
         return Err(format!("grid {grid:?} has an empty or too large dimension"));

@@ -80,9 +80,10 @@
 //! Activations and the KV cache are f32 on the CPU, so the forward pass matches an f64 reference
 //! to a few 1e-6 (see `runtime/tests/forward.rs`).
 
+use super::device::{check_resolved, DeviceError, DeviceMemory, ModelDevice, Module};
 use super::kv_cache::{KvCache, KvError, SeqId};
 use super::tensor::{LlamaConfig, LoadError, RawTensor, TensorData, TensorSource};
-use crate::cpu::{CpuDevice, CpuError, CpuModule, View, ViewArg};
+use crate::cpu::{CpuError, View, ViewArg};
 use kiln_autotune::lookup::{ConfigProvider, ConfigSource};
 use kiln_ir::interp::HostBuffer;
 /// `dequant_gemm_w4`'s `xq`: how the int4 GEMVs take their activations.
@@ -119,6 +120,8 @@ pub enum ModelError {
     Kernel(#[from] KernelError),
     #[error(transparent)]
     Device(#[from] CpuError),
+    #[error(transparent)]
+    Backend(#[from] DeviceError),
     #[error(transparent)]
     Kv(#[from] KvError),
     #[error("token id {id} is outside the vocabulary of {vocab} tokens")]
@@ -199,35 +202,45 @@ pub struct SeqInput<'a> {
 }
 
 /// A buffer store: persistent host buffers by index (names resolve once, when a launch list is
-/// built).
+/// built), and their copies on a GPU (see [`super::device`]).
 #[derive(Default)]
 struct Store {
     bufs: Vec<HostBuffer>,
     names: HashMap<String, usize>,
+    memory: DeviceMemory,
 }
 
 impl Store {
     fn add(&mut self, name: &str, buf: HostBuffer) -> usize {
-        if let Some(&i) = self.names.get(name) {
-            self.bufs[i] = buf;
-            return i;
-        }
-        self.bufs.push(buf);
-        self.names.insert(name.to_string(), self.bufs.len() - 1);
-        self.bufs.len() - 1
+        let i = match self.names.get(name) {
+            Some(&i) => {
+                self.bufs[i] = buf;
+                i
+            }
+            None => {
+                self.bufs.push(buf);
+                self.names.insert(name.to_string(), self.bufs.len() - 1);
+                self.bufs.len() - 1
+            }
+        };
+        self.memory.touch(i);
+        i
     }
 
     fn index(&self, name: &str) -> Result<usize, ModelError> {
         self.names.get(name).copied().ok_or_else(|| ModelError::Internal(format!("no buffer `{name}`")))
     }
 
+    /// Buffer `i` to write on the host (marked for upload before the next launch).
     fn i32_mut(&mut self, i: usize) -> Result<&mut Vec<i32>, ModelError> {
+        self.memory.touch(i);
         match &mut self.bufs[i] {
             HostBuffer::I32(v) => Ok(v),
             other => Err(ModelError::Internal(format!("buffer {i} is {}, not i32", other.dtype()))),
         }
     }
 
+    /// Buffer `i` as the host holds it (see [`Store::fetch`]).
     fn f32(&self, i: usize) -> Result<&[f32], ModelError> {
         match &self.bufs[i] {
             HostBuffer::F32(v) => Ok(v),
@@ -235,7 +248,16 @@ impl Store {
         }
     }
 
+    /// Buffer `i` to write on the host (marked for upload before the next launch).
+    /// Reads buffer `i` back from the device into its host copy (a no-op on the CPU, whose host
+    /// buffers are the memory).
+    fn fetch(&mut self, device: &ModelDevice, i: usize) -> Result<(), ModelError> {
+        let Store { bufs, memory, .. } = self;
+        Ok(memory.download(device, i, &mut bufs[i])?)
+    }
+
     fn f32_mut(&mut self, i: usize) -> Result<&mut Vec<f32>, ModelError> {
+        self.memory.touch(i);
         match &mut self.bufs[i] {
             HostBuffer::F32(v) => Ok(v),
             other => Err(ModelError::Internal(format!("buffer {i} is {}, not f32", other.dtype()))),
@@ -246,14 +268,14 @@ impl Store {
 /// A plan with its loaded modules and its scratch buffers in the store.
 struct Built {
     plan: Plan,
-    modules: Vec<Arc<CpuModule>>,
+    modules: Vec<Arc<Module>>,
     /// Plan buffer name → store index, for the plan's Scratch buffers.
     scratch: HashMap<String, usize>,
 }
 
 /// One launch, resolved against the store: its buffer arguments are views of store buffers.
 struct Resolved {
-    module: Arc<CpuModule>,
+    module: Arc<Module>,
     grid: [u32; 3],
     args: Vec<ViewArg>,
 }
@@ -346,11 +368,11 @@ enum Projection {
     Down,
 }
 
-/// A Llama model on the CPU device, with its KV cache.
+/// A Llama model on a device (the CPU, a CUDA GPU, the SIMT simulator), with its KV cache.
 pub struct LlamaModel {
     pub config: LlamaConfig,
     pub options: ModelOptions,
-    device: Arc<CpuDevice>,
+    device: ModelDevice,
     provider: Arc<dyn ConfigProvider + Send + Sync>,
     store: Store,
     cache: KvCache,
@@ -409,13 +431,16 @@ const MATRICES: [(&str, &[&str]); 4] = [
 ];
 
 impl LlamaModel {
-    /// Loads the weights of `source`, sizes the KV cache and activations by `options`.
+    /// Loads the weights of `source`, sizes the KV cache and activations by `options`, for
+    /// `device` (an `Arc<CpuDevice>`, an `Arc<CudaDevice>` or a [`ModelDevice`]); the weights
+    /// reach a GPU with the first step.
     pub fn load(
         source: &dyn TensorSource,
-        device: Arc<CpuDevice>,
+        device: impl Into<ModelDevice>,
         provider: Arc<dyn ConfigProvider + Send + Sync>,
         options: ModelOptions,
     ) -> Result<LlamaModel, ModelError> {
+        let device = device.into();
         let config = source.config()?;
         check_config(&config)?;
         let (dim, ffn, vocab) = (config.dim, config.ffn_dim, config.vocab_size);
@@ -561,7 +586,7 @@ impl LlamaModel {
     }
 
     /// The device the model runs on (a draft model can share it).
-    pub fn device(&self) -> Arc<CpuDevice> {
+    pub fn device(&self) -> ModelDevice {
         self.device.clone()
     }
 
@@ -570,7 +595,7 @@ impl LlamaModel {
         self.provider.clone()
     }
 
-    /// Worker threads of the device.
+    /// Worker threads of the device (1 on a GPU).
     pub fn threads(&self) -> usize {
         self.device.threads()
     }
@@ -627,12 +652,15 @@ impl LlamaModel {
         let all: Vec<&Resolved> = step.iter().chain(head.iter()).collect();
         // Every launch timed on the device's leader, as a step runs them: a hand-off to the
         // leader per launch would otherwise dominate the small kernels' figures.
+        // On a GPU each launch is waited for (a launch is only enqueued).
         let device = self.device.clone();
+        self.upload()?;
         let times = device.install(|| {
             let mut times = Vec::with_capacity(all.len());
             for launch in &all {
                 let t = std::time::Instant::now();
                 self.run_here(std::slice::from_ref(*launch))?;
+                self.device.synchronize()?;
                 times.push(t.elapsed().as_secs_f64());
             }
             Ok::<_, ModelError>(times)
@@ -655,7 +683,7 @@ impl LlamaModel {
         }
         let mut by_name: Vec<KernelProfile> = Vec::new();
         for (at, (launch, seconds)) in all.iter().zip(times).enumerate() {
-            let kernel = launch.module.kernel_name();
+            let kernel = launch.module.kernel().name.as_str();
             let bytes: u64 = launch
                 .args
                 .iter()
@@ -869,6 +897,7 @@ impl LlamaModel {
                 if !contiguous {
                     let dim = self.config.dim;
                     let (xn, head_x) = (self.meta.xn, self.meta.head_x);
+                    self.store.fetch(&self.device, xn)?;
                     for (j, &(_, r)) in chunk.iter().enumerate() {
                         let row: Vec<f32> = self.store.f32(xn)?[r * dim..(r + 1) * dim].to_vec();
                         self.store.f32_mut(head_x)?[j * dim..(j + 1) * dim].copy_from_slice(&row);
@@ -876,6 +905,7 @@ impl LlamaModel {
                 }
                 let head = self.head_launches(chunk.len(), contiguous)?;
                 self.run(&head)?;
+                self.store.fetch(&self.device, self.meta.logits)?;
                 let logits = self.store.f32(self.meta.logits)?;
                 for (j, &(i, _)) in chunk.iter().enumerate() {
                     out[i].extend_from_slice(&logits[j * vocab..(j + 1) * vocab]);
@@ -885,15 +915,25 @@ impl LlamaModel {
         Ok(out)
     }
 
-    /// Runs resolved launches on the device, moving the bound buffers in and back out.
+    /// Runs resolved launches on the device (on the CPU device's leader), after writing the
+    /// buffers the host changed to a GPU.
     fn run(&mut self, launches: &[Resolved]) -> Result<(), ModelError> {
+        self.upload()?;
         let device = self.device.clone();
         device.install(|| self.run_here(launches))
     }
 
+    /// Writes the store buffers the host changed since the last launch to a GPU (nothing on the
+    /// CPU).
+    fn upload(&mut self) -> Result<(), ModelError> {
+        let Store { bufs, memory, .. } = &mut self.store;
+        Ok(memory.upload_dirty(&self.device, bufs)?)
+    }
+
     fn run_here(&mut self, launches: &[Resolved]) -> Result<(), ModelError> {
+        let Store { bufs, memory, .. } = &mut self.store;
         for launch in launches {
-            self.device.run_views(&launch.module, launch.grid, &mut self.store.bufs, &launch.args)?;
+            memory.launch(&self.device, &launch.module, launch.grid, bufs, &launch.args)?;
         }
         Ok(())
     }
@@ -906,8 +946,13 @@ impl LlamaModel {
         }
         let problem = &key.1;
         let choice = self.provider.choose(kernel, problem)?;
-        let plan = kernel.kernel().plan(problem, &choice.config)?;
-        let modules = plan.launches.iter().map(|l| self.device.load(&l.kernel)).collect::<Result<Vec<_>, _>>()?;
+        let (config, num_warps) = self.device.split_config(&choice.config)?;
+        let plan = kernel.kernel().plan(problem, &config)?;
+        let modules = plan
+            .launches
+            .iter()
+            .map(|l| self.device.load(l, num_warps).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut scratch = HashMap::new();
         for spec in plan.buffers.iter().filter(|b| b.role == Role::Scratch) {
             let name = format!("scratch:{kernel}:{problem}:{}", spec.name);
@@ -1011,6 +1056,7 @@ impl LlamaModel {
                     }
                 });
             }
+            check_resolved(module, launch.grid, &self.store.bufs, &args)?;
             out.push(Resolved { module: module.clone(), grid: launch.grid, args });
         }
         Ok(())

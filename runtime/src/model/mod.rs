@@ -16,6 +16,7 @@
 //! - [`safetensors`]: Hugging Face Llama checkpoints (f16 / bf16 / f32 safetensors and
 //!   `config.json`) under GGUF names, Q/K rows permuted for adjacent-pair RoPE.
 
+pub mod device;
 pub mod fetch;
 pub mod gguf;
 pub mod kv_cache;
