@@ -231,8 +231,8 @@ pub enum CliError {
     Generate(#[from] kiln_runtime::generate::GenerateError),
     #[error(transparent)]
     TuningDb(#[from] kiln_autotune::database::DbError),
-    #[error("target `{0}`: the model runs on the CPU backend only (the GPU runs library kernels: `kiln gpu-check`); use `--target cpu`")]
-    NoCuda(String),
+    #[error("the tuning database {path} was tuned for `{found}`, not a GPU; leave out `--db` on a CUDA target (its kernels then run with their GPU defaults)")]
+    CpuDbOnGpu { path: PathBuf, found: String },
     #[error(transparent)]
     Tokenizer(#[from] kiln_runtime::model::tokenizer::TokenizerError),
     #[error(transparent)]
@@ -697,10 +697,12 @@ pub struct GenerateArgs {
     /// Seed of the sampler: the same seed, prompt and settings give the same text.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Device: `cpu` (`cuda:N` arrives with the PTX backend).
+    /// Device: `cpu`, or `cuda:N` (the GPU's N-th device: every kernel lowered to PTX and loaded by
+    /// the driver; weights, KV cache and activations in device memory).
     #[arg(long, default_value = "cpu")]
     pub target: String,
-    /// Tuning database written by `autotune` for this CPU (default: every kernel's default config).
+    /// Tuning database written by `autotune` for this CPU (default: every kernel's default config
+    /// for the target).
     #[arg(long)]
     pub db: Option<PathBuf>,
     /// The GGUF model (default: SmolLM2-135M-Instruct, fetched with pinned hashes when missing).
@@ -735,13 +737,7 @@ fn generate(args: &GenerateArgs) -> Result<String, CliError> {
     use kiln_runtime::model::llama::{LlamaModel, ModelOptions};
     use kiln_runtime::model::sampling::SamplingParams;
     use std::io::Write;
-    match args.target.as_str() {
-        "cpu" => {}
-        t if t.starts_with("cuda") => return Err(CliError::NoCuda(t.to_string())),
-        t => return Err(CliError::UnknownTarget(t.to_string())),
-    }
-    let device = std::sync::Arc::new(kiln_runtime::cpu::CpuDevice::host(args.threads)?);
-    let provider = config_provider(&args.db, device.threads())?;
+    let (device, provider) = model_device(&args.target, &args.db, args.threads)?;
     let sampling =
         SamplingParams { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed };
     sampling.validate().map_err(gen::GenerateError::from)?;
@@ -806,13 +802,57 @@ fn generate(args: &GenerateArgs) -> Result<String, CliError> {
         return Ok(format!("{out}\n"));
     }
     Ok(format!(
-        "{tail}\n\nprefill: {} tokens at {:.1} tok/s; decode: {} tokens at {:.1} tok/s ({} threads)\n",
+        "{tail}\n\nprefill: {} tokens at {:.1} tok/s; decode: {} tokens at {:.1} tok/s ({})\n",
         g.prompt_tokens.len(),
         g.prefill_tok_s(),
         g.tokens.len(),
         g.decode_tok_s(),
-        model.threads()
+        device_label(&model)
     ))
+}
+
+/// Where a model's figures were measured, for the lines after generated text: the CPU's
+/// threads, or the GPU.
+fn device_label(model: &kiln_runtime::model::llama::LlamaModel) -> String {
+    match model.device() {
+        kiln_runtime::model::device::ModelDevice::Cuda(d) => format!("{} {}", d.target(), d.name),
+        kiln_runtime::model::device::ModelDevice::Cpu(_) => format!("{} threads", model.threads()),
+        other => other.name(),
+    }
+}
+
+type Provider = std::sync::Arc<dyn kiln_autotune::lookup::ConfigProvider + Send + Sync>;
+
+/// The device `--target` names (`cpu` with `threads` workers, or `cuda:N`) and where its kernel
+/// configs come from: the tuning database `db` for the host CPU, the GPU defaults on a CUDA
+/// target (a database tuned for a CPU is refused there).
+fn model_device(
+    target: &str,
+    db: &Option<PathBuf>,
+    threads: Option<usize>,
+) -> Result<(kiln_runtime::model::device::ModelDevice, Provider), CliError> {
+    if target == "cpu" {
+        let device = std::sync::Arc::new(kiln_runtime::cpu::CpuDevice::host(threads)?);
+        let provider = config_provider(db, device.threads())?;
+        return Ok((device.into(), provider));
+    }
+    if !target.starts_with("cuda") {
+        return Err(CliError::UnknownTarget(target.to_string()));
+    }
+    let ordinal = kiln_runtime::cuda::parse_target(target)?;
+    let provider: Provider = match db {
+        None => std::sync::Arc::new(kiln_autotune::lookup::Defaults::gpu()),
+        Some(path) => {
+            let db = kiln_autotune::database::Database::open(path)?;
+            if db.target.kind() == kiln_kernels::TargetKind::Cpu {
+                return Err(CliError::CpuDbOnGpu { path: path.clone(), found: db.target.0 });
+            }
+            let fingerprint = db.target.clone();
+            std::sync::Arc::new(db.provider(path, &fingerprint, false)?)
+        }
+    };
+    let device = std::sync::Arc::new(kiln_runtime::cuda::CudaDevice::open(ordinal)?);
+    Ok((device.into(), provider))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -934,7 +974,7 @@ fn speculative_report(
     }
     Ok(format!(
         "{tail}\n\nprefill: {} tokens at {prefill_tok_s:.1} tok/s; speculative decode: {} tokens at {:.1} tok/s in \
-         {} steps, {:.0}% of drafts accepted, {:.2} kept per step ({} threads; `--json` or `kiln \
+         {} steps, {:.0}% of drafts accepted, {:.2} kept per step ({}; `--json` or `kiln \
          bench-speculative` compare with target-only decoding)\n",
         g.prompt_tokens.len(),
         g.tokens.len(),
@@ -942,7 +982,7 @@ fn speculative_report(
         g.steps,
         g.acceptance_rate() * 100.0,
         g.mean_accepted(),
-        model.threads()
+        device_label(model)
     ))
 }
 

@@ -51,8 +51,13 @@ fn seeded_sampling_repeats() {
 
 #[test]
 fn bad_requests_are_errors_that_name_the_fix() {
+    let cpu_db = std::env::temp_dir().join(format!("kiln-generate-cpu-db-{}.toml", std::process::id()));
+    kiln::autotune::database::Database::new(kiln::autotune::target::Fingerprint::host_cpu(2)).save(&cpu_db).unwrap();
+    let cpu_db = cpu_db.to_str().unwrap();
     for (args, needle) in [
-        (&["--target", "cuda:0"][..], "--target cpu"),
+        (&["--target", "cuda:x"][..], "write `cuda:N`"),
+        (&["--target", "tpu"][..], "use `cpu` or `cuda:N`"),
+        (&["--target", "cuda:0", "--db", cpu_db][..], "leave out `--db` on a CUDA target"),
         (&["--db", "/nonexistent/tuning.toml"][..], "cannot read tuning database /nonexistent/tuning.toml"),
         (&["--max-tokens", "9000"][..], "lower --max-tokens"),
         (&["--top-p", "0"][..], "top-p 0 must be in (0, 1]"),
@@ -63,6 +68,14 @@ fn bad_requests_are_errors_that_name_the_fix() {
         assert!(!o.status.success(), "{args:?} should fail");
         let err = text(&o.stderr);
         assert!(err.starts_with("error: ") && err.contains(needle), "{args:?}: {err}");
+    }
+    let _ = std::fs::remove_file(cpu_db);
+    // Without a GPU driver, a CUDA target says so before anything is loaded (with one, the
+    // CUDA path runs: `forward_simt.rs` checks it in the simulator, `gpu-check` on hardware).
+    if !kiln::runtime::cuda::driver_present() {
+        let o = kiln(&["generate", "--prompt", "hi", "--target", "cuda:0"]);
+        let err = text(&o.stderr);
+        assert!(!o.status.success() && err.contains("no CUDA driver found"), "{err}");
     }
 }
 

@@ -714,6 +714,13 @@ impl LlamaModel {
         Ok(by_name)
     }
 
+    /// Every kernel loaded so far (each launch of each plan built by a step or
+    /// [`LlamaModel::prepare`]), in no particular order: on a PTX device, the lowered kernels a
+    /// test can assemble with `ptxas`.
+    pub fn loaded_modules(&self) -> Vec<Arc<Module>> {
+        self.plans.values().flat_map(|b| b.modules.iter().cloned()).collect()
+    }
+
     /// The configs the provider chose so far, one per (kernel, problem).
     pub fn chosen_configs(&self) -> &[ChosenConfig] {
         &self.chosen
