@@ -2,7 +2,7 @@
 //! path run on the host, for tests on machines without a GPU).
 //!
 //! The forward pass ([`super::llama`]) keeps one host [`HostBuffer`] per store buffer and resolves
-//! every launch into [`View`]s of those buffers; this module is the only place that knows what a
+//! every launch into `View`s of those buffers; this module is the only place that knows what a
 //! view becomes on a device:
 //!
 //! - **CPU**: the host buffers are the memory; a launch is `CpuDevice::run_views`.

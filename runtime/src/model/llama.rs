@@ -77,7 +77,14 @@
 //! `n_blocks`) are planned for the cache's capacity; the actual lengths travel in `context_lens`
 //! and the block tables.
 //!
-//! Activations and the KV cache are f32 on the CPU, so the forward pass matches an f64 reference
+//! # Devices
+//!
+//! The store's buffers are host buffers; on a GPU each has a device copy, and a launch's views
+//! become addresses in it ([`super::device`]). The host writes a step's metadata into the host
+//! copies, which are uploaded before the launches, and reads back the logits (and, when the
+//! head's rows are not the first of the pass, `xn`); the CPU device runs on the host buffers.
+//!
+//! Activations and the KV cache are f32 on every device, so the forward pass matches an f64 reference
 //! to a few 1e-6 (see `runtime/tests/forward.rs`).
 
 use super::device::{check_resolved, DeviceError, DeviceMemory, ModelDevice, Module};

@@ -10,6 +10,8 @@
 //!   directory.
 //! - [`kv_cache`]: the paged KV cache's block allocator and per-sequence block tables.
 //! - [`llama`]: the Llama forward pass over a batch of sequences, from the library's kernels.
+//! - [`device`]: where the forward pass runs (CPU, CUDA, the SIMT simulator) and what a launch
+//!   and its buffer views become there.
 //! - [`sampling`]: greedy, temperature, top-k and top-p sampling with a seed.
 //! - [`tokenizer`]: GPT-2 byte-level BPE from the GGUF metadata, control tokens, the ChatML chat
 //!   prompt and a streaming decoder.
