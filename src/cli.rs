@@ -535,6 +535,10 @@ pub struct BenchGenerateArgs {
     /// Tuning database written by `autotune` for this CPU (default: every kernel's default config).
     #[arg(long)]
     pub db: Option<PathBuf>,
+    /// Device: `cpu`, or `cuda:N` (the roofline is then the GPU's read bandwidth, measured by a
+    /// kiln kernel on it in the same run).
+    #[arg(long, default_value = "cpu")]
+    pub target: String,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -589,9 +593,9 @@ fn config_provider(
 }
 
 fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
+    use kiln_runtime::model::device::ModelDevice;
     use kiln_runtime::model::llama::{LlamaModel, ModelOptions};
-    let device = std::sync::Arc::new(kiln_runtime::cpu::CpuDevice::host(args.threads)?);
-    let provider = config_provider(&args.db, device.threads())?;
+    let (device, provider) = model_device(&args.target, &args.db, args.threads)?;
     let gguf = kiln_runtime::model::gguf::GgufFile::open(model_path(&args.model)?)?;
     let options = ModelOptions {
         max_seq_len: (args.prefill_tokens + args.decode_tokens + 128).next_multiple_of(16),
@@ -604,19 +608,31 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
     let mut model = LlamaModel::load(&gguf, device.clone(), provider, options)?;
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    spinner.set_message(format!("measuring the roofline on {} threads", device.threads()));
-    let mut bench_options = kiln_runtime::bench::BenchOptions::default();
-    if let Some(mib) = args.working_set_mib {
-        bench_options.working_set_bytes = mib.max(1) << 20;
-    }
-    let roofline = kiln_runtime::bench::measure_roofline(&device, &bench_options)?;
-    let roofline_round_trip = kiln_runtime::bench::core_round_trip_ns();
+    spinner.set_message(format!("measuring the roofline on {}", device_label(&model)));
+    let working_set = |mut options: kiln_runtime::bench::BenchOptions| {
+        if let Some(mib) = args.working_set_mib {
+            options.working_set_bytes = mib.max(1) << 20;
+        }
+        options
+    };
+    let (roofline, roofline_round_trip) = match &device {
+        ModelDevice::Cuda(d) => {
+            let options = working_set(kiln_runtime::cuda_bench::default_options(d));
+            (kiln_runtime::cuda_bench::measure_roofline(d, &options)?, None)
+        }
+        ModelDevice::Cpu(d) => {
+            let options = working_set(kiln_runtime::bench::BenchOptions::default());
+            (kiln_runtime::bench::measure_roofline(d, &options)?, kiln_runtime::bench::core_round_trip_ns())
+        }
+        ModelDevice::Simt(_) => return Err(CliError::UnknownTarget(device.name())),
+    };
     spinner.set_message("compiling, then timing decode and prefill");
     let result =
         kiln_runtime::generate::bench_generate(&mut model, &roofline, args.prefill_tokens, args.decode_tokens, 7);
     spinner.finish_and_clear();
     let mut b = result?;
     b.roofline_round_trip_ns = roofline_round_trip;
+    b.device = device_label(&model);
     if let Some(warning) =
         kiln_runtime::bench::phase_note("the decode steps", roofline_round_trip, b.core_round_trip_ns)
     {
@@ -649,7 +665,7 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
         ),
         (&*format!("prefill tok/s ({} tokens)", b.prefill_tokens), format!("{:.1}", b.prefill_tok_s)),
         ("prefill ms", format!("{:.1}", b.prefill_ms)),
-        ("threads", b.threads.to_string()),
+        ("device", b.device.clone()),
     ];
     for (k, v) in rows {
         table.push_record([k.to_string(), v]);
@@ -816,7 +832,7 @@ fn generate(args: &GenerateArgs) -> Result<String, CliError> {
 fn device_label(model: &kiln_runtime::model::llama::LlamaModel) -> String {
     match model.device() {
         kiln_runtime::model::device::ModelDevice::Cuda(d) => format!("{} {}", d.target(), d.name),
-        kiln_runtime::model::device::ModelDevice::Cpu(_) => format!("{} threads", model.threads()),
+        kiln_runtime::model::device::ModelDevice::Cpu(_) => format!("cpu, {} threads", model.threads()),
         other => other.name(),
     }
 }

@@ -73,9 +73,13 @@ fn bad_requests_are_errors_that_name_the_fix() {
     // Without a GPU driver, a CUDA target says so before anything is loaded (with one, the
     // CUDA path runs: `forward_simt.rs` checks it in the simulator, `gpu-check` on hardware).
     if !kiln::runtime::cuda::driver_present() {
-        let o = kiln(&["generate", "--prompt", "hi", "--target", "cuda:0"]);
-        let err = text(&o.stderr);
-        assert!(!o.status.success() && err.contains("no CUDA driver found"), "{err}");
+        for args in
+            [&["generate", "--prompt", "hi", "--target", "cuda:0"][..], &["bench-generate", "--target", "cuda:0"]]
+        {
+            let o = kiln(args);
+            let err = text(&o.stderr);
+            assert!(!o.status.success() && err.contains("no CUDA driver found"), "{args:?}: {err}");
+        }
     }
 }
 

@@ -162,6 +162,8 @@ pub fn generate(
 /// Figures of `kiln bench-generate`.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct GenerateBench {
+    /// `cpu` or the GPU (`cuda:0 NVIDIA H100 ...`), with the CPU's threads; set by the caller.
+    pub device: String,
     pub threads: usize,
     pub read_gbps: f64,
     /// Decode at batch 1: median seconds per token over the timed steps.
@@ -269,6 +271,7 @@ pub fn bench_generate(
         (prefill_tokens.div_ceil(16).min(model.options.max_step_tokens / 16).max(1), 16.min(prefill_tokens));
     let prefill_profile = model.profile(lanes, q_len)?.into_iter().map(profile_row).collect::<Vec<_>>();
     Ok(GenerateBench {
+        device: model.device().name(),
         threads: model.threads(),
         read_gbps: roofline.gbps,
         decode_step_ms: step * 1e3,

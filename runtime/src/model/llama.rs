@@ -637,6 +637,7 @@ impl LlamaModel {
         for _ in 0..11 {
             let t = std::time::Instant::now();
             self.run(&list)?;
+            self.device.synchronize()?;
             times.push(t.elapsed().as_secs_f64() / list.len() as f64);
         }
         times.sort_by(f64::total_cmp);
