@@ -1407,3 +1407,119 @@ fn saturating_casts_abs_and_stride_2_reads_run_a_vector_at_a_time_on_avx512() {
     }
     assert!(!program.contains("kiln_f2i8(") && !program.contains("fabsf("), "a scalar cast or abs is left:\n{program}");
 }
+
+/// f16 rows that are only copied (loaded, then stored to an f16 buffer: `paged_kv_gather`) are
+/// held as their 16-bit patterns: the tile is `uint16_t`, the rows move by `memcpy`, and every
+/// pattern arrives unchanged, a signalling NaN's payload, -0, subnormals and infinities
+/// included (through f32 the NaN would come back quieted). Rows at gathered starts and at affine
+/// starts, a lane mask over rows and columns (masked lanes take `other`, zero, or are not
+/// written), and a gathered row past the buffer (an error, as in the interpreter). A tile that
+/// is also added to stays f32.
+#[test]
+fn copied_f16_rows_keep_their_bit_patterns() {
+    if !have_gcc() {
+        return;
+    }
+    let copy = |start: &str, extra: &str| {
+        format!(
+            "kernel copy(@src: ptr<f16>, @idx: ptr<i32>, @dst: ptr<f16>, @sum: ptr<f16>, %n: i32, %cols: i32) {{
+               %r: i32[4] = arange 0, 4
+               %c: i32[16] = arange 0, 16
+               {start}
+               %c16: i32 = const 16
+               %c16v: i32[4] = broadcast %c16
+               %base: i32[4] = mul %row, %c16v
+               %b2: i32[4, 1] = expand_dims %base, 1
+               %bb: i32[4, 16] = broadcast %b2
+               %cc: i32[1, 16] = expand_dims %c, 0
+               %ccb: i32[4, 16] = broadcast %cc
+               %off: i32[4, 16] = add %bb, %ccb
+               %nv: i32[4] = broadcast %n
+               %rok: bool[4] = cmp lt %r, %nv
+               %rok2: bool[4, 1] = expand_dims %rok, 1
+               %rokb: bool[4, 16] = broadcast %rok2
+               %colsv: i32[16] = broadcast %cols
+               %cok: bool[16] = cmp lt %c, %colsv
+               %cok2: bool[1, 16] = expand_dims %cok, 0
+               %cokb: bool[4, 16] = broadcast %cok2
+               %m: bool[4, 16] = and %rokb, %cokb
+               %zero: f16 = const 0.0
+               %v: f16[4, 16] = load @src[%off], mask %m, other %zero
+               %out: i32[4] = mul %r, %c16v
+               %o2: i32[4, 1] = expand_dims %out, 1
+               %ob: i32[4, 16] = broadcast %o2
+               %doff: i32[4, 16] = add %ob, %ccb
+               store @dst[%doff], %v, mask %m
+               {extra}
+             }}"
+        )
+    };
+    let gathered = "%ir: i32 = const 0
+                    %irv: i32[4] = broadcast %ir
+                    %io: i32[4] = add %irv, %r
+                    %row: i32[4] = load @idx[%io]";
+    let affine = "%two: i32 = const 2
+                  %twov: i32[4] = broadcast %two
+                  %row: i32[4] = add %r, %twov";
+    let add = "%w: f16[4, 16] = add %v, %v
+               store @sum[%doff], %w";
+    // Patterns: a signalling NaN with a payload, -0, the smallest subnormal, -inf, then ordinary
+    // values.
+    let special: [u16; 4] = [0x7D01, 0x8000, 0x0001, 0xFC00];
+    let src: Vec<half::f16> = (0..8 * 16)
+        .map(|i| half::f16::from_bits(special.get(i % 19).copied().unwrap_or(0x3C00 + (i as u16 * 37) % 0x800)))
+        .collect();
+    for (start, raw_expected) in [(gathered, true), (affine, true)] {
+        for (extra, raw) in [("", raw_expected), (add, false)] {
+            let k = parse(&copy(start, extra));
+            for t in run_targets() {
+                let code = render(&k, &t).unwrap().code;
+                let raw_tile = code.lines().any(|l| l.trim_start().starts_with("uint16_t v") && l.contains("[64]"));
+                assert_eq!(raw_tile, raw, "{}: a raw [4, 16] tile expected: {raw}\n{code}", t.fingerprint());
+            }
+            for (n, cols, idx, fails) in [
+                (4, 16, vec![3, 0, 7, 5], false),
+                (3, 11, vec![6, 1, 1, 1 << 20], false),
+                (4, 16, vec![3, 0, 8, 5], true),
+            ] {
+                let bind = || {
+                    vec![
+                        Arg::Buffer(HostBuffer::F16(src.clone())),
+                        Arg::Buffer(HostBuffer::I32(idx.clone())),
+                        Arg::Buffer(HostBuffer::F16(vec![half::f16::from_bits(0x5555); 64])),
+                        Arg::Buffer(HostBuffer::F16(vec![half::f16::from_bits(0x5555); 64])),
+                        Arg::Scalar(Scalar::I32(n)),
+                        Arg::Scalar(Scalar::I32(cols)),
+                    ]
+                };
+                // The affine rows (2..6) never fail.
+                let fails = fails && start == gathered;
+                let mut want = bind();
+                assert_eq!(interp::run(&k, [1, 1, 1], &mut want).is_err(), fails, "interpreter, {idx:?}");
+                for t in run_targets() {
+                    let mut got = bind();
+                    let result = run(&k, &t, [1, 1, 1], &mut got);
+                    assert_eq!(result.is_err(), fails, "{} {idx:?}: {result:?}", t.fingerprint());
+                    if fails {
+                        continue;
+                    }
+                    let bits = |a: &Arg| match a {
+                        Arg::Buffer(HostBuffer::F16(v)) => v.iter().map(|x| x.to_bits()).collect::<Vec<u16>>(),
+                        other => panic!("not an f16 buffer: {other:?}"),
+                    };
+                    let what = format!("{} n {n} cols {cols} {idx:?}", t.fingerprint());
+                    if raw {
+                        assert_eq!(bits(&got[2]), bits(&want[2]), "{what}");
+                        assert!(bits(&got[2]).contains(&0x7D01), "{what}: the signalling NaN was not copied");
+                    } else {
+                        // Through f32 a signalling NaN comes back quieted: equal as values.
+                        for i in [2, 3] {
+                            let (Arg::Buffer(g), Arg::Buffer(w)) = (&got[i], &want[i]) else { unreachable!("buffers") };
+                            same(DType::F16, &g.to_f64(), &w.to_f64()).unwrap_or_else(|e| panic!("{what}: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -232,6 +232,9 @@ pub(crate) struct Analysis {
     /// Column-major loads whose columns a `dot` reads where they lie: see
     /// [`Analysis::compute_columns_in_place`].
     pub columns_in_place: Vec<bool>,
+    /// f16 / bf16 loads held as their 16-bit patterns, only copied to stores: see
+    /// [`Analysis::compute_raw_copies`].
+    pub raw: Vec<bool>,
 }
 
 impl Analysis {
@@ -246,6 +249,7 @@ impl Analysis {
             byte_dot: vec![false; kernel.values.len()],
             rows_in_place: vec![false; kernel.values.len()],
             columns_in_place: vec![false; kernel.values.len()],
+            raw: vec![false; kernel.values.len()],
         };
         for p in &kernel.params {
             if let kiln_ir::ParamKind::Scalar { value } = p.kind {
@@ -263,7 +267,48 @@ impl Analysis {
         a.compute_direct(kernel);
         a.compute_rows_in_place(kernel);
         a.compute_columns_in_place(kernel);
+        a.compute_raw_copies(kernel);
         a
+    }
+
+    /// Marks the f16 / bf16 row loads whose every reader is a contiguous store of the same dtype
+    /// (a copy: `paged_kv_gather`'s K and V rows), with `other` zero or no mask. Such a tile
+    /// holds the 16-bit patterns as loaded (`uint16_t`) and the stores write them back as
+    /// they are, instead of every element going to f32 on the way in and back on the way out.
+    /// Measured on `paged_kv_gather` at batch 16, ctx 2048, 8 KV heads of 128 (2 Zen 5 cores,
+    /// three interleaved pairs of a C swap, with the load's whole-row mask check below):
+    /// 5283-5664 µs against 7091-8835 µs. The patterns are the values, so the copy is exact for
+    /// every value, NaN payloads and signed zeros included.
+    fn compute_raw_copies(&mut self, kernel: &Kernel) {
+        let users = users(kernel);
+        for (inst, _) in kernel.walk() {
+            let data = kernel.inst(inst);
+            let Op::Load { buffer, offsets, other, .. } = &data.op else { continue };
+            let v = data.results[0];
+            let Some(dtype) = kernel.buffer_dtype(*buffer) else { continue };
+            let transposed = self.transposed_form(kernel, *offsets).is_some() && super::memory::transposes(dtype);
+            let only_copied = !users[v.index()].is_empty()
+                && users[v.index()].iter().all(|&user| match &kernel.inst(user).op {
+                    Op::Store { buffer: to, offsets: at, value, mask } => {
+                        *value == v
+                            && *at != v
+                            && *mask != Some(v)
+                            && kernel.buffer_dtype(*to) == Some(dtype)
+                            && self.contiguous_form(kernel, *at).is_some()
+                    }
+                    _ => false,
+                });
+            self.raw[v.index()] = matches!(dtype, DType::F16 | DType::BF16)
+                && self.needed[v.index()]
+                && !self.direct[v.index()]
+                && !self.rows_in_place[v.index()]
+                && !self.columns_in_place[v.index()]
+                && self.repr(v).root == v
+                && !transposed
+                && self.contiguous_form(kernel, *offsets).is_some()
+                && other.is_none_or(|o| is_float_zero(kernel, o))
+                && only_copied;
+        }
     }
 
     /// Marks the f16 / f32 loads of whole rows (at any starts, gathered ones included: the

@@ -202,7 +202,11 @@ impl Emitter<'_> {
             r.strides.resize(rank, 0);
             r
         });
-        let zero = if dtype.is_float() { "0.0f" } else { "0" };
+        // A raw tile holds the buffer's 16-bit patterns (`Analysis::compute_raw_copies`); its
+        // `other` is zero, whose pattern is 0.
+        let raw = self.a.raw[out.index()];
+        let zero = if dtype.is_float() && !raw { "0.0f" } else { "0" };
+        let read = |e: &str| if raw { e.to_string() } else { from_storage(dtype, e) };
         self.open("");
         // The analysis reads these offsets through their form (its `transposes` agrees).
         let transposed = self.a.transposed_form(self.k, acc.offsets).cloned().filter(|_| transposes(dtype));
@@ -240,9 +244,15 @@ impl Emitter<'_> {
             // ragged edge) takes `other` without touching memory.
             let lane_mask = mask.as_ref().is_some_and(|m| m.strides[coords.len()] != 0);
             if keep && lane_mask {
+                // `all`: a row with every lane active (the common case away from the problem's
+                // edges) keeps what it read without a select over its lanes.
                 let cond = m_at(self, "j").unwrap_or_default();
-                self.line("uint8_t any = 0;");
-                self.line(&format!("for (int j = 0; j < {len}; j++) any |= (uint8_t)(({cond}) != 0);"));
+                self.line("uint8_t any = 0, all = 1;");
+                self.open(&format!("for (int j = 0; j < {len}; j++)"));
+                self.line(&format!("const uint8_t on = (uint8_t)(({cond}) != 0);"));
+                self.line("any |= on;");
+                self.line("all &= on;");
+                self.close();
                 self.open("if (!any)");
                 self.open(&format!("for (int j = 0; j < {len}; j++)"));
                 let (o, x) = (o_at(self, "j"), other_at(self, "j"));
@@ -254,6 +264,7 @@ impl Emitter<'_> {
                 self.open(&format!("if ({})", self.row_in_bounds(acc, len)));
                 let row = o_at(self, "0");
                 let copy = match dtype {
+                    _ if raw => Some(format!("memcpy(&{row}, &{b}[s], {len} * sizeof({b}[0]));")),
                     DType::F16 => Some(format!("kiln_f16_load_n(&{row}, &{b}[s], {len});")),
                     DType::BF16 => Some(format!("kiln_bf16_load_n(&{row}, &{b}[s], {len});")),
                     DType::Bool => None,
@@ -266,7 +277,7 @@ impl Emitter<'_> {
                     None => {
                         e.open(&format!("for (int j = 0; j < {len}; j++)"));
                         let o = o_at(e, "j");
-                        e.line(&format!("{o} = {};", from_storage(dtype, &format!("{b}[s + j]"))));
+                        e.line(&format!("{o} = {};", read(&format!("{b}[s + j]"))));
                         e.close();
                     }
                 };
@@ -284,7 +295,7 @@ impl Emitter<'_> {
                         self.close();
                         self.close();
                     } else {
-                        self.open(&format!("for (int j = 0; j < {len}; j++)"));
+                        self.open(&format!("if (!all) for (int j = 0; j < {len}; j++)"));
                         let (o, x) = (o_at(self, "j"), other_at(self, "j"));
                         self.line(&format!("{o} = {cond} ? {o} : {x};"));
                         self.close();
@@ -304,7 +315,7 @@ impl Emitter<'_> {
             self.line(&format!("const int64_t o = {o_lane};"));
             self.line(&format!("if (o < 0 || o >= {n}) {fail}"));
             if let Some((o, _)) = &assign {
-                self.line(&format!("{o} = {};", from_storage(dtype, &format!("{b}[o]"))));
+                self.line(&format!("{o} = {};", read(&format!("{b}[o]"))));
             }
             match &assign {
                 Some((o, x)) => {
@@ -589,11 +600,13 @@ impl Emitter<'_> {
         self.open("");
         self.emit_tile_check(acc, form, &dims);
         self.open("if (dk_ok)");
-        if self.emit_row_pack(acc, form, &dims, &out_repr) {
+        // A raw tile (`Analysis::compute_raw_copies`) takes the rows' bytes as they are.
+        let raw = self.a.raw[out.index()];
+        if !raw && self.emit_row_pack(acc, form, &dims, &out_repr) {
             self.close_else();
             return;
         }
-        let gathered = self.open_pair_gather(acc, &dims, &out_repr);
+        let gathered = !raw && self.open_pair_gather(acc, &dims, &out_repr);
         let mut coords = Vec::with_capacity(lead);
         let mut opened = 0;
         for (d, &extent) in dims[..lead].iter().enumerate() {
@@ -617,6 +630,7 @@ impl Emitter<'_> {
         }
         let dst = self.access(&out_repr, &self.lane(&out_repr, &coords, "0"));
         match dtype {
+            _ if raw => self.line(&format!("memcpy(&{dst}, &{b}[s], {len} * sizeof({b}[0]));")),
             DType::F16 => self.line(&format!("kiln_f16_load_n(&{dst}, &{b}[s], {len});")),
             DType::BF16 => self.line(&format!("kiln_bf16_load_n(&{dst}, &{b}[s], {len});")),
             DType::Bool => {
@@ -1052,6 +1066,9 @@ impl Emitter<'_> {
     fn emit_write(&mut self, acc: &Access, value: Value, write: Write) {
         let (b, n, dtype) = self.buf(acc.buffer);
         let val = self.a.repr(value).clone();
+        // A raw value holds the buffer's 16-bit patterns already (`compute_raw_copies`).
+        let raw = self.a.raw[value.index()];
+        let stored = |x: &str| if raw { x.to_string() } else { to_storage(dtype, x) };
         let mask = acc.mask.map(|m| self.a.repr(m).clone());
         // The analysis builds no offsets tile for these two forms (`Analysis::store_form`).
         if let Some((form, transposed)) = self.a.store_form(self.k, acc.inst) {
@@ -1099,6 +1116,12 @@ impl Emitter<'_> {
                 let stream = len as usize * dtype.size_bytes() >= STREAM_MIN_ROW_BYTES;
                 let streams = format!("kiln_streams({n}, sizeof({b}[0]))");
                 match (dtype, contiguous_value) {
+                    (DType::F16 | DType::BF16, true) if raw && stream => e.line(&format!(
+                        "if ({streams}) kiln_copy_nt(&{b}[s], &{row}, {len} * sizeof({b}[0])); else memcpy(&{b}[s], &{row}, {len} * sizeof({b}[0]));"
+                    )),
+                    (DType::F16 | DType::BF16, true) if raw => {
+                        e.line(&format!("memcpy(&{b}[s], &{row}, {len} * sizeof({b}[0]));"))
+                    }
                     (DType::F16, true) if stream => e.line(&format!(
                         "if ({streams}) kiln_f16_store_n_nt(&{b}[s], &{row}, {len}); else kiln_f16_store_n(&{b}[s], &{row}, {len});"
                     )),
@@ -1113,7 +1136,7 @@ impl Emitter<'_> {
                     (_, false) => {
                         e.open(&format!("for (int j = 0; j < {len}; j++)"));
                         let x = v_at(e, "j");
-                        e.line(&format!("{b}[s + j] = {};", to_storage(dtype, &x)));
+                        e.line(&format!("{b}[s + j] = {};", stored(&x)));
                         e.close();
                     }
                 }
@@ -1137,7 +1160,7 @@ impl Emitter<'_> {
                     self.close_else();
                     self.open(&format!("for (int j = 0; j < {len}; j++)"));
                     let x = v_at(self, "j");
-                    self.line(&format!("if ({cond}) {b}[s + j] = {};", to_storage(dtype, &x)));
+                    self.line(&format!("if ({cond}) {b}[s + j] = {};", stored(&x)));
                     self.close();
                     self.close();
                 }
@@ -1147,19 +1170,19 @@ impl Emitter<'_> {
             let active = m_at(self, &coords, "j").unwrap_or_else(|| "1".into());
             let o_lane = self.wrap(acc.offsets, "s + j");
             let x = v_at(self, "j");
-            self.line(&format!("if ({active}) {b}[{o_lane}] = {};", to_storage(dtype, &x)));
+            self.line(&format!("if ({active}) {b}[{o_lane}] = {};", stored(&x)));
             self.close();
             self.close();
             self.close_n(opened);
         } else {
-            self.emit_write_lanes(acc, &val, mask.as_ref(), write);
+            self.emit_write_lanes(acc, &val, mask.as_ref(), write, raw);
         }
         self.close();
     }
 
     /// A write lane by lane in row-major order: every active lane's offset checked first, then
     /// every active lane written (a later lane wins on a repeated offset).
-    fn emit_write_lanes(&mut self, acc: &Access, val: &Repr, mask: Option<&Repr>, write: Write) {
+    fn emit_write_lanes(&mut self, acc: &Access, val: &Repr, mask: Option<&Repr>, write: Write, raw: bool) {
         let (b, n, dtype) = self.buf(acc.buffer);
         let dims = self.k.ty(acc.offsets).shape.dims().to_vec();
         let off_repr = self.a.repr(acc.offsets).clone();
@@ -1181,6 +1204,7 @@ impl Emitter<'_> {
                 self.line(&format!("if ((uint64_t)o >= (uint64_t){n}) {fail}"));
             } else {
                 match (write, dtype) {
+                    (Write::Store, _) if raw => self.line(&format!("{b}[o] = {x};")),
                     (Write::Store, _) => self.line(&format!("{b}[o] = {};", to_storage(dtype, &x))),
                     (Write::AtomicAdd, DType::F32) => self.line(&format!("kiln_atomic_add_f32(&{b}[o], {x});")),
                     // C11 and GCC define atomic signed arithmetic to wrap.

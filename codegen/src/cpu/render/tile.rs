@@ -186,7 +186,8 @@ impl Emitter<'_> {
     /// Declares the storage of a value that owns it (a C scalar or an aligned array).
     pub(crate) fn declare(&mut self, v: Value) {
         let ty = self.k.ty(v).clone();
-        let t = held_type(ty.dtype);
+        // A raw copy's tile holds 16-bit patterns (`Analysis::compute_raw_copies`).
+        let t = if self.a.raw[v.index()] { "uint16_t" } else { held_type(ty.dtype) };
         if self.a.repr(v).scalar_root {
             self.line(&format!("{t} {} KILN_UNUSED = 0;", self.name(v)));
         } else {
