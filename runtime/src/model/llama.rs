@@ -255,7 +255,6 @@ impl Store {
         }
     }
 
-    /// Buffer `i` to write on the host (marked for upload before the next launch).
     /// Reads buffer `i` back from the device into its host copy (a no-op on the CPU, whose host
     /// buffers are the memory).
     fn fetch(&mut self, device: &ModelDevice, i: usize) -> Result<(), ModelError> {
@@ -263,6 +262,7 @@ impl Store {
         Ok(memory.download(device, i, &mut bufs[i])?)
     }
 
+    /// Buffer `i` to write on the host (marked for upload before the next launch).
     fn f32_mut(&mut self, i: usize) -> Result<&mut Vec<f32>, ModelError> {
         self.memory.touch(i);
         match &mut self.bufs[i] {
