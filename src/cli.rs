@@ -608,7 +608,7 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
     let mut model = LlamaModel::load(&gguf, device.clone(), provider, options)?;
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    spinner.set_message(format!("measuring the roofline on {}", device_label(&model)));
+    spinner.set_message(format!("measuring the roofline on {}", model.device().name()));
     let working_set = |mut options: kiln_runtime::bench::BenchOptions| {
         if let Some(mib) = args.working_set_mib {
             options.working_set_bytes = mib.max(1) << 20;
@@ -632,7 +632,6 @@ fn bench_generate(args: &BenchGenerateArgs) -> Result<String, CliError> {
     spinner.finish_and_clear();
     let mut b = result?;
     b.roofline_round_trip_ns = roofline_round_trip;
-    b.device = device_label(&model);
     if let Some(warning) =
         kiln_runtime::bench::phase_note("the decode steps", roofline_round_trip, b.core_round_trip_ns)
     {
@@ -823,18 +822,8 @@ fn generate(args: &GenerateArgs) -> Result<String, CliError> {
         g.prefill_tok_s(),
         g.tokens.len(),
         g.decode_tok_s(),
-        device_label(&model)
+        model.device().name()
     ))
-}
-
-/// Where a model's figures were measured, for the lines after generated text: the CPU's
-/// threads, or the GPU.
-fn device_label(model: &kiln_runtime::model::llama::LlamaModel) -> String {
-    match model.device() {
-        kiln_runtime::model::device::ModelDevice::Cuda(d) => format!("{} {}", d.target(), d.name),
-        kiln_runtime::model::device::ModelDevice::Cpu(_) => format!("cpu, {} threads", model.threads()),
-        other => other.name(),
-    }
 }
 
 type Provider = std::sync::Arc<dyn kiln_autotune::lookup::ConfigProvider + Send + Sync>;
@@ -998,7 +987,7 @@ fn speculative_report(
         g.steps,
         g.acceptance_rate() * 100.0,
         g.mean_accepted(),
-        device_label(model)
+        model.device().name()
     ))
 }
 

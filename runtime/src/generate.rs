@@ -162,7 +162,7 @@ pub fn generate(
 /// Figures of `kiln bench-generate`.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct GenerateBench {
-    /// `cpu` or the GPU (`cuda:0 NVIDIA H100 ...`), with the CPU's threads; set by the caller.
+    /// `cpu, N threads` or the GPU (`cuda:0 NVIDIA H100 ...`).
     pub device: String,
     pub threads: usize,
     pub read_gbps: f64,

@@ -87,11 +87,11 @@ impl Module {
 }
 
 impl ModelDevice {
-    /// `cpu`, `cuda:N` or `simt (sm_90)`, for reports.
+    /// `cpu, N threads`, `cuda:N NAME` or `simt (sm_90)`, for reports.
     pub fn name(&self) -> String {
         match self {
-            ModelDevice::Cpu(_) => "cpu".to_string(),
-            ModelDevice::Cuda(d) => d.target(),
+            ModelDevice::Cpu(d) => format!("cpu, {} threads", d.threads()),
+            ModelDevice::Cuda(d) => format!("{} {}", d.target(), d.name),
             ModelDevice::Simt(o) => format!("simt ({})", o.sm.name()),
         }
     }
@@ -102,14 +102,6 @@ impl ModelDevice {
         match self {
             ModelDevice::Cpu(d) => d.threads(),
             _ => 1,
-        }
-    }
-
-    /// The CPU device, if this is one.
-    pub fn cpu(&self) -> Option<&Arc<CpuDevice>> {
-        match self {
-            ModelDevice::Cpu(d) => Some(d),
-            _ => None,
         }
     }
 

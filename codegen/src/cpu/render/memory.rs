@@ -1115,24 +1115,20 @@ impl Emitter<'_> {
                 // past them (see `kiln_streams` in the prelude); the size is known at run time.
                 let stream = len as usize * dtype.size_bytes() >= STREAM_MIN_ROW_BYTES;
                 let streams = format!("kiln_streams({n}, sizeof({b}[0]))");
+                // A raw value's row is copied as it is, like an f32 or integer row.
+                let bytes = raw || !matches!(dtype, DType::F16 | DType::BF16);
                 match (dtype, contiguous_value) {
-                    (DType::F16 | DType::BF16, true) if raw && stream => e.line(&format!(
-                        "if ({streams}) kiln_copy_nt(&{b}[s], &{row}, {len} * sizeof({b}[0])); else memcpy(&{b}[s], &{row}, {len} * sizeof({b}[0]));"
-                    )),
-                    (DType::F16 | DType::BF16, true) if raw => {
-                        e.line(&format!("memcpy(&{b}[s], &{row}, {len} * sizeof({b}[0]));"))
-                    }
-                    (DType::F16, true) if stream => e.line(&format!(
+                    (DType::F16, true) if !raw && stream => e.line(&format!(
                         "if ({streams}) kiln_f16_store_n_nt(&{b}[s], &{row}, {len}); else kiln_f16_store_n(&{b}[s], &{row}, {len});"
                     )),
-                    (DType::F16, true) => e.line(&format!("kiln_f16_store_n(&{b}[s], &{row}, {len});")),
-                    (DType::BF16, true) => e.line(&format!("kiln_bf16_store_n(&{b}[s], &{row}, {len});")),
-                    (DType::F32 | DType::I32 | DType::U32, true) if stream => e.line(&format!(
-                        "if ({streams}) kiln_copy_nt(&{b}[s], &{row}, {len} * sizeof({b}[0])); else memcpy(&{b}[s], &{row}, {len} * sizeof({b}[0]));"
-                    )),
-                    (DType::F32 | DType::I32 | DType::U32 | DType::I8 | DType::U8 | DType::Bool, true) => {
-                        e.line(&format!("memcpy(&{b}[s], &{row}, {len} * sizeof({b}[0]));"))
+                    (DType::F16, true) if !raw => e.line(&format!("kiln_f16_store_n(&{b}[s], &{row}, {len});")),
+                    (DType::BF16, true) if !raw => e.line(&format!("kiln_bf16_store_n(&{b}[s], &{row}, {len});")),
+                    (DType::F16 | DType::BF16 | DType::F32 | DType::I32 | DType::U32, true) if bytes && stream => {
+                        e.line(&format!(
+                            "if ({streams}) kiln_copy_nt(&{b}[s], &{row}, {len} * sizeof({b}[0])); else memcpy(&{b}[s], &{row}, {len} * sizeof({b}[0]));"
+                        ))
                     }
+                    (_, true) => e.line(&format!("memcpy(&{b}[s], &{row}, {len} * sizeof({b}[0]));")),
                     (_, false) => {
                         e.open(&format!("for (int j = 0; j < {len}; j++)"));
                         let x = v_at(e, "j");
